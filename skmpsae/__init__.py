@@ -1,0 +1,31 @@
+"""skmpsae: sparse autoencoders with a scikit-learn face and a PyTorch core.
+
+Estimators
+----------
+MatchingPursuitSAE, TopKSAE, ReLUSAE
+
+Functions
+---------
+matching_pursuit, orthogonal_matching_pursuit
+
+Modules
+-------
+metrics, datasets, plotting (needs matplotlib)
+"""
+
+from ._base import DivergenceError
+from ._matching_pursuit import MatchingPursuitSAE
+from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
+from ._relu import ReLUSAE
+from ._topk import TopKSAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DivergenceError",
+    "MatchingPursuitSAE",
+    "ReLUSAE",
+    "TopKSAE",
+    "matching_pursuit",
+    "orthogonal_matching_pursuit",
+]

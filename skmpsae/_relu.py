@@ -1,0 +1,154 @@
+"""ReLU SAE: the classic one-layer sparse autoencoder with an L1 penalty."""
+
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval
+
+from ._base import _BaseSAE
+from ._topk import _EncoderModule
+
+
+def _relu_codes(x, weight, encoder_bias, bias):
+    return F.relu((x - bias) @ weight.T + encoder_bias)
+
+
+class _ReLUModule(_EncoderModule):
+    """Loss on data scaled to unit RMS: ``(||x - x_hat||^2 + alpha * sum_j z_j ||d_j||) / d``.
+
+    The L1 weight is warmed up from zero over the first 5% of a fit (100 steps for
+    ``partial_fit``): a full penalty on a random start kills latents before they find data.
+    """
+
+    def __init__(self, n_components, n_features, alpha, fit_intercept, dtype, device):
+        super().__init__(n_components, n_features, fit_intercept, dtype, device)
+        self.alpha = alpha
+
+    def loss(self, x, trainer):
+        z = _relu_codes(x, self.encoder_weight, self.encoder_bias, self.bias)
+        x_hat = z @ self.dictionary + self.bias
+        warmup = max(1, (trainer.total_steps or 2000) // 20)
+        alpha = self.alpha * min(1.0, (trainer.step + 1) / warmup)
+        sparsity = (z * self.dictionary.norm(dim=1)).sum(dim=1).mean()
+        loss = (((x - x_hat) ** 2).sum(dim=1).mean() + alpha * sparsity) / x.shape[1]
+        return loss, (z > 0).sum(dim=0)
+
+
+class ReLUSAE(_BaseSAE):
+    """Sparse autoencoder with a ReLU encoder and an L1 penalty on the codes.
+
+    Codes are ``relu(W_enc (x - b) + b_enc)``, reconstructions ``codes @ components_ + b``,
+    and the loss adds ``alpha`` times the L1 norm of the codes (weighted by the decoder norms,
+    which are kept at one) to the squared error, on data scaled to unit RMS deviation, so that
+    ``alpha`` means the same on any data scale. Sparsity (L0) is emergent: raise ``alpha`` for
+    sparser codes.
+
+    Parameters
+    ----------
+    n_components : int, default=256
+        Number of latents (dictionary rows).
+    alpha : float, default=1.0
+        Strength of the L1 penalty, in units of the data's RMS deviation.
+    max_iter : int, default=50
+        Epochs in :meth:`fit`.
+    batch_size : int, default=256
+        Samples per Adam step.
+    learning_rate : float, default=1e-3
+        Peak Adam learning rate (linear warm-up over the first 5% of steps, linear decay to zero
+        over the last 20% of a fit).
+    fit_intercept : bool, default=True
+        Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
+    dict_init : array-like of shape (n_components, n_features), default=None
+        Initial dictionary (rows are normalised); None: random centred training samples.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation and shuffling, without touching torch's global RNG.
+    device : str or torch.device, default="auto"
+        "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
+    verbose : int, default=0
+        Print the loss and the number of dead latents after each epoch.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Decoder rows, unit norm.
+    intercept_ : ndarray of shape (n_features,)
+        The bias ``b``.
+    encoder_weights_ : ndarray of shape (n_components, n_features)
+        Encoder matrix ``W_enc``.
+    encoder_intercept_ : ndarray of shape (n_components,)
+        Encoder bias ``b_enc``, in the data's units.
+    n_iter_ : int
+        Epochs run.
+    n_steps_ : int
+        Adam steps taken.
+    loss_curve_ : list of float
+        Training loss per epoch (relative to the data variance).
+    n_dead_components_ : int
+        Latents that fired for no sample during the last epoch.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :term:`fit`, if ``X`` had string column names.
+
+    See Also
+    --------
+    TopKSAE : Sets L0 directly.
+    MatchingPursuitSAE : Residual-guided encoder for correlated features.
+    sklearn.decomposition.DictionaryLearning : Sparse coding with an L1 penalty, solved exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae import ReLUSAE
+    >>> X = np.random.RandomState(0).rand(200, 20).astype(np.float32)
+    >>> sae = ReLUSAE(n_components=32, alpha=0.5, max_iter=5, random_state=0).fit(X)
+    >>> sae.transform(X).shape
+    (200, 32)
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseSAE._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+    }
+
+    _published_params = {
+        **_BaseSAE._published_params,
+        "encoder_weight": ("encoder_weights_", False),
+        "encoder_bias": ("encoder_intercept_", True),
+    }
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        alpha=1.0,
+        max_iter=50,
+        batch_size=256,
+        learning_rate=1e-3,
+        fit_intercept=True,
+        dict_init=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.fit_intercept = fit_intercept
+        self.dict_init = dict_init
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _make_module(self, n_features, dtype, device):
+        return _ReLUModule(
+            self.n_components, n_features, self.alpha, self.fit_intercept, dtype, device
+        )
+
+    def _encode(self, X, params):
+        return _relu_codes(
+            X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"]
+        )

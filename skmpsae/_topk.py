@@ -1,0 +1,205 @@
+"""TopK SAE: a one-layer encoder that keeps the k largest pre-activations (Gao et al., 2024)."""
+
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval
+
+from ._base import _BaseSAE, _SAEModule
+from ._pursuit import _decode_selected, _scatter_codes
+
+
+def _topk_codes(x, weight, encoder_bias, bias, k):
+    """Values (after ReLU) and indices of the k largest pre-activations of ``x``."""
+    pre = (x - bias) @ weight.T + encoder_bias
+    values, indices = pre.topk(k, dim=1)
+    return F.relu(values), indices, pre
+
+
+class _EncoderModule(_SAEModule):
+    """Adds an untied linear encoder, initialised as the transposed dictionary."""
+
+    def __init__(self, n_components, n_features, fit_intercept, dtype, device):
+        super().__init__(n_components, n_features, fit_intercept, dtype, device)
+        kw = {"dtype": dtype, "device": device}
+        self.encoder_weight = torch.nn.Parameter(torch.zeros(n_components, n_features, **kw))
+        self.encoder_bias = torch.nn.Parameter(torch.zeros(n_components, **kw))
+
+
+class _TopKModule(_EncoderModule):
+    """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss, in which the
+    ``k_aux`` largest pre-activations of dead latents reconstruct the residual; it pulls dead
+    latents back towards directions the live ones miss."""
+
+    def __init__(self, n_components, n_features, k, fit_intercept, dtype, device, aux_coef=1 / 32):
+        super().__init__(n_components, n_features, fit_intercept, dtype, device)
+        self.k = k
+        self.aux_coef = aux_coef
+
+    def loss(self, x, trainer):
+        values, indices, pre = _topk_codes(
+            x, self.encoder_weight, self.encoder_bias, self.bias, self.k
+        )
+        x_hat = _decode_selected(indices, values, self.dictionary) + self.bias
+        n_features = x.shape[1]
+        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / n_features
+        dead = trainer.samples_since_fired >= trainer.dead_window
+        n_dead = int(dead.sum())
+        if n_dead and self.aux_coef:
+            k_aux = min(n_dead, max(1, n_features // 2))
+            masked = pre.masked_fill(~dead, float("-inf"))
+            aux_values, aux_indices = masked.topk(k_aux, dim=1)
+            residual = (x - x_hat).detach()
+            aux_hat = _decode_selected(aux_indices, F.relu(aux_values), self.dictionary)
+            scale = ((residual - residual.mean(dim=0)) ** 2).sum(dim=1).mean()
+            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(1e-12)
+            loss = loss + self.aux_coef * aux
+        fired = torch.zeros(self.dictionary.shape[0], dtype=torch.long, device=x.device)
+        fired.scatter_add_(0, indices.flatten(), (values > 0).flatten().long())
+        return loss, fired
+
+
+class TopKSAE(_BaseSAE):
+    """Sparse autoencoder with a TopK encoder (Makhzani & Frey, 2013; Gao et al., 2024).
+
+    Codes are ``topk(relu(W_enc (x - b) + b_enc))``: only the ``n_nonzero_coefs`` largest
+    pre-activations per sample survive. The decoder ``components_`` has unit-norm rows; the
+    encoder starts as its transpose. Dead latents (silent for a whole epoch) are revived by the
+    AuxK loss, which asks them to reconstruct the residual the live latents leave.
+
+    Parameters
+    ----------
+    n_components : int, default=256
+        Number of latents (dictionary rows).
+    n_nonzero_coefs : int, default=16
+        k, the number of latents kept per sample in training.
+    transform_n_nonzero_coefs : int, default=None
+        k at inference; None means ``n_nonzero_coefs``. Unlike matching pursuit, a TopK encoder
+        is not trained for other values, so changing k need not improve the reconstruction.
+    aux_coef : float, default=1/32
+        Weight of the AuxK loss (0 disables it).
+    max_iter : int, default=50
+        Epochs in :meth:`fit`.
+    batch_size : int, default=256
+        Samples per Adam step.
+    learning_rate : float, default=1e-3
+        Peak Adam learning rate (linear warm-up over the first 5% of steps, linear decay to zero
+        over the last 20% of a fit).
+    fit_intercept : bool, default=True
+        Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
+    dict_init : array-like of shape (n_components, n_features), default=None
+        Initial dictionary (rows are normalised); None: random centred training samples.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation and shuffling, without touching torch's global RNG.
+    device : str or torch.device, default="auto"
+        "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
+    verbose : int, default=0
+        Print the loss and the number of dead latents after each epoch.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Decoder rows, unit norm.
+    intercept_ : ndarray of shape (n_features,)
+        The bias ``b``.
+    encoder_weights_ : ndarray of shape (n_components, n_features)
+        Encoder matrix ``W_enc``.
+    encoder_intercept_ : ndarray of shape (n_components,)
+        Encoder bias ``b_enc``, in the data's units.
+    n_iter_ : int
+        Epochs run.
+    n_steps_ : int
+        Adam steps taken.
+    loss_curve_ : list of float
+        Training loss per epoch (reconstruction error relative to the data variance, plus the
+        weighted AuxK term).
+    n_dead_components_ : int
+        Latents that fired for no sample during the last epoch.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :term:`fit`, if ``X`` had string column names.
+
+    See Also
+    --------
+    MatchingPursuitSAE : Residual-guided encoder for correlated features.
+    ReLUSAE : ReLU encoder with an L1 penalty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae import TopKSAE
+    >>> X = np.random.RandomState(0).rand(200, 20).astype(np.float32)
+    >>> codes = TopKSAE(n_components=32, n_nonzero_coefs=4, max_iter=5, random_state=0).fit_transform(X)
+    >>> bool((codes != 0).sum(axis=1).max() <= 4)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseSAE._parameter_constraints,
+        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
+        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "aux_coef": [Interval(Real, 0, None, closed="left")],
+    }
+
+    _published_params = {
+        **_BaseSAE._published_params,
+        "encoder_weight": ("encoder_weights_", False),
+        "encoder_bias": ("encoder_intercept_", True),
+    }
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        n_nonzero_coefs=16,
+        transform_n_nonzero_coefs=None,
+        aux_coef=1 / 32,
+        max_iter=50,
+        batch_size=256,
+        learning_rate=1e-3,
+        fit_intercept=True,
+        dict_init=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.n_nonzero_coefs = n_nonzero_coefs
+        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
+        self.aux_coef = aux_coef
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.fit_intercept = fit_intercept
+        self.dict_init = dict_init
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _check_params(self, n_features):
+        for name in ("n_nonzero_coefs", "transform_n_nonzero_coefs"):
+            k = getattr(self, name)
+            if k is not None and k > self.n_components:
+                raise ValueError(
+                    f"{name}={k} must be at most n_components={self.n_components}: a TopK "
+                    "encoder keeps k distinct latents."
+                )
+
+    def _make_module(self, n_features, dtype, device):
+        return _TopKModule(
+            self.n_components, n_features, self.n_nonzero_coefs, self.fit_intercept,
+            dtype, device, aux_coef=self.aux_coef,
+        )
+
+    def _encode(self, X, params):
+        k = self.transform_n_nonzero_coefs or self.n_nonzero_coefs
+        if k > self.n_components:
+            raise ValueError(
+                f"transform_n_nonzero_coefs={k} exceeds n_components={self.n_components}."
+            )
+        values, indices, _ = _topk_codes(
+            X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"], k
+        )
+        return _scatter_codes(indices, values, self.n_components)

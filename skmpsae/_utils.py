@@ -1,0 +1,42 @@
+"""Device and seed handling shared by the estimators."""
+
+import torch
+from sklearn.utils import check_random_state
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a ``torch.device``.
+
+    ``"auto"`` picks CUDA when a GPU is visible, else the CPU. An explicit CUDA device on a
+    machine without one is an error, not a silent fall-back.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device={device!r} is not a valid torch device; use 'auto', 'cpu', 'cuda' "
+                "or 'cuda:N'."
+            ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} asks for CUDA but torch sees no GPU "
+            f"(torch {torch.__version__}); use device='auto' or 'cpu'."
+        )
+    return resolved
+
+
+def torch_generator(random_state):
+    """A CPU ``torch.Generator`` seeded from ``random_state``.
+
+    Estimators draw all their torch randomness from such a generator, so a fit never reads or
+    advances torch's global RNG.
+    """
+    seed = check_random_state(random_state).randint(2**31 - 1)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    return generator
