@@ -112,9 +112,6 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         """Dense codes (n, n_components) of centred-or-not tensor ``X`` from published
         ``params`` (a dict of tensors named as ``_published_params``' attributes)."""
 
-    def _check_params(self, n_features):
-        """Cross-parameter checks that need the data; raise ValueError."""
-
     def _init_module(self, module, X, generator):
         """Initialise ``module`` from a sample of scaled data ``X`` (a tensor)."""
         with torch.no_grad():
@@ -228,7 +225,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         out = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
         with torch.no_grad():
             for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
-                chunk = torch.as_tensor(X[start : start + _TRANSFORM_CHUNK], device=device)
+                chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
                 out[start : start + chunk.shape[0]] = self._encode(chunk, params).cpu().numpy()
         return out
 
@@ -280,6 +277,22 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         X_hat = self.inverse_transform(self.transform(X))
         return _explained_variance(X, X_hat)
 
+    def to_sparse_coder(self, **kwargs):
+        """The learned dictionary as a :class:`sklearn.decomposition.SparseCoder`.
+
+        ``SparseCoder`` has no bias: feed it ``X - intercept_``, and add ``intercept_`` back to
+        ``codes @ components_``. Keyword arguments go to ``SparseCoder`` (e.g.
+        ``transform_algorithm="omp", transform_n_nonzero_coefs=16``).
+
+        Returns
+        -------
+        coder : sklearn.decomposition.SparseCoder
+        """
+        from sklearn.decomposition import SparseCoder
+
+        check_is_fitted(self)
+        return SparseCoder(dictionary=self.components_.copy(), **kwargs)
+
     @property
     def _n_features_out(self):
         return self.n_components
@@ -298,12 +311,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     # -- validation ------------------------------------------------------------------------
     def _validate_train_data(self, X, reset):
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=1
-        )
-        if reset:
-            self._check_params(X.shape[1])
-        return X
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
 
     # -- training --------------------------------------------------------------------------
     def _new_trainer(self, X):
@@ -313,7 +321,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         scale = _rms_scale(sample)
         generator = torch_generator(self.random_state)
         module = self._make_module(X.shape[1], dtype, torch.device("cpu"))
-        self._init_module(module, torch.as_tensor(sample, dtype=dtype) / scale, generator)
+        self._init_module(module, _as_tensor(sample, dtype, "cpu") / scale, generator)
         module.to(device)
         self.n_steps_ = 0
         self.n_iter_ = 0
@@ -359,9 +367,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                 fired = torch.zeros(self.n_components, dtype=torch.long, device=trainer.device)
                 for start in range(0, n, self.batch_size):
                     rows = np.sort(order[start : start + self.batch_size])
-                    xb = torch.as_tensor(
-                        np.asarray(X[rows]), dtype=trainer.dtype
-                    ).to(trainer.device, non_blocking=True) / trainer.scale
+                    xb = _as_tensor(X[rows], trainer.dtype, trainer.device) / trainer.scale
                     trainer.step = self.n_steps_
                     for group in optimizer.param_groups:
                         group["lr"] = schedule(self.n_steps_)
@@ -418,6 +424,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             value = snapshot[name].numpy().astype(np_dtype, copy=True)
             setattr(self, attr, value * trainer.scale if has_units else value)
         self._data_scale = trainer.scale
+        self._tensor_cache = {}
         self.loss_curve_ = list(self.loss_curve_)
         # Parameters restored from a snapshot must not be trained further as if they were live.
         with torch.no_grad():
@@ -448,23 +455,18 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         """Published parameters as tensors on the device, cached until they change."""
         device = resolve_device(self.device)
         key = (np.dtype(np_dtype).str, str(device))
-        cache = getattr(self, "_tensor_cache", None)
         attrs = [attr for attr, _ in self._published_params.values()]
-        if (
-            cache is not None
-            and cache["key"] == key
-            and all(np.array_equal(cache["source"][a], getattr(self, a)) for a in attrs)
+        # The cache dict is created once and updated in place, so that transform never adds
+        # attributes to a fitted estimator (scikit-learn's check_dict_unchanged).
+        cache = self.__dict__.setdefault("_tensor_cache", {})
+        if cache.get("key") == key and all(
+            np.array_equal(cache["source"][a], getattr(self, a)) for a in attrs
         ):
             return cache["tensors"]
-        tensors = {
-            a: torch.as_tensor(getattr(self, a), device=device).to(_torch_dtype(np_dtype)) for a in attrs
-        }
+        tensors = {a: _as_tensor(getattr(self, a), _torch_dtype(np_dtype), device) for a in attrs}
         tensors.update(self._derived_tensors(tensors))
-        self._tensor_cache = {
-            "key": key,
-            "source": {a: getattr(self, a).copy() for a in attrs},
-            "tensors": tensors,
-        }
+        cache.clear()
+        cache.update(key=key, source={a: getattr(self, a).copy() for a in attrs}, tensors=tensors)
         return tensors
 
     def _derived_tensors(self, tensors):
@@ -488,6 +490,15 @@ class _Schedule:
             if step >= decay_start:
                 lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
         return lr
+
+
+def _as_tensor(array, dtype, device):
+    """A tensor on ``device`` from a numpy array; read-only inputs (memmaps) are copied first,
+    as torch cannot wrap them."""
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype).to(device)
 
 
 def _n_batches(n_samples, batch_size):

@@ -73,9 +73,10 @@ class TopKSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     n_nonzero_coefs : int, default=16
-        k, the number of latents kept per sample in training.
+        k, the number of latents kept per sample in training. A k of ``n_components`` or more
+        keeps every latent (the encoder is then a plain ReLU).
     transform_n_nonzero_coefs : int, default=None
-        k at inference; None means ``n_nonzero_coefs``. Unlike matching pursuit, a TopK encoder
+        k at inference (capped at ``n_components`` likewise); None means ``n_nonzero_coefs``. Unlike matching pursuit, a TopK encoder
         is not trained for other values, so changing k need not improve the reconstruction.
     aux_coef : float, default=1/32
         Weight of the AuxK loss (0 disables it).
@@ -178,27 +179,15 @@ class TopKSAE(_BaseSAE):
         self.device = device
         self.verbose = verbose
 
-    def _check_params(self, n_features):
-        for name in ("n_nonzero_coefs", "transform_n_nonzero_coefs"):
-            k = getattr(self, name)
-            if k is not None and k > self.n_components:
-                raise ValueError(
-                    f"{name}={k} must be at most n_components={self.n_components}: a TopK "
-                    "encoder keeps k distinct latents."
-                )
-
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(
-            self.n_components, n_features, self.n_nonzero_coefs, self.fit_intercept,
+            self.n_components, n_features, min(self.n_nonzero_coefs, self.n_components),
+            self.fit_intercept,
             dtype, device, aux_coef=self.aux_coef,
         )
 
     def _encode(self, X, params):
-        k = self.transform_n_nonzero_coefs or self.n_nonzero_coefs
-        if k > self.n_components:
-            raise ValueError(
-                f"transform_n_nonzero_coefs={k} exceeds n_components={self.n_components}."
-            )
+        k = min(self.transform_n_nonzero_coefs or self.n_nonzero_coefs, self.n_components)
         values, indices, _ = _topk_codes(
             X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"], k
         )
