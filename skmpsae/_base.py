@@ -20,7 +20,7 @@ import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -99,6 +99,12 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         "verbose": ["verbose"],
     }
 
+    # Initial atoms: random centred samples (True) or random directions (False). Measured on
+    # MNIST (4k/1k, 256 atoms, k=16, 15 epochs), held-out R2: MP 0.790 from samples vs 0.746
+    # from random directions; TopK 0.680 vs 0.729, as an encoder initialised to correlated
+    # sample atoms starts by overshooting (initial loss 10x the data variance).
+    _init_from_samples = False
+
     # Names of module parameters -> (published attribute, whether it carries the data's units).
     _published_params = {"dictionary": ("components_", False), "bias": ("intercept_", True)}
 
@@ -134,13 +140,14 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                     f"({n_components}, {n_features})."
                 )
             atoms = torch.as_tensor(init, dtype=Xc.dtype, device=Xc.device).clone()
-        else:
-            # Centred training samples are atoms that already fire on the data, which keeps far
-            # more of them alive early on than random directions do; a little noise separates
-            # repeated or identical samples.
+        elif self._init_from_samples:
+            # Centred training samples are atoms that already fire on the data; a little noise
+            # separates repeated or identical samples.
             rows = torch.randint(Xc.shape[0], (n_components,), generator=generator)
             noise = torch.randn(n_components, n_features, generator=generator, dtype=Xc.dtype)
             atoms = Xc[rows.to(Xc.device)] + 0.05 * noise.to(Xc.device)
+        else:
+            atoms = torch.randn(n_components, n_features, generator=generator, dtype=Xc.dtype)
         norms = atoms.norm(dim=1, keepdim=True)
         fallback = torch.randn(atoms.shape, generator=generator, dtype=atoms.dtype).to(atoms.device)
         atoms = torch.where(norms > 1e-6 * norms.max().clamp_min(1e-30), atoms, fallback)
@@ -310,6 +317,20 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         return state
 
     # -- validation ------------------------------------------------------------------------
+    def _validate_params(self):
+        super()._validate_params()
+        # Python counts a bool as an int, but n_components=True is a slip, not a request for
+        # one atom; without this check it fails deep inside torch with an obscure TypeError.
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) and any(
+                isinstance(c, Interval) and c.type is Integral for c in constraints
+            ):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
+                    f"got the boolean {value!r}."
+                )
+
     def _validate_train_data(self, X, reset):
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
 
@@ -383,10 +404,15 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                     trainer.samples_since_fired += xb.shape[0]
                     trainer.samples_since_fired[active > 0] = 0
                 epoch_loss = float(total) / n
-                if not np.isfinite(epoch_loss) or epoch_loss > _DIVERGED_LOSS:
+                # Each loss above was taken before its step: re-measure the last batch after
+                # the last step, or a one-batch partial_fit could publish a blown-up model.
+                with torch.no_grad():
+                    last_loss = float(module.loss(xb, trainer)[0])
+                worst = float(np.max([epoch_loss, last_loss]))  # NaN propagates
+                if not np.isfinite(worst) or worst > _DIVERGED_LOSS:
                     raise DivergenceError(
                         f"{type(self).__name__} diverged in epoch {self.n_iter_ + 1}: the "
-                        f"reconstruction loss is {epoch_loss:.3g} (relative to the data "
+                        f"reconstruction loss reached {worst:.3g} (relative to the data "
                         f"variance). The learning_rate ({self.learning_rate:g}) is most likely "
                         "too large; lower it, or check the input for extreme outliers."
                     )
@@ -459,14 +485,16 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         # The cache dict is created once and updated in place, so that transform never adds
         # attributes to a fitted estimator (scikit-learn's check_dict_unchanged).
         cache = self.__dict__.setdefault("_tensor_cache", {})
-        if cache.get("key") == key and all(
-            np.array_equal(cache["source"][a], getattr(self, a)) for a in attrs
+        # The entry is read and replaced as one tuple: concurrent transforms (e.g. one float32,
+        # one float64) must never see another call's half-written entry.
+        entry = cache.get("entry")
+        if entry is not None and entry[0] == key and all(
+            np.array_equal(entry[1][a], getattr(self, a)) for a in attrs
         ):
-            return cache["tensors"]
+            return entry[2]
         tensors = {a: _as_tensor(getattr(self, a), _torch_dtype(np_dtype), device) for a in attrs}
         tensors.update(self._derived_tensors(tensors))
-        cache.clear()
-        cache.update(key=key, source={a: getattr(self, a).copy() for a in attrs}, tensors=tensors)
+        cache["entry"] = (key, {a: getattr(self, a).copy() for a in attrs}, tensors)
         return tensors
 
     def _derived_tensors(self, tensors):
@@ -515,17 +543,33 @@ def _sample_rows(X, rng, max_rows):
     return np.asarray(X[np.sort(rng.choice(X.shape[0], max_rows, replace=False))])
 
 
+def _peak_exponent(*arrays):
+    """Exponent ``e`` with ``max|arrays| / 2**e`` in [0.5, 1) (0 for all-zero input).
+
+    Sums of squares are taken on data divided by ``2**e``: the division is exact, and squares
+    of values near 1e300 (or 1e-170) then neither overflow nor underflow.
+    """
+    peak = max(float(np.max(np.abs(a), initial=0.0)) for a in arrays)
+    return int(np.frexp(peak)[1]) if peak > 0 else 0
+
+
 def _rms_scale(X):
-    """RMS deviation from the per-feature mean, in float64; 1.0 for constant data."""
+    """RMS deviation from the per-feature mean, in float64; for constant data the RMS of
+    ``X`` itself, and 1.0 for all-zero data."""
     X = np.asarray(X, dtype=np.float64)
+    exponent = _peak_exponent(X)
+    X = np.ldexp(X, -exponent)
     scale = float(np.sqrt(np.mean((X - X.mean(axis=0)) ** 2)))
     if not np.isfinite(scale) or scale <= 0:
-        scale = float(np.sqrt(np.mean(X**2))) or 1.0
-    return scale
+        scale = float(np.sqrt(np.mean(X**2)))
+    return float(np.ldexp(scale, exponent)) or 1.0
 
 
 def _explained_variance(X, X_hat):
     X = np.asarray(X, dtype=np.float64)
+    X_hat = np.asarray(X_hat, dtype=np.float64)
+    exponent = _peak_exponent(X, X_hat)
+    X, X_hat = np.ldexp(X, -exponent), np.ldexp(X_hat, -exponent)
     num = float(np.sum((X - X_hat) ** 2))
     den = float(np.sum((X - X.mean(axis=0)) ** 2))
     if den == 0.0:

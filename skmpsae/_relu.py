@@ -48,8 +48,10 @@ class ReLUSAE(_BaseSAE):
     ----------
     n_components : int, default=256
         Number of latents (dictionary rows).
-    alpha : float, default=1.0
-        Strength of the L1 penalty, in units of the data's RMS deviation.
+    alpha : float, default=4.0
+        Strength of the L1 penalty, in units of the data's RMS deviation. On MNIST (4k/1k, 256
+        latents, defaults otherwise) alpha=2, 4, 8 gave held-out R2 0.80, 0.73, 0.61 at mean
+        L0 35, 18, 9.5; the default sits near the k=16 of the other estimators.
     max_iter : int, default=50
         Epochs in :meth:`fit`.
     batch_size : int, default=256
@@ -60,7 +62,8 @@ class ReLUSAE(_BaseSAE):
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None
-        Initial dictionary (rows are normalised); None: random centred training samples.
+        Initial dictionary (rows are normalised); None: random directions, with the encoder
+        initialised as the transposed dictionary.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation and shuffling, without touching torch's global RNG.
     device : str or torch.device, default="auto"
@@ -122,7 +125,7 @@ class ReLUSAE(_BaseSAE):
         self,
         n_components=256,
         *,
-        alpha=1.0,
+        alpha=4.0,
         max_iter=50,
         batch_size=256,
         learning_rate=1e-3,

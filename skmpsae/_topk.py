@@ -53,7 +53,13 @@ class _TopKModule(_EncoderModule):
             residual = (x - x_hat).detach()
             aux_hat = _decode_selected(aux_indices, F.relu(aux_values), self.dictionary)
             scale = ((residual - residual.mean(dim=0)) ** 2).sum(dim=1).mean()
-            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(1e-12)
+            # x is scaled to unit RMS deviation (squared norm ~ n_features per sample). Once
+            # the live latents explain all but 1e-4 of that, the residual is rounding noise:
+            # normalising by it would turn a tiny aux_hat into a loss of 1e5 and more (seen on
+            # constant data, reported as a divergence).
+            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(
+                1e-4 * n_features
+            )
             loss = loss + self.aux_coef * aux
         fired = torch.zeros(self.dictionary.shape[0], dtype=torch.long, device=x.device)
         fired.scatter_add_(0, indices.flatten(), (values > 0).flatten().long())
@@ -90,7 +96,8 @@ class TopKSAE(_BaseSAE):
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None
-        Initial dictionary (rows are normalised); None: random centred training samples.
+        Initial dictionary (rows are normalised); None: random directions, with the encoder
+        initialised as the transposed dictionary.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation and shuffling, without touching torch's global RNG.
     device : str or torch.device, default="auto"
