@@ -25,6 +25,7 @@ from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._utils import resolve_device, torch_generator
+from .metrics import explained_variance
 
 # Loss is measured relative to the data variance (about 1 - R2), so a reconstruction this much
 # worse than predicting the mean can only come from a run-away optimisation.
@@ -282,7 +283,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         X_hat = self.inverse_transform(self.transform(X))
-        return _explained_variance(X, X_hat)
+        return explained_variance(X, X_hat)
 
     def to_sparse_coder(self, **kwargs):
         """The learned dictionary as a :class:`sklearn.decomposition.SparseCoder`.
@@ -563,15 +564,3 @@ def _rms_scale(X):
     if not np.isfinite(scale) or scale <= 0:
         scale = float(np.sqrt(np.mean(X**2)))
     return float(np.ldexp(scale, exponent)) or 1.0
-
-
-def _explained_variance(X, X_hat):
-    X = np.asarray(X, dtype=np.float64)
-    X_hat = np.asarray(X_hat, dtype=np.float64)
-    exponent = _peak_exponent(X, X_hat)
-    X, X_hat = np.ldexp(X, -exponent), np.ldexp(X_hat, -exponent)
-    num = float(np.sum((X - X_hat) ** 2))
-    den = float(np.sum((X - X.mean(axis=0)) ** 2))
-    if den == 0.0:
-        return 1.0 if num == 0.0 else 0.0
-    return 1.0 - num / den
