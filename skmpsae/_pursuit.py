@@ -270,6 +270,8 @@ def _scatter_codes(indices, values, n_components):
 
 
 def _prepare(X, dictionary, n_nonzero_coefs, tol):
+    if isinstance(n_nonzero_coefs, bool):
+        raise TypeError(f"n_nonzero_coefs must be an int, got the boolean {n_nonzero_coefs!r}.")
     X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
     dictionary = check_array(dictionary, dtype=X.dtype, input_name="dictionary")
     if dictionary.shape[1] != X.shape[1]:
@@ -288,8 +290,9 @@ def _prepare(X, dictionary, n_nonzero_coefs, tol):
 
 
 _FUNCTION_PARAMS = {
-    "X": ["array-like"],
-    "dictionary": ["array-like"],
+    # Sparse input passes here so that check_array can say that dense data is required.
+    "X": ["array-like", "sparse matrix"],
+    "dictionary": ["array-like", "sparse matrix"],
     "n_nonzero_coefs": [Interval(numbers.Integral, 1, None, closed="left"), None],
     "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     "positive": ["boolean"],

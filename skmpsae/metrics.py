@@ -73,6 +73,11 @@ def explained_variance(X, X_hat):
         raise ValueError(
             f"X and X_hat must have the same shape, got X {X.shape} and X_hat {X_hat.shape}."
         )
+    # Dividing by a power of two is exact and keeps the squares of data near 1e300 (or 1e-170)
+    # from overflowing (or underflowing to a spurious "constant data").
+    peak = max(np.max(np.abs(X)), np.max(np.abs(X_hat)))
+    exponent = int(np.frexp(peak)[1]) if peak > 0 else 0
+    X, X_hat = np.ldexp(X, -exponent), np.ldexp(X_hat, -exponent)
     residual = float(np.sum((X - X_hat) ** 2))
     total = float(np.sum((X - X.mean(axis=0)) ** 2))
     if total == 0.0:
