@@ -18,6 +18,16 @@ from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
 ESTIMATORS = ["mp", "topk", "relu"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # These problems are tiny: a second intra-op thread only adds barrier waits, which cost
+    # 4x in wall time on a loaded 2-core machine. Restored afterwards.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
 def make_estimator(name, **params):
     base = {
         "n_components": 16,
@@ -235,7 +245,7 @@ def test_transform_is_thread_safe(estimator):
     sys.setswitchinterval(1e-6)
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for _ in range(15):
+            for _ in range(60):
                 sae._tensor_cache.clear()  # cold cache: every thread races to fill it
                 results = list(pool.map(sae.transform, inputs))
                 for x, codes in zip(inputs, results):
