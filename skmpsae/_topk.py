@@ -90,9 +90,9 @@ class TopKSAE(_BaseSAE):
         Epochs in :meth:`fit`.
     batch_size : int, default=256
         Samples per Adam step.
-    learning_rate : float, default=1e-3
-        Peak Adam learning rate (linear warm-up over the first 5% of steps, linear decay to zero
-        over the last 20% of a fit).
+    learning_rate : float or "auto", default="auto"
+        Peak Adam learning rate; "auto" is ``3e-3 / sqrt(n_components / 256)`` (linear warm-up
+        over the first 5% of steps, linear decay to zero over the last 20% of a fit).
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None
@@ -166,7 +166,7 @@ class TopKSAE(_BaseSAE):
         aux_coef=1 / 32,
         max_iter=50,
         batch_size=256,
-        learning_rate=1e-3,
+        learning_rate="auto",
         fit_intercept=True,
         dict_init=None,
         random_state=None,
