@@ -13,7 +13,7 @@ Modules
 metrics, datasets, plotting (needs matplotlib)
 """
 
-from ._base import DivergenceError
+from ._training import DivergenceError
 from ._matching_pursuit import MatchingPursuitSAE
 from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
 from ._relu import ReLUSAE

@@ -17,72 +17,27 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._training import (
+    _DIVERGED_LOSS,
+    DivergenceError,
+    _as_tensor,
+    _n_batches,
+    _rms_scale,
+    _sample_rows,
+    _Schedule,
+    _torch_dtype,
+    _Trainer,
+)
 from ._utils import resolve_device, torch_generator
 from .metrics import explained_variance
 
-# Loss is measured relative to the data variance (about 1 - R2), so a reconstruction this much
-# worse than predicting the mean can only come from a run-away optimisation.
-_DIVERGED_LOSS = 1e4
 _TRANSFORM_CHUNK = 4096
-
-
-class DivergenceError(FloatingPointError):
-    """Raised when training produces non-finite or exploding losses.
-
-    The estimator keeps the state it had before the call (or stays unfitted).
-    """
-
-
-class _SAEModule(torch.nn.Module):
-    """Parameters every SAE has: a unit-norm dictionary (decoder) and a pre-encoder bias."""
-
-    def __init__(self, n_components, n_features, fit_intercept, dtype, device):
-        super().__init__()
-        kw = {"dtype": dtype, "device": device}
-        self.dictionary = torch.nn.Parameter(torch.zeros(n_components, n_features, **kw))
-        self.bias = torch.nn.Parameter(torch.zeros(n_features, **kw), requires_grad=fit_intercept)
-
-    @abstractmethod
-    def loss(self, x, trainer):
-        """Return the scalar training loss on batch ``x`` and how many samples fired each atom."""
-
-    def project_gradients(self):
-        # The step then only rotates each atom; renormalising afterwards corrects the curvature
-        # instead of fighting a radial component of the gradient.
-        grad = self.dictionary.grad
-        if grad is not None:
-            grad -= (grad * self.dictionary).sum(dim=1, keepdim=True) * self.dictionary.detach()
-
-    @torch.no_grad()
-    def normalize(self):
-        norms = self.dictionary.norm(dim=1, keepdim=True)
-        self.dictionary /= norms.clamp_min(torch.finfo(norms.dtype).tiny)
-
-
-class _Trainer:
-    """Transient training state: the module on its device, the optimiser and the counters that
-    ``partial_fit`` carries from call to call. Never pickled."""
-
-    def __init__(self, module, optimizer, scale, device, dtype, published):
-        self.module = module
-        self.optimizer = optimizer
-        self.scale = scale
-        self.device = device
-        self.dtype = dtype
-        self.published = published  # the components_ array this state was published as
-        self.step = 0  # optimiser steps so far, across partial_fit calls
-        self.total_steps = None  # planned steps of this fit, None for partial_fit
-        self.dead_window = 1  # samples without firing after which an atom counts as dead
-        self.samples_since_fired = torch.zeros(
-            module.dictionary.shape[0], dtype=torch.long, device=device
-        )
 
 
 class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -510,66 +465,3 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     def _derived_tensors(self, tensors):
         """Extra tensors computed once per dictionary (e.g. a Gram matrix)."""
         return {}
-
-
-class _Schedule:
-    """Linear warm-up, then constant (``partial_fit``) or with a linear decay to zero over the
-    last 20% of steps (``fit``, where the number of steps is known)."""
-
-    def __init__(self, learning_rate, n_steps):
-        self.learning_rate = learning_rate
-        self.n_steps = n_steps
-        self.warmup = 50 if n_steps is None else max(1, min(100, n_steps // 20))
-
-    def __call__(self, step):
-        lr = self.learning_rate * min(1.0, (step + 1) / self.warmup)
-        if self.n_steps is not None:
-            decay_start = 0.8 * self.n_steps
-            if step >= decay_start:
-                lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
-        return lr
-
-
-def _as_tensor(array, dtype, device):
-    """A tensor on ``device`` from a numpy array; read-only inputs (memmaps) are copied first,
-    as torch cannot wrap them."""
-    array = np.asarray(array)
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.as_tensor(array, dtype=dtype).to(device)
-
-
-def _n_batches(n_samples, batch_size):
-    return -(-n_samples // batch_size)
-
-
-def _torch_dtype(np_dtype):
-    return torch.float32 if np.dtype(np_dtype) == np.float32 else torch.float64
-
-
-def _sample_rows(X, rng, max_rows):
-    if X.shape[0] <= max_rows:
-        return np.asarray(X)
-    return np.asarray(X[np.sort(rng.choice(X.shape[0], max_rows, replace=False))])
-
-
-def _peak_exponent(*arrays):
-    """Exponent ``e`` with ``max|arrays| / 2**e`` in [0.5, 1) (0 for all-zero input).
-
-    Sums of squares are taken on data divided by ``2**e``: the division is exact, and squares
-    of values near 1e300 (or 1e-170) then neither overflow nor underflow.
-    """
-    peak = max(float(np.max(np.abs(a), initial=0.0)) for a in arrays)
-    return int(np.frexp(peak)[1]) if peak > 0 else 0
-
-
-def _rms_scale(X):
-    """RMS deviation from the per-feature mean, in float64; for constant data the RMS of
-    ``X`` itself, and 1.0 for all-zero data."""
-    X = np.asarray(X, dtype=np.float64)
-    exponent = _peak_exponent(X)
-    X = np.ldexp(X, -exponent)
-    scale = float(np.sqrt(np.mean((X - X.mean(axis=0)) ** 2)))
-    if not np.isfinite(scale) or scale <= 0:
-        scale = float(np.sqrt(np.mean(X**2)))
-    return float(np.ldexp(scale, exponent)) or 1.0

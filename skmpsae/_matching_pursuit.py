@@ -5,7 +5,8 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import _BaseSAE, _SAEModule
+from ._base import _BaseSAE
+from ._training import _SAEModule
 from ._pursuit import (
     _decode_selected,
     _gram,

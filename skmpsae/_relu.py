@@ -2,7 +2,6 @@
 
 from numbers import Real
 
-import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
-from ._base import _BaseSAE, _SAEModule
+from ._base import _BaseSAE
+from ._training import _SAEModule
 from ._pursuit import _decode_selected, _scatter_codes
 
 
