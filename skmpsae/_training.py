@@ -31,9 +31,12 @@ class _SAEModule(torch.nn.Module):
     def loss(self, x, trainer):
         """Return the scalar training loss on batch ``x`` and how many samples fired each atom."""
 
+    @torch.no_grad()
     def project_gradients(self):
         # The step then only rotates each atom; renormalising afterwards corrects the curvature
-        # instead of fighting a radial component of the gradient.
+        # instead of fighting a radial component of the gradient. Without no_grad, the product
+        # with the (grad-requiring) dictionary records an autograd graph on .grad at every step,
+        # which leaked ~1.7 MB per step (14 GB over a benchmark).
         grad = self.dictionary.grad
         if grad is not None:
             grad -= (grad * self.dictionary).sum(dim=1, keepdim=True) * self.dictionary.detach()
