@@ -89,8 +89,9 @@ class MatchingPursuitSAE(_BaseSAE):
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
-        Peak Adam learning rate; "auto" is ``3e-3 / sqrt(n_components / 256)``, the best of
-        3e-4, 1e-3 and 3e-3 on MNIST with 256 atoms (held-out R2 0.791, 0.802, 0.816). Reached
+        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``, 3e-3
+        being the best of 3e-4, 1e-3 and 3e-3 on MNIST with 256 atoms (held-out R2 0.791,
+        0.802, 0.816). Reached
         after a linear warm-up over the first 5% of steps (at most 100), decayed linearly to
         zero over the last 20% of the steps of a fit.
     fit_intercept : bool, default=True

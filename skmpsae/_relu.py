@@ -56,8 +56,9 @@ class ReLUSAE(_BaseSAE):
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
-        Peak Adam learning rate; "auto" is ``3e-3 / sqrt(n_components / 256)`` (linear warm-up
-        over the first 5% of steps, linear decay to zero over the last 20% of a fit).
+        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``
+        (linear warm-up over the first 5% of steps, linear decay to zero over the last 20% of
+        a fit).
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None
