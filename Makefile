@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 docs: $(STAMP)
-	$(PY) -m sphinx -b html -q docs docs/_build/html
+	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

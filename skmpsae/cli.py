@@ -1,0 +1,376 @@
+"""The ``skmpsae`` command line: fit an SAE on a ``.npy`` file, encode, compare models.
+
+Errors are reported as one line on stderr, never as a traceback: exit status 2 for a bad
+command line (unknown option, invalid value), 1 for a failure while running (missing or
+unreadable file, wrong shape, training error). ``SKMPSAE_TRACEBACK=1`` shows the traceback.
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ._progress import EpochLines, Progress
+
+_ENCODE_CHUNK = 4096
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with exit status 1."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the whole usage block first; one line that points to --help is easier
+        # to read in a terminal and to match in scripts.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text, allow_zero=False):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise argparse.ArgumentTypeError(f"expected {kind} number, got {text!r}")
+    return value
+
+
+def _learning_rate(text):
+    return "auto" if text == "auto" else _positive_float(text)
+
+
+def _non_negative_float(text):
+    return _positive_float(text, allow_zero=True)
+
+
+def _build_parser():
+    from . import __version__
+
+    parser = _ArgumentParser(
+        prog="skmpsae",
+        description="Sparse autoencoders (matching pursuit, TopK, ReLU) on .npy files.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_ArgumentParser)
+    commands.required = True
+
+    fit = commands.add_parser(
+        "fit", help="train an SAE on a 2-D .npy file (memory-mapped, streamed by batch)",
+        description="Train an SAE on DATA.npy, read memory-mapped and streamed batch by batch; "
+        "float32 and float64 files are never loaded whole.",
+    )
+    fit.add_argument("data", metavar="DATA.npy", help="2-D array (n_samples, n_features)")
+    fit.add_argument("--model", choices=["mp", "topk", "relu"], default="mp", help="default: mp")
+    fit.add_argument("--n-components", type=_positive_int, default=256, help="default: 256")
+    fit.add_argument("--k", type=_positive_int, default=None,
+                     help="non-zero codes per sample for mp and topk (default: 16)")
+    fit.add_argument("--alpha", type=_non_negative_float, default=None,
+                     help="L1 strength for relu (default: ReLUSAE's)")
+    fit.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
+    fit.add_argument("--max-iter", type=_positive_int, default=50, help="epochs (default: 50)")
+    fit.add_argument("--learning-rate", type=_learning_rate, default=None,
+                     help="a positive number or 'auto' (default: the estimator's)")
+    fit.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    fit.add_argument("--random-state", type=int, default=None, help="seed (default: none)")
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
+    fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    fit.set_defaults(subparser=fit)
+
+    encode = commands.add_parser(
+        "encode", help="encode a .npy file with a fitted model into a sparse .npz matrix",
+        description="Encode DATA.npy chunk by chunk and save the codes as a scipy sparse CSR "
+        "matrix (load it with scipy.sparse.load_npz).",
+    )
+    encode.add_argument("model", metavar="MODEL.joblib", help="written by 'skmpsae fit'")
+    encode.add_argument("data", metavar="DATA.npy")
+    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
+    encode.add_argument("--chunk-size", type=_positive_int, default=_ENCODE_CHUNK,
+                        help=f"rows encoded at a time (default: {_ENCODE_CHUNK})")
+    encode.add_argument("--device", default=None, help="override the model's device")
+    encode.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    encode.set_defaults(subparser=encode)
+
+    compare = commands.add_parser(
+        "compare", help="compare MP, TopK and ReLU SAEs with MiniBatchDictionaryLearning",
+        description="Fit MatchingPursuitSAE, TopKSAE, ReLUSAE and scikit-learn's "
+        "MiniBatchDictionaryLearning (OMP codes) on one split and print one table of held-out "
+        "R2, mean L0, dead atoms and fit time.",
+    )
+    compare.add_argument("--data", default="mnist", metavar="{digits,mnist,PATH.npy}",
+                         help="mnist: 4000 train / 1000 held out (default); digits or a .npy "
+                         "file: 20%% held out")
+    compare.add_argument("--k", type=_positive_int, default=16, help="default: 16")
+    compare.add_argument("--n-components", type=_positive_int, default=256, help="default: 256")
+    compare.add_argument("--alpha", type=_non_negative_float, default=None,
+                         help="ReLUSAE's L1 strength (default: ReLUSAE's, chosen for L0 near 16 "
+                         "on mnist)")
+    compare.add_argument("--max-iter", type=_positive_int, default=None,
+                         help="epochs of the SAEs (default: the estimators' 50)")
+    compare.add_argument("--models", default="mp,topk,relu,mbdl",
+                         help="comma-separated subset of mp,topk,relu,mbdl")
+    compare.add_argument("--device", default="auto")
+    compare.add_argument("--random-state", type=int, default=0, help="default: 0")
+    compare.add_argument("--plot", metavar="PNG", default=None, help="also save a figure")
+    compare.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    compare.set_defaults(subparser=compare)
+    return parser
+
+
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+# -- data ----------------------------------------------------------------------------------
+def _load_npy(path):
+    """A 2-D numeric array from ``path``, memory-mapped (read-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise CommandError(f"{path}: not a readable .npy array ({exc})") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(X, np.ndarray):
+        X.close()
+        raise CommandError(f"{path}: expected a .npy file holding one array, got a .npz archive")
+    if X.ndim != 2:
+        raise CommandError(
+            f"{path}: expected a 2-D array (n_samples, n_features), got shape {X.shape}; "
+            "reshape it, e.g. X.reshape(-1, X.shape[-1]) for (batch, tokens, features) dumps"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise CommandError(f"{path}: the array is empty (shape {X.shape})")
+    if X.dtype.kind not in "biuf":
+        raise CommandError(f"{path}: expected real numbers, got dtype {X.dtype}")
+    return X
+
+
+def _as_float_for_training(X, path, report):
+    if X.dtype in (np.float32, np.float64):
+        return X
+    # The estimators compute in float32 or float64; any other dtype has to be converted, and
+    # for a whole training set that means holding it in memory.
+    report(
+        f"note: {path} has dtype {X.dtype}; converting it to float32 in memory "
+        f"({X.shape[0] * X.shape[1] * 4 / 2**20:.0f} MiB). Save float32 to stream it from disk."
+    )
+    return np.asarray(X, dtype=np.float32)
+
+
+# -- commands ------------------------------------------------------------------------------
+def _report(quiet):
+    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+
+
+def _run_fit(args):
+    import joblib
+
+    from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
+    from ._utils import resolve_device
+
+    if args.model == "relu" and args.k is not None:
+        args.subparser.error(
+            "--k applies to --model mp and topk; ReLUSAE's sparsity is set by --alpha"
+        )
+    if args.model != "relu" and args.alpha is not None:
+        args.subparser.error("--alpha applies to --model relu only; use --k for mp and topk")
+    params = {
+        "n_components": args.n_components, "batch_size": args.batch_size,
+        "max_iter": args.max_iter, "device": args.device, "random_state": args.random_state,
+        "verbose": 1,
+    }
+    if args.learning_rate is not None:
+        params["learning_rate"] = args.learning_rate
+    if args.model != "relu":
+        params["n_nonzero_coefs"] = 16 if args.k is None else args.k
+    elif args.alpha is not None:
+        params["alpha"] = args.alpha
+    Estimator = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[args.model]
+    estimator = Estimator(**params)
+
+    resolve_device(args.device)  # fail before reading any data
+    report = _report(args.quiet)
+    X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise CommandError(f"{output.parent}: no such directory for the output model")
+    report(f"fitting {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
+           f"from {args.data}")
+    progress = Progress(args.max_iter, type(estimator).__name__, "epoch", not args.quiet)
+    try:
+        with contextlib.redirect_stdout(EpochLines(progress)):
+            estimator.fit(X)
+    finally:
+        progress.close()
+    estimator.set_params(verbose=0)
+    joblib.dump(estimator, output)
+    print(
+        f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
+        f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
+        f"{estimator.n_components}; saved to {output}"
+    )
+    return 0
+
+
+def _load_model(path):
+    import joblib
+
+    from ._base import _BaseSAE
+
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling fails with many exception types
+        raise CommandError(
+            f"{path}: not a model saved by 'skmpsae fit' ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(model, _BaseSAE) or not hasattr(model, "components_"):
+        raise CommandError(f"{path}: not a fitted skmpsae model (got {type(model).__name__})")
+    return model
+
+
+def _run_encode(args):
+    from scipy import sparse
+
+    model = _load_model(args.model)
+    if args.device is not None:
+        model.set_params(device=args.device)
+    X = _load_npy(args.data)
+    if X.shape[1] != model.n_features_in_:
+        raise CommandError(
+            f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
+            f"{model.n_features_in_}"
+        )
+    output = Path(args.output)
+    if output.suffix != ".npz":
+        output = output.with_name(output.name + ".npz")  # where save_npz would write anyway
+    if not output.parent.is_dir():
+        raise CommandError(f"{output.parent}: no such directory for the output codes")
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
+    starts = range(0, X.shape[0], args.chunk_size)
+    progress = Progress(len(starts), "encode", "chunk", not args.quiet)
+    blocks = []
+    try:
+        for start in starts:
+            # Only this chunk is read from the file (and converted, for other dtypes).
+            chunk = np.asarray(X[start : start + args.chunk_size], dtype=dtype)
+            blocks.append(sparse.csr_matrix(model.transform(chunk)))
+            progress.update()
+    finally:
+        progress.close()
+    codes = sparse.vstack(blocks, format="csr")
+    sparse.save_npz(output, codes)
+    print(
+        f"encoded {codes.shape[0]} samples into {codes.shape[1]} components, mean L0 "
+        f"{codes.nnz / codes.shape[0]:.2f}; saved to {output}"
+    )
+    return 0
+
+
+def _run_compare(args):
+    from ._compare import (
+        DEFAULT_RELU_ALPHA,
+        MODEL_NAMES,
+        compare_models,
+        format_table,
+        load_comparison_data,
+        plot_comparison,
+    )
+
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(models) - set(MODEL_NAMES))
+    if unknown or not models:
+        args.subparser.error(f"--models takes a subset of {','.join(MODEL_NAMES)}, got "
+                             f"{args.models!r}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CommandError("--plot needs matplotlib: pip install 'skmpsae[plot]'") from None
+    if args.data not in ("digits", "mnist"):
+        _load_npy(args.data)  # the same one-line errors as fit and encode
+    X_train, X_test, name = load_comparison_data(args.data, args.random_state)
+    report = _report(args.quiet)
+    report(f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
+           f"{X_train.shape[1]} features, {args.n_components} atoms")
+    alpha = DEFAULT_RELU_ALPHA if args.alpha is None else args.alpha
+    progress = Progress(len(models), "compare", "model", not args.quiet)
+    try:
+        rows = compare_models(
+            X_train, X_test, models=models, n_components=args.n_components, k=args.k,
+            alpha=alpha, max_iter=args.max_iter, device=args.device,
+            random_state=args.random_state,
+            on_result=lambda row: progress.update(f"{row['model']} {row['fit_seconds']:.1f}s"),
+        )
+    finally:
+        progress.close()
+    print(f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
+          f"{X_train.shape[1]} features")
+    print(format_table(rows))
+    if args.plot is not None:
+        plot_comparison(rows, args.plot, title=name)
+        print(f"figure saved to {args.plot}")
+    return 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"skmpsae: warning: {message}\n"
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    try:
+        args = _build_parser().parse_args(argv)
+        runners = {"fit": _run_fit, "encode": _run_encode, "compare": _run_compare}
+        return _run(runners[args.command], args)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        if exit_.code is None:
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else 1
+
+
+def _run(runner, args):
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        return runner(args)
+    except KeyboardInterrupt:
+        print("skmpsae: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("SKMPSAE_TRACEBACK"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, (CommandError, ValueError, OSError, MemoryError)):
+            message = f"{type(exc).__name__}: {message}"
+        print(f"skmpsae {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = previous_format
+
+
+if __name__ == "__main__":
+    sys.exit(main())

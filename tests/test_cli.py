@@ -1,0 +1,191 @@
+"""The ``skmpsae`` command line: real runs in subprocesses, error paths in process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from skmpsae import MatchingPursuitSAE, ReLUSAE
+from skmpsae.cli import main
+
+FIT_ARGS = ["--n-components", "12", "--k", "3", "--max-iter", "3", "--batch-size", "128",
+            "--random-state", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models spend their time in thread synchronisation, ruinous on a shared machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    X = np.random.RandomState(0).rand(700, 10).astype(np.float32)
+    path = tmp_path / "data.npy"
+    np.save(path, X)
+    return path, X
+
+
+def _run_cli(*args, script=False):
+    if script:
+        executable = Path(sys.executable).with_name("skmpsae")
+        if not executable.exists():
+            pytest.skip("the skmpsae console script is not installed next to this Python")
+        command = [str(executable), *args]
+    else:
+        command = [sys.executable, "-m", "skmpsae", *args]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          check=False)
+
+
+def _assert_one_line_error(stderr, *fragments):
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("skmpsae")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_fit_then_encode_in_subprocesses(data_file, tmp_path):
+    path, X = data_file
+    model_path, codes_path = tmp_path / "model.joblib", tmp_path / "codes.npz"
+    fit = _run_cli("fit", str(path), *FIT_ARGS, "-o", str(model_path))
+    assert fit.returncode == 0, fit.stderr
+    assert "3/3" in fit.stderr  # the progress bar (or plain lines) reached the last epoch
+    assert "saved to" in fit.stdout
+    model = joblib.load(model_path)
+    assert isinstance(model, MatchingPursuitSAE)
+    assert model.components_.shape == (12, 10) and model.n_iter_ == 3
+    assert model.verbose == 0  # the progress hook is not saved with the model
+
+    encode = _run_cli("encode", str(model_path), str(path), "-o", str(codes_path),
+                      "--chunk-size", "256", script=True)
+    assert encode.returncode == 0, encode.stderr
+    codes = sparse.load_npz(codes_path)
+    assert sparse.isspmatrix_csr(codes) or isinstance(codes, sparse.csr_array)
+    assert codes.shape == (700, 12) and codes.dtype == np.float32
+    np.testing.assert_allclose(codes.toarray(), model.transform(X), rtol=1e-6, atol=1e-7)
+    assert np.diff(codes.indptr).max() <= 3
+
+
+def test_missing_file_in_subprocess_is_one_line(tmp_path):
+    result = _run_cli("fit", str(tmp_path / "absent.npy"), "-o", str(tmp_path / "m.joblib"))
+    assert result.returncode == 1
+    _assert_one_line_error(result.stderr, "absent.npy", "no such file")
+
+
+def test_cli_fit_is_the_python_fit(data_file, tmp_path, capsys):
+    path, X = data_file
+    assert main(["fit", str(path), "--model", "relu", "--alpha", "0.3", *FIT_ARGS[:2],
+                 *FIT_ARGS[4:], "-q", "-o", str(tmp_path / "m.joblib")]) == 0
+    fitted = joblib.load(tmp_path / "m.joblib")
+    expected = ReLUSAE(n_components=12, alpha=0.3, max_iter=3, batch_size=128, random_state=0,
+                       device="cpu").fit(X)
+    np.testing.assert_array_equal(fitted.components_, expected.components_)
+    np.testing.assert_array_equal(fitted.encoder_weights_, expected.encoder_weights_)
+    assert capsys.readouterr().err == ""  # --quiet
+
+
+def test_plain_epoch_lines_without_tqdm(data_file, tmp_path, capsys, monkeypatch):
+    path, _ = data_file
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    assert main(["fit", str(path), *FIT_ARGS, "-o", str(tmp_path / "m.joblib")]) == 0
+    err = capsys.readouterr().err
+    epoch_lines = [line for line in err.splitlines() if " epoch " in line]
+    assert [line.split(":")[0] for line in epoch_lines] == [
+        f"MatchingPursuitSAE epoch {i}/3" for i in (1, 2, 3)
+    ]
+    assert all("loss" in line for line in epoch_lines)
+
+
+def test_non_float_data_is_converted(tmp_path, capsys):
+    X = np.random.RandomState(1).randint(0, 256, size=(300, 8)).astype(np.uint8)
+    np.save(tmp_path / "pixels.npy", X)
+    model = tmp_path / "m.joblib"
+    assert main(["fit", str(tmp_path / "pixels.npy"), *FIT_ARGS, "-o", str(model)]) == 0
+    assert "converting it to float32 in memory" in capsys.readouterr().err
+    assert main(["encode", str(model), str(tmp_path / "pixels.npy"), "-q",
+                 "-o", str(tmp_path / "codes")]) == 0
+    codes = sparse.load_npz(tmp_path / "codes.npz")  # the suffix save_npz adds
+    expected = joblib.load(model).transform(X.astype(np.float32))
+    np.testing.assert_allclose(codes.toarray(), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["fit", "{data}", "--n-components", "0", "-o", "m.joblib"], "positive integer"),
+        (["fit", "{data}", "--model", "pca", "-o", "m.joblib"], "invalid choice"),
+        (["fit", "{data}", "--bogus", "-o", "m.joblib"], "unrecognized arguments"),
+        (["fit", "{data}"], "-o/--output"),
+        (["fit", "{data}", "--model", "relu", "--k", "4", "-o", "m.joblib"], "--alpha"),
+        (["fit", "{data}", "--alpha", "1", "-o", "m.joblib"], "relu only"),
+        (["fit", "{data}", "--learning-rate", "nan", "-o", "m.joblib"], "positive number"),
+        (["compare", "--models", "mp,pca"], "--models"),
+    ],
+)
+def test_usage_errors_exit_2(argv, fragment, data_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(data=data_file[0]) for a in argv]) == 2
+    _assert_one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_runtime_errors_exit_1(data_file, tmp_path, capsys):
+    path, _ = data_file
+    np.save(tmp_path / "cube.npy", np.zeros((4, 3, 2), dtype=np.float32))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
+    np.savez(tmp_path / "archive.npz", X=np.zeros((3, 2)))
+    (tmp_path / "garbage.npy").write_bytes(b"not an array")
+    np.save(tmp_path / "other_width.npy", np.zeros((5, 4), dtype=np.float32))
+    out = str(tmp_path / "m.joblib")
+    cases = [
+        (["fit", str(tmp_path / "cube.npy"), "-o", out], "expected a 2-D array"),
+        (["fit", str(tmp_path / "objects.npy"), "-o", out], "not a readable .npy array"),
+        (["fit", str(tmp_path / "text.npy"), "-o", out], "expected real numbers"),
+        (["fit", str(tmp_path / "archive.npz"), "-o", out], "got a .npz archive"),
+        (["fit", str(tmp_path / "garbage.npy"), "-o", out], "not a readable .npy array"),
+        (["fit", str(path), "-o", str(tmp_path / "no" / "m.joblib")], "no such directory"),
+        (["fit", str(path), "--device", "tpu", "-o", out], "not a valid torch device"),
+        (["encode", str(path), str(path), "-o", "c.npz"], "not a model saved by"),
+        (["encode", out, str(path), "-o", "c.npz"], "no such file"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 1, argv
+        _assert_one_line_error(capsys.readouterr().err, fragment)
+    assert main(["fit", str(path), *FIT_ARGS, "-q", "-o", out]) == 0
+    capsys.readouterr()
+    assert main(["encode", out, str(tmp_path / "other_width.npy"), "-o", "c.npz"]) == 1
+    _assert_one_line_error(capsys.readouterr().err, "has 4 features", "fitted on 10")
+
+
+def test_compare_prints_one_table_and_a_figure(tmp_path, capsys):
+    png = tmp_path / "compare.png"
+    argv = ["compare", "--data", "digits", "--n-components", "24", "--k", "4", "--max-iter",
+            "4", "--alpha", "0.5", "--device", "cpu", "--plot", str(png), "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.split() and line.split()[0].endswith(("SAE", "Learning"))}
+    assert set(rows) == {"MatchingPursuitSAE", "TopKSAE", "ReLUSAE",
+                         "MiniBatchDictionaryLearning"}
+    assert "alpha=0.5, L0 emergent" in rows["ReLUSAE"]
+    for name, line in rows.items():
+        r2, l0, dead, seconds = line.split()[-4:]
+        assert float(r2) <= 1.0 and float(seconds) >= 0 and dead.endswith("/24"), line
+        if name != "ReLUSAE":  # four epochs are too few for the L1 warm-up to settle
+            assert 0.0 < float(r2) and float(l0) <= 4.0, line
+    assert "1438 train / 359 held out" in out
+    assert png.stat().st_size > 10_000
