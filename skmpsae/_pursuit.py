@@ -12,108 +12,77 @@ host inside the step loop except to stop early on the CPU, where a sync is free.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._pursuit_steps import (
+    _DEVICE_CHUNK_BYTES,
+    _DEVICE_SYNC_STEPS,
+    _BlockArgmax,
+    _chunk_rows,
+    _gram,
+    _GramRowUpdate,
+)
+
 __all__ = ["matching_pursuit", "orthogonal_matching_pursuit"]
-
-# Target size in bytes of one chunk's (rows x n_components) correlation block.
-_CHUNK_BYTES = 1 << 20
-_MIN_CHUNK_ROWS = 16
-
-
-def _chunk_rows(n_components, element_size, device):
-    if device.type != "cpu":
-        # A GPU wants the whole batch at once; its caches are not the bottleneck.
-        return 1 << 16
-    return max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // max(1, n_components * element_size))
-
-
-def _gram(dictionary):
-    return dictionary @ dictionary.T
-
-
-def _mp_steps_gram(corr, gram, n_nonzero_coefs, positive, resid_sq=None, tol=None):
-    """Run matching pursuit steps on correlations ``corr`` in place.
-
-    Parameters
-    ----------
-    corr : tensor of shape (n, K)
-        Correlations of the current residuals with the (unit-norm) atoms. Overwritten.
-    gram : tensor of shape (K, K)
-        ``D D^T`` of the unit-norm dictionary.
-    resid_sq, tol : tensor of shape (n,), float or None
-        Squared residual norms and the squared-norm tolerance under which a sample stops.
-
-    Returns
-    -------
-    indices : long tensor (n, n_nonzero_coefs)
-    values : tensor (n, n_nonzero_coefs), zero for steps a sample did not take.
-    """
-    n = corr.shape[0]
-    indices = torch.zeros((n, n_nonzero_coefs), dtype=torch.long, device=corr.device)
-    values = torch.zeros((n, n_nonzero_coefs), dtype=corr.dtype, device=corr.device)
-    active = None
-    if tol is not None:
-        active = resid_sq > tol
-    can_sync = corr.device.type == "cpu"
-    rows = torch.arange(n, device=corr.device)
-    for step in range(n_nonzero_coefs):
-        if positive:
-            val, idx = corr.max(dim=1)
-        else:
-            idx = corr.abs().argmax(dim=1)
-            val = corr[rows, idx]
-        if positive:
-            # A non-positive best correlation means no atom can lower the residual any further
-            # with a positive coefficient: matching pursuit has converged for that sample.
-            still = val > 0
-            active = still if active is None else active & still
-        if active is not None:
-            val = torch.where(active, val, torch.zeros_like(val))
-            if can_sync and not bool(active.any()):
-                break
-        indices[:, step] = idx
-        values[:, step] = val
-        corr.addcmul_(gram[idx], val[:, None], value=-1.0)
-        if tol is not None:
-            resid_sq = resid_sq - val * val
-            active = active & (resid_sq > tol)
-    return indices, values
 
 
 def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None):
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
-    Returns the selected ``indices`` and ``values`` of shape (n, n_nonzero_coefs); a step that was
-    not taken (early stop) has value 0. Works under ``torch.no_grad``.
+    One GEMM per row chunk gives the correlations; each step then picks the best atom per row
+    (:class:`_BlockArgmax`) and subtracts ``value * gram[atom]`` from the row's correlations.
+    With ``positive``, a sample whose best correlation is not positive has converged: its step
+    value is clamped to 0, which leaves its correlations unchanged, so it stays stopped. With
+    ``tol``, a sample stops once its squared residual norm, tracked as
+    ``||x||^2 - sum(values^2)``, is at most ``tol``. The host synchronises (to quit once every
+    sample has stopped) after each step on the CPU, and only every ``_DEVICE_SYNC_STEPS`` steps
+    on an accelerator.
+
+    Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs); a step that
+    was not taken has value 0, and the steps not taken form a suffix. Runs without autograd.
     """
     with torch.no_grad():
         if gram is None:
             gram = _gram(dictionary)
-        n = X.shape[0]
-        n_components = dictionary.shape[0]
-        step = _chunk_rows(n_components, X.element_size(), X.device)
-        out_idx, out_val = [], []
-        for start in range(0, n, step):
-            xc = X[start : start + step]
-            corr = xc @ dictionary.T
-            resid_sq = None
-            if tol is not None:
-                resid_sq = (xc * xc).sum(dim=1)
-            idx, val = _mp_steps_gram(corr, gram, n_nonzero_coefs, positive, resid_sq, tol)
-            out_idx.append(idx)
-            out_val.append(val)
-        if not out_idx:
-            shape = (0, n_nonzero_coefs)
-            return (
-                torch.zeros(shape, dtype=torch.long, device=X.device),
-                torch.zeros(shape, dtype=X.dtype, device=X.device),
-            )
-        return torch.cat(out_idx), torch.cat(out_val)
+        n, n_components = X.shape[0], dictionary.shape[0]
+        k, device, dtype = n_nonzero_coefs, X.device, X.dtype
+        # Step-major outputs so that every step writes one contiguous slice.
+        indices = torch.zeros((k, n), dtype=torch.long, device=device)
+        values = torch.zeros((k, n), dtype=dtype, device=device)
+        if n == 0 or k == 0:
+            return indices.T, values.T
+        chunk = min(n, _chunk_rows(n_components, X.element_size(), device))
+        argmax = _BlockArgmax(n_components, signed=not positive, device=device)
+        update = _GramRowUpdate(gram, chunk)
+        corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
+        stops = positive or tol is not None
+        sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                x_chunk = X[start:stop]
+                corr = torch.matmul(x_chunk, dictionary.T, out=corr_buffer[: stop - start])
+                if tol is not None:
+                    resid_sq = (x_chunk * x_chunk).sum(dim=1)
+                for step in range(k):
+                    val, idx = argmax(corr)
+                    if positive:
+                        val.clamp_min_(0)
+                    if tol is not None:
+                        val.mul_(resid_sq > tol)
+                        resid_sq.sub_(val * val)
+                    indices[step, start:stop] = idx
+                    values[step, start:stop] = val
+                    update(corr, idx, val)
+                    if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
+                        break
+        return indices.T.contiguous(), values.T.contiguous()
 
 
 def _mp_coefficients(X, dictionary, indices, active, gram=None):
@@ -163,13 +132,22 @@ def _decode_selected(indices, values, dictionary):
     )
 
 
-def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=None):
-    """Batched orthogonal matching pursuit with progressive Cholesky updates.
+# Bytes of one OMP row chunk's state, dominated by the (rows, k, n_components) correlations of the
+# orthonormalised atoms, which every step reads.
+_OMP_CHUNK_BYTES = 1 << 25
 
-    At step t the codes on the selected set S solve ``G_SS a = c0_S`` (c0: initial correlations);
-    the Cholesky factor of ``G_SS`` grows by one row per step, and the new correlations are
-    ``c0 - a G_S``. A sample stops when its residual reaches ``tol`` or when the next atom is
-    (numerically) in the span of those selected.
+
+def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=None):
+    """Batched orthogonal matching pursuit in the Gram formulation (Batch-OMP).
+
+    The selected atoms are orthonormalised as they come (Gram-Schmidt, i.e. a Cholesky factor
+    ``L`` of ``G_SS`` grown by one row per step): ``w_t = D q_t``, the correlations of every atom
+    with the new direction ``q_t``, costs one row of the Gram matrix and a (t, K) product, and
+    the residual's correlations then drop by ``(r . q_t) w_t``. The Cholesky row is read off the
+    earlier ``w_s`` at the new atom, so no step solves a system; the coefficients come from one
+    triangular solve at the end. A sample stops at ``tol``, when no correlation is left, or when
+    the next atom is (numerically) in the span of those selected; the steps it did not take form
+    a suffix and get identity rows in ``L``.
 
     Returns dense codes of shape (n, K).
     """
@@ -177,65 +155,63 @@ def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=Non
         if gram is None:
             gram = _gram(dictionary)
         n, n_components = X.shape[0], dictionary.shape[0]
-        k = n_nonzero_coefs
-        eps = torch.finfo(X.dtype).eps
-        codes = torch.zeros((n, n_components), dtype=X.dtype, device=X.device)
-        # OMP keeps k rows of G per sample, so its chunks are k times smaller than MP's.
-        step = max(1, _chunk_rows(n_components, X.element_size(), X.device) * 8 // max(k, 1))
-        can_sync = X.device.type == "cpu"
-        for start in range(0, n, step):
-            xc = X[start : start + step]
+        k, device, dtype = n_nonzero_coefs, X.device, X.dtype
+        eps = torch.finfo(dtype).eps
+        codes = torch.zeros((n, n_components), dtype=dtype, device=device)
+        per_row = (k + 2) * n_components * X.element_size()
+        chunk = _OMP_CHUNK_BYTES if device.type == "cpu" else _DEVICE_CHUNK_BYTES
+        chunk = max(1, min(n, chunk // per_row)) if n else 1
+        argmax = _BlockArgmax(n_components, signed=not positive, device=device)
+        can_sync = device.type == "cpu"
+        # Step-major, so that each step writes its direction in place, contiguously; allocated
+        # once, as first touching fresh pages costs more than a step's arithmetic.
+        directions_buffer = torch.empty((k, chunk, n_components), dtype=dtype, device=device)
+        for start in range(0, n, chunk):
+            xc = X[start : start + chunk]
             m = xc.shape[0]
-            rows = torch.arange(m, device=X.device)
-            c0 = xc @ dictionary.T
-            corr = c0.clone()
+            corr = xc @ dictionary.T
             norm_sq = (xc * xc).sum(dim=1)
-            sel = torch.zeros((m, k), dtype=torch.long, device=X.device)
-            g_sel = torch.zeros((m, k, n_components), dtype=X.dtype, device=X.device)
-            chol = torch.zeros((m, k, k), dtype=X.dtype, device=X.device)
-            coef = torch.zeros((m, k), dtype=X.dtype, device=X.device)
-            active = torch.ones(m, dtype=torch.bool, device=X.device)
-            if tol is not None:
-                active &= norm_sq > tol
-            n_taken = torch.zeros(m, dtype=torch.long, device=X.device)
+            resid_sq = norm_sq.clone()
+            directions = directions_buffer[:, :m]
+            # Identity rows for the steps a sample never reaches keep L invertible.
+            chol = torch.eye(k, dtype=dtype, device=device).repeat(m, 1, 1)
+            proj = torch.zeros((m, k), dtype=dtype, device=device)
+            sel = torch.zeros((m, k), dtype=torch.long, device=device)
+            active = norm_sq > (0 if tol is None else tol)
+            floor = eps * norm_sq.sqrt()
             for t in range(k):
-                score = corr if positive else corr.abs()
-                val, idx = score.max(dim=1)
-                ok = active & (val > (0 if positive else eps * norm_sq.sqrt().clamp_min(eps)))
-                g_row = gram[idx]  # (m, K)
-                if t == 0:
-                    diag = g_row[rows, idx]
-                    ok &= diag > eps
-                    new_l = torch.zeros((m, 0), dtype=X.dtype, device=X.device)
-                else:
-                    g_s = g_row.gather(1, sel[:, :t])  # (m, t): G[j, S]
-                    new_l = torch.linalg.solve_triangular(
-                        chol[:, :t, :t], g_s.unsqueeze(-1), upper=False
-                    ).squeeze(-1)
-                    diag = g_row[rows, idx] - (new_l * new_l).sum(dim=1)
-                    # A pivot near zero means the atom lies in the span already selected.
-                    ok &= diag > 1e3 * eps
+                val, idx = argmax(corr)
+                ok = active & ((val > floor) if positive else (val.abs() > floor))
+                w = torch.index_select(gram, 0, idx, out=directions[t])
+                diag_sq = w.gather(1, idx[:, None]).squeeze(1)
+                if t:
+                    # Cholesky row: the new atom's correlations with the earlier directions.
+                    earlier = directions[:t].transpose(0, 1)  # (m, t, K)
+                    row = earlier.gather(2, idx[:, None, None].expand(m, t, 1)).squeeze(2)
+                    row.mul_(ok[:, None])
+                    diag_sq = diag_sq - (row * row).sum(dim=1)
+                    w.unsqueeze(1).baddbmm_(row.unsqueeze(1), earlier, alpha=-1.0)
+                    chol[:, t, :t] = row
+                # A pivot near zero means the atom lies in the span already selected.
+                ok &= diag_sq > 1e3 * eps
+                diag = torch.where(ok, diag_sq, torch.ones_like(diag_sq)).sqrt_()
+                w.div_(diag[:, None])
+                step = torch.where(ok, val / diag, torch.zeros_like(val))
+                corr.addcmul_(w, step[:, None], value=-1.0)
+                chol[:, t, t] = diag
+                proj[:, t] = step
+                sel[:, t] = idx
                 active = ok
+                if tol is not None:
+                    resid_sq -= step * step
+                    active = active & (resid_sq > tol)
                 if can_sync and not bool(active.any()):
                     break
-                sel[:, t] = torch.where(active, idx, sel[:, max(t - 1, 0)])
-                g_sel[:, t] = torch.where(active[:, None], g_row, g_sel[:, t])
-                diag_root = torch.where(active, diag, torch.ones_like(diag)).clamp_min(eps).sqrt()
-                chol[:, t, :t] = torch.where(active[:, None], new_l, chol[:, t, :t])
-                chol[:, t, t] = torch.where(active, diag_root, torch.ones_like(diag_root))
-                n_taken += active.long()
-                # Solve L L^T a = c0_S over all t+1 slots; inactive rows keep their last solution.
-                rhs = c0.gather(1, sel[:, : t + 1]).unsqueeze(-1)
-                lt = chol[:, : t + 1, : t + 1]
-                sol = torch.cholesky_solve(rhs, lt, upper=False).squeeze(-1)
-                coef[:, : t + 1] = torch.where(active[:, None], sol, coef[:, : t + 1])
-                corr = c0 - torch.einsum("mt,mtk->mk", coef[:, : t + 1], g_sel[:, : t + 1])
-                if tol is not None:
-                    resid_sq = norm_sq - (coef[:, : t + 1] * rhs.squeeze(-1)).sum(dim=1)
-                    active = active & (resid_sq > tol)
-            # Slots a sample never took hold zeros after the masked solve above.
-            taken = torch.arange(k, device=X.device)[None, :] < n_taken[:, None]
-            codes[start : start + m].scatter_add_(1, sel, coef * taken)
+            # x_hat = sum_t proj_t q_t and Q = L^{-1} D_S, so the coefficients are L^{-T} proj.
+            coef = torch.linalg.solve_triangular(
+                chol.transpose(1, 2), proj.unsqueeze(-1), upper=True
+            ).squeeze(-1)
+            codes[start : start + m].scatter_add_(1, sel, coef)
         return codes
 
 

@@ -1,0 +1,115 @@
+"""Helpers shared by the benchmark scripts: threads, timing, the MNIST split, tables, figures.
+
+Not a benchmark itself (``run_all.py`` only runs ``bench_*.py``).
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+
+
+def parser(description):
+    """An ``ArgumentParser`` with the options every benchmark takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="threads for torch and for BLAS (default 1: on a shared machine a second thread per "
+        "process oversubscribes the cores and makes every timing meaningless; every method gets "
+        "the same number, so time ratios stay fair)",
+    )
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p
+
+
+def limit_threads(n_threads):
+    """Give torch and every BLAS/OpenMP pool ``n_threads`` threads for the rest of the run."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n_threads)
+    # Kept referenced so the limit is never lifted by garbage collection.
+    limit_threads.handle = threadpool_limits(n_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n_threads))
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, seconds)`` of one call, wall clock."""
+    tic = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - tic
+
+
+def mnist_split(random_state=0):
+    """4,000 training and 1,000 held-out digits, stratified, float32 in [0, 1]."""
+    from sklearn.model_selection import train_test_split
+
+    from skmpsae.datasets import load_mnist
+
+    X, y = load_mnist(return_X_y=True)
+    X_train, X_test = train_test_split(
+        X, train_size=4000, test_size=1000, stratify=y, random_state=random_state
+    )
+    return np.ascontiguousarray(X_train), np.ascontiguousarray(X_test)
+
+
+def markdown_table(rows, columns):
+    """A GitHub-flavoured markdown table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per row.
+    columns : list of (key, header, format)
+        ``format`` is a format spec such as ``".3f"``, or "" for ``str``; a missing or None
+        value prints as a dash.
+    """
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return "-"
+        return format(value, fmt) if fmt else str(value)
+
+    lines = [
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row, key, fmt) for key, _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def save_figure(fig, name):
+    """Save ``fig`` as ``docs/<name>`` at a resolution that keeps the PNG small."""
+    DOCS.mkdir(exist_ok=True)
+    path = DOCS / name
+    fig.savefig(path, dpi=90)
+    print(f"saved {path.relative_to(REPO)} ({path.stat().st_size // 1024} KB)")
+    return path
+
+
+def use_agg():
+    """Select the non-interactive matplotlib backend and return pyplot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def proc_status_mb(field):
+    """A memory field of ``/proc/self/status`` (e.g. ``VmHWM``, the peak resident set) in MB.
+
+    Linux only. Unlike ``tracemalloc``, the kernel's count includes torch's CPU allocations.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)

@@ -1,0 +1,241 @@
+"""Pursuit kernels against their references, on real MNIST digits.
+
+The references are the MP-SAE papers' unrolled loop (``_naive_matching_pursuit``, which also
+gives the reference gradients under autograd) and scikit-learn's ``orthogonal_mp_gram``.
+"""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import orthogonal_mp_gram
+
+from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
+from skmpsae._pursuit import (
+    _decode_selected,
+    _mp_coefficients,
+    _naive_matching_pursuit,
+    _scatter_codes,
+    _select_mp,
+)
+from skmpsae.datasets import load_mnist
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Small tensors on a shared 2-core machine: a second thread only adds waiting.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X = load_mnist().data.astype(np.float64)
+    return X[np.random.RandomState(0).permutation(X.shape[0])]
+
+
+def centred_problem(digits, n_components, n_rows, dtype=np.float64):
+    """Rows to encode and a dictionary of other centred, normalised digits."""
+    X = digits - digits.mean(axis=0)
+    atoms = X[:n_components] / np.linalg.norm(X[:n_components], axis=1, keepdims=True)
+    return X[-n_rows:].astype(dtype), atoms.astype(dtype)
+
+
+def stopping_problem(digits, n_components, n_rows):
+    """Non-negative atoms and rows ``a - 1.5 b``: positive MP stops many rows after a few steps
+    (once no atom correlates positively with the residual); a third of the rows are plain
+    digits, which never stop."""
+    atoms = digits[:n_components] / np.linalg.norm(digits[:n_components], axis=1, keepdims=True)
+    a, b = digits[-2 * n_rows : -n_rows], digits[-n_rows:]
+    X = a - 1.5 * b
+    X[: n_rows // 3] = a[: n_rows // 3]
+    return X, atoms
+
+
+def reference_residuals(X, D, k, positive):
+    """Squared residual norms after each of the naive loop's steps, shape (n, k + 1)."""
+    residual, out = X.copy(), [np.sum(X * X, axis=1)]
+    for _ in range(k):
+        corr = residual @ D.T
+        j = corr.argmax(axis=1) if positive else np.abs(corr).argmax(axis=1)
+        value = corr[np.arange(len(X)), j]
+        if positive:
+            value = np.maximum(value, 0)
+        residual = residual - value[:, None] * D[j]
+        out.append(np.sum(residual * residual, axis=1))
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("positive", [True, False])
+# 100 atoms: a plain argmax; 500: the two-level argmax, with a tail block (500 = 7 * 64 + 52).
+@pytest.mark.parametrize("n_components", [100, 500])
+def test_gram_path_codes_equal_naive_loop(digits, dtype, positive, n_components):
+    X, D = centred_problem(digits, n_components, 200, dtype)
+    Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
+    indices, values = _select_mp(Xt, Dt, 20, positive=positive)
+    ours = _scatter_codes(indices, values, n_components).numpy()
+    naive = _naive_matching_pursuit(Xt, Dt, 20, positive=positive).numpy()
+    same_atoms = np.all((ours != 0) == (naive != 0), axis=1)
+    if dtype == np.float64:
+        assert same_atoms.all()
+        np.testing.assert_allclose(ours, naive, rtol=1e-9, atol=1e-9)
+    else:
+        # float32 rounding may swap two near-tied atoms in a rare row; all others agree.
+        assert same_atoms.mean() >= 0.98
+        np.testing.assert_allclose(ours[same_atoms], naive[same_atoms], rtol=1e-3, atol=2e-4)
+    if positive:
+        assert (ours >= 0).all()
+    else:
+        assert (ours < 0).any()
+
+
+def test_positive_stop_matches_naive_loop(digits):
+    X, D = stopping_problem(digits, 64, 90)
+    indices, values = _select_mp(torch.from_numpy(X), torch.from_numpy(D), 24)
+    stopped = (values == 0).numpy()
+    assert 20 < stopped.any(axis=1).sum() < 90
+    # Steps not taken form a suffix.
+    assert np.all(np.diff(stopped.astype(int), axis=1) >= 0)
+    ours = _scatter_codes(indices, values, 64).numpy()
+    naive = _naive_matching_pursuit(torch.from_numpy(X), torch.from_numpy(D), 24).numpy()
+    np.testing.assert_allclose(ours, naive, rtol=1e-9, atol=1e-9)
+
+
+def prefix_codes(X, D, steps, positive):
+    """Codes after the first ``steps[i]`` steps of an untruncated 64-step run, row by row."""
+    indices, values = _select_mp(torch.from_numpy(X), torch.from_numpy(D), 64, positive=positive)
+    values = values * (torch.arange(64)[None, :] < torch.as_tensor(steps)[:, None])
+    return _scatter_codes(indices, values, D.shape[0]).numpy()
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_tol_stops_each_sample_at_its_own_step(digits, positive):
+    X, D = centred_problem(digits, 200, 150)
+    resid = reference_residuals(X, D, 64, positive)
+    tol = np.median(resid[:, 10])
+    codes = matching_pursuit(X, D, n_nonzero_coefs=64, tol=tol, positive=positive)
+    # Sample i stops after the first step whose residual is <= tol (or after 64 steps).
+    below = resid[:, 1:] <= tol
+    expected_steps = np.where(below.any(axis=1), below.argmax(axis=1) + 1, 64)
+    assert len(np.unique(expected_steps)) >= 5
+    np.testing.assert_allclose(codes, prefix_codes(X, D, expected_steps, positive),
+                               rtol=1e-9, atol=1e-12)
+    final = np.sum((X - codes @ D) ** 2, axis=1)
+    assert np.all(final[expected_steps < 64] <= tol * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_reconstruction_error_never_rises_with_k(digits, positive):
+    X, D = centred_problem(digits, 256, 200, np.float32)
+    errors = []
+    for k in range(65):
+        codes = prefix_codes(X, D, np.full(len(X), k), positive)
+        errors.append(np.sum((X - codes @ D) ** 2, axis=1))
+        if k in (1, 5, 16, 64):
+            # Encoding at k gives exactly the first k steps of a longer encoding.
+            short = matching_pursuit(X, D, n_nonzero_coefs=k, positive=positive)
+            np.testing.assert_allclose(short, codes, rtol=1e-4, atol=1e-5)
+    errors = np.array(errors)
+    # Float32 rounding of the reconstruction, relative to the digit's energy.
+    slack = 1e-5 * errors[0]
+    assert np.all(np.diff(errors, axis=0) <= slack)
+    assert np.all(errors[-1] < 0.5 * errors[0])
+
+
+def loss_and_grads(X, D, b, k, positive, form):
+    D = torch.tensor(D, requires_grad=True)
+    b = torch.tensor(b, requires_grad=True)
+    Xc = torch.from_numpy(X) - b
+    if form == "naive":
+        x_hat = _naive_matching_pursuit(Xc, D, k, positive=positive) @ D + b
+    else:
+        indices, values = _select_mp(Xc.detach(), D.detach(), k, positive=positive)
+        active = (values != 0).to(Xc.dtype)
+        gram = D @ D.T if form == "gemm" else None
+        coefs = _mp_coefficients(Xc, D, indices, active, gram=gram)
+        x_hat = _decode_selected(indices, coefs, D) + b
+    loss = ((torch.from_numpy(X) - x_hat) ** 2).sum(dim=1).mean()
+    loss.backward()
+    return loss.item(), D.grad.numpy(), b.grad.numpy()
+
+
+@pytest.mark.parametrize("form", ["gathered", "gemm"])
+@pytest.mark.parametrize("positive", [True, False])
+def test_gradients_equal_naive_unrolled_loop(digits, form, positive):
+    if positive:
+        X, D = stopping_problem(digits, 64, 60)  # rows that stop early, and rows that do not
+    else:
+        X, D = centred_problem(digits, 64, 60)
+    b = 0.05 * np.random.RandomState(1).standard_normal(X.shape[1])
+    ref = loss_and_grads(X, D, b, 16, positive, "naive")
+    ours = loss_and_grads(X, D, b, 16, positive, form)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-12)
+    for got, want in zip(ours[1:], ref[1:]):
+        assert np.abs(want).max() > 1e-3
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("use_tol", [False, True])
+def test_omp_equals_sklearn_orthogonal_mp_gram(digits, use_tol):
+    X, D = centred_problem(digits, 256, 200)
+    gram, Xy = D @ D.T, D @ X.T
+    norms_sq = np.sum(X * X, axis=1)
+    if use_tol:
+        tol = float(np.median(norms_sq) * 0.2)
+        want = orthogonal_mp_gram(gram, Xy, tol=tol, norms_squared=norms_sq).T
+        got = orthogonal_matching_pursuit(X, D, tol=tol, n_nonzero_coefs=256)
+        residual = np.sum((X - got @ D) ** 2, axis=1)
+        assert np.all(residual <= tol * (1 + 1e-9))
+        assert np.ptp((got != 0).sum(axis=1)) > 5  # each sample got the atoms it needed
+    else:
+        want = orthogonal_mp_gram(gram, Xy, n_nonzero_coefs=20).T
+        got = orthogonal_matching_pursuit(X, D, n_nonzero_coefs=20)
+        assert np.all((got != 0).sum(axis=1) == 20)
+    np.testing.assert_array_equal(got != 0, want != 0)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_public_functions_handle_scaled_and_zero_atoms(digits):
+    X, D = centred_problem(digits, 120, 80)
+    scales = np.random.RandomState(2).uniform(0.1, 10, size=120)
+    scales[[5, 77]] = 0  # zero atoms can never help and must never be used
+    scaled = D * scales[:, None]
+    unit_codes = matching_pursuit(X, D[scales > 0], n_nonzero_coefs=12)
+    for positive in (True, False):
+        codes = matching_pursuit(X, scaled, n_nonzero_coefs=12, positive=positive)
+        assert np.all(codes[:, [5, 77]] == 0)
+        if positive:
+            # Choosing by cosine: the same atoms as on the unit-norm dictionary, rescaled.
+            np.testing.assert_allclose(codes[:, scales > 0] * scales[scales > 0], unit_codes,
+                                       rtol=1e-9, atol=1e-12)
+        omp = orthogonal_matching_pursuit(X, scaled, n_nonzero_coefs=12, positive=positive)
+        assert np.all(omp[:, [5, 77]] == 0)
+        residual = X - omp @ scaled
+        # OMP's residual is orthogonal to every atom it selected.
+        np.testing.assert_allclose(np.where(omp != 0, residual @ scaled.T, 0), 0, atol=1e-9)
+    kept = D[scales > 0]
+    want = orthogonal_mp_gram(kept @ kept.T, kept @ X.T, n_nonzero_coefs=12).T
+    unit_omp = orthogonal_matching_pursuit(X, scaled, n_nonzero_coefs=12)[:, scales > 0]
+    np.testing.assert_allclose(unit_omp * scales[scales > 0], want, rtol=1e-7, atol=1e-9)
+
+
+def test_estimator_omp_transform(digits):
+    X = digits[:600].astype(np.float32)
+    sae = MatchingPursuitSAE(n_components=48, n_nonzero_coefs=8, max_iter=2, random_state=0)
+    sae.fit(X)
+    mp_codes = sae.transform(X)
+    sae.set_params(transform_algorithm="omp")
+    omp_codes = sae.transform(X)
+    assert omp_codes.shape == (600, 48) and omp_codes.dtype == np.float32
+    assert (omp_codes != 0).sum(axis=1).max() <= 8
+    want = orthogonal_matching_pursuit(X - sae.intercept_, sae.components_, n_nonzero_coefs=8,
+                                       positive=True)
+    np.testing.assert_allclose(omp_codes, want, rtol=1e-4, atol=1e-5)
+    # Least squares on the chosen atoms: the OMP residual is orthogonal to them.
+    residual = X - sae.inverse_transform(omp_codes)
+    overlap = np.where(omp_codes != 0, residual @ sae.components_.T, 0)
+    assert np.abs(overlap).max() < 1e-3 * np.abs(residual).max() * np.sqrt(X.shape[1])
+    assert sae.score(X) > 0.3
+    assert not np.array_equal(mp_codes, omp_codes)
