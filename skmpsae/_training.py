@@ -117,13 +117,22 @@ def _peak_exponent(*arrays):
     return int(np.frexp(peak)[1]) if peak > 0 else 0
 
 
-def _rms_scale(X):
+def _rms_scale(X, chunk_rows=1024):
     """RMS deviation from the per-feature mean, in float64; for constant data the RMS of
-    ``X`` itself, and 1.0 for all-zero data."""
-    X = np.asarray(X, dtype=np.float64)
+    ``X`` itself, and 1.0 for all-zero data.
+
+    Works over row chunks, so a wide sample never exists as a whole in float64 (16,384 rows of
+    4,096 features would take 1.3 GB of temporaries at once).
+    """
+    X = np.asarray(X)
     exponent = _peak_exponent(X)
-    X = np.ldexp(X, -exponent)
-    scale = float(np.sqrt(np.mean((X - X.mean(axis=0)) ** 2)))
+
+    def chunks():
+        for start in range(0, X.shape[0], chunk_rows):
+            yield np.ldexp(X[start : start + chunk_rows].astype(np.float64), -exponent)
+
+    mean = sum(chunk.sum(axis=0) for chunk in chunks()) / X.shape[0]
+    scale = float(np.sqrt(sum(float(((c - mean) ** 2).sum()) for c in chunks()) / X.size))
     if not np.isfinite(scale) or scale <= 0:
-        scale = float(np.sqrt(np.mean(X**2)))
+        scale = float(np.sqrt(sum(float((c**2).sum()) for c in chunks()) / X.size))
     return float(np.ldexp(scale, exponent)) or 1.0
