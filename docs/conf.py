@@ -29,10 +29,13 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    # The benchmark reports are Markdown so that they read well on a repository page too.
+    "myst_parser",
 ]
 
 templates_path = []
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "*.md", "memory_table.rst"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "memory_table.rst"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 html_theme = "alabaster"
 html_static_path = []
