@@ -8,7 +8,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-import torch
 from scipy import sparse
 
 from skmpsae import MatchingPursuitSAE, ReLUSAE
@@ -16,15 +15,6 @@ from skmpsae.cli import main
 
 FIT_ARGS = ["--n-components", "12", "--k", "3", "--max-iter", "3", "--batch-size", "128",
             "--random-state", "0", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models spend their time in thread synchronisation, ruinous on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

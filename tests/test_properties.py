@@ -12,8 +12,6 @@ import functools
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
-import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +22,6 @@ settings.register_profile("skmpsae-properties", max_examples=30, deadline=None)
 properties = settings.get_profile("skmpsae-properties")
 
 dtypes = st.sampled_from([np.float32, np.float64])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These problems are tiny: a second intra-op thread only adds barrier waits, which cost
-    # 4x in wall time on a loaded 2-core machine. Restored afterwards.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 @st.composite

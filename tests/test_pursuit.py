@@ -20,15 +20,6 @@ from skmpsae._pursuit import (
 from skmpsae.datasets import load_mnist
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Small tensors on a shared 2-core machine: a second thread only adds waiting.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits():
     X = load_mnist().data.astype(np.float64)

@@ -18,16 +18,6 @@ from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
 ESTIMATORS = ["mp", "topk", "relu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These problems are tiny: a second intra-op thread only adds barrier waits, which cost
-    # 4x in wall time on a loaded 2-core machine. Restored afterwards.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def make_estimator(name, **params):
     base = {
         "n_components": 16,

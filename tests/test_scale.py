@@ -19,16 +19,6 @@ from skmpsae._utils import resolve_device
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Small models spend their time in thread synchronisation, which is ruinous when other
-    # processes share the cores; one thread keeps these tests fast on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def memmap_file(tmp_path_factory):
     """A float32 .npy on disk, 400,000 x 16 (25.6 MB): 13 batches of 32,768 rows."""

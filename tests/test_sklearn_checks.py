@@ -1,6 +1,5 @@
 """scikit-learn's own estimator checks over every SAE."""
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE

@@ -26,16 +26,6 @@ N_FEATURES = 6
 N_COMPONENTS = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These problems are tiny: a second intra-op thread only adds barrier waits, which cost
-    # 4x in wall time on a loaded 2-core machine. Restored afterwards.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def _data(n_samples=40, n_features=N_FEATURES, seed=0):
     return np.random.RandomState(seed).rand(n_samples, n_features).astype(np.float32)
 
