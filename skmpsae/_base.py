@@ -347,6 +347,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         trainer.total_steps = schedule.n_steps
         trainer.dead_window = n
         snapshot = self._snapshot(module) if resume else None
+        snapshot_steps = getattr(self, "n_steps_", 0)
         try:
             for epoch in range(n_epochs):
                 tic = time.perf_counter()
@@ -369,7 +370,8 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                     total += loss.detach() * xb.shape[0]
                     fired += active
                     trainer.samples_since_fired += xb.shape[0]
-                    trainer.samples_since_fired[active > 0] = 0
+                    # masked_fill_, unlike boolean indexing, needs no host sync on a GPU.
+                    trainer.samples_since_fired.masked_fill_(active > 0, 0)
                 epoch_loss = float(total) / n
                 # Each loss above was taken before its step: re-measure the last batch after
                 # the last step, or a one-batch partial_fit could publish a blown-up model.
@@ -384,6 +386,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                         "too large; lower it, or check the input for extreme outliers."
                     )
                 snapshot = self._snapshot(module)
+                snapshot_steps = self.n_steps_
                 self.n_iter_ += 1
                 self.loss_curve_.append(epoch_loss)
                 self.n_dead_components_ = int((fired == 0).sum())
@@ -398,6 +401,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             if snapshot is None:
                 self._restore(previous)
                 raise
+            self.n_steps_ = snapshot_steps  # the interrupted epoch's steps are discarded
             warnings.warn(
                 f"Training interrupted; {type(self).__name__} keeps the model of the last "
                 f"completed epoch ({self.n_iter_} epochs in all).",

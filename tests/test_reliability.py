@@ -287,6 +287,7 @@ def test_interrupt_keeps_last_completed_epoch(estimator):
     with pytest.warns(UserWarning, match="Training interrupted.*last completed epoch"):
         sae.fit(X)
     assert sae.n_iter_ == 2 and len(sae.loss_curve_) == 2
+    assert sae.n_steps_ == 2 * BATCHES_PER_EPOCH  # the interrupted epoch's steps are discarded
     # The model is the one at the end of epoch 2, not the half-trained one of epoch 3.
     after_epoch_2 = interrupter.seen[2 * BATCHES_PER_EPOCH]
     np.testing.assert_array_equal(sae.components_, after_epoch_2)
