@@ -3,8 +3,9 @@
 Both encoders work in the Gram formulation (Rubinstein, Zibulevsky & Elad 2008, "Batch-OMP"):
 one GEMM gives the first correlations ``c = (X - b) D^T``, after which every step only reads a
 row of the Gram matrix ``G = D D^T`` per sample, so a step costs O(n_components) per sample and
-nothing in ``n_features``. Rows are processed in chunks whose correlation block stays near the
-L2 cache: the per-step reductions are memory bound and fall off a cliff once the block spills.
+nothing in ``n_features``. Rows are processed in chunks of a few MB of correlations: the steps
+are memory bound, and a sweep (docs/performance.md) put the best block at 4-8 MB, 15-20%
+faster than one block for all rows.
 
 The public functions take and return numpy arrays; the ``_select_*`` / ``_*_gram`` helpers take
 torch tensors and are what the estimators call on their device. No helper synchronises with the
