@@ -238,10 +238,9 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         -------
         score : float
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        # transform validates X (feature names included); the metric needs the plain array.
         X_hat = self.inverse_transform(self.transform(X))
-        return explained_variance(X, X_hat)
+        return explained_variance(check_array(X, dtype=[np.float64, np.float32]), X_hat)
 
     def to_sparse_coder(self, **kwargs):
         """The learned dictionary as a :class:`sklearn.decomposition.SparseCoder`.
@@ -261,7 +260,9 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     @property
     def _n_features_out(self):
-        return self.n_components
+        # Read from the fitted dictionary, so that get_feature_names_out before fit raises
+        # NotFittedError (check_is_fitted looks this attribute up).
+        return self.components_.shape[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
