@@ -133,12 +133,6 @@ def _build_parser():
     return parser
 
 
-def _version():
-    from . import __version__
-
-    return __version__
-
-
 # -- data ----------------------------------------------------------------------------------
 def _load_npy(path):
     """A 2-D numeric array from ``path``, memory-mapped (read-only)."""
