@@ -92,7 +92,9 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     def _initial_dictionary(self, Xc, generator):
         n_components, n_features = self.n_components, Xc.shape[1]
         if self.dict_init is not None:
-            init = check_array(self.dict_init, dtype=[np.float64, np.float32], input_name="dict_init")
+            init = check_array(
+                self.dict_init, dtype=[np.float64, np.float32], input_name="dict_init"
+            )
             if init.shape != (n_components, n_features):
                 raise ValueError(
                     f"dict_init has shape {init.shape}, expected (n_components, n_features) = "

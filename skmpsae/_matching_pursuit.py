@@ -26,7 +26,9 @@ class _MatchingPursuitModule(_SAEModule):
     gives the unrolled loop's exact gradients at a fraction of its memory.
     """
 
-    def __init__(self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device):
+    def __init__(
+        self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device
+    ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive

@@ -87,7 +87,9 @@ class _GramRowUpdate:
         if self.sparse:
             self.row_starts = torch.arange(max_rows + 1, device=gram.device)
         else:
-            self.buffer = torch.empty((max_rows, gram.shape[1]), dtype=gram.dtype, device=gram.device)
+            self.buffer = torch.empty(
+                (max_rows, gram.shape[1]), dtype=gram.dtype, device=gram.device
+            )
 
     def __call__(self, corr, indices, values):
         m = corr.shape[0]
