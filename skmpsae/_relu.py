@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
-from ._topk import _EncoderModule
+from ._topk import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
 
 
 def _relu_codes(x, weight, encoder_bias, bias):
@@ -116,11 +116,7 @@ class ReLUSAE(_BaseSAE):
         "alpha": [Interval(Real, 0, None, closed="left")],
     }
 
-    _published_params = {
-        **_BaseSAE._published_params,
-        "encoder_weight": ("encoder_weights_", False),
-        "encoder_bias": ("encoder_intercept_", True),
-    }
+    _published_params = {**_BaseSAE._published_params, **_ENCODER_PUBLISHED_PARAMS}
 
     def __init__(
         self,

@@ -28,6 +28,13 @@ class _EncoderModule(_SAEModule):
         self.encoder_bias = torch.nn.Parameter(torch.zeros(n_components, **kw))
 
 
+# How the encoder's parameters are published on a fitted estimator (name, carries data units).
+_ENCODER_PUBLISHED_PARAMS = {
+    "encoder_weight": ("encoder_weights_", False),
+    "encoder_bias": ("encoder_intercept_", True),
+}
+
+
 class _TopKModule(_EncoderModule):
     """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss, in which the
     ``k_aux`` largest pre-activations of dead latents reconstruct the residual; it pulls dead
@@ -157,11 +164,7 @@ class TopKSAE(_BaseSAE):
         "aux_coef": [Interval(Real, 0, None, closed="left")],
     }
 
-    _published_params = {
-        **_BaseSAE._published_params,
-        "encoder_weight": ("encoder_weights_", False),
-        "encoder_bias": ("encoder_intercept_", True),
-    }
+    _published_params = {**_BaseSAE._published_params, **_ENCODER_PUBLISHED_PARAMS}
 
     def __init__(
         self,
