@@ -1,7 +1,8 @@
-"""The estimator base shared by every SAE: validation, the training loop, devices and seeds.
+"""The estimator base shared by every SAE: parameters, validation, publishing and encoding.
 
-A model file supplies a torch module (its parameters and its loss) and an encoder over plain
-tensors; everything a scikit-learn user touches lives here, once.
+A model file supplies a torch module (its parameters and its loss, see ``_modules.py``) and an
+encoder over plain tensors; training runs in a ``_Trainer`` (``_trainer.py``); everything a
+scikit-learn user touches lives here, once.
 
 Fitted state is published as numpy arrays in the data's own units (``components_``,
 ``intercept_``, ...), never as pickled torch objects, so a model fitted on a GPU loads on a
@@ -10,37 +11,41 @@ deviation: the default learning rate then means the same thing for pixels in [0,
 activations around 1e6 and for signals around 1e-6.
 """
 
-import time
 import warnings
-from abc import abstractmethod
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
-
-from ._training import (
-    _DIVERGED_LOSS,
-    DivergenceError,
-    _as_tensor,
-    _n_batches,
-    _rms_scale,
-    _sample_rows,
-    _Schedule,
-    _torch_dtype,
-    _Trainer,
+from sklearn.utils.validation import (
+    _get_feature_names,
+    check_array,
+    check_is_fitted,
+    validate_data,
 )
-from ._utils import resolve_device, torch_generator
+
+from ._modules import initial_dictionary
+from ._progress import EpochInfo, print_epoch
+from ._trainer import _Schedule, _Trainer
+from ._training import _as_tensor, _n_batches, _rms_scale, _sample_rows, _torch_dtype
+from ._utils import check_not_bool, resolve_device, torch_generator
 from .metrics import explained_variance
 
 _TRANSFORM_CHUNK = 4096
 
 
-class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _BaseSAE(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
+):
     """Base class for the sparse autoencoders; not for direct use."""
 
     _parameter_constraints: dict = {
@@ -53,6 +58,7 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         "random_state": ["random_state"],
         "device": [str, torch.device],
         "verbose": ["verbose"],
+        "callback": [callable, None],
     }
 
     # Initial atoms: random centred samples (True) or random directions (False). Measured on
@@ -61,7 +67,9 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     # sample atoms starts by overshooting (initial loss 10x the data variance).
     _init_from_samples = False
 
-    # Best peak learning rate at 256 atoms on MNIST (held-out R2 in each model's docstring).
+    # Default peak learning rate at 256 atoms; each model sets its own and reports its MNIST
+    # measurements in its docstring (TopK keeps 3e-3 although 1e-2 scores a little higher, as
+    # 1e-2 leaves 28 dead latents).
     _auto_learning_rate = 3e-3
 
     # Names of module parameters -> (published attribute, whether it carries the data's units).
@@ -74,49 +82,17 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 
     @abstractmethod
     def _encode(self, X, params):
-        """Dense codes (n, n_components) of centred-or-not tensor ``X`` from published
-        ``params`` (a dict of tensors named as ``_published_params``' attributes)."""
-
-    def _init_module(self, module, X, generator):
-        """Initialise ``module`` from a sample of scaled data ``X`` (a tensor)."""
-        with torch.no_grad():
-            if self.fit_intercept:
-                module.bias.copy_(X.mean(dim=0))
-            else:
-                module.bias.zero_()
-            module.dictionary.copy_(self._initial_dictionary(X - module.bias, generator))
-            if hasattr(module, "encoder_weight"):
-                # An encoder equal to the decoder's transpose starts as a tied autoencoder.
-                module.encoder_weight.copy_(module.dictionary)
-
-    def _initial_dictionary(self, Xc, generator):
-        n_components, n_features = self.n_components, Xc.shape[1]
-        if self.dict_init is not None:
-            init = check_array(
-                self.dict_init, dtype=[np.float64, np.float32], input_name="dict_init"
-            )
-            if init.shape != (n_components, n_features):
-                raise ValueError(
-                    f"dict_init has shape {init.shape}, expected (n_components, n_features) = "
-                    f"({n_components}, {n_features})."
-                )
-            atoms = torch.as_tensor(init, dtype=Xc.dtype, device=Xc.device).clone()
-        elif self._init_from_samples:
-            # Centred training samples are atoms that already fire on the data; a little noise
-            # separates repeated or identical samples.
-            rows = torch.randint(Xc.shape[0], (n_components,), generator=generator)
-            noise = torch.randn(n_components, n_features, generator=generator, dtype=Xc.dtype)
-            atoms = Xc[rows.to(Xc.device)] + 0.05 * noise.to(Xc.device)
-        else:
-            atoms = torch.randn(n_components, n_features, generator=generator, dtype=Xc.dtype)
-        norms = atoms.norm(dim=1, keepdim=True)
-        fallback = torch.randn(atoms.shape, generator=generator, dtype=atoms.dtype).to(atoms.device)
-        atoms = torch.where(norms > 1e-6 * norms.max().clamp_min(1e-30), atoms, fallback)
-        return atoms / atoms.norm(dim=1, keepdim=True)
+        """Dense codes (n, n_components) of tensor ``X`` from published ``params`` (a dict of
+        tensors named as ``_published_params``' attributes)."""
 
     # -- public API ------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the autoencoder on ``X`` for ``max_iter`` epochs of mini-batch Adam.
+
+        The fitted attributes are replaced when the call succeeds; if it fails (divergence,
+        an error, Ctrl-C before the first epoch ends) the estimator is left as it was. Ctrl-C
+        after an epoch keeps the model of the last completed epoch, with a warning.
 
         Parameters
         ----------
@@ -130,22 +106,20 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self : object
             The fitted estimator.
         """
-        self._validate_params()
-        previous = self._fitted_state()
-        X = self._validate_train_data(X, reset=True)
-        trainer = self._new_trainer(X)
+        X, new_input = self._validate_new_data(X)
         n_steps = self.max_iter * _n_batches(X.shape[0], self.batch_size)
-        schedule = _Schedule(self._learning_rate(), n_steps)
-        self._train(X, trainer, self.max_iter, schedule, previous, resume=False)
+        trainer = self._new_trainer(X, n_steps)
+        self._train(X, trainer, self.max_iter, [], new_input)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         """Continue training on ``X`` for one pass (epoch) of mini-batches.
 
         The first call initialises the model from ``X``. The learning rate warms up over the
         first steps and then stays constant, since the number of future calls is unknown.
         The optimiser state lives in memory only: after pickling, training resumes with fresh
-        Adam moments.
+        Adam moments. A failing call leaves the estimator as it was.
 
         Parameters
         ----------
@@ -159,18 +133,20 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self : object
             The updated estimator.
         """
-        first = not hasattr(self, "components_")
-        if first:
-            self._validate_params()
-        previous = self._fitted_state()
-        X = self._validate_train_data(X, reset=first)
+        if not hasattr(self, "components_"):
+            X, new_input = self._validate_new_data(X)
+            trainer = self._new_trainer(X, None)
+            self._train(X, trainer, 1, [], new_input)
+            return self
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         trainer = getattr(self, "_trainer", None)
-        if first:
-            trainer = self._new_trainer(X)
-        elif trainer is None or trainer.published is not self.components_:
+        if trainer is None or trainer.published is not self.components_:
             trainer = self._resume_trainer()
-        schedule = _Schedule(self._learning_rate(), None)
-        self._train(X, trainer, 1, schedule, previous, resume=not first)
+        trainer.schedule = _Schedule(self._learning_rate(), None)
+        # Reproducible shuffles that still differ from one partial_fit call to the next.
+        trainer.reseed((self._shuffle_seed() + self.n_iter_) % (2**31 - 1))
+        trainer.dead_window = X.shape[0]
+        self._train(X, trainer, 1, list(self.loss_curve_))
         return self
 
     def transform(self, X):
@@ -239,6 +215,12 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         Returns
         -------
         score : float
+            Explained variance of the reconstruction, at most 1.0 (perfect); 0.0 for a model
+            no better than the per-feature mean of ``X``, negative for a worse one.
+
+        See Also
+        --------
+        skmpsae.metrics.explained_variance : The same score from data and a reconstruction.
         """
         # transform validates X (feature names included); the metric needs the plain array.
         X_hat = self.inverse_transform(self.transform(X))
@@ -248,12 +230,22 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         """The learned dictionary as a :class:`sklearn.decomposition.SparseCoder`.
 
         ``SparseCoder`` has no bias: feed it ``X - intercept_``, and add ``intercept_`` back to
-        ``codes @ components_``. Keyword arguments go to ``SparseCoder`` (e.g.
-        ``transform_algorithm="omp", transform_n_nonzero_coefs=16``).
+        ``codes @ components_``.
+
+        Parameters
+        ----------
+        **kwargs : dict
+            Passed to ``SparseCoder`` with a copy of ``components_`` as its ``dictionary``,
+            e.g. ``transform_algorithm="omp", transform_n_nonzero_coefs=16``.
 
         Returns
         -------
         coder : sklearn.decomposition.SparseCoder
+            A coder over the learned dictionary; fitting it is not needed.
+
+        See Also
+        --------
+        sklearn.decomposition.SparseCoder : Sparse coding against a fixed dictionary.
         """
         from sklearn.decomposition import SparseCoder
 
@@ -284,42 +276,55 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         # Python counts a bool as an int, but n_components=True is a slip, not a request for
         # one atom; without this check it fails deep inside torch with an obscure TypeError.
         for name, constraints in self._parameter_constraints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) and any(
-                isinstance(c, Interval) and c.type is Integral for c in constraints
-            ):
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
-                    f"got the boolean {value!r}."
+            if any(isinstance(c, Interval) and c.type is Integral for c in constraints):
+                check_not_bool(
+                    getattr(self, name), name, owner=type(self).__name__,
+                    error=InvalidParameterError,
                 )
+
+    def _validate_new_data(self, X):
+        """``X`` as a float array, and the input description of a new model:
+        ``n_features_in_`` and ``feature_names_in_`` are set when the model is published, so
+        that a failed fit leaves the estimator as it was."""
+        feature_names = _get_feature_names(X)
+        X = check_array(X, dtype=[np.float64, np.float32], estimator=self, input_name="X")
+        return X, {"n_features_in_": X.shape[1], "feature_names_in_": feature_names}
 
     def _learning_rate(self):
         """Peak learning rate; "auto" is the model's ``_auto_learning_rate`` up to 256 atoms,
-        scaled down as 1/sqrt(n_components) beyond (the usual rule for SAEs, DESIGN.md
-        section 3)."""
+        scaled down as 1/sqrt(n_components) beyond (the usual rule for SAEs, which keeps the
+        size of an Adam step relative to the typical gradient as the dictionary grows)."""
         if self.learning_rate == "auto":
             return self._auto_learning_rate * min(1.0, np.sqrt(256 / self.n_components))
         return self.learning_rate
 
-    def _validate_train_data(self, X, reset):
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset)
+    def _shuffle_seed(self):
+        return check_random_state(self.random_state).randint(2**31 - 1)
 
     # -- training --------------------------------------------------------------------------
-    def _new_trainer(self, X):
+    def _new_trainer(self, X, n_steps):
+        """A trainer over a module initialised from a sample of ``X``; ``n_steps`` planned
+        steps (None for partial_fit)."""
         device = resolve_device(self.device)
         dtype = _torch_dtype(X.dtype)
         sample = _sample_rows(X, check_random_state(self.random_state), 16384)
         scale = _rms_scale(sample)
         generator = torch_generator(self.random_state)
         module = self._make_module(X.shape[1], dtype, torch.device("cpu"))
-        self._init_module(module, _as_tensor(sample, dtype, "cpu") / scale, generator)
+        Xs = _as_tensor(sample, dtype, "cpu") / scale
+        bias = Xs.mean(dim=0) if self.fit_intercept else torch.zeros_like(Xs[0])
+        atoms = initial_dictionary(
+            Xs - bias, self.n_components, self.dict_init, self._init_from_samples, generator
+        )
+        module.initialize(bias, atoms)
         module.to(device)
-        self.n_steps_ = 0
-        self.n_iter_ = 0
-        self.loss_curve_ = []
-        return self._make_trainer(module, scale, device, dtype)
+        return _Trainer(
+            module, learning_rate=self._learning_rate(), n_steps=n_steps, scale=scale,
+            shuffle_seed=self._shuffle_seed(), dead_window=X.shape[0], name=type(self).__name__,
+        )
 
     def _resume_trainer(self):
+        """A trainer over the published parameters (fresh Adam moments)."""
         device = resolve_device(self.device)
         dtype = _torch_dtype(self.components_.dtype)
         module = self._make_module(self.n_features_in_, dtype, device)
@@ -328,127 +333,80 @@ class _BaseSAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             for name, (attr, has_units) in self._published_params.items():
                 value = torch.as_tensor(getattr(self, attr), dtype=dtype, device=device)
                 getattr(module, name).copy_(value / scale if has_units else value)
-        return self._make_trainer(module, scale, device, dtype)
+        return _Trainer(
+            module, learning_rate=self._learning_rate(), n_steps=None, scale=scale,
+            shuffle_seed=0, dead_window=1, step=self.n_steps_, epoch=self.n_iter_,
+            name=type(self).__name__,
+        )
 
-    def _make_trainer(self, module, scale, device, dtype):
-        optimizer = torch.optim.Adam(module.parameters(), lr=self._learning_rate())
-        trainer = _Trainer(module, optimizer, scale, device, dtype, published=None)
-        self._trainer = trainer
-        return trainer
+    def _train(self, X, trainer, n_epochs, loss_curve, new_input=None):
+        """Run ``n_epochs`` epochs, then publish the model and the counters.
 
-    def _train(self, X, trainer, n_epochs, schedule, previous, resume):
-        """Run ``n_epochs`` epochs, then publish the parameters as numpy arrays.
-
-        On divergence the estimator gets back ``previous`` (its state before the call) and the
-        error propagates; on Ctrl-C it keeps the last completed epoch, with a warning.
+        Nothing is published unless an epoch completes: on divergence or another error the
+        estimator is left as it was and the error propagates; on Ctrl-C it keeps the last
+        completed epoch, with a warning. ``new_input`` (from ``_validate_new_data``) marks the
+        training of a new model, None the continued training of the published one.
         """
-        module, optimizer = trainer.module, trainer.optimizer
-        # Reproducible shuffles that still differ from one partial_fit call to the next.
-        seed = check_random_state(self.random_state).randint(2**31 - 1)
-        rng = np.random.RandomState((seed + self.n_iter_) % (2**31 - 1))
-        n = X.shape[0]
-        trainer.total_steps = schedule.n_steps
-        trainer.dead_window = n
-        snapshot = self._snapshot(module) if resume else None
-        snapshot_steps = getattr(self, "n_steps_", 0)
+        snapshot, n_dead = None, None
         try:
-            for epoch in range(n_epochs):
-                tic = time.perf_counter()
-                order = rng.permutation(n)
-                total = torch.zeros((), dtype=trainer.dtype, device=trainer.device)
-                fired = torch.zeros(self.n_components, dtype=torch.long, device=trainer.device)
-                for start in range(0, n, self.batch_size):
-                    rows = np.sort(order[start : start + self.batch_size])
-                    xb = _as_tensor(X[rows], trainer.dtype, trainer.device) / trainer.scale
-                    trainer.step = self.n_steps_
-                    for group in optimizer.param_groups:
-                        group["lr"] = schedule(self.n_steps_)
-                    loss, active = module.loss(xb, trainer)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    module.project_gradients()
-                    optimizer.step()
-                    module.normalize()
-                    self.n_steps_ += 1
-                    total += loss.detach() * xb.shape[0]
-                    fired += active
-                    trainer.samples_since_fired += xb.shape[0]
-                    # masked_fill_, unlike boolean indexing, needs no host sync on a GPU.
-                    trainer.samples_since_fired.masked_fill_(active > 0, 0)
-                epoch_loss = float(total) / n
-                # Each loss above was taken before its step: re-measure the last batch after
-                # the last step, or a one-batch partial_fit could publish a blown-up model.
-                with torch.no_grad():
-                    last_loss = float(module.loss(xb, trainer)[0])
-                worst = float(np.max([epoch_loss, last_loss]))  # NaN propagates
-                if not np.isfinite(worst) or worst > _DIVERGED_LOSS:
-                    raise DivergenceError(
-                        f"{type(self).__name__} diverged in epoch {self.n_iter_ + 1}: the "
-                        f"reconstruction loss reached {worst:.3g} (relative to the data "
-                        f"variance). The learning_rate ({self._learning_rate():g}) is most likely "
-                        "too large; lower it, or check the input for extreme outliers."
-                    )
-                snapshot = self._snapshot(module)
-                snapshot_steps = self.n_steps_
-                self.n_iter_ += 1
-                self.loss_curve_.append(epoch_loss)
-                self.n_dead_components_ = int((fired == 0).sum())
+            for _ in range(n_epochs):
+                result = trainer.run_epoch(X, self.batch_size)
+                snapshot = trainer.snapshot()
+                loss_curve.append(result.loss)
+                n_dead = result.n_dead
+                info = EpochInfo(self, trainer.epoch, n_epochs, trainer.step, result.loss,
+                                 result.n_dead, result.seconds)
                 if self.verbose:
-                    print(
-                        f"[{type(self).__name__}] epoch {self.n_iter_}: loss {epoch_loss:.5f}, "
-                        f"dead atoms {self.n_dead_components_}/{self.n_components}, "
-                        f"{time.perf_counter() - tic:.2f}s",
-                        flush=True,
-                    )
+                    print_epoch(info)
+                if self.callback is not None:
+                    self.callback(info)
         except KeyboardInterrupt:
             if snapshot is None:
-                self._restore(previous)
-                raise
-            self.n_steps_ = snapshot_steps  # the interrupted epoch's steps are discarded
+                self._discard(trainer)
+                if new_input is not None:
+                    raise  # a new model with no completed epoch: nothing to keep
+                warnings.warn(
+                    f"Training interrupted; {type(self).__name__} keeps the model it had "
+                    f"before this call ({self.n_iter_} epochs in all).",
+                    UserWarning,
+                )
+                return
+            trainer.rollback(snapshot)  # the interrupted epoch's steps are discarded
             warnings.warn(
                 f"Training interrupted; {type(self).__name__} keeps the model of the last "
-                f"completed epoch ({self.n_iter_} epochs in all).",
+                f"completed epoch ({trainer.epoch} epochs in all).",
                 UserWarning,
             )
-        except DivergenceError:
-            self._restore(previous)
+        except BaseException:
+            self._discard(trainer)
             raise
-        self._publish(snapshot, trainer)
+        self._publish(trainer, snapshot, loss_curve, n_dead, new_input)
 
-    def _snapshot(self, module):
-        return {name: p.detach().to("cpu", copy=True) for name, p in module.named_parameters()}
+    def _discard(self, trainer):
+        # A live trainer that a failed call has half-updated must not be trained further:
+        # the next partial_fit rebuilds one from the published arrays.
+        if getattr(self, "_trainer", None) is trainer:
+            self._trainer = None
 
-    def _publish(self, snapshot, trainer):
+    def _publish(self, trainer, snapshot, loss_curve, n_dead, new_input):
+        if new_input is not None:
+            self.n_features_in_ = new_input["n_features_in_"]
+            if new_input["feature_names_in_"] is not None:
+                self.feature_names_in_ = new_input["feature_names_in_"]
+            else:
+                self.__dict__.pop("feature_names_in_", None)
         np_dtype = np.float32 if trainer.dtype == torch.float32 else np.float64
         for name, (attr, has_units) in self._published_params.items():
-            value = snapshot[name].numpy().astype(np_dtype, copy=True)
+            value = snapshot["params"][name].numpy().astype(np_dtype, copy=True)
             setattr(self, attr, value * trainer.scale if has_units else value)
+        self.n_iter_ = trainer.epoch
+        self.n_steps_ = trainer.step
+        self.loss_curve_ = loss_curve
+        self.n_dead_components_ = n_dead
         self._data_scale = trainer.scale
         self._tensor_cache = {}
-        self.loss_curve_ = list(self.loss_curve_)
-        # Parameters restored from a snapshot must not be trained further as if they were live.
-        with torch.no_grad():
-            for name, p in trainer.module.named_parameters():
-                p.copy_(snapshot[name].to(p.device))
         trainer.published = self.components_
-
-    def _fitted_state(self):
-        """Copy of the fitted attributes, to put back if a call fails half-way."""
-        state = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
-        if "loss_curve_" in state:
-            state["loss_curve_"] = list(state["loss_curve_"])
-        if hasattr(self, "_data_scale"):
-            state["_data_scale"] = self._data_scale
-        return state
-
-    def _restore(self, previous):
-        for attr in list(vars(self)):
-            if (attr.endswith("_") and not attr.startswith("__")) or attr == "_data_scale":
-                delattr(self, attr)
-        # The live module may hold half-updated parameters: resume from the arrays instead.
-        self._trainer = None
-        for key, value in previous.items():
-            setattr(self, key, value)
+        self._trainer = trainer
 
     # -- encoding helpers ------------------------------------------------------------------
     def _params_as_tensors(self, np_dtype):

@@ -5,10 +5,10 @@ split and scored on the same held-out split, with the same dictionary size and t
 sparsity where a model lets one set it.
 """
 
+import copy
 import time
 
 import numpy as np
-from sklearn.base import clone
 
 from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
 from .metrics import dead_components, explained_variance, l0
@@ -107,8 +107,9 @@ def compare_models(
         if name == "mp":
             # The same fitted dictionary, encoded by OMP at inference: no refit, so it shares
             # the fit time; it shows what the adaptive encoder buys against MBDL's OMP codes.
-            omp = clone(estimator).set_params(transform_algorithm="omp")
-            omp.__dict__.update({a: v for a, v in vars(estimator).items() if a.endswith("_")})
+            # deepcopy is the supported copy of a fitted estimator (pickling drops the
+            # training state); transform_algorithm is an inference-time parameter.
+            omp = copy.deepcopy(estimator).set_params(transform_algorithm="omp")
             variants.append(("MatchingPursuitSAE+OMP", f"k={k}, OMP at inference", omp))
         for model, label, encoder in variants:
             codes = encoder.transform(X_test - centre)

@@ -2,11 +2,10 @@
 
 from numbers import Integral, Real
 
-import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import _BaseSAE
-from ._training import _SAEModule
+from ._modules import LossOutput, _SAEModule
 from ._pursuit import (
     _decode_selected,
     _gram,
@@ -49,12 +48,12 @@ class _MatchingPursuitModule(_SAEModule):
         x_hat = _decode_selected(indices, coefs, dictionary) + self.bias
         return x_hat, indices, active
 
-    def loss(self, x, trainer):
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """LossOutput on batch ``x``; ``dead_mask`` and ``sparsity_scale`` are unused (the
+        pursuit keeps atoms alive by itself and has no sparsity penalty)."""
         x_hat, indices, active = self(x)
         loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1]
-        fired = torch.zeros(self.dictionary.shape[0], dtype=torch.long, device=x.device)
-        fired.scatter_add_(0, indices.flatten(), active.flatten().long())
-        return loss, fired
+        return LossOutput(loss, self.fired_counts(indices, active))
 
 
 class MatchingPursuitSAE(_BaseSAE):
@@ -109,6 +108,12 @@ class MatchingPursuitSAE(_BaseSAE):
         Where training and encoding run: "auto" (CUDA if available, else CPU), "cpu", "cuda"...
     verbose : int, default=0
         Print the loss and the number of dead atoms after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with an
+        ``EpochInfo`` named tuple (``estimator``, ``epoch``, ``n_epochs``, ``n_steps``,
+        ``loss``, ``n_dead``, ``seconds``), as ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -144,6 +149,16 @@ class MatchingPursuitSAE(_BaseSAE):
 
     Encoding uses the Gram formulation: one GEMM ``(X - b) D^T``, then per step an argmax and an
     update with one row of the cached ``D D^T``, O(n_components) per sample.
+
+    References
+    ----------
+    .. [1] S. Mallat and Z. Zhang, "Matching pursuits with time-frequency dictionaries",
+       IEEE Transactions on Signal Processing, 41(12), 1993.
+    .. [2] V. Costa, T. Fel, E. S. Lubana, B. Tolooshams and D. Ba, "From Flat to
+       Hierarchical: Extracting Sparse Representations with Matching Pursuit", 2025,
+       arXiv:2506.03093.
+    .. [3] V. Costa, T. Fel, E. S. Lubana, B. Tolooshams and D. Ba, "Evaluating Sparse
+       Autoencoders: From Shallow Design to Matching Pursuit", 2025, arXiv:2506.05239.
 
     Examples
     --------
@@ -184,6 +199,7 @@ class MatchingPursuitSAE(_BaseSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         self.n_components = n_components
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -199,6 +215,7 @@ class MatchingPursuitSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     _init_from_samples = True
     _auto_learning_rate = 1e-2
@@ -214,13 +231,16 @@ class MatchingPursuitSAE(_BaseSAE):
 
     def _encode(self, X, params):
         X = X - params["intercept_"]
-        dictionary = params["components_"]
+        dictionary, gram = params["components_"], params["gram"]
+        omp = self.transform_algorithm == "omp"
+        # OMP cannot use more atoms than the dictionary's rank allows; MP may pick an atom
+        # again, so an explicit k above n_components is honoured.
+        max_steps = min(dictionary.shape) if omp else self.n_components
         k, tol = self.transform_n_nonzero_coefs, self.transform_tol
-        if self.transform_algorithm == "omp":
-            cap = min(dictionary.shape)
-            k = min(cap if k is None and tol is not None else (k or self.n_nonzero_coefs), cap)
-            return _omp_gram(X, dictionary, k, self.positive_code, tol, params["gram"])
         if k is None:
-            k = self.n_nonzero_coefs if tol is None else self.n_components
-        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, params["gram"])
+            # A tolerance stops each sample by itself: allow every step until it does.
+            k = self.n_nonzero_coefs if tol is None else max_steps
+        if omp:
+            return _omp_gram(X, dictionary, min(k, max_steps), self.positive_code, tol, gram)
+        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram)
         return _scatter_codes(indices, values, self.n_components)

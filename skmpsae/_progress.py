@@ -1,6 +1,55 @@
-"""Progress reporting for the command line: a tqdm bar, or plain lines without tqdm."""
+"""Progress reporting: what a training ``callback`` receives after each epoch, the lines that
+``verbose`` prints, and the command line's bar (tqdm, or plain lines without it)."""
 
 import sys
+from typing import Any, NamedTuple
+
+
+class EpochInfo(NamedTuple):
+    """What an estimator's ``callback`` receives after each completed epoch.
+
+    Fitted attributes are published when the call returns, so during the call ``estimator``
+    still holds the state it had before it; the numbers here are the live ones.
+
+    Attributes
+    ----------
+    estimator : estimator instance
+        The estimator being trained.
+    epoch : int
+        Epochs completed so far, across calls (what ``n_iter_`` will be).
+    n_epochs : int
+        Epochs this call runs (``max_iter`` for ``fit``, 1 for ``partial_fit``).
+    n_steps : int
+        Optimiser steps taken so far, across calls (what ``n_steps_`` will be).
+    loss : float
+        Mean training loss of the epoch, relative to the data variance.
+    n_dead : int
+        Latents that fired for no sample during the epoch.
+    seconds : float
+        Wall-clock time of the epoch.
+    """
+
+    estimator: Any
+    epoch: int
+    n_epochs: int
+    n_steps: int
+    loss: float
+    n_dead: int
+    seconds: float
+
+
+def describe_epoch(info):
+    """``"loss 0.12345, dead atoms 2/256, 0.50s"`` for an :class:`EpochInfo`."""
+    return (
+        f"loss {info.loss:.5f}, dead atoms {info.n_dead}/{info.estimator.n_components}, "
+        f"{info.seconds:.2f}s"
+    )
+
+
+def print_epoch(info):
+    """What ``verbose=1`` prints after each epoch."""
+    name = type(info.estimator).__name__
+    print(f"[{name}] epoch {info.epoch}: {describe_epoch(info)}", flush=True)
 
 
 class Progress:
@@ -32,25 +81,3 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
-
-class EpochLines:
-    """Stands in for stdout during ``fit(verbose=1)`` and turns each per-epoch line the
-    estimator prints into one step of a progress bar, so that the command line runs the very
-    same ``fit`` as the Python API."""
-
-    def __init__(self, progress):
-        self.progress = progress
-        self.pending = ""
-
-    def write(self, text):
-        self.pending += text
-        while "\n" in self.pending:
-            line, self.pending = self.pending.split("\n", 1)
-            if line.strip():
-                # "[ModelName] epoch 3: loss 0.1, dead atoms 2/256, 0.5s" -> "loss 0.1, ..."
-                self.progress.update(line.split(": ", 1)[-1])
-        return len(text)
-
-    def flush(self):
-        pass

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
-from ._topk import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 
 
 def _relu_codes(x, weight, encoder_bias, bias):
@@ -16,22 +16,24 @@ def _relu_codes(x, weight, encoder_bias, bias):
 class _ReLUModule(_EncoderModule):
     """Loss on data scaled to unit RMS: ``(||x - x_hat||^2 + alpha * sum_j z_j ||d_j||) / d``.
 
-    The L1 weight is warmed up from zero over the first 5% of a fit (100 steps for
-    ``partial_fit``): a full penalty on a random start kills latents before they find data.
+    The trainer warms the L1 weight up through ``sparsity_scale`` (the schedule's warm-up, the
+    same as the learning rate's): a full penalty on a random start kills latents before they
+    find data.
     """
 
     def __init__(self, n_components, n_features, alpha, fit_intercept, dtype, device):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.alpha = alpha
 
-    def loss(self, x, trainer):
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """LossOutput on batch ``x`` with the L1 weight ``alpha * sparsity_scale``;
+        ``dead_mask`` is unused."""
         z = _relu_codes(x, self.encoder_weight, self.encoder_bias, self.bias)
         x_hat = z @ self.dictionary + self.bias
-        warmup = max(1, (trainer.total_steps or 2000) // 20)
-        alpha = self.alpha * min(1.0, (trainer.step + 1) / warmup)
+        alpha = self.alpha * sparsity_scale
         sparsity = (z * self.dictionary.norm(dim=1)).sum(dim=1).mean()
         loss = (((x - x_hat) ** 2).sum(dim=1).mean() + alpha * sparsity) / x.shape[1]
-        return loss, (z > 0).sum(dim=0)
+        return LossOutput(loss, (z > 0).sum(dim=0))
 
 
 class ReLUSAE(_BaseSAE):
@@ -71,6 +73,12 @@ class ReLUSAE(_BaseSAE):
         "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
     verbose : int, default=0
         Print the loss and the number of dead latents after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with an
+        ``EpochInfo`` named tuple (``estimator``, ``epoch``, ``n_epochs``, ``n_steps``,
+        ``loss``, ``n_dead``, ``seconds``), as ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -100,6 +108,13 @@ class ReLUSAE(_BaseSAE):
     TopKSAE : Sets L0 directly.
     MatchingPursuitSAE : Residual-guided encoder for correlated features.
     sklearn.decomposition.DictionaryLearning : Sparse coding with an L1 penalty, solved exactly.
+
+    References
+    ----------
+    .. [1] T. Bricken et al., "Towards Monosemanticity: Decomposing Language Models With
+       Dictionary Learning", Transformer Circuits Thread, Anthropic, 2023.
+    .. [2] Anthropic, "Circuits Updates - April 2024", Transformer Circuits Thread, 2024
+       (the L1 penalty weighted by the decoder norms, used here).
 
     Examples
     --------
@@ -131,6 +146,7 @@ class ReLUSAE(_BaseSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         self.n_components = n_components
         self.alpha = alpha
@@ -142,6 +158,7 @@ class ReLUSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     def _make_module(self, n_features, dtype, device):
         return _ReLUModule(

@@ -2,12 +2,11 @@
 
 from numbers import Integral, Real
 
-import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
-from ._training import _SAEModule
+from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 from ._pursuit import _decode_selected, _scatter_codes
 
 
@@ -16,23 +15,6 @@ def _topk_codes(x, weight, encoder_bias, bias, k):
     pre = (x - bias) @ weight.T + encoder_bias
     values, indices = pre.topk(k, dim=1)
     return F.relu(values), indices, pre
-
-
-class _EncoderModule(_SAEModule):
-    """Adds an untied linear encoder, initialised as the transposed dictionary."""
-
-    def __init__(self, n_components, n_features, fit_intercept, dtype, device):
-        super().__init__(n_components, n_features, fit_intercept, dtype, device)
-        kw = {"dtype": dtype, "device": device}
-        self.encoder_weight = torch.nn.Parameter(torch.zeros(n_components, n_features, **kw))
-        self.encoder_bias = torch.nn.Parameter(torch.zeros(n_components, **kw))
-
-
-# How the encoder's parameters are published on a fitted estimator (name, carries data units).
-_ENCODER_PUBLISHED_PARAMS = {
-    "encoder_weight": ("encoder_weights_", False),
-    "encoder_bias": ("encoder_intercept_", True),
-}
 
 
 class _TopKModule(_EncoderModule):
@@ -45,15 +27,17 @@ class _TopKModule(_EncoderModule):
         self.k = k
         self.aux_coef = aux_coef
 
-    def loss(self, x, trainer):
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """LossOutput on batch ``x``; ``dead_mask`` (bool, one per latent; None: no latent is
+        dead) selects the latents the AuxK term revives. ``sparsity_scale`` is unused."""
         values, indices, pre = _topk_codes(
             x, self.encoder_weight, self.encoder_bias, self.bias, self.k
         )
         x_hat = _decode_selected(indices, values, self.dictionary) + self.bias
         n_features = x.shape[1]
         loss = ((x - x_hat) ** 2).sum(dim=1).mean() / n_features
-        dead = trainer.samples_since_fired >= trainer.dead_window
-        n_dead = int(dead.sum())
+        dead = dead_mask
+        n_dead = 0 if dead is None else int(dead.sum())
         if n_dead and self.aux_coef:
             k_aux = min(n_dead, max(1, n_features // 2))
             masked = pre.masked_fill(~dead, float("-inf"))
@@ -69,9 +53,7 @@ class _TopKModule(_EncoderModule):
                 1e-4 * n_features
             )
             loss = loss + self.aux_coef * aux
-        fired = torch.zeros(self.dictionary.shape[0], dtype=torch.long, device=x.device)
-        fired.scatter_add_(0, indices.flatten(), (values > 0).flatten().long())
-        return loss, fired
+        return LossOutput(loss, self.fired_counts(indices, values > 0))
 
 
 class TopKSAE(_BaseSAE):
@@ -116,6 +98,12 @@ class TopKSAE(_BaseSAE):
         "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
     verbose : int, default=0
         Print the loss and the number of dead latents after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with an
+        ``EpochInfo`` named tuple (``estimator``, ``epoch``, ``n_epochs``, ``n_steps``,
+        ``loss``, ``n_dead``, ``seconds``), as ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -145,6 +133,12 @@ class TopKSAE(_BaseSAE):
     --------
     MatchingPursuitSAE : Residual-guided encoder for correlated features.
     ReLUSAE : ReLU encoder with an L1 penalty.
+
+    References
+    ----------
+    .. [1] A. Makhzani and B. Frey, "k-Sparse Autoencoders", 2013, arXiv:1312.5663.
+    .. [2] L. Gao et al., "Scaling and evaluating sparse autoencoders", 2024,
+       arXiv:2406.04093 (TopK activation and the AuxK loss).
 
     Examples
     --------
@@ -181,6 +175,7 @@ class TopKSAE(_BaseSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         self.n_components = n_components
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -194,6 +189,7 @@ class TopKSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(

@@ -1,8 +1,5 @@
-"""Training machinery under the estimators: the torch module base, the per-fit state that
-``partial_fit`` carries between calls, the learning-rate schedule and the numerics of scaling.
-"""
-
-from abc import abstractmethod
+"""Numerics under training: tensors from (memory-mapped) arrays, the data's scale, and the
+error raised when training diverges."""
 
 import numpy as np
 import torch
@@ -11,77 +8,12 @@ import torch
 # worse than predicting the mean can only come from a run-away optimisation.
 _DIVERGED_LOSS = 1e4
 
+
 class DivergenceError(FloatingPointError):
     """Raised when training produces non-finite or exploding losses.
 
     The estimator keeps the state it had before the call (or stays unfitted).
     """
-
-
-class _SAEModule(torch.nn.Module):
-    """Parameters every SAE has: a unit-norm dictionary (decoder) and a pre-encoder bias."""
-
-    def __init__(self, n_components, n_features, fit_intercept, dtype, device):
-        super().__init__()
-        kw = {"dtype": dtype, "device": device}
-        self.dictionary = torch.nn.Parameter(torch.zeros(n_components, n_features, **kw))
-        self.bias = torch.nn.Parameter(torch.zeros(n_features, **kw), requires_grad=fit_intercept)
-
-    @abstractmethod
-    def loss(self, x, trainer):
-        """Return the scalar training loss on batch ``x`` and how many samples fired each atom."""
-
-    @torch.no_grad()
-    def project_gradients(self):
-        # The step then only rotates each atom; renormalising afterwards corrects the curvature
-        # instead of fighting a radial component of the gradient. Without no_grad, the product
-        # with the (grad-requiring) dictionary records an autograd graph on .grad at every step,
-        # which leaked ~1.7 MB per step (14 GB over a benchmark).
-        grad = self.dictionary.grad
-        if grad is not None:
-            grad -= (grad * self.dictionary).sum(dim=1, keepdim=True) * self.dictionary.detach()
-
-    @torch.no_grad()
-    def normalize(self):
-        norms = self.dictionary.norm(dim=1, keepdim=True)
-        self.dictionary /= norms.clamp_min(torch.finfo(norms.dtype).tiny)
-
-
-class _Trainer:
-    """Transient training state: the module on its device, the optimiser and the counters that
-    ``partial_fit`` carries from call to call. Never pickled."""
-
-    def __init__(self, module, optimizer, scale, device, dtype, published):
-        self.module = module
-        self.optimizer = optimizer
-        self.scale = scale
-        self.device = device
-        self.dtype = dtype
-        self.published = published  # the components_ array this state was published as
-        self.step = 0  # optimiser steps so far, across partial_fit calls
-        self.total_steps = None  # planned steps of this fit, None for partial_fit
-        self.dead_window = 1  # samples without firing after which an atom counts as dead
-        self.samples_since_fired = torch.zeros(
-            module.dictionary.shape[0], dtype=torch.long, device=device
-        )
-
-
-class _Schedule:
-    """Linear warm-up, then constant (``partial_fit``) or with a linear decay to zero over the
-    last 20% of steps (``fit``, where the number of steps is known)."""
-
-    def __init__(self, learning_rate, n_steps):
-        self.learning_rate = learning_rate
-        self.n_steps = n_steps
-        self.warmup = 50 if n_steps is None else max(1, min(100, n_steps // 20))
-
-    def __call__(self, step):
-        lr = self.learning_rate * min(1.0, (step + 1) / self.warmup)
-        if self.n_steps is not None:
-            decay_start = 0.8 * self.n_steps
-            if step >= decay_start:
-                lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
-        return lr
 
 
 def _as_tensor(array, dtype, device):

@@ -6,7 +6,6 @@ unreadable file, wrong shape, training error). ``SKMPSAE_TRACEBACK=1`` shows the
 """
 
 import argparse
-import contextlib
 import os
 import sys
 import warnings
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._progress import EpochLines, Progress
+from ._progress import Progress, describe_epoch
 
 _ENCODE_CHUNK = 4096
 
@@ -78,13 +77,17 @@ def _build_parser():
     )
     fit.add_argument("data", metavar="DATA.npy", help="2-D array (n_samples, n_features)")
     fit.add_argument("--model", choices=["mp", "topk", "relu"], default="mp", help="default: mp")
-    fit.add_argument("--n-components", type=_positive_int, default=256, help="default: 256")
+    fit.add_argument("--n-components", type=_positive_int, default=None,
+                     help="default: the estimator's (256)")
     fit.add_argument("--k", type=_positive_int, default=None,
-                     help="non-zero codes per sample for mp and topk (default: 16)")
+                     help="non-zero codes per sample for mp and topk (default: the estimator's "
+                     "n_nonzero_coefs, 16)")
     fit.add_argument("--alpha", type=_non_negative_float, default=None,
                      help="L1 strength for relu (default: ReLUSAE's)")
-    fit.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
-    fit.add_argument("--max-iter", type=_positive_int, default=50, help="epochs (default: 50)")
+    fit.add_argument("--batch-size", type=_positive_int, default=None,
+                     help="default: the estimator's (256)")
+    fit.add_argument("--max-iter", type=_positive_int, default=None,
+                     help="epochs (default: the estimator's, 50)")
     fit.add_argument("--learning-rate", type=_learning_rate, default=None,
                      help="a positive number or 'auto' (default: the estimator's)")
     fit.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -189,19 +192,15 @@ def _run_fit(args):
         )
     if args.model != "relu" and args.alpha is not None:
         args.subparser.error("--alpha applies to --model relu only; use --k for mp and topk")
-    params = {
+    # Options left out keep the estimator's own defaults.
+    options = {
         "n_components": args.n_components, "batch_size": args.batch_size,
-        "max_iter": args.max_iter, "device": args.device, "random_state": args.random_state,
-        "verbose": 1,
+        "max_iter": args.max_iter, "learning_rate": args.learning_rate,
+        "n_nonzero_coefs": args.k, "alpha": args.alpha,
     }
-    if args.learning_rate is not None:
-        params["learning_rate"] = args.learning_rate
-    if args.model != "relu":
-        params["n_nonzero_coefs"] = 16 if args.k is None else args.k
-    elif args.alpha is not None:
-        params["alpha"] = args.alpha
+    params = {name: value for name, value in options.items() if value is not None}
     Estimator = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[args.model]
-    estimator = Estimator(**params)
+    estimator = Estimator(device=args.device, random_state=args.random_state, **params)
 
     resolve_device(args.device)  # fail before reading any data
     report = _report(args.quiet)
@@ -211,13 +210,13 @@ def _run_fit(args):
         raise CommandError(f"{output.parent}: no such directory for the output model")
     report(f"fitting {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
            f"from {args.data}")
-    progress = Progress(args.max_iter, type(estimator).__name__, "epoch", not args.quiet)
+    progress = Progress(estimator.max_iter, type(estimator).__name__, "epoch", not args.quiet)
+    estimator.set_params(callback=lambda info: progress.update(describe_epoch(info)))
     try:
-        with contextlib.redirect_stdout(EpochLines(progress)):
-            estimator.fit(X)
+        estimator.fit(X)
     finally:
         progress.close()
-    estimator.set_params(verbose=0)
+        estimator.set_params(callback=None)  # a lambda neither pickles nor means anything later
     joblib.dump(estimator, output)
     print(
         f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "

@@ -57,7 +57,7 @@ def test_fit_then_encode_in_subprocesses(data_file, tmp_path):
     model = joblib.load(model_path)
     assert isinstance(model, MatchingPursuitSAE)
     assert model.components_.shape == (12, 10) and model.n_iter_ == 3
-    assert model.verbose == 0  # the progress hook is not saved with the model
+    assert model.verbose == 0 and model.callback is None  # the progress hook is not saved
 
     encode = _run_cli("encode", str(model_path), str(path), "-o", str(codes_path),
                       "--chunk-size", "256", script=True)

@@ -260,14 +260,14 @@ class _Interrupter:
             module = make_module(*args, **kwargs)
             loss = module.loss
 
-            def loss_or_interrupt(x, trainer):
+            def loss_or_interrupt(x, *inputs):
                 if not torch.is_grad_enabled():
-                    return loss(x, trainer)  # a check of the loss, not a training step
+                    return loss(x, *inputs)  # a check of the loss, not a training step
                 self.calls += 1
                 self.seen.append(module.dictionary.detach().cpu().numpy().copy())
                 if self.calls == self.at:
                     raise KeyboardInterrupt
-                return loss(x, trainer)
+                return loss(x, *inputs)
 
             module.loss = loss_or_interrupt
             return module

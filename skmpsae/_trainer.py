@@ -1,0 +1,235 @@
+"""The training loop: one object holding exactly the state a checkpoint saves.
+
+A :class:`_Trainer` owns the torch module, the Adam optimiser, the learning-rate schedule, the
+data order and its random state, the step and epoch counters and the dead-latent counters. It
+runs epochs over a (possibly memory-mapped) array; :meth:`_Trainer.train_step` is one training
+step, in one place. The estimators build a trainer, run it and publish what it learned; they
+never reach into the loop.
+"""
+
+import copy
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor
+
+
+class _Schedule:
+    """The one warm-up rule, and the learning rate built on it.
+
+    ``warmup(step)`` rises linearly from ``1 / warmup_steps`` to 1 over the first
+    ``warmup_steps`` steps: 5% of a fit's steps (at least 1, at most 100), or 50 steps when the
+    number of steps is unknown (``partial_fit``). It scales the learning rate and any sparsity
+    penalty (a full L1 penalty on a random start kills latents before they find data). The
+    learning rate is then constant (``n_steps=None``) or decays linearly to zero over the last
+    20% of the ``n_steps`` steps of a fit.
+    """
+
+    def __init__(self, learning_rate, n_steps):
+        self.learning_rate = learning_rate
+        self.n_steps = n_steps
+        self.warmup_steps = 50 if n_steps is None else max(1, min(100, n_steps // 20))
+
+    def warmup(self, step):
+        return min(1.0, (step + 1) / self.warmup_steps)
+
+    def __call__(self, step):
+        lr = self.learning_rate * self.warmup(step)
+        if self.n_steps is not None:
+            decay_start = 0.8 * self.n_steps
+            if step >= decay_start:
+                lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
+        return lr
+
+
+class _EpochResult(NamedTuple):
+    loss: float  # mean training loss over the epoch's samples
+    n_dead: int  # latents that fired for no sample in the epoch
+    seconds: float
+
+
+class _Trainer:
+    """Trains ``module`` by mini-batch Adam on data divided by ``scale``.
+
+    Parameters
+    ----------
+    module : _SAEModule
+        Initialised module, on the device training runs on.
+    learning_rate : float
+        Peak learning rate.
+    n_steps : int or None
+        Planned steps of a fit (for the decay), None for ``partial_fit``.
+    scale : float
+        Training runs on ``X / scale``.
+    shuffle_seed : int
+        Seed of the data order (see :meth:`reseed`).
+    dead_window : int
+        Samples without firing after which a latent counts as dead (the loss's ``dead_mask``).
+    step, epoch : int, default=0
+        Counters to start from (steps and epochs already taken, e.g. by earlier calls).
+    name : str, default="SAE"
+        Used in error messages.
+    """
+
+    def __init__(self, module, *, learning_rate, n_steps, scale, shuffle_seed, dead_window,
+                 step=0, epoch=0, name="SAE"):
+        self.module = module
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
+        self.schedule = _Schedule(learning_rate, n_steps)
+        self.scale = scale
+        self.dtype = module.dictionary.dtype
+        self.device = module.dictionary.device
+        self.dead_window = dead_window
+        self.step = step
+        self.epoch = epoch
+        self.name = name
+        self.samples_since_fired = torch.zeros(
+            module.dictionary.shape[0], dtype=torch.long, device=self.device
+        )
+        self.reseed(shuffle_seed)
+        self.published = None  # the components_ array this state was last published as
+
+    def reseed(self, shuffle_seed):
+        """Restart the data order from ``shuffle_seed`` and forget any epoch in progress."""
+        self.order_rng = np.random.RandomState(shuffle_seed)
+        self._end_epoch()
+
+    def _end_epoch(self):
+        self._order = None  # the current epoch's row order; None between epochs
+        self._next_row = 0
+        self._loss_sum = torch.zeros((), dtype=self.dtype, device=self.device)
+        self._fired = torch.zeros_like(self.samples_since_fired)
+
+    def dead_mask(self):
+        return self.samples_since_fired >= self.dead_window
+
+    # -- one step, one epoch -------------------------------------------------------------
+    def train_step(self, x):
+        """One training step on the scaled batch ``x``: forward and loss, backward, gradient
+        projection, Adam step, renormalisation; then the counters. Returns the LossOutput."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.step)
+        out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        # A data-parallel trainer averages the gradients across processes here.
+        self.module.project_gradients()
+        self.optimizer.step()
+        self.module.normalize()
+        self.step += 1
+        self.samples_since_fired += x.shape[0]
+        # masked_fill_, unlike boolean indexing, needs no host sync on a GPU.
+        self.samples_since_fired.masked_fill_(out.fired > 0, 0)
+        return out
+
+    def _batch(self, X, start, batch_size):
+        rows = np.sort(self._order[start : start + batch_size])
+        return _as_tensor(X[rows], self.dtype, self.device) / self.scale
+
+    def run_epoch(self, X, batch_size, on_step=None):
+        """One pass over ``X`` (unscaled rows) in a fresh random order, or the rest of the pass
+        in progress (after :meth:`load_state_dict` of a mid-epoch state).
+
+        ``on_step(trainer)``, if given, is called after each step (e.g. to save a checkpoint).
+        Raises DivergenceError if the loss is not finite or exploding; returns an _EpochResult.
+        """
+        tic = time.perf_counter()
+        n = X.shape[0]
+        if self._order is None:
+            self._order = self.order_rng.permutation(n)
+        elif len(self._order) != n:
+            raise ValueError(f"The epoch in progress covers {len(self._order)} rows, got {n}.")
+        for start in range(self._next_row, n, batch_size):
+            x = self._batch(X, start, batch_size)
+            out = self.train_step(x)
+            self._loss_sum += out.loss.detach() * x.shape[0]
+            self._fired += out.fired
+            self._next_row = start + x.shape[0]
+            if on_step is not None:
+                on_step(self)
+        epoch_loss = float(self._loss_sum) / n
+        # Each loss above was taken before its step: re-measure the last batch after the last
+        # step, or a one-batch partial_fit could publish a blown-up model.
+        x = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
+        with torch.no_grad():
+            out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
+        last_loss = float(out.loss)
+        worst = float(np.max([epoch_loss, last_loss]))  # NaN propagates
+        if not np.isfinite(worst) or worst > _DIVERGED_LOSS:
+            raise DivergenceError(
+                f"{self.name} diverged in epoch {self.epoch + 1}: the reconstruction loss "
+                f"reached {worst:.3g} (relative to the data variance). The learning_rate "
+                f"({self.schedule.learning_rate:g}) is most likely too large; lower it, or "
+                "check the input for extreme outliers."
+            )
+        n_dead = int((self._fired == 0).sum())
+        self.epoch += 1
+        self._end_epoch()
+        return _EpochResult(epoch_loss, n_dead, time.perf_counter() - tic)
+
+    # -- snapshots and checkpoints -------------------------------------------------------
+    def snapshot(self):
+        """The parameters (CPU copies) and counters at an epoch's end, for :meth:`rollback`."""
+        params = {k: p.detach().to("cpu", copy=True) for k, p in self.module.named_parameters()}
+        return {"params": params, "step": self.step, "epoch": self.epoch}
+
+    @torch.no_grad()
+    def rollback(self, snapshot):
+        """Return to ``snapshot``'s parameters and counters (Adam's moments are kept)."""
+        for name, p in self.module.named_parameters():
+            p.copy_(snapshot["params"][name].to(p.device))
+        self.step, self.epoch = snapshot["step"], snapshot["epoch"]
+        self._end_epoch()
+
+    def state_dict(self):
+        """Everything needed to continue training exactly: parameters, Adam's moments, the
+        schedule and its position, the data order's random state and the position in the
+        current epoch. Tensors are CPU copies; the dict pickles (``torch.save``)."""
+
+        def cpu(tensor):
+            return tensor.detach().to("cpu", copy=True)
+
+        in_epoch = None
+        if self._order is not None:
+            in_epoch = {"order": self._order.copy(), "next_row": self._next_row,
+                        "loss_sum": cpu(self._loss_sum), "fired": cpu(self._fired)}
+        optimizer = copy.deepcopy(self.optimizer.state_dict())
+        for state in optimizer["state"].values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = cpu(value)
+        return {
+            "module": {k: cpu(v) for k, v in self.module.state_dict().items()},
+            "optimizer": optimizer,
+            "schedule": {"learning_rate": self.schedule.learning_rate,
+                         "n_steps": self.schedule.n_steps},
+            "scale": self.scale,
+            "step": self.step,
+            "epoch": self.epoch,
+            "dead_window": self.dead_window,
+            "samples_since_fired": cpu(self.samples_since_fired),
+            "order_rng": self.order_rng.get_state(),
+            "in_epoch": in_epoch,
+        }
+
+    def load_state_dict(self, state):
+        """Continue from ``state`` (from :meth:`state_dict` of a trainer of the same model)."""
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule = _Schedule(**state["schedule"])
+        self.scale = state["scale"]
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.dead_window = state["dead_window"]
+        self.samples_since_fired = state["samples_since_fired"].to(self.device, copy=True)
+        self.order_rng = np.random.RandomState()
+        self.order_rng.set_state(state["order_rng"])
+        self._end_epoch()
+        in_epoch = state["in_epoch"]
+        if in_epoch is not None:
+            self._order = in_epoch["order"].copy()
+            self._next_row = in_epoch["next_row"]
+            self._loss_sum = in_epoch["loss_sum"].to(self.device, copy=True)
+            self._fired = in_epoch["fired"].to(self.device, copy=True)
