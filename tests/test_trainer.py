@@ -1,0 +1,272 @@
+"""The training seams: the trainer's state_dict, the per-epoch callback, and module losses
+that take their inputs explicitly.
+
+Fits are a few epochs on 96 samples of 10 features, so the file runs in seconds.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae._modules import LossOutput
+from skmpsae._trainer import _Schedule
+
+ESTIMATORS = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}
+N_SAMPLES, BATCH_SIZE = 96, 32  # three steps per epoch
+
+
+def make_estimator(name, **params):
+    base = {"n_components": 16, "max_iter": 3, "batch_size": BATCH_SIZE, "random_state": 0,
+            "device": "cpu"}
+    base.update({"alpha": 0.5} if name == "relu" else {"n_nonzero_coefs": 3})
+    base.update(params)
+    return ESTIMATORS[name](**base)
+
+
+def low_rank_data(n_samples=N_SAMPLES, n_features=10, seed=0, dtype=np.float32):
+    rng = np.random.RandomState(seed)
+    X = rng.rand(n_samples, 3) @ rng.randn(3, n_features) + 0.05 * rng.randn(n_samples, n_features)
+    return X.astype(dtype)
+
+
+def parameters(trainer):
+    return {k: p.detach().clone() for k, p in trainer.module.named_parameters()}
+
+
+def assert_same_parameters(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def round_trip(state):
+    """The state through torch.save / torch.load, as a checkpoint file would carry it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+# -- state_dict ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_state_dict_round_trip_continues_bit_identically(name):
+    X = low_rank_data()
+    sae = make_estimator(name)
+    n_steps = 3 * (N_SAMPLES // BATCH_SIZE)
+    straight = sae._new_trainer(X, n_steps)
+    for _ in range(3):
+        straight.run_epoch(X, BATCH_SIZE)
+    # The estimator's fit is this very loop.
+    fitted = make_estimator(name).fit(X)
+    np.testing.assert_array_equal(fitted.components_, straight.module.dictionary.detach().numpy())
+
+    first = sae._new_trainer(X, n_steps)
+    for _ in range(2):
+        first.run_epoch(X, BATCH_SIZE)
+    state = round_trip(first.state_dict())
+    # A trainer with another initialisation, and Adam moments of its own, takes the state.
+    resumed = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    resumed.run_epoch(X, BATCH_SIZE)
+    resumed.load_state_dict(state)
+    assert (resumed.step, resumed.epoch) == (2 * N_SAMPLES // BATCH_SIZE, 2)
+    result = resumed.run_epoch(X, BATCH_SIZE)
+    assert_same_parameters(parameters(resumed), parameters(straight))
+    assert resumed.step == straight.step and resumed.epoch == straight.epoch == 3
+    assert result.loss == fitted.loss_curve_[-1]
+    # Without Adam's moments the third epoch goes elsewhere: the state carries them.
+    no_moments = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    no_moments.module.load_state_dict(state["module"])
+    no_moments.step, no_moments.epoch = state["step"], state["epoch"]
+    no_moments.order_rng.set_state(state["order_rng"])
+    no_moments.run_epoch(X, BATCH_SIZE)
+    assert not torch.equal(no_moments.module.dictionary, straight.module.dictionary)
+
+
+@pytest.mark.parametrize("name", ["mp", "topk"])
+def test_state_dict_mid_epoch_resumes_at_the_same_row(name):
+    X = low_rank_data()
+    n_steps = 2 * (N_SAMPLES // BATCH_SIZE)
+    straight = make_estimator(name)._new_trainer(X, n_steps)
+    losses = [straight.run_epoch(X, BATCH_SIZE).loss for _ in range(2)]
+
+    saved = {}
+
+    def save_after_step_5(trainer):
+        if trainer.step == 5:  # the second step of epoch 2
+            saved["state"] = round_trip(trainer.state_dict())
+
+    interrupted = make_estimator(name)._new_trainer(X, n_steps)
+    for _ in range(2):
+        interrupted.run_epoch(X, BATCH_SIZE, on_step=save_after_step_5)
+    assert saved["state"]["in_epoch"]["next_row"] == 2 * BATCH_SIZE
+
+    resumed = make_estimator(name, random_state=5)._new_trainer(X, n_steps)
+    resumed.load_state_dict(saved["state"])
+    result = resumed.run_epoch(X, BATCH_SIZE)  # the rest of epoch 2: one step
+    assert resumed.step == straight.step == 6 and resumed.epoch == 2
+    assert_same_parameters(parameters(resumed), parameters(straight))
+    assert result.loss == losses[1]  # the epoch's mean loss covers the rows before the save
+    assert torch.equal(resumed.samples_since_fired, straight.samples_since_fired)
+
+
+# -- one warm-up rule ----------------------------------------------------------------------
+def test_schedule_warms_up_then_decays():
+    schedule = _Schedule(1e-2, 1000)
+    assert schedule.warmup_steps == 50  # 5% of the steps, at most 100
+    assert schedule(0) == pytest.approx(1e-2 / 50)
+    assert schedule(49) == schedule(799) == pytest.approx(1e-2)
+    assert schedule(900) == pytest.approx(0.5e-2) and schedule(1000) == 0.0
+    assert _Schedule(1e-2, 10**6).warmup_steps == 100
+    assert _Schedule(1e-2, 5).warmup_steps == 1
+    endless = _Schedule(1e-3, None)
+    assert endless.warmup_steps == 50 and endless(10**6) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
+    X = low_rank_data()
+    trainer = make_estimator(name, max_iter=2)._new_trainer(X, 40)
+    module, loss = trainer.module, trainer.module.loss
+    seen = []
+
+    def recording_loss(x, dead_mask=None, sparsity_scale=1.0):
+        if torch.is_grad_enabled():
+            expected_dead = trainer.samples_since_fired >= trainer.dead_window
+            seen.append((trainer.step, sparsity_scale, torch.equal(dead_mask, expected_dead),
+                         trainer.optimizer.param_groups[0]["lr"]))
+        return loss(x, dead_mask, sparsity_scale)
+
+    module.loss = recording_loss
+    for _ in range(2):
+        trainer.run_epoch(X, BATCH_SIZE)
+    assert [step for step, *_ in seen] == list(range(6))
+    for step, scale, dead_ok, lr in seen:
+        assert scale == trainer.schedule.warmup(step) == min(1.0, (step + 1) / 2)
+        assert lr == trainer.schedule(step)
+        assert dead_ok
+
+
+# -- callback ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_callback_gets_one_call_per_epoch_with_the_published_numbers(name, capsys):
+    X = low_rank_data()
+    calls = []
+
+    def callback(info):
+        # Published at the end of the call: during the first fit nothing is fitted yet.
+        calls.append((info, hasattr(info.estimator, "components_")))
+
+    sae = make_estimator(name, callback=callback, verbose=1).fit(X)
+    assert [info.epoch for info, _ in calls] == [1, 2, 3]
+    assert [info.n_steps for info, _ in calls] == [3, 6, 9]
+    assert all(info.n_epochs == 3 and info.estimator is sae for info, _ in calls)
+    assert not any(fitted for _, fitted in calls)
+    assert [info.loss for info, _ in calls] == sae.loss_curve_
+    assert calls[-1][0].n_dead == sae.n_dead_components_
+    assert all(info.seconds > 0 for info, _ in calls)
+    printed = capsys.readouterr().out.splitlines()  # verbose consumes the same numbers
+    assert printed == [
+        f"[{type(sae).__name__}] epoch {info.epoch}: loss {info.loss:.5f}, dead atoms "
+        f"{info.n_dead}/16, {info.seconds:.2f}s"
+        for info, _ in calls
+    ]
+    calls.clear()
+    sae.partial_fit(X)
+    (info, fitted), = calls
+    assert (info.epoch, info.n_epochs, info.n_steps) == (4, 1, 12) and fitted
+    assert sae.loss_curve_[-1] == info.loss and sae.n_iter_ == 4
+
+
+def test_callback_error_leaves_estimator_as_it_was_and_ctrl_c_keeps_the_epoch():
+    X = low_rank_data()
+    sae = make_estimator("mp").fit(X)
+    before = {k: v for k, v in vars(sae).items() if k.endswith("_")}
+    components = sae.components_.copy()
+
+    def fail_in_epoch_2(info):
+        if info.epoch == 2:
+            raise RuntimeError("stop")
+
+    sae.set_params(callback=fail_in_epoch_2, max_iter=4)
+    with pytest.raises(RuntimeError, match="stop"):
+        sae.fit(X)
+    assert {k: v for k, v in vars(sae).items() if k.endswith("_")} == before
+    np.testing.assert_array_equal(sae.components_, components)
+
+    def interrupt_in_epoch_2(info):
+        if info.epoch == 2:
+            raise KeyboardInterrupt
+
+    sae.set_params(callback=interrupt_in_epoch_2)
+    with pytest.warns(UserWarning, match="last completed epoch"):
+        sae.fit(X)
+    assert sae.n_iter_ == 2 and len(sae.loss_curve_) == 2 and sae.n_steps_ == 6
+
+
+def test_failed_fit_keeps_input_description():
+    """n_features_in_ and feature_names_in_ are published with the model, never before."""
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(low_rank_data(), columns=[f"f{i}" for i in range(10)])
+    sae = make_estimator("topk").fit(X)
+    with pytest.raises(DivergenceError):
+        sae.set_params(learning_rate=1e6).fit(low_rank_data(n_features=12))
+    assert sae.n_features_in_ == 10 and list(sae.feature_names_in_) == list(X.columns)
+    assert sae.transform(X).shape == (N_SAMPLES, 16)
+
+
+# -- losses take explicit inputs -----------------------------------------------------------
+def fitted_module(name, **params):
+    X = low_rank_data()
+    trainer = make_estimator(name, **params)._new_trainer(X, 30)
+    trainer.run_epoch(X, BATCH_SIZE)
+    module = trainer.module.double()
+    return module, torch.as_tensor(X[:40], dtype=torch.float64) / trainer.scale
+
+
+def test_topk_loss_adds_the_auxk_term_of_the_given_dead_latents():
+    module, x = fitted_module("topk", aux_coef=0.25)
+    plain = module.loss(x)
+    assert isinstance(plain, LossOutput) and plain._fields == ("loss", "fired")
+    alive = module.loss(x, torch.zeros(16, dtype=torch.bool))
+    assert alive.loss == plain.loss
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[[1, 4, 7, 9]] = True
+    with_aux = module.loss(x, dead)
+    # The naive AuxK loss: the k_aux = 4 largest dead pre-activations reconstruct the residual.
+    with torch.no_grad():
+        pre = (x - module.bias) @ module.encoder_weight.T + module.encoder_bias
+        codes = torch.zeros_like(pre)
+        values, indices = pre.topk(3, dim=1)
+        codes.scatter_(1, indices, F.relu(values))
+        residual = x - (codes @ module.dictionary + module.bias)
+        aux_codes = torch.where(dead, F.relu(pre), torch.zeros_like(pre))  # all 4 dead kept
+        aux = ((residual - aux_codes @ module.dictionary) ** 2).sum(dim=1).mean()
+        aux /= ((residual - residual.mean(dim=0)) ** 2).sum(dim=1).mean()
+        expected_plain = (residual**2).sum(dim=1).mean() / x.shape[1]
+    torch.testing.assert_close(plain.loss.detach(), expected_plain)
+    torch.testing.assert_close(with_aux.loss.detach(), expected_plain + 0.25 * aux)
+    np.testing.assert_array_equal(plain.fired.numpy(), (codes > 0).sum(dim=0).numpy())
+
+
+def test_relu_loss_scales_the_l1_term_by_the_given_factor():
+    module, x = fitted_module("relu", alpha=0.5)
+    with torch.no_grad():
+        z = F.relu((x - module.bias) @ module.encoder_weight.T + module.encoder_bias)
+        error = ((x - z @ module.dictionary - module.bias) ** 2).sum(dim=1).mean()
+        l1 = (z * module.dictionary.norm(dim=1)).sum(dim=1).mean()
+    for scale in (0.0, 0.3, 1.0):
+        out = module.loss(x, None, scale)
+        torch.testing.assert_close(out.loss.detach(), (error + 0.5 * scale * l1) / x.shape[1])
+        np.testing.assert_array_equal(out.fired.numpy(), (z > 0).sum(dim=0).numpy())
+    assert module.loss(x, torch.ones(16, dtype=torch.bool)).loss == module.loss(x).loss
+
+
+def test_mp_loss_ignores_dead_mask_and_sparsity_scale():
+    module, x = fitted_module("mp")
+    out = module.loss(x)
+    assert module.loss(x, torch.ones(16, dtype=torch.bool), 0.1).loss == out.loss
+    assert int(out.fired.sum()) <= 3 * x.shape[0] and out.fired.dtype == torch.long
