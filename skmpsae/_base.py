@@ -35,8 +35,15 @@ from sklearn.utils.validation import (
 
 from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
-from ._trainer import _Schedule, _Trainer
-from ._training import _as_tensor, _n_batches, _rms_scale, _sample_rows, _torch_dtype
+from ._trainer import _Trainer
+from ._training import (
+    _as_tensor,
+    _cached_tensors,
+    _n_batches,
+    _rms_scale,
+    _sample_rows,
+    _torch_dtype,
+)
 from ._utils import check_not_bool, resolve_device, torch_generator
 from .metrics import explained_variance
 
@@ -142,10 +149,9 @@ class _BaseSAE(
         trainer = getattr(self, "_trainer", None)
         if trainer is None or trainer.published is not self.components_:
             trainer = self._resume_trainer()
-        trainer.schedule = _Schedule(self._learning_rate(), None)
         # Reproducible shuffles that still differ from one partial_fit call to the next.
-        trainer.reseed((self._shuffle_seed() + self.n_iter_) % (2**31 - 1))
-        trainer.dead_window = X.shape[0]
+        seed = (self._shuffle_seed() + self.n_iter_) % (2**31 - 1)
+        trainer.start_call(self._learning_rate(), None, seed, X.shape[0])
         self._train(X, trainer, 1, list(self.loss_curve_))
         return self
 
@@ -318,10 +324,7 @@ class _BaseSAE(
         )
         module.initialize(bias, atoms)
         module.to(device)
-        return _Trainer(
-            module, learning_rate=self._learning_rate(), n_steps=n_steps, scale=scale,
-            shuffle_seed=self._shuffle_seed(), dead_window=X.shape[0], name=type(self).__name__,
-        )
+        return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
 
     def _resume_trainer(self):
         """A trainer over the published parameters (fresh Adam moments)."""
@@ -333,9 +336,12 @@ class _BaseSAE(
             for name, (attr, has_units) in self._published_params.items():
                 value = torch.as_tensor(getattr(self, attr), dtype=dtype, device=device)
                 getattr(module, name).copy_(value / scale if has_units else value)
+        return self._make_trainer(module, scale, None, 0, 1, self.n_steps_, self.n_iter_)
+
+    def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):
         return _Trainer(
-            module, learning_rate=self._learning_rate(), n_steps=None, scale=scale,
-            shuffle_seed=0, dead_window=1, step=self.n_steps_, epoch=self.n_iter_,
+            module, learning_rate=self._learning_rate(), n_steps=n_steps, scale=scale,
+            shuffle_seed=shuffle_seed, dead_window=dead_window, step=step, epoch=epoch,
             name=type(self).__name__,
         )
 
@@ -347,40 +353,31 @@ class _BaseSAE(
         completed epoch, with a warning. ``new_input`` (from ``_validate_new_data``) marks the
         training of a new model, None the continued training of the published one.
         """
-        snapshot, n_dead = None, None
+
+        def on_epoch(result):
+            info = EpochInfo(self, trainer.epoch, n_epochs, trainer.step, *result)
+            if self.verbose:
+                print_epoch(info)
+            if self.callback is not None:
+                self.callback(info)
+
         try:
-            for _ in range(n_epochs):
-                result = trainer.run_epoch(X, self.batch_size)
-                snapshot = trainer.snapshot()
-                loss_curve.append(result.loss)
-                n_dead = result.n_dead
-                info = EpochInfo(self, trainer.epoch, n_epochs, trainer.step, result.loss,
-                                 result.n_dead, result.seconds)
-                if self.verbose:
-                    print_epoch(info)
-                if self.callback is not None:
-                    self.callback(info)
+            results = trainer.run(X, self.batch_size, n_epochs, on_epoch)
         except KeyboardInterrupt:
-            if snapshot is None:
-                self._discard(trainer)
-                if new_input is not None:
-                    raise  # a new model with no completed epoch: nothing to keep
-                warnings.warn(
-                    f"Training interrupted; {type(self).__name__} keeps the model it had "
-                    f"before this call ({self.n_iter_} epochs in all).",
-                    UserWarning,
-                )
-                return
-            trainer.rollback(snapshot)  # the interrupted epoch's steps are discarded
+            self._discard(trainer)
+            if new_input is not None:
+                raise  # a new model with no completed epoch: nothing to keep
             warnings.warn(
-                f"Training interrupted; {type(self).__name__} keeps the model of the last "
-                f"completed epoch ({trainer.epoch} epochs in all).",
+                f"Training interrupted; {type(self).__name__} keeps the model it had before "
+                f"this call ({self.n_iter_} epochs in all).",
                 UserWarning,
             )
+            return
         except BaseException:
             self._discard(trainer)
             raise
-        self._publish(trainer, snapshot, loss_curve, n_dead, new_input)
+        loss_curve += [result.loss for result in results]
+        self._publish(trainer, loss_curve, results[-1].n_dead, new_input)
 
     def _discard(self, trainer):
         # A live trainer that a failed call has half-updated must not be trained further:
@@ -388,7 +385,7 @@ class _BaseSAE(
         if getattr(self, "_trainer", None) is trainer:
             self._trainer = None
 
-    def _publish(self, trainer, snapshot, loss_curve, n_dead, new_input):
+    def _publish(self, trainer, loss_curve, n_dead, new_input):
         if new_input is not None:
             self.n_features_in_ = new_input["n_features_in_"]
             if new_input["feature_names_in_"] is not None:
@@ -397,7 +394,7 @@ class _BaseSAE(
                 self.__dict__.pop("feature_names_in_", None)
         np_dtype = np.float32 if trainer.dtype == torch.float32 else np.float64
         for name, (attr, has_units) in self._published_params.items():
-            value = snapshot["params"][name].numpy().astype(np_dtype, copy=True)
+            value = getattr(trainer.module, name).detach().cpu().numpy().astype(np_dtype, copy=True)
             setattr(self, attr, value * trainer.scale if has_units else value)
         self.n_iter_ = trainer.epoch
         self.n_steps_ = trainer.step
@@ -412,22 +409,11 @@ class _BaseSAE(
     def _params_as_tensors(self, np_dtype):
         """Published parameters as tensors on the device, cached until they change."""
         device = resolve_device(self.device)
-        key = (np.dtype(np_dtype).str, str(device))
-        attrs = [attr for attr, _ in self._published_params.values()]
+        arrays = {attr: getattr(self, attr) for attr, _ in self._published_params.values()}
         # The cache dict is created once and updated in place, so that transform never adds
         # attributes to a fitted estimator (scikit-learn's check_dict_unchanged).
         cache = self.__dict__.setdefault("_tensor_cache", {})
-        # The entry is read and replaced as one tuple: concurrent transforms (e.g. one float32,
-        # one float64) must never see another call's half-written entry.
-        entry = cache.get("entry")
-        if entry is not None and entry[0] == key and all(
-            np.array_equal(entry[1][a], getattr(self, a)) for a in attrs
-        ):
-            return entry[2]
-        tensors = {a: _as_tensor(getattr(self, a), _torch_dtype(np_dtype), device) for a in attrs}
-        tensors.update(self._derived_tensors(tensors))
-        cache["entry"] = (key, {a: getattr(self, a).copy() for a in attrs}, tensors)
-        return tensors
+        return _cached_tensors(cache, arrays, np_dtype, device, self._derived_tensors)
 
     def _derived_tensors(self, tensors):
         """Extra tensors computed once per dictionary (e.g. a Gram matrix)."""

@@ -60,7 +60,8 @@ class ReLUSAE(_BaseSAE):
     learning_rate : float or "auto", default="auto"
         Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``. On
         MNIST with 256 latents and alpha=4, 3e-3 and 1e-2 gave held-out R2 0.729 (L0 14.6) and
-        0.695 (L0 11.0). Linear warm-up over the first 5% of steps, linear decay to zero over
+        0.695 (L0 11.0). Linear warm-up over the first 5% of steps (at most 100; 50 for
+        :meth:`partial_fit`), which ramps the L1 penalty up with it; linear decay to zero over
         the last 20% of a fit.
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.

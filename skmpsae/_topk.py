@@ -85,8 +85,8 @@ class TopKSAE(_BaseSAE):
     learning_rate : float or "auto", default="auto"
         Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``. On
         MNIST with 256 latents and k=16, 1e-3, 3e-3 and 1e-2 gave held-out R2 0.763, 0.773
-        and 0.778, the last with 28 dead latents. Linear warm-up over the first 5% of steps,
-        linear decay to zero over the last 20% of a fit.
+        and 0.778, the last with 28 dead latents. Linear warm-up over the first 5% of steps
+        (at most 100), linear decay to zero over the last 20% of a fit.
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None

@@ -9,6 +9,7 @@ never reach into the loop.
 
 import copy
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -92,6 +93,13 @@ class _Trainer:
         self.reseed(shuffle_seed)
         self.published = None  # the components_ array this state was last published as
 
+    def start_call(self, learning_rate, n_steps, shuffle_seed, dead_window):
+        """Prepare a ``fit`` or ``partial_fit`` call: its schedule (the step count goes on), its
+        data order and the silence after which a latent counts as dead."""
+        self.schedule = _Schedule(learning_rate, n_steps)
+        self.dead_window = dead_window
+        self.reseed(shuffle_seed)
+
     def reseed(self, shuffle_seed):
         """Restart the data order from ``shuffle_seed`` and forget any epoch in progress."""
         self.order_rng = np.random.RandomState(shuffle_seed)
@@ -169,6 +177,31 @@ class _Trainer:
         self.epoch += 1
         self._end_epoch()
         return _EpochResult(epoch_loss, n_dead, time.perf_counter() - tic)
+
+    def run(self, X, batch_size, n_epochs, on_epoch=None):
+        """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each; return the list of
+        the completed epochs' _EpochResult.
+
+        Ctrl-C (in an epoch or in ``on_epoch``) after an epoch has completed returns to the end
+        of the last completed epoch, warns and returns early; before that, it propagates.
+        """
+        results, snapshot = [], None
+        try:
+            for _ in range(n_epochs):
+                results.append(self.run_epoch(X, batch_size))
+                snapshot = self.snapshot()
+                if on_epoch is not None:
+                    on_epoch(results[-1])
+        except KeyboardInterrupt:
+            if snapshot is None:
+                raise
+            self.rollback(snapshot)  # the interrupted epoch's steps are discarded
+            warnings.warn(
+                f"Training interrupted; {self.name} keeps the model of the last completed "
+                f"epoch ({self.epoch} epochs in all).",
+                UserWarning,
+            )
+        return results
 
     # -- snapshots and checkpoints -------------------------------------------------------
     def snapshot(self):

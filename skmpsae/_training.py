@@ -1,5 +1,5 @@
-"""Numerics under training: tensors from (memory-mapped) arrays, the data's scale, and the
-error raised when training diverges."""
+"""Numerics under training and encoding: tensors from (memory-mapped) arrays and their cache,
+the data's scale, and the error raised when training diverges."""
 
 import numpy as np
 import torch
@@ -23,6 +23,24 @@ def _as_tensor(array, dtype, device):
     if not array.flags.writeable:
         array = array.copy()
     return torch.as_tensor(array, dtype=dtype).to(device)
+
+
+def _cached_tensors(cache, arrays, np_dtype, device, derive):
+    """``arrays`` (a dict of numpy arrays) as tensors of ``np_dtype`` on ``device``, plus
+    ``derive(tensors)``'s extra tensors, from ``cache`` while the arrays are unchanged."""
+    key = (np.dtype(np_dtype).str, str(device))
+    # The entry is read and replaced as one tuple: concurrent transforms (e.g. one float32,
+    # one float64) must never see another call's half-written entry.
+    entry = cache.get("entry")
+    if entry is not None and entry[0] == key and all(
+        np.array_equal(entry[1][name], array) for name, array in arrays.items()
+    ):
+        return entry[2]
+    dtype = _torch_dtype(np_dtype)
+    tensors = {name: _as_tensor(array, dtype, device) for name, array in arrays.items()}
+    tensors.update(derive(tensors))
+    cache["entry"] = (key, {name: array.copy() for name, array in arrays.items()}, tensors)
+    return tensors
 
 
 def _n_batches(n_samples, batch_size):
