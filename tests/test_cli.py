@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE
+from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
 from skmpsae.cli import main
 
 FIT_ARGS = ["--n-components", "12", "--k", "3", "--max-iter", "3", "--batch-size", "128",
@@ -97,7 +97,26 @@ def test_plain_epoch_lines_without_tqdm(data_file, tmp_path, capsys, monkeypatch
     assert [line.split(":")[0] for line in epoch_lines] == [
         f"MatchingPursuitSAE epoch {i}/3" for i in (1, 2, 3)
     ]
-    assert all("loss" in line for line in epoch_lines)
+    model = joblib.load(tmp_path / "m.joblib")
+    # The lines come from the per-epoch callback: the last one carries the final numbers.
+    assert epoch_lines[-1].endswith(
+        f"loss {model.loss_curve_[-1]:.5f}, dead atoms {model.n_dead_components_}/12, "
+        + epoch_lines[-1].rsplit(", ", 1)[1]
+    )
+
+
+@pytest.mark.parametrize("model, Estimator", [("mp", MatchingPursuitSAE), ("topk", TopKSAE),
+                                              ("relu", ReLUSAE)])
+def test_fit_takes_its_defaults_from_the_estimator(data_file, tmp_path, model, Estimator):
+    path, _ = data_file
+    out = tmp_path / "m.joblib"
+    assert main(["fit", str(path), "--model", model, "--max-iter", "1", "--device", "cpu",
+                 "--random-state", "0", "-q", "-o", str(out)]) == 0
+    params = joblib.load(out).get_params()
+    defaults = Estimator().get_params()
+    for name in ("max_iter", "device", "random_state"):
+        params.pop(name), defaults.pop(name)
+    assert params == defaults
 
 
 def test_non_float_data_is_converted(tmp_path, capsys):
