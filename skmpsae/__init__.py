@@ -15,6 +15,7 @@ metrics, datasets, plotting (needs matplotlib)
 
 from ._training import DivergenceError
 from ._matching_pursuit import MatchingPursuitSAE
+from ._progress import EpochInfo
 from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
 from ._relu import ReLUSAE
 from ._topk import TopKSAE
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DivergenceError",
+    "EpochInfo",
     "MatchingPursuitSAE",
     "ReLUSAE",
     "TopKSAE",

@@ -109,9 +109,10 @@ class MatchingPursuitSAE(_BaseSAE):
     verbose : int, default=0
         Print the loss and the number of dead atoms after each epoch.
     callback : callable, default=None
-        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with an
-        ``EpochInfo`` named tuple (``estimator``, ``epoch``, ``n_epochs``, ``n_steps``,
-        ``loss``, ``n_dead``, ``seconds``), as ``MiniBatchDictionaryLearning(callback=...)``.
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with a
+        :class:`~skmpsae.EpochInfo` named tuple (``estimator``, ``epoch``, ``n_epochs``,
+        ``n_steps``, ``loss``, ``n_dead``, ``seconds``), as
+        ``MiniBatchDictionaryLearning(callback=...)``.
         Fitted attributes are published when the call returns, so read the numbers from the
         tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 

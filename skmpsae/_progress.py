@@ -27,6 +27,21 @@ class EpochInfo(NamedTuple):
         Latents that fired for no sample during the epoch.
     seconds : float
         Wall-clock time of the epoch.
+
+    See Also
+    --------
+    sklearn.decomposition.MiniBatchDictionaryLearning : Takes a per-iteration callback too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae import MatchingPursuitSAE
+    >>> X = np.random.RandomState(0).rand(100, 8).astype(np.float32)
+    >>> seen = []
+    >>> sae = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=2, max_iter=3,
+    ...                          random_state=0, callback=seen.append).fit(X)
+    >>> [info.epoch for info in seen], [info.loss for info in seen] == sae.loss_curve_
+    ([1, 2, 3], True)
     """
 
     estimator: Any

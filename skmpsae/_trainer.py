@@ -150,6 +150,7 @@ class _Trainer:
             self._order = self.order_rng.permutation(n)
         elif len(self._order) != n:
             raise ValueError(f"The epoch in progress covers {len(self._order)} rows, got {n}.")
+        x = None
         for start in range(self._next_row, n, batch_size):
             x = self._batch(X, start, batch_size)
             out = self.train_step(x)
@@ -161,7 +162,8 @@ class _Trainer:
         epoch_loss = float(self._loss_sum) / n
         # Each loss above was taken before its step: re-measure the last batch after the last
         # step, or a one-batch partial_fit could publish a blown-up model.
-        x = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
+        if x is None:  # resumed from a state saved after the epoch's last step
+            x = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
         with torch.no_grad():
             out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
         last_loss = float(out.loss)

@@ -87,7 +87,8 @@ def test_state_dict_round_trip_continues_bit_identically(name):
 
 
 @pytest.mark.parametrize("name", ["mp", "topk"])
-def test_state_dict_mid_epoch_resumes_at_the_same_row(name):
+@pytest.mark.parametrize("save_at", [5, 6])  # the second and the last step of epoch 2
+def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
     X = low_rank_data()
     n_steps = 2 * (N_SAMPLES // BATCH_SIZE)
     straight = make_estimator(name)._new_trainer(X, n_steps)
@@ -95,18 +96,18 @@ def test_state_dict_mid_epoch_resumes_at_the_same_row(name):
 
     saved = {}
 
-    def save_after_step_5(trainer):
-        if trainer.step == 5:  # the second step of epoch 2
+    def save(trainer):
+        if trainer.step == save_at:
             saved["state"] = round_trip(trainer.state_dict())
 
     interrupted = make_estimator(name)._new_trainer(X, n_steps)
     for _ in range(2):
-        interrupted.run_epoch(X, BATCH_SIZE, on_step=save_after_step_5)
-    assert saved["state"]["in_epoch"]["next_row"] == 2 * BATCH_SIZE
+        interrupted.run_epoch(X, BATCH_SIZE, on_step=save)
+    assert saved["state"]["in_epoch"]["next_row"] == (save_at - 3) * BATCH_SIZE
 
     resumed = make_estimator(name, random_state=5)._new_trainer(X, n_steps)
     resumed.load_state_dict(saved["state"])
-    result = resumed.run_epoch(X, BATCH_SIZE)  # the rest of epoch 2: one step
+    result = resumed.run_epoch(X, BATCH_SIZE)  # the rest of epoch 2
     assert resumed.step == straight.step == 6 and resumed.epoch == 2
     assert_same_parameters(parameters(resumed), parameters(straight))
     assert result.loss == losses[1]  # the epoch's mean loss covers the rows before the save
