@@ -13,12 +13,12 @@ Modules
 metrics, datasets, plotting (needs matplotlib)
 """
 
-from ._training import DivergenceError
 from ._matching_pursuit import MatchingPursuitSAE
 from ._progress import EpochInfo
 from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
 from ._relu import ReLUSAE
 from ._topk import TopKSAE
+from ._training import DivergenceError
 
 __version__ = "0.1.0"
 
