@@ -2,6 +2,7 @@
 
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 
 
 def resolve_device(device):
@@ -73,3 +74,27 @@ def check_not_bool(value, name, *, owner=None, error=TypeError):
     if isinstance(value, bool):
         where = f"The {name!r} parameter of {owner}" if owner else name
         raise error(f"{where} must be an int, got the boolean {value!r}.")
+
+
+class NotBoolInterval(Interval):
+    """``Interval`` constraint that also rejects booleans.
+
+    Python counts ``True`` as the integer 1 (and the float 1.0), so scikit-learn's
+    ``Interval(Integral, 1, None, closed="left")`` accepts ``n_samples=True``. Passing a flag
+    where a number is expected is a slip, not a request for one sample: this constraint turns
+    it into the usual ``InvalidParameterError`` (a ``ValueError`` and a ``TypeError``) that
+    names the parameter. It takes the same arguments as ``Interval`` and works wherever it
+    does: ``_parameter_constraints`` of an estimator and ``validate_params`` of a function,
+    where a declared constraint replaces a call to :func:`check_not_bool`.
+
+    Examples
+    --------
+    >>> from numbers import Integral
+    >>> from skmpsae._utils import NotBoolInterval
+    >>> positive = NotBoolInterval(Integral, 1, None, closed="left")
+    >>> positive.is_satisfied_by(3), positive.is_satisfied_by(True)
+    (True, False)
+    """
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)

@@ -6,11 +6,14 @@
 deliberately *not* quasi-orthogonal.
 """
 
-import numbers
 from importlib import resources
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import validate_params
+
+from ._utils import NotBoolInterval
 
 __all__ = ["load_mnist", "make_hierarchical_features"]
 
@@ -44,7 +47,11 @@ it unchanged (as ``skmpsae/data/mnist_5k.npz``) under the same licence.
 """
 
 
-def load_mnist(*, scale=True, return_X_y=False, as_frame=False):
+@validate_params(
+    {"scale": ["boolean"], "return_X_y": ["boolean"], "as_frame": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
+def load_mnist(*, scale: bool = True, return_X_y: bool = False, as_frame: bool = False):
     """Load 5,000 real MNIST digits (500 per class), shipped with the package.
 
     The samples come sorted by label (all zeros first), so shuffle before splitting,
@@ -135,8 +142,8 @@ def load_mnist(*, scale=True, return_X_y=False, as_frame=False):
     )
 
 
-# The tree of section 5 of DESIGN.md, in feature order: parents, then children (parent
-# by parent), then singletons.
+# The tree of arXiv:2506.03093's synthetic benchmark (docs/design.md, "The hierarchical toy
+# data"), in feature order: parents, then children (parent by parent), then singletons.
 _N_PARENTS, _N_CHILDREN_PER_PARENT, _N_SINGLETONS = 3, 3, 8
 _N_TREE_FEATURES = _N_PARENTS * (1 + _N_CHILDREN_PER_PARENT) + _N_SINGLETONS  # 20
 _PARENT_PROB, _SINGLETON_PROB, _CHILD_PROB = 0.2, 0.05, 0.2
@@ -153,7 +160,9 @@ def _tree():
     parent_of = np.full(_N_TREE_FEATURES, -1)
     for p in parents:
         parent_of[children[p]] = p
-    kind = np.array(["parent"] * _N_PARENTS + ["child"] * children.size + ["singleton"] * _N_SINGLETONS)
+    kind = np.array(
+        ["parent"] * _N_PARENTS + ["child"] * children.size + ["singleton"] * _N_SINGLETONS
+    )
     top_level_prob = np.where(np.isin(top_level, parents), _PARENT_PROB, _SINGLETON_PROB)
     return Bunch(
         parents=parents,
@@ -181,28 +190,26 @@ def _equal_cosine_frame(m, cosine):
     return np.sqrt(1.0 - cosine) * (np.eye(m) - ones) + np.sqrt(1.0 + (m - 1) * cosine) * ones
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return int(value)
-
-
-def _check_real(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}.")
-    return float(value)
-
-
+@validate_params(
+    {
+        "n_samples": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "sibling_cosine": [NotBoolInterval(Real, 0, 1, closed="left")],
+        # An Interval open at infinity also rejects inf and NaN.
+        "magnitude_noise": [NotBoolInterval(Real, 0, None, closed="left")],
+        "n_features": [NotBoolInterval(Integral, _N_TREE_FEATURES, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "return_tree": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_hierarchical_features(
-    n_samples=10_000,
+    n_samples: int = 10_000,
     *,
-    sibling_cosine=0.4,
-    magnitude_noise=0.25,
-    n_features=None,
+    sibling_cosine: float = 0.4,
+    magnitude_noise: float = 0.25,
+    n_features: int | None = None,
     random_state=None,
-    return_tree=False,
+    return_tree: bool = False,
 ):
     """Generate the hierarchical toy data of arXiv:2506.03093 (tree of 20 features).
 
@@ -278,16 +285,8 @@ def make_hierarchical_features(
     >>> abs(float(features[0] @ features[3])) < 1e-12  # a parent and its child
     True
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    sibling_cosine = _check_real(sibling_cosine, "sibling_cosine")
-    if not 0.0 <= sibling_cosine < 1.0:
-        raise ValueError(f"sibling_cosine must be in [0, 1), got {sibling_cosine}.")
-    magnitude_noise = _check_real(magnitude_noise, "magnitude_noise")
-    if not (np.isfinite(magnitude_noise) and magnitude_noise >= 0.0):
-        raise ValueError(f"magnitude_noise must be finite and >= 0, got {magnitude_noise}.")
     if n_features is None:
         n_features = _N_TREE_FEATURES
-    n_features = _check_int(n_features, "n_features", _N_TREE_FEATURES)
     rng = check_random_state(random_state)
     tree = _tree()
 

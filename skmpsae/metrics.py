@@ -11,11 +11,14 @@ scikit-learn accepts wherever it takes ``scoring=`` (``cross_validate``,
 ``GridSearchCV``...), so they need no ``make_scorer`` wrapping.
 """
 
-import numbers
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import HasMethods, validate_params
+
+from ._utils import NotBoolInterval
 
 __all__ = [
     "explained_variance",
@@ -30,12 +33,17 @@ __all__ = [
     "neg_l0_scorer",
 ]
 
+# Every array parameter admits sparse matrices: the code metrics read them, and the others leave
+# it to check_array to say that dense data is required (clearer than "not an array-like").
+_ARRAY = ["array-like", "sparse matrix"]
+
 # Gram blocks are built this many entries at a time (float64: 32 MiB), so that the
 # geometry metrics stay usable on dictionaries with tens of thousands of atoms.
 _GRAM_BLOCK_ENTRIES = 2**22
 
 
-def explained_variance(X, X_hat):
+@validate_params({"X": _ARRAY, "X_hat": _ARRAY}, prefer_skip_nested_validation=True)
+def explained_variance(X, X_hat) -> float:
     """Fraction of the variance of ``X`` explained by the reconstruction ``X_hat``.
 
     ``R2 = 1 - ||X - X_hat||^2 / ||X - mean(X, axis=0)||^2`` with the per-feature mean,
@@ -89,7 +97,8 @@ def _check_codes(codes):
     return check_array(codes, accept_sparse=("csr", "csc", "coo"), input_name="codes")
 
 
-def l0(codes):
+@validate_params({"codes": _ARRAY}, prefer_skip_nested_validation=True)
+def l0(codes) -> float:
     """Mean number of non-zero codes per sample.
 
     Parameters
@@ -117,7 +126,8 @@ def l0(codes):
     return float(count) / codes.shape[0]
 
 
-def component_usage(codes):
+@validate_params({"codes": _ARRAY}, prefer_skip_nested_validation=True)
+def component_usage(codes) -> np.ndarray:
     """Fraction of samples in which each component is non-zero.
 
     Parameters
@@ -142,7 +152,8 @@ def component_usage(codes):
     return counts / codes.shape[0]
 
 
-def dead_components(codes):
+@validate_params({"codes": _ARRAY}, prefer_skip_nested_validation=True)
+def dead_components(codes) -> np.ndarray:
     """Boolean mask of the components that are never non-zero on ``codes``.
 
     A component is only dead relative to the samples it was measured on, so pass
@@ -168,7 +179,8 @@ def dead_components(codes):
     return component_usage(codes) == 0
 
 
-def dead_fraction(codes):
+@validate_params({"codes": _ARRAY}, prefer_skip_nested_validation=True)
+def dead_fraction(codes) -> float:
     """Fraction of components that are never non-zero on ``codes``.
 
     Parameters
@@ -221,7 +233,8 @@ def _abs_gram_blocks(D):
         yield start, block
 
 
-def mutual_coherence(dictionary):
+@validate_params({"dictionary": _ARRAY}, prefer_skip_nested_validation=True)
+def mutual_coherence(dictionary) -> float:
     """Largest absolute cosine between two distinct atoms.
 
     Parameters
@@ -251,7 +264,11 @@ def mutual_coherence(dictionary):
     return min(coherence, 1.0)
 
 
-def babel(dictionary, p):
+@validate_params(
+    {"dictionary": _ARRAY, "p": [NotBoolInterval(Integral, 1, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
+def babel(dictionary, p: int) -> float:
     """Babel function (cumulative coherence) ``mu_1(p)`` of a dictionary.
 
     ``mu_1(p) = max_i sum of the p largest |<d_i, d_j>|, j != i``, with the atoms
@@ -282,12 +299,9 @@ def babel(dictionary, p):
     """
     D = _normalized_rows(dictionary, "dictionary")
     n_atoms = D.shape[0]
-    if isinstance(p, bool) or not isinstance(p, numbers.Integral):
-        raise TypeError(f"p must be an integer, got {type(p).__name__}.")
-    if not 1 <= p <= n_atoms - 1:
-        raise ValueError(
-            f"p must be between 1 and n_components - 1 = {n_atoms - 1}, got p={p}."
-        )
+    # The upper bound depends on the dictionary, so it cannot be a declared constraint.
+    if p > n_atoms - 1:
+        raise ValueError(f"p must be between 1 and n_components - 1 = {n_atoms - 1}, got p={p}.")
     best = 0.0
     for _, block in _abs_gram_blocks(D):
         # After the partition, the last p columns of each row hold its p largest values.
@@ -296,7 +310,11 @@ def babel(dictionary, p):
     return best
 
 
-def feature_recovery(true_features, dictionary, *, return_matches=False):
+@validate_params(
+    {"true_features": _ARRAY, "dictionary": _ARRAY, "return_matches": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
+def feature_recovery(true_features, dictionary, *, return_matches: bool = False):
     """How well a dictionary recovers known ground-truth feature directions.
 
     For each true feature the best absolute cosine similarity with any atom is
@@ -351,16 +369,15 @@ def feature_recovery(true_features, dictionary, *, return_matches=False):
     return score
 
 
-def _check_transformer(estimator, methods):
-    missing = [m for m in methods if not callable(getattr(estimator, m, None))]
-    if missing:
-        raise TypeError(
-            f"{type(estimator).__name__} has no {' / '.join(missing)} method; this scorer "
-            f"needs a fitted transformer with {' and '.join(methods)}."
-        )
-
-
-def explained_variance_scorer(estimator, X, y=None):
+@validate_params(
+    {
+        "estimator": [HasMethods(["transform", "inverse_transform"])],
+        "X": _ARRAY,
+        "y": "no_validation",
+    },
+    prefer_skip_nested_validation=True,
+)
+def explained_variance_scorer(estimator, X, y=None) -> float:
     """Scorer: explained variance of ``estimator``'s reconstruction of ``X``.
 
     Encodes with ``estimator.transform`` and decodes with
@@ -391,12 +408,16 @@ def explained_variance_scorer(estimator, X, y=None):
     >>> round(explained_variance_scorer(PCA(n_components=4).fit(X), X), 6)
     1.0
     """
-    _check_transformer(estimator, ("transform", "inverse_transform"))
     X_hat = estimator.inverse_transform(estimator.transform(X))
     return explained_variance(X, X_hat)
 
 
-def neg_l0_scorer(estimator, X, y=None):
+@validate_params(
+    # X goes to the estimator as it is: a pipeline may take text or other non-array input.
+    {"estimator": [HasMethods(["transform"])], "X": "no_validation", "y": "no_validation"},
+    prefer_skip_nested_validation=True,
+)
+def neg_l0_scorer(estimator, X, y=None) -> float:
     """Scorer: minus the mean number of non-zero codes ``estimator`` gives ``X``.
 
     Negated so that greater is better, following scikit-learn's ``neg_*`` scorers.
@@ -425,5 +446,4 @@ def neg_l0_scorer(estimator, X, y=None):
     >>> neg_l0_scorer(FunctionTransformer(), np.array([[0.0, 1.0], [2.0, 3.0]]))
     -1.5
     """
-    _check_transformer(estimator, ("transform",))
     return -l0(estimator.transform(X))

@@ -5,12 +5,15 @@ only when a plotting function is called.
 """
 
 import math
-import numbers
+from collections.abc import Mapping
+from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import HasMethods, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
+from ._utils import NotBoolInterval
 from .metrics import component_usage
 
 __all__ = ["plot_atoms", "plot_r2_vs_l0"]
@@ -55,14 +58,29 @@ def _infer_image_shape(n_features, image_shape):
     return image_shape
 
 
+@validate_params(
+    {
+        # A torch tensor counts as array-like; an estimator is recognised by its fit method.
+        "components_or_estimator": ["array-like", HasMethods(["fit"])],
+        "usage": ["array-like", "sparse matrix", None],
+        "image_shape": ["array-like", None],
+        "n_atoms": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "order": [StrOptions({"auto", "usage", "index"})],
+        "n_cols": [NotBoolInterval(Integral, 1, None, closed="left"), None],
+        # A matplotlib Colormap is callable; matplotlib itself is imported only to draw.
+        "cmap": [str, callable],
+        "fig": [HasMethods(["add_subplot"]), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_atoms(
     components_or_estimator,
     *,
     usage=None,
-    image_shape=None,
-    n_atoms=64,
-    order="auto",
-    n_cols=None,
+    image_shape: tuple[int, int] | None = None,
+    n_atoms: int = 64,
+    order: str = "auto",
+    n_cols: int | None = None,
     cmap="RdBu_r",
     fig=None,
 ):
@@ -117,10 +135,6 @@ def plot_atoms(
     components = _components_of(components_or_estimator)
     n_components, n_features = components.shape
     height, width = _infer_image_shape(n_features, image_shape)
-    if isinstance(n_atoms, bool) or not isinstance(n_atoms, numbers.Integral) or n_atoms < 1:
-        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms!r}.")
-    if order not in ("auto", "usage", "index"):
-        raise ValueError(f'order must be "auto", "usage" or "index", got {order!r}.')
 
     if usage is not None:
         if getattr(usage, "ndim", np.ndim(usage)) == 2:  # a (possibly sparse) code matrix
@@ -145,7 +159,7 @@ def plot_atoms(
     n_shown = shown.size
     if n_cols is None:
         n_cols = math.ceil(math.sqrt(n_shown))
-    n_cols = max(1, min(int(n_cols), n_shown))
+    n_cols = min(n_cols, n_shown)
     n_rows = math.ceil(n_shown / n_cols)
     if fig is None:
         plt = _import_pyplot()
@@ -190,7 +204,17 @@ def _curve_points(label, points):
     return l0s[ordering], r2s[ordering]
 
 
-def plot_r2_vs_l0(results, *, ax=None, marker="o", logx=False):
+@validate_params(
+    {
+        "results": [Mapping],
+        "ax": [HasMethods(["plot"]), None],
+        # matplotlib accepts many marker forms (str, int, tuple, Path) and validates them.
+        "marker": "no_validation",
+        "logx": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def plot_r2_vs_l0(results, *, ax=None, marker="o", logx: bool = False):
     """Plot the sparsity / reconstruction trade-off, one curve per model.
 
     Parameters
@@ -223,7 +247,7 @@ def plot_r2_vs_l0(results, *, ax=None, marker="o", logx=False):
     >>> len(ax.get_lines())
     2
     """
-    if not hasattr(results, "items") or len(results) == 0:
+    if len(results) == 0:
         raise ValueError("results must be a non-empty mapping of label -> (l0, r2) points.")
     curves = {label: _curve_points(label, points) for label, points in results.items()}
     if ax is None:

@@ -148,19 +148,40 @@ def test_noise_free_magnitudes_and_clipping():
     assert np.all(A >= 0) and np.any(~(A > 0).any(axis=1))
 
 
+_INT_FROM_1 = r"must be an int in the range \[1, inf\)"
+_FLOAT_0_1 = r"must be a float in the range \[0.0, 1.0\)"
+_FLOAT_FROM_0 = r"must be a float in the range \[0.0, inf\)"
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"n_samples": 0}, ValueError, "n_samples must be >= 1"),
-        ({"n_samples": 10.0}, TypeError, "n_samples must be an integer"),
-        ({"sibling_cosine": 1.0}, ValueError, r"sibling_cosine must be in \[0, 1\)"),
-        ({"sibling_cosine": -0.1}, ValueError, "sibling_cosine"),
-        ({"sibling_cosine": "0.4"}, TypeError, "sibling_cosine must be a real number"),
-        ({"magnitude_noise": -1.0}, ValueError, "magnitude_noise"),
-        ({"magnitude_noise": np.inf}, ValueError, "magnitude_noise"),
-        ({"n_features": 19}, ValueError, "n_features must be >= 20"),
+        ({"n_samples": 0}, ValueError, f"'n_samples' parameter .*{_INT_FROM_1}. Got 0"),
+        ({"n_samples": 10.0}, TypeError, f"'n_samples' parameter .*{_INT_FROM_1}. Got 10.0"),
+        # Python counts True as 1; a flag where a count is expected is a slip.
+        ({"n_samples": True}, TypeError, f"'n_samples' parameter .*{_INT_FROM_1}. Got True"),
+        ({"sibling_cosine": 1.0}, ValueError, f"'sibling_cosine' parameter .*{_FLOAT_0_1}"),
+        ({"sibling_cosine": -0.1}, ValueError, f"'sibling_cosine' parameter .*{_FLOAT_0_1}"),
+        ({"sibling_cosine": "0.4"}, TypeError, f"'sibling_cosine' parameter .*{_FLOAT_0_1}"),
+        ({"sibling_cosine": False}, TypeError, f"'sibling_cosine' parameter .*{_FLOAT_0_1}"),
+        ({"magnitude_noise": -1.0}, ValueError, f"'magnitude_noise' parameter .*{_FLOAT_FROM_0}"),
+        ({"magnitude_noise": np.inf}, ValueError, f"'magnitude_noise' .*{_FLOAT_FROM_0}. Got inf"),
+        ({"magnitude_noise": np.nan}, ValueError, f"'magnitude_noise' .*{_FLOAT_FROM_0}. Got nan"),
+        (
+            {"n_features": 19},
+            ValueError,
+            r"'n_features' parameter .* an int in the range \[20, inf\) or None. Got 19",
+        ),
+        ({"random_state": "seed"}, ValueError, "'random_state' parameter"),
+        ({"return_tree": 1}, TypeError, "'return_tree' parameter .* must be an instance of 'bool'"),
     ],
 )
 def test_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         make_hierarchical_features(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["scale", "return_X_y", "as_frame"])
+def test_load_mnist_flags_are_booleans(name):
+    with pytest.raises(TypeError, match=f"'{name}' parameter of load_mnist must be an instance"):
+        load_mnist(**{name: "yes"})

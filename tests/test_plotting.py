@@ -78,6 +78,16 @@ def test_plot_atoms_validation():
         plot_atoms(D, image_shape=(2, 5), order="size")
     with pytest.raises(ValueError, match="n_atoms"):
         plot_atoms(D, image_shape=(2, 5), n_atoms=0)
+    with pytest.raises(TypeError, match="'n_atoms' parameter of plot_atoms must be an int"):
+        plot_atoms(D, image_shape=(2, 5), n_atoms=True)
+    with pytest.raises(ValueError, match="'n_cols' parameter of plot_atoms must be an int"):
+        plot_atoms(D, image_shape=(2, 5), n_cols=0)
+    with pytest.raises(TypeError, match="'cmap' parameter of plot_atoms must be"):
+        plot_atoms(D, image_shape=(2, 5), cmap=3)
+    with pytest.raises(TypeError, match="'fig' parameter .* implementing 'add_subplot'"):
+        plot_atoms(D, image_shape=(2, 5), fig="figure")
+    with pytest.raises(TypeError, match="'components_or_estimator' parameter"):
+        plot_atoms("atoms")
 
 
 def test_plot_r2_vs_l0_curves(tmp_path):
@@ -108,6 +118,12 @@ def test_plot_r2_vs_l0_on_given_axes_and_dataframe():
 def test_plot_r2_vs_l0_validation():
     with pytest.raises(ValueError, match="non-empty mapping"):
         plot_r2_vs_l0({})
+    with pytest.raises(TypeError, match="'results' parameter .* instance of 'collections.abc.Map"):
+        plot_r2_vs_l0([(1.0, 0.5)])
+    with pytest.raises(TypeError, match="'logx' parameter of plot_r2_vs_l0"):
+        plot_r2_vs_l0({"a": [(1.0, 0.5)]}, logx="yes")
+    with pytest.raises(TypeError, match="'ax' parameter .* implementing 'plot'"):
+        plot_r2_vs_l0({"a": [(1.0, 0.5)]}, ax="axes")
     with pytest.raises(ValueError, match="pairs"):
         plot_r2_vs_l0({"a": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="NaN"):

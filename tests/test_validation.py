@@ -298,17 +298,21 @@ def test_metric_shape_and_parameter_errors():
         metrics.explained_variance(X, X[:, :5])
     with pytest.raises(ValueError, match="all-zero row"):
         metrics.mutual_coherence(np.vstack([_DICTIONARY, np.zeros(N_FEATURES)]))
-    for p in (0, -1, N_COMPONENTS):
+    for p in (N_COMPONENTS, N_COMPONENTS + 5):
         with pytest.raises(ValueError, match="p must be between 1 and n_components - 1 = 7"):
             metrics.babel(_DICTIONARY, p)
+    for p in (0, -1):
+        with pytest.raises(ValueError, match=r"'p' parameter of babel .* range \[1, inf\)"):
+            metrics.babel(_DICTIONARY, p)
     for p in (2.5, "3", True):
-        with pytest.raises(TypeError, match="p must be an integer"):
+        with pytest.raises(TypeError, match="'p' parameter of babel must be an int"):
             metrics.babel(_DICTIONARY, p)
     with pytest.raises(ValueError, match="same number of columns"):
         metrics.feature_recovery(_DICTIONARY[:, :5], _DICTIONARY)
-    with pytest.raises(TypeError, match="has no transform"):
+    needs = "'estimator' parameter of {} must be an object implementing 'transform'{}"
+    with pytest.raises(TypeError, match=needs.format("explained_variance_scorer", " and 'inv")):
         metrics.explained_variance_scorer(object(), X)
-    with pytest.raises(TypeError, match="has no transform"):
+    with pytest.raises(TypeError, match=needs.format("neg_l0_scorer", r"\. Got <object")):
         metrics.neg_l0_scorer(object(), X)
     # Sparse codes are fine for the code metrics.
     codes = sp.csr_matrix(np.array([[0.0, 1.0], [2.0, 0.0]]))
