@@ -17,13 +17,6 @@ from skmpsae._pursuit import (
     _scatter_codes,
     _select_mp,
 )
-from skmpsae.datasets import load_mnist
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X = load_mnist().data.astype(np.float64)
-    return X[np.random.RandomState(0).permutation(X.shape[0])]
 
 
 def centred_problem(digits, n_components, n_rows, dtype=np.float64):
@@ -62,8 +55,8 @@ def reference_residuals(X, D, k, positive):
 @pytest.mark.parametrize("positive", [True, False])
 # 100 atoms: a plain argmax; 500: the two-level argmax, with a tail block (500 = 7 * 64 + 52).
 @pytest.mark.parametrize("n_components", [100, 500])
-def test_gram_path_codes_equal_naive_loop(digits, dtype, positive, n_components):
-    X, D = centred_problem(digits, n_components, 200, dtype)
+def test_gram_path_codes_equal_naive_loop(mnist, dtype, positive, n_components):
+    X, D = centred_problem(mnist, n_components, 200, dtype)
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
     indices, values = _select_mp(Xt, Dt, 20, positive=positive)
     ours = _scatter_codes(indices, values, n_components).numpy()
@@ -82,8 +75,8 @@ def test_gram_path_codes_equal_naive_loop(digits, dtype, positive, n_components)
         assert (ours < 0).any()
 
 
-def test_positive_stop_matches_naive_loop(digits):
-    X, D = stopping_problem(digits, 64, 90)
+def test_positive_stop_matches_naive_loop(mnist):
+    X, D = stopping_problem(mnist, 64, 90)
     indices, values = _select_mp(torch.from_numpy(X), torch.from_numpy(D), 24)
     stopped = (values == 0).numpy()
     assert 20 < stopped.any(axis=1).sum() < 90
@@ -102,8 +95,8 @@ def prefix_codes(X, D, steps, positive):
 
 
 @pytest.mark.parametrize("positive", [True, False])
-def test_tol_stops_each_sample_at_its_own_step(digits, positive):
-    X, D = centred_problem(digits, 200, 150)
+def test_tol_stops_each_sample_at_its_own_step(mnist, positive):
+    X, D = centred_problem(mnist, 200, 150)
     resid = reference_residuals(X, D, 64, positive)
     tol = np.median(resid[:, 10])
     codes = matching_pursuit(X, D, n_nonzero_coefs=64, tol=tol, positive=positive)
@@ -118,8 +111,8 @@ def test_tol_stops_each_sample_at_its_own_step(digits, positive):
 
 
 @pytest.mark.parametrize("positive", [True, False])
-def test_reconstruction_error_never_rises_with_k(digits, positive):
-    X, D = centred_problem(digits, 256, 200, np.float32)
+def test_reconstruction_error_never_rises_with_k(mnist, positive):
+    X, D = centred_problem(mnist, 256, 200, np.float32)
     errors = []
     for k in range(65):
         codes = prefix_codes(X, D, np.full(len(X), k), positive)
@@ -154,23 +147,23 @@ def loss_and_grads(X, D, b, k, positive, form):
 
 @pytest.mark.parametrize("form", ["gathered", "gemm"])
 @pytest.mark.parametrize("positive", [True, False])
-def test_gradients_equal_naive_unrolled_loop(digits, form, positive):
+def test_gradients_equal_naive_unrolled_loop(mnist, form, positive):
     if positive:
-        X, D = stopping_problem(digits, 64, 60)  # rows that stop early, and rows that do not
+        X, D = stopping_problem(mnist, 64, 60)  # rows that stop early, and rows that do not
     else:
-        X, D = centred_problem(digits, 64, 60)
+        X, D = centred_problem(mnist, 64, 60)
     b = 0.05 * np.random.RandomState(1).standard_normal(X.shape[1])
     ref = loss_and_grads(X, D, b, 16, positive, "naive")
     ours = loss_and_grads(X, D, b, 16, positive, form)
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-12)
-    for got, want in zip(ours[1:], ref[1:]):
+    for got, want in zip(ours[1:], ref[1:], strict=True):
         assert np.abs(want).max() > 1e-3
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("use_tol", [False, True])
-def test_omp_equals_sklearn_orthogonal_mp_gram(digits, use_tol):
-    X, D = centred_problem(digits, 256, 200)
+def test_omp_equals_sklearn_orthogonal_mp_gram(mnist, use_tol):
+    X, D = centred_problem(mnist, 256, 200)
     gram, Xy = D @ D.T, D @ X.T
     norms_sq = np.sum(X * X, axis=1)
     if use_tol:
@@ -188,8 +181,8 @@ def test_omp_equals_sklearn_orthogonal_mp_gram(digits, use_tol):
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
 
 
-def test_public_functions_handle_scaled_and_zero_atoms(digits):
-    X, D = centred_problem(digits, 120, 80)
+def test_public_functions_handle_scaled_and_zero_atoms(mnist):
+    X, D = centred_problem(mnist, 120, 80)
     scales = np.random.RandomState(2).uniform(0.1, 10, size=120)
     scales[[5, 77]] = 0  # zero atoms can never help and must never be used
     scaled = D * scales[:, None]
@@ -212,8 +205,8 @@ def test_public_functions_handle_scaled_and_zero_atoms(digits):
     np.testing.assert_allclose(unit_omp * scales[scales > 0], want, rtol=1e-7, atol=1e-9)
 
 
-def test_estimator_omp_transform(digits):
-    X = digits[:600].astype(np.float32)
+def test_estimator_omp_transform(mnist):
+    X = mnist[:600].astype(np.float32)
     sae = MatchingPursuitSAE(n_components=48, n_nonzero_coefs=8, max_iter=2, random_state=0)
     sae.fit(X)
     mp_codes = sae.transform(X)

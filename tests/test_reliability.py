@@ -13,25 +13,18 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
+from _helpers import ESTIMATORS, estimator_factory
+from skmpsae import DivergenceError
 
-ESTIMATORS = ["mp", "topk", "relu"]
-
-
-def make_estimator(name, **params):
-    base = {
-        "n_components": 16,
-        "max_iter": 4,
-        "batch_size": 64,
-        "random_state": 0,
-        "device": "cpu",
-    }
-    if name == "relu":
-        base["alpha"] = 0.1
-    else:
-        base["n_nonzero_coefs"] = 3
-    base.update(params)
-    return {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[name](**base)
+make_estimator = estimator_factory(
+    n_components=16,
+    max_iter=4,
+    batch_size=64,
+    random_state=0,
+    device="cpu",
+    n_nonzero_coefs=3,
+    alpha=0.1,
+)
 
 
 def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):
@@ -238,7 +231,7 @@ def test_transform_is_thread_safe(estimator):
             for _ in range(60):
                 sae._tensor_cache.clear()  # cold cache: every thread races to fill it
                 results = list(pool.map(sae.transform, inputs))
-                for x, codes in zip(inputs, results):
+                for x, codes in zip(inputs, results, strict=True):
                     assert codes.dtype == x.dtype
                     np.testing.assert_array_equal(codes, expected[np.dtype(x.dtype)])
     finally:

@@ -13,14 +13,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
 
-from skmpsae import (
-    MatchingPursuitSAE,
-    ReLUSAE,
-    TopKSAE,
-    matching_pursuit,
-    orthogonal_matching_pursuit,
-)
-from skmpsae import metrics
+from _helpers import ESTIMATORS, estimator_factory
+from skmpsae import matching_pursuit, metrics, orthogonal_matching_pursuit
 
 N_FEATURES = 6
 N_COMPONENTS = 8
@@ -36,15 +30,9 @@ def _with(X, row, col, value):
     return X
 
 
-def make_estimator(name, **params):
-    base = {"n_components": N_COMPONENTS, "max_iter": 1, "batch_size": 16, "random_state": 0}
-    if name != "relu":
-        base["n_nonzero_coefs"] = 2
-    base.update(params)
-    return {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[name](**base)
-
-
-ESTIMATORS = ["mp", "topk", "relu"]
+make_estimator = estimator_factory(
+    n_components=N_COMPONENTS, max_iter=1, batch_size=16, random_state=0, n_nonzero_coefs=2
+)
 
 # (input, exception, regex the message must match). Every entry is tried on fit and transform.
 BAD_X = {
@@ -134,6 +122,7 @@ def test_unfitted_estimator_raises_not_fitted(estimator):
     for method, call in calls.items():
         with pytest.raises(NotFittedError, match="not fitted yet"):
             call()
+            pytest.fail(f"{method} before fit did not raise")
 
 
 _INT_MESSAGE = "must be an int"

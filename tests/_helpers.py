@@ -1,0 +1,28 @@
+"""Helpers shared by the test modules (fixtures live in ``conftest.py``).
+
+Import them as ``from _helpers import ...``: pytest puts this folder on ``sys.path``.
+"""
+
+from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+
+# Every estimator, by the short name that test ids use. A new estimator is added here once.
+ESTIMATOR_CLASSES = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}
+ESTIMATORS = list(ESTIMATOR_CLASSES)
+
+
+def estimator_factory(**defaults):
+    """Return ``make(estimator, **params)``, which builds a small estimator for fast tests.
+
+    ``estimator`` is a short name from ``ESTIMATOR_CLASSES`` or a class. Each default goes only
+    to the estimators that take it (``n_nonzero_coefs`` to the k-sparse ones, ``alpha`` to the
+    penalised ones); ``params`` override the defaults and are passed as given, so a bad
+    parameter still reaches the estimator.
+    """
+
+    def make(estimator, **params):
+        cls = ESTIMATOR_CLASSES[estimator] if isinstance(estimator, str) else estimator
+        accepted = cls._get_param_names()
+        base = {name: value for name, value in defaults.items() if name in accepted}
+        return cls(**{**base, **params})
+
+    return make
