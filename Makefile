@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs bench venv clean
+.PHONY: demo lint test docs bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m skmpsae compare --data mnist
 
-test: $(STAMP)
+# Lint first, so that CI (which runs `make test`) fails on a lint error as on a failing test.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 docs: $(STAMP)

@@ -42,7 +42,8 @@ for k in (2, 4, 8, 16, 32, 64, 128):
         model.set_params(transform_n_nonzero_coefs=k)
         codes = model.transform(X_test)
         results[label].append((l0(codes), model.score(X_test)))
-    print(f"k={k:3d}: " + ", ".join(f"{label} R2 {pts[-1][1]:.3f}" for label, pts in results.items()))
+    scores = ", ".join(f"{label} R2 {pts[-1][1]:.3f}" for label, pts in results.items())
+    print(f"k={k:3d}: {scores}")
 
 # %%
 # Or stop at a residual tolerance

@@ -45,7 +45,8 @@ cosines = {}
 for name, model in models.items():
     model.fit(X)
     score, cosines[name], _ = feature_recovery(features, model.components_, return_matches=True)
-    print(f"{name:7s} recovery {score:.3f}, R2 {model.score(X):.3f}, L0 {l0(model.transform(X)):.2f}")
+    r2, mean_l0 = model.score(X), l0(model.transform(X))
+    print(f"{name:7s} recovery {score:.3f}, R2 {r2:.3f}, L0 {mean_l0:.2f}")
 
 # %%
 # Which features each model finds

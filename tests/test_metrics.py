@@ -29,7 +29,8 @@ def X():
 
 def test_explained_variance_reference_points(X):
     assert explained_variance(X, X) == 1.0
-    assert explained_variance(X, np.broadcast_to(X.mean(axis=0), X.shape)) == pytest.approx(0.0, abs=1e-12)
+    means = np.broadcast_to(X.mean(axis=0), X.shape)
+    assert explained_variance(X, means) == pytest.approx(0.0, abs=1e-12)
     # Predicting zeros for non-centred data is worse than predicting the mean.
     assert explained_variance(X + 5.0, np.zeros_like(X)) < 0.0
 
@@ -93,7 +94,7 @@ def test_sparse_explicit_zeros_are_not_counted(codes):
 
 
 def test_sparsity_metrics_reject_empty():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="0 sample"):
         l0(np.zeros((0, 3)))
 
 

@@ -133,7 +133,7 @@ def test_omp_exact_on_k_independent_atoms(problem):
 
 
 # -- the fitted estimators -----------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fitted(kind, dtype):
     rng = np.random.RandomState(0)
     X = (rng.rand(200, 3) @ rng.randn(3, 8) + 0.1 * rng.randn(200, 8)).astype(dtype)

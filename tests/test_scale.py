@@ -149,7 +149,7 @@ def test_pickles_hold_arrays_only_and_load_without_cuda(tmp_path):
                    if isinstance(arg, str)]
         assert not any(arg.startswith("torch") for arg in opcodes), Estimator.__name__
     codes = _transform_in_cpu_only_subprocess(tmp_path, models, X)
-    for model, model_codes in zip(models, codes):
+    for model, model_codes in zip(models, codes, strict=True):
         np.testing.assert_array_equal(model_codes, model.transform(X))
 
 
