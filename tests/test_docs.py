@@ -28,7 +28,7 @@ def test_docs_build_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     html = tmp_path / "html"
-    for page in ("index.html", "user_guide.html", "api.html",
+    for page in ("index.html", "user_guide.html", "design.html", "api.html",
                  "generated/skmpsae.MatchingPursuitSAE.html", "auto_examples/index.html",
                  "auto_examples/plot_dask_grid_search.html"):
         assert (html / page).is_file(), page
