@@ -7,6 +7,7 @@ only when a plotting function is called.
 import math
 from collections.abc import Mapping
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.utils import check_array
@@ -15,6 +16,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._utils import NotBoolInterval
 from .metrics import component_usage
+
+if TYPE_CHECKING:  # matplotlib is optional and imported only to draw
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_atoms", "plot_r2_vs_l0"]
 
@@ -83,7 +88,7 @@ def plot_atoms(
     n_cols: int | None = None,
     cmap="RdBu_r",
     fig=None,
-):
+) -> "Figure":
     """Show dictionary atoms as a grid of images.
 
     Each atom gets its own symmetric color scale ``[-max|atom|, max|atom|]``, so zero
@@ -214,7 +219,7 @@ def _curve_points(label, points):
     },
     prefer_skip_nested_validation=True,
 )
-def plot_r2_vs_l0(results, *, ax=None, marker="o", logx: bool = False):
+def plot_r2_vs_l0(results, *, ax=None, marker="o", logx: bool = False) -> "Axes":
     """Plot the sparsity / reconstruction trade-off, one curve per model.
 
     Parameters

@@ -36,19 +36,23 @@ class _BadType:
     """An object that satisfies no constraint."""
 
 
-def _valid_required_params(func, constraints):
-    signature = inspect.signature(func)
+def _validated_params(func):
+    """Yield ``(name, constraints, valid)``: each validated parameter of ``func``, its declared
+    constraints, and valid values for the required parameters, to call ``func`` with."""
+    declared = func._skl_parameter_constraints
     valid = {}
-    for name, parameter in signature.parameters.items():
+    for name, parameter in inspect.signature(func).parameters.items():
         if parameter.default is not inspect.Parameter.empty:
             continue
         if name in _VALID:
             valid[name] = _VALID[name]
-        elif constraints[name] == "no_validation":
+        elif declared[name] == "no_validation":
             valid[name] = 1
         else:
-            valid[name] = generate_valid_param(make_constraint(constraints[name][0]))
-    return valid
+            valid[name] = generate_valid_param(make_constraint(declared[name][0]))
+    for name, constraints in declared.items():
+        if constraints != "no_validation":
+            yield name, constraints, valid
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS, ids=lambda f: f.__name__)
@@ -60,15 +64,11 @@ def test_every_parameter_has_a_constraint(func):
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS, ids=lambda f: f.__name__)
 def test_invalid_parameters_raise_a_named_error(func):
-    constraints = func._skl_parameter_constraints
-    valid = _valid_required_params(func, constraints)
     checked = 0
-    for name, declared in constraints.items():
-        if declared == "no_validation":
-            continue
+    for name, constraints, valid in _validated_params(func):
         match = rf"The '{name}' parameter of {func.__name__} must be .* Got .* instead\."
         bad_values = [_BadType()]
-        for constraint in map(make_constraint, declared):
+        for constraint in map(make_constraint, constraints):
             try:
                 bad_values.append(generate_invalid_param_val(constraint))
             except NotImplementedError:
@@ -80,16 +80,23 @@ def test_invalid_parameters_raise_a_named_error(func):
     assert checked > 0
 
 
-@pytest.mark.parametrize("func", MODULE_FUNCTIONS, ids=lambda f: f.__name__)
+def _takes_numbers(constraints):
+    return constraints != "no_validation" and any(isinstance(c, Interval) for c in constraints)
+
+
+NUMBER_FUNCTIONS = [
+    func
+    for func in MODULE_FUNCTIONS
+    if any(map(_takes_numbers, func._skl_parameter_constraints.values()))
+]
+
+
+@pytest.mark.parametrize("func", NUMBER_FUNCTIONS, ids=lambda f: f.__name__)
 def test_booleans_are_not_numbers(func):
     # Python counts True as 1, but a flag where a number is expected is a slip.
-    constraints = func._skl_parameter_constraints
-    valid = _valid_required_params(func, constraints)
-    for name, declared in constraints.items():
-        if declared == "no_validation":
-            continue
-        intervals = [c for c in declared if isinstance(c, Interval)]
-        if intervals:
+    for name, constraints, valid in _validated_params(func):
+        if _takes_numbers(constraints):
+            intervals = [c for c in constraints if isinstance(c, Interval)]
             assert all(isinstance(c, NotBoolInterval) for c in intervals), name
             match = rf"The '{name}' parameter of {func.__name__} must be .* Got True instead\."
             with pytest.raises(InvalidParameterError, match=match):
