@@ -3,6 +3,8 @@
 Import them as ``from _helpers import ...``: pytest puts this folder on ``sys.path``.
 """
 
+import numpy as np
+
 from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
 
 # Every estimator, by the short name that test ids use. A new estimator is added here once.
@@ -26,3 +28,10 @@ def estimator_factory(**defaults):
         return cls(**{**base, **params})
 
     return make
+
+
+def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):
+    """Rank-3 data plus a little noise: what SAEs are meant for, and quick to fit."""
+    rng = np.random.RandomState(seed)
+    X = rng.rand(n_samples, 3) @ rng.randn(3, n_features) + 0.05 * rng.randn(n_samples, n_features)
+    return X.astype(dtype)

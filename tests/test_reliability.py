@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from _helpers import ESTIMATORS, estimator_factory
+from _helpers import ESTIMATORS, estimator_factory, low_rank_data
 from skmpsae import DivergenceError
 
 make_estimator = estimator_factory(
@@ -25,12 +25,6 @@ make_estimator = estimator_factory(
     n_nonzero_coefs=3,
     alpha=0.1,
 )
-
-
-def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):
-    rng = np.random.RandomState(seed)
-    X = rng.rand(n_samples, 3) @ rng.randn(3, n_features) + 0.05 * rng.randn(n_samples, n_features)
-    return X.astype(dtype)
 
 
 def fitted_arrays(sae):

@@ -11,26 +11,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
+from _helpers import ESTIMATORS, estimator_factory, low_rank_data
+from skmpsae import DivergenceError
 from skmpsae._modules import LossOutput
 from skmpsae._trainer import _Schedule
 
-ESTIMATORS = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}
 N_SAMPLES, BATCH_SIZE = 96, 32  # three steps per epoch
 
-
-def make_estimator(name, **params):
-    base = {"n_components": 16, "max_iter": 3, "batch_size": BATCH_SIZE, "random_state": 0,
-            "device": "cpu"}
-    base.update({"alpha": 0.5} if name == "relu" else {"n_nonzero_coefs": 3})
-    base.update(params)
-    return ESTIMATORS[name](**base)
-
-
-def low_rank_data(n_samples=N_SAMPLES, n_features=10, seed=0, dtype=np.float32):
-    rng = np.random.RandomState(seed)
-    X = rng.rand(n_samples, 3) @ rng.randn(3, n_features) + 0.05 * rng.randn(n_samples, n_features)
-    return X.astype(dtype)
+make_estimator = estimator_factory(
+    n_components=16,
+    max_iter=3,
+    batch_size=BATCH_SIZE,
+    random_state=0,
+    device="cpu",
+    n_nonzero_coefs=3,
+    alpha=0.5,
+)
 
 
 def parameters(trainer):
@@ -52,9 +48,9 @@ def round_trip(state):
 
 
 # -- state_dict ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_state_dict_round_trip_continues_bit_identically(name):
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     sae = make_estimator(name)
     n_steps = 3 * (N_SAMPLES // BATCH_SIZE)
     straight = sae._new_trainer(X, n_steps)
@@ -89,7 +85,7 @@ def test_state_dict_round_trip_continues_bit_identically(name):
 @pytest.mark.parametrize("name", ["mp", "topk"])
 @pytest.mark.parametrize("save_at", [5, 6])  # the second and the last step of epoch 2
 def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     n_steps = 2 * (N_SAMPLES // BATCH_SIZE)
     straight = make_estimator(name)._new_trainer(X, n_steps)
     losses = [straight.run_epoch(X, BATCH_SIZE).loss for _ in range(2)]
@@ -127,9 +123,9 @@ def test_schedule_warms_up_then_decays():
     assert endless.warmup_steps == 50 and endless(10**6) == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     trainer = make_estimator(name, max_iter=2)._new_trainer(X, 40)
     module, loss = trainer.module, trainer.module.loss
     seen = []
@@ -152,9 +148,9 @@ def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
 
 
 # -- callback ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_callback_gets_one_call_per_epoch_with_the_published_numbers(name, capsys):
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     calls = []
 
     def callback(info):
@@ -183,7 +179,7 @@ def test_callback_gets_one_call_per_epoch_with_the_published_numbers(name, capsy
 
 
 def test_callback_error_leaves_estimator_as_it_was_and_ctrl_c_keeps_the_epoch():
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     sae = make_estimator("mp").fit(X)
     before = {k: v for k, v in vars(sae).items() if k.endswith("_")}
     components = sae.components_.copy()
@@ -211,17 +207,17 @@ def test_callback_error_leaves_estimator_as_it_was_and_ctrl_c_keeps_the_epoch():
 def test_failed_fit_keeps_input_description():
     """n_features_in_ and feature_names_in_ are published with the model, never before."""
     pd = pytest.importorskip("pandas")
-    X = pd.DataFrame(low_rank_data(), columns=[f"f{i}" for i in range(10)])
+    X = pd.DataFrame(low_rank_data(N_SAMPLES), columns=[f"f{i}" for i in range(10)])
     sae = make_estimator("topk").fit(X)
     with pytest.raises(DivergenceError):
-        sae.set_params(learning_rate=1e6).fit(low_rank_data(n_features=12))
+        sae.set_params(learning_rate=1e6).fit(low_rank_data(N_SAMPLES, n_features=12))
     assert sae.n_features_in_ == 10 and list(sae.feature_names_in_) == list(X.columns)
     assert sae.transform(X).shape == (N_SAMPLES, 16)
 
 
 # -- losses take explicit inputs -----------------------------------------------------------
 def fitted_module(name, **params):
-    X = low_rank_data()
+    X = low_rank_data(N_SAMPLES)
     trainer = make_estimator(name, **params)._new_trainer(X, 30)
     trainer.run_epoch(X, BATCH_SIZE)
     module = trainer.module.double()
