@@ -8,13 +8,13 @@ from ._base import _BaseSAE
 from ._modules import LossOutput, _SAEModule
 from ._pursuit import (
     _decode_selected,
-    _gram,
     _mp_coefficients,
-    _omp_gram,
     _prefer_gram_products,
     _scatter_codes,
-    _select_mp,
+    _select_omp,
 )
+from ._pursuit_steps import _gram
+from ._selection import _select_mp
 
 
 class _MatchingPursuitModule(_SAEModule):
@@ -242,6 +242,9 @@ class MatchingPursuitSAE(_BaseSAE):
             # A tolerance stops each sample by itself: allow every step until it does.
             k = self.n_nonzero_coefs if tol is None else max_steps
         if omp:
-            return _omp_gram(X, dictionary, min(k, max_steps), self.positive_code, tol, gram)
-        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram)
+            indices, values = _select_omp(
+                X, dictionary, min(k, max_steps), self.positive_code, tol, gram
+            )
+        else:
+            indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram)
         return _scatter_codes(indices, values, self.n_components)
