@@ -13,7 +13,7 @@ from ._pursuit import (
     _scatter_codes,
     _select_omp,
 )
-from ._pursuit_steps import _gram
+from ._pursuit_steps import _DEFAULT_MAX_BYTES, _gram
 from ._selection import _select_mp
 
 
@@ -31,6 +31,8 @@ class _MatchingPursuitModule(_SAEModule):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive
+        # Distinct atoms the last batch selected: the selection planner's estimate for the next.
+        self.n_distinct = None
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable) and the selected atoms and coefficients."""
@@ -41,9 +43,11 @@ class _MatchingPursuitModule(_SAEModule):
             gram = dictionary @ dictionary.T
         indices, values = _select_mp(
             xc.detach(), dictionary.detach(), k, positive=self.positive,
-            gram=None if gram is None else gram.detach(),
+            gram=None if gram is None else gram.detach(), distinct=self.n_distinct,
         )
         active = (values != 0).to(x.dtype)
+        selected = torch.zeros(dictionary.shape[0], dtype=torch.bool, device=x.device)
+        self.n_distinct = int(selected.index_fill_(0, indices[values != 0], True).sum())
         coefs = _mp_coefficients(xc, dictionary, indices, active, gram=gram)
         x_hat = _decode_selected(indices, coefs, dictionary) + self.bias
         return x_hat, indices, active
@@ -228,7 +232,11 @@ class MatchingPursuitSAE(_BaseSAE):
         )
 
     def _derived_tensors(self, tensors):
-        return {"gram": _gram(tensors["components_"])}
+        # The Gram matrix is cached only if it takes at most half of the kernels' memory
+        # budget; beyond, the encoder computes the rows it needs (same codes).
+        dictionary = tensors["components_"]
+        gram_bytes = dictionary.shape[0] ** 2 * dictionary.element_size()
+        return {"gram": _gram(dictionary) if gram_bytes <= _DEFAULT_MAX_BYTES // 2 else None}
 
     def _encode(self, X, params):
         X = X - params["intercept_"]

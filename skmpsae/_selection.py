@@ -34,12 +34,15 @@ from ._pursuit_steps import (
 _METHODS = ("gram", "rows", "gemm")
 
 # Cost model (seconds), measured with one thread by ``benchmarks/bench_selection.py
-# --calibrate``: large float32 GEMMs, an argmax with the fused Gram-row update per (row, atom)
-# entry and step, the argmax alone, and the bookkeeping of the lazy rows per chunk and step.
-_SECONDS_PER_FLOP = 1 / 100e9
-_SECONDS_PER_STEP_ENTRY = 1.6e-9
-_SECONDS_PER_ARGMAX_ENTRY = 0.8e-9
-_SECONDS_PER_ROWS_CALL = 1e-4
+# --calibrate`` (float32, 768 features, 4,096-16,384 atoms): GEMMs of a batch (~90 GFLOP/s) and
+# of the few rows of one chunk (~75 GFLOP/s), an argmax with the fused Gram-row update per
+# (row, atom) entry and step, the argmax and residual update of the per-step GEMM path, and
+# the bookkeeping of the lazy rows per chunk and step.
+_SECONDS_PER_FLOP = 1 / 90e9
+_SECONDS_PER_ROW_FLOP = 1 / 75e9
+_SECONDS_PER_STEP_ENTRY = 1.0e-9
+_SECONDS_PER_ARGMAX_ENTRY = 0.3e-9
+_SECONDS_PER_ROWS_CALL = 5e-5
 
 
 class _Plan(NamedTuple):
@@ -58,8 +61,12 @@ def _expected_distinct(n_selections, n_components):
 
 
 def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
-             gram_given=False, method="auto"):
-    """Choose the selection path and its sizes; raise ValueError if none fits ``max_bytes``."""
+             gram_given=False, method="auto", distinct=None):
+    """Choose the selection path and its sizes; raise ValueError if none fits ``max_bytes``.
+
+    ``distinct``, if known (e.g. measured on the previous training batch), is the number of
+    distinct atoms the call will select; otherwise that of uniform draws, an upper estimate.
+    """
     K, row_bytes = n_components, n_components * element_size
     if max_bytes < 2 * row_bytes:
         raise ValueError(
@@ -78,13 +85,15 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
     elif K * row_bytes + working <= max_bytes:
         costs["gram"] = first + steps + 2.0 * K * K * n_features * _SECONDS_PER_FLOP
     capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
-    distinct = _expected_distinct(n * k, K)
+    if distinct is None:
+        distinct = _expected_distinct(n * k, K)
+    distinct = max(1.0, min(float(distinct), n * k, K))
     kept = min(distinct, capacity)
     # Atoms beyond the cache have their row computed at each selection.
     recomputed = (n * k) * (1 - kept / distinct) if distinct > kept else 0.0
     n_calls = -(-n // chunk) * k
     costs["rows"] = (first + steps + 2.0 * (kept + recomputed) * K * n_features
-                     * _SECONDS_PER_FLOP + n_calls * _SECONDS_PER_ROWS_CALL)
+                     * _SECONDS_PER_ROW_FLOP + n_calls * _SECONDS_PER_ROWS_CALL)
     costs["gemm"] = k * first + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY
     if method == "auto":
         method = min(costs, key=costs.get)
@@ -98,7 +107,7 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
 
 
 def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None, *,
-               max_bytes=_DEFAULT_MAX_BYTES, method="auto", info=None):
+               max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, info=None):
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
     Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
@@ -112,7 +121,8 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
 
     ``gram``, when given, is the cached ``D D^T`` (the "gram" path then costs no GEMM beyond the
     first); ``max_bytes`` bounds every n_components-wide array built here; ``method`` forces a
-    path (tests, benchmarks); ``info``, a dict, receives the plan and the Gram rows computed.
+    path (tests, benchmarks); ``distinct`` is the planner's hint (see :func:`_plan_mp`);
+    ``info``, a dict, receives the plan and the Gram rows computed.
 
     Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs): a sparse code
     (a step that was not taken has value 0, and the steps not taken form a suffix). Runs
@@ -127,7 +137,7 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         if n == 0 or k == 0:
             return indices.T, values.T
         plan = _plan_mp(n, n_components, X.shape[1], k, X.element_size(), device, max_bytes,
-                        gram_given=gram is not None, method=method)
+                        gram_given=gram is not None, method=method, distinct=distinct)
         chunk = plan.chunk
         if plan.method == "gram":
             source = _FullGram(dictionary, chunk, gram)

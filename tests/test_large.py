@@ -1,0 +1,188 @@
+"""Large dictionaries: the 2**31 overflow, the memory budget, and the choice of selection path.
+
+Above 46,341 atoms a Gram matrix has more than 2**31 entries, and torch's CPU product of a
+sparse CSR matrix with it reads out of bounds and kills the interpreter. The regression tests
+below run in a subprocess (a crash then fails the test instead of the suite) and stay cheap:
+an untouched ``torch.empty`` Gram matrix costs address space, not memory, and with the default
+budget the public functions never build a 47,000 x 47,000 matrix at all.
+
+The one test that builds such a matrix (8.8 GB in float32) runs only with
+``SKMPSAE_SLOW_TESTS=1`` in the environment::
+
+    SKMPSAE_SLOW_TESTS=1 python -m pytest tests/test_large.py
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
+from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _GramRowUpdate, _LazyGramRows
+from skmpsae._reference import _naive_matching_pursuit
+from skmpsae._selection import _plan_mp, _select_mp
+
+N_ATOMS = 47_000  # 47,000**2 > 2**31; the issue's reproduction
+
+
+def run_isolated(code):
+    """Run ``code`` in a fresh interpreter; return its last stdout line as a dict."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert done.returncode == 0, f"exit code {done.returncode}\n{done.stderr[-3000:]}"
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_csr_row_update_beyond_32_bit_offsets():
+    result = run_isolated(f"""
+        import torch
+        from skmpsae._pursuit_steps import _GramRowUpdate
+        K = {N_ATOMS}
+        gram = torch.empty((K, K))  # 8.8 GB of address space; only the rows written are paid
+        idx = torch.tensor([0, K - 1, K - 2, 1])
+        for i in idx.tolist():
+            gram[i] = torch.arange(K, dtype=torch.float32) * (i + 1)
+        update = _GramRowUpdate(gram, 4)
+        corr = torch.zeros((4, K))
+        update(corr, idx, torch.tensor([1.0, 2.0, -1.0, 0.5]))
+        want = -torch.tensor([1.0, 2.0 * K, -(K - 1.0), 1.0])[:, None] * torch.arange(K)
+        status = open("/proc/self/status").read()
+        rss = [l for l in status.splitlines() if l.startswith("VmHWM")][0].split()[1]
+        print({{"equal": bool(torch.equal(corr, want)), "sparse": update.sparse,
+                "peak_mb": int(rss) // 1024}})
+    """)
+    assert result["equal"]
+    assert not result["sparse"]  # the gather path, which indexes with 64 bits
+    assert result["peak_mb"] < 1500
+
+
+def test_small_matrices_keep_the_fused_update():
+    assert _GramRowUpdate(torch.zeros(100, 100), 4).sparse
+    cache = _LazyGramRows(torch.eye(8), max_rows=4, capacity=8)
+    assert cache._update.sparse
+
+
+def test_functions_and_estimator_above_46341_atoms():
+    """The issue's reproduction: 64 rows of 32 features on 47,000 random atoms."""
+    result = run_isolated(f"""
+        import numpy as np, torch
+        from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
+        from skmpsae._reference import _naive_matching_pursuit
+        rng = np.random.RandomState(0)
+        X = rng.randn(64, 32)
+        D = rng.randn({N_ATOMS}, 32)
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
+        codes = matching_pursuit(X, D, n_nonzero_coefs=8)
+        naive = _naive_matching_pursuit(torch.from_numpy(X), torch.from_numpy(D), 8).numpy()
+        omp = orthogonal_matching_pursuit(X, D, n_nonzero_coefs=8)
+        overlap = np.where(omp != 0, (X - omp @ D) @ D.T, 0)
+        sae = MatchingPursuitSAE(n_components={N_ATOMS}, n_nonzero_coefs=4, max_iter=1,
+                                 batch_size=32, random_state=0, device="cpu")
+        Xf = X.astype(np.float32)
+        sae.fit(Xf)
+        score = sae.score(Xf)
+        status = open("/proc/self/status").read()
+        rss = [l for l in status.splitlines() if l.startswith("VmHWM")][0].split()[1]
+        print({{"mp_err": float(np.abs(codes - naive).max()),
+                "omp_nnz": int((omp != 0).sum(axis=1).min()),
+                "omp_overlap": float(np.abs(overlap).max()),
+                "score": float(score), "peak_mb": int(rss) // 1024}})
+    """)
+    assert result["mp_err"] < 1e-9
+    assert result["omp_nnz"] == 8 and result["omp_overlap"] < 1e-9
+    assert 0 < result["score"] <= 1
+    assert result["peak_mb"] < 2000  # a float32 Gram matrix alone would be 8,800 MB
+
+
+def test_budget_too_small_names_the_budget():
+    rng = np.random.RandomState(0)
+    X, D = rng.randn(10, 8), rng.randn(5000, 8)
+    # Two rows of 5,000 float64 atoms need 0.08 MiB.
+    with pytest.raises(ValueError, match=r"budget of 0\.05 MiB \(cache_size\)"):
+        matching_pursuit(X, D, n_nonzero_coefs=4, cache_size=0.05)
+    with pytest.raises(ValueError, match=r"budget of 0\.05 MiB \(cache_size\)"):
+        orthogonal_matching_pursuit(X, D, n_nonzero_coefs=4, cache_size=0.05)
+    with pytest.raises(ValueError, match=r"cache_size.*Gram matrix"):
+        _select_mp(torch.from_numpy(X), torch.from_numpy(D), 4, method="gram",
+                   max_bytes=100 << 20)
+    # Enough for a few rows: still the exact codes, on the per-step GEMM or recomputed rows.
+    codes = matching_pursuit(X, D, n_nonzero_coefs=4, cache_size=0.5)
+    Dn = D / np.linalg.norm(D, axis=1, keepdims=True)
+    naive = _naive_matching_pursuit(torch.from_numpy(X), torch.from_numpy(Dn), 4).numpy()
+    np.testing.assert_allclose(codes * np.linalg.norm(D, axis=1), naive, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "n, n_components, k, gram_given, distinct, expected",
+    [
+        (2048, 4096, 32, True, None, "gram"),  # a fitted model's cached Gram matrix
+        (64, N_ATOMS, 8, False, None, "gemm"),  # few selections: a row per selection anyway
+        (1, 16384, 32, False, None, "gemm"),
+        # A training step at large K: uniform draws would select nearly every atom, so the
+        # whole Gram matrix is cheaper; a batch that selects few distinct atoms takes rows.
+        (4096, 16384, 32, False, None, "gram"),
+        (4096, 16384, 32, False, 3000, "rows"),
+        # A 16 GiB Gram matrix does not fit 2 GiB, nor do the rows of ~56,000 uniform draws;
+        # 8,000 distinct atoms fit the cache.
+        (4096, 65536, 32, False, None, "gemm"),
+        (4096, 65536, 32, False, 8000, "rows"),
+    ],
+)
+def test_plan_picks_the_cheap_path(n, n_components, k, gram_given, distinct, expected):
+    plan = _plan_mp(n, n_components, 768, k, 4, torch.device("cpu"), _DEFAULT_MAX_BYTES,
+                    gram_given=gram_given, distinct=distinct)
+    assert plan.method == expected, plan.costs
+    # Nothing n_components wide exceeds the budget.
+    row_bytes = n_components * 4
+    assert (plan.capacity + 3 * plan.chunk) * row_bytes <= _DEFAULT_MAX_BYTES
+    if not gram_given:
+        assert "gram" not in plan.costs or n_components**2 * 4 <= _DEFAULT_MAX_BYTES
+
+
+def test_no_full_gram_beyond_the_budget():
+    plan = _plan_mp(4096, 65536, 768, 32, 4, torch.device("cpu"), _DEFAULT_MAX_BYTES)
+    assert "gram" not in plan.costs  # 16 GiB would not fit 2 GiB
+    assert plan.capacity * 65536 * 4 <= _DEFAULT_MAX_BYTES
+
+
+@pytest.mark.skipif(not os.environ.get("SKMPSAE_SLOW_TESTS"),
+                    reason="builds a 47,000 x 47,000 float32 Gram matrix (8.8 GB); set "
+                    "SKMPSAE_SLOW_TESTS=1 to run")
+def test_full_gram_path_above_46341_atoms():
+    rng = np.random.RandomState(0)
+    X = torch.from_numpy(rng.randn(64, 32).astype(np.float32))
+    D = torch.from_numpy(rng.randn(N_ATOMS, 32).astype(np.float32))
+    D /= D.norm(dim=1, keepdim=True)
+    info = {}
+    indices, values = _select_mp(X, D, 8, method="gram", max_bytes=10 << 30, info=info)
+    assert info["plan"].method == "gram"
+    naive = _naive_matching_pursuit(X, D, 8)
+    ours = torch.zeros_like(naive).scatter_add_(1, indices, values)
+    same = ((ours != 0) == (naive != 0)).all(dim=1)
+    assert same.float().mean() >= 0.95
+    torch.testing.assert_close(ours[same], naive[same], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("algorithm", ["mp", "omp"])
+def test_estimator_caches_a_gram_matrix_only_within_the_budget(algorithm):
+    X = np.random.RandomState(0).randn(40, 16).astype(np.float32)
+    codes = {}
+    for n_components in (64, 20_000):  # 20,000**2 float32 entries: 1.5 GiB
+        sae = MatchingPursuitSAE(n_components=n_components, n_nonzero_coefs=4, max_iter=1,
+                                 transform_algorithm=algorithm, random_state=0, device="cpu")
+        sae.fit(X)
+        gram = sae._params_as_tensors(np.float32)["gram"]
+        assert (gram is None) == (n_components > 64)
+        codes[n_components] = sae.transform(X)
+        want = (matching_pursuit if algorithm == "mp" else orthogonal_matching_pursuit)(
+            X - sae.intercept_, sae.components_, n_nonzero_coefs=4,
+            **({} if algorithm == "mp" else {"positive": True}),
+        )
+        np.testing.assert_allclose(codes[n_components], want, rtol=1e-4, atol=1e-5)
+    assert all((c != 0).sum(axis=1).max() <= 4 for c in codes.values())
