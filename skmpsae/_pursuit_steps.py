@@ -23,6 +23,8 @@ _DEVICE_CHUNK_BYTES = 1 << 28
 _OMP_CHUNK_BYTES = 1 << 25
 # Default memory budget for everything n_components wide (Gram entries, correlation blocks).
 _DEFAULT_MAX_BYTES = 2048 << 20
+# Rows per block of the CPU Gram matrix, of which only the upper triangle is multiplied.
+_GRAM_BLOCK_ROWS = 2048
 # Width of the blocks of the two-level argmax; below this many atoms a plain argmax is as fast.
 _ARGMAX_BLOCK = 64
 # Without early stopping on the host, an accelerator checks whether every sample has stopped
@@ -47,7 +49,20 @@ def _chunk_rows(n_components, element_size, device, max_bytes=None):
 
 
 def _gram(dictionary):
-    return dictionary @ dictionary.T
+    """``D D^T``. On the CPU, above two blocks of rows, only the blocks on and above the
+    diagonal are multiplied and the rest mirrored: 56% of the flops at 16,384 atoms, 30-40%
+    faster than one GEMM (``benchmarks/bench_selection.py``)."""
+    n_components = dictionary.shape[0]
+    block = _GRAM_BLOCK_ROWS
+    if dictionary.device.type != "cpu" or dictionary.requires_grad or n_components <= 2 * block:
+        return dictionary @ dictionary.T
+    gram = torch.empty((n_components, n_components), dtype=dictionary.dtype)
+    for start in range(0, n_components, block):
+        stop = min(start + block, n_components)
+        torch.matmul(dictionary[start:stop], dictionary[start:].T, out=gram[start:stop, start:])
+        if stop < n_components:
+            gram[stop:, start:stop] = gram[start:stop, stop:].T
+    return gram
 
 
 class _BlockArgmax:

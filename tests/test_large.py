@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _GramRowUpdate, _LazyGramRows
+from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
 from skmpsae._reference import _naive_matching_pursuit
 from skmpsae._selection import _plan_mp, _select_mp
 
@@ -186,3 +186,10 @@ def test_estimator_caches_a_gram_matrix_only_within_the_budget(algorithm):
         )
         np.testing.assert_allclose(codes[n_components], want, rtol=1e-4, atol=1e-5)
     assert all((c != 0).sum(axis=1).max() <= 4 for c in codes.values())
+
+
+def test_blocked_gram_equals_one_product():
+    """Above two blocks of rows the CPU Gram matrix multiplies only the upper triangle."""
+    D = torch.from_numpy(np.random.RandomState(0).randn(4100 + 2 * 2048, 24))
+    gram = _gram(D)
+    torch.testing.assert_close(gram, D @ D.T, rtol=1e-12, atol=1e-12)
