@@ -208,8 +208,6 @@ class _BaseSAE(
             for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
                 chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
                 blocks.append(self._encode_sparse(chunk, params))
-        if not blocks:
-            return sparse.csr_matrix((0, self.n_components), dtype=X.dtype)
         return sparse.vstack(blocks, format="csr", dtype=X.dtype)
 
     def inverse_transform(self, X):

@@ -20,6 +20,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
 from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
@@ -193,3 +194,65 @@ def test_blocked_gram_equals_one_product():
     D = torch.from_numpy(np.random.RandomState(0).randn(4100 + 2 * 2048, 24))
     gram = _gram(D)
     torch.testing.assert_close(gram, D @ D.T, rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_output_equals_dense_codes():
+    X = np.random.RandomState(1).randn(300, 12)
+    sae = MatchingPursuitSAE(n_components=40, n_nonzero_coefs=6, max_iter=2, random_state=0,
+                             positive_code=False)
+    dense = sae.fit_transform(X)
+    sae.set_params(sparse_output=True)
+    codes = sae.transform(X)
+    assert sparse.issparse(codes) and codes.format == "csr" and codes.dtype == X.dtype
+    np.testing.assert_array_equal(codes.toarray(), dense)
+    assert codes.nnz == np.count_nonzero(dense)  # repeated atoms summed, zeros dropped
+    np.testing.assert_allclose(sae.inverse_transform(codes), sae.inverse_transform(dense),
+                               rtol=1e-12, atol=1e-12)
+    want = 1 - ((X - sae.inverse_transform(dense)) ** 2).sum() / ((X - X.mean(0)) ** 2).sum()
+    assert sae.score(X) == pytest.approx(want, rel=1e-10)
+    sae.set_params(transform_algorithm="omp")
+    omp = sae.transform(X)
+    sae.set_params(sparse_output=False)
+    np.testing.assert_array_equal(omp.toarray(), sae.transform(X))
+    assert sparse.issparse(sae.set_params(sparse_output=True).fit_transform(X))
+
+
+def test_sparse_transform_at_65536_atoms_builds_no_dense_codes():
+    """Dense codes of 3,000 rows x 65,536 atoms would take 786 MB; the sparse path needs the
+    (rows, k) selections only (and no Gram matrix: 16 GiB would not fit the budget)."""
+    result = run_isolated("""
+        import numpy as np
+        from skmpsae import MatchingPursuitSAE
+        X = np.random.RandomState(0).randn(3000, 16).astype(np.float32)
+        sae = MatchingPursuitSAE(n_components=65536, n_nonzero_coefs=8, max_iter=1,
+                                 sparse_output=True, random_state=0, device="cpu")
+        sae.fit(X[:400])
+        def status(key):
+            line = [l for l in open("/proc/self/status") if l.startswith(key)][0]
+            return int(line.split()[1]) // 1024
+        before = status("VmRSS")
+        open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) count
+        codes = sae.transform(X)
+        score = sae.score(X)
+        print({"extra_mb": status("VmHWM") - before, "nnz_max": int(np.diff(codes.indptr).max()),
+               "shape": codes.shape, "score": float(score), "batch": sae._batch_size()})
+    """)
+    assert result["shape"] == (3000, 65536) and result["nnz_max"] <= 8
+    assert result["extra_mb"] < 400
+    assert 0 < result["score"] < 1
+    assert result["batch"] == 4096
+
+
+def test_auto_batch_size_and_budget_errors():
+    sizes = {K: MatchingPursuitSAE(n_components=K)._batch_size()
+             for K in (256, 1024, 2048, 16384, 65536)}
+    assert sizes == {256: 256, 1024: 256, 2048: 512, 16384: 4096, 65536: 4096}
+    assert MatchingPursuitSAE(n_components=16384, batch_size=100)._batch_size() == 100
+    X = np.random.RandomState(0).randn(700, 8).astype(np.float32)
+    sae = MatchingPursuitSAE(n_components=2048, n_nonzero_coefs=2, max_iter=1, random_state=0)
+    assert sae.fit(X).n_steps_ == 2  # 700 rows in batches of 512
+    tiny = MatchingPursuitSAE(n_components=2048, max_iter=1, cache_size=0.01)
+    with pytest.raises(ValueError, match=r"budget of 0\.01 MiB \(cache_size\)"):
+        tiny.fit(X)
+    with pytest.raises(ValueError, match=r"budget of 0\.01 MiB \(cache_size\)"):
+        sae.set_params(cache_size=0.01).transform(X)
