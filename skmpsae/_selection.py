@@ -34,15 +34,16 @@ from ._pursuit_steps import (
 _METHODS = ("gram", "rows", "gemm")
 
 # Cost model (seconds), measured with one thread by ``benchmarks/bench_selection.py
-# --calibrate`` (float32, 768 features, 4,096-16,384 atoms): GEMMs of a batch (~90 GFLOP/s) and
-# of the few rows of one chunk (~75 GFLOP/s), an argmax with the fused Gram-row update per
-# (row, atom) entry and step, the argmax and residual update of the per-step GEMM path, and
-# the bookkeeping of the lazy rows per chunk and step.
+# --calibrate`` (float32, 768 features, 16,384 atoms; 2-core AMD EPYC): GEMMs of a batch
+# (~90 GFLOP/s) and of one chunk's rows (~75 GFLOP/s), an argmax with the fused Gram-row
+# update per (row, atom) entry and step (0.7 ns), the per-step GEMM path's argmax, residual
+# update and chunk overheads beyond its GEMMs (~1.5 ns, measured 5.5 ns in all less the
+# difference in GEMM speed), and the lazy rows' bookkeeping per chunk and step.
 _SECONDS_PER_FLOP = 1 / 90e9
 _SECONDS_PER_ROW_FLOP = 1 / 75e9
-_SECONDS_PER_STEP_ENTRY = 1.0e-9
-_SECONDS_PER_ARGMAX_ENTRY = 0.3e-9
-_SECONDS_PER_ROWS_CALL = 5e-5
+_SECONDS_PER_STEP_ENTRY = 0.8e-9
+_SECONDS_PER_ARGMAX_ENTRY = 1.5e-9
+_SECONDS_PER_ROWS_CALL = 1.5e-4
 
 
 class _Plan(NamedTuple):
@@ -94,7 +95,9 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
     n_calls = -(-n // chunk) * k
     costs["rows"] = (first + steps + 2.0 * (kept + recomputed) * K * n_features
                      * _SECONDS_PER_ROW_FLOP + n_calls * _SECONDS_PER_ROWS_CALL)
-    costs["gemm"] = k * first + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY
+    # The per-step GEMMs run on chunks of rows, at the speed of the rows' GEMMs.
+    costs["gemm"] = (2.0 * k * n * n_features * K * _SECONDS_PER_ROW_FLOP
+                     + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY)
     if method == "auto":
         method = min(costs, key=costs.get)
     elif method not in costs:

