@@ -30,12 +30,13 @@ class _MatchingPursuitModule(_SAEModule):
 
     def __init__(
         self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device,
-        max_bytes=_DEFAULT_MAX_BYTES,
+        max_bytes=_DEFAULT_MAX_BYTES, selection_dtype=None,
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive
         self.max_bytes = max_bytes
+        self.selection_dtype = selection_dtype
         # Distinct atoms the last batch selected: the selection planner's estimate for the next.
         self.n_distinct = None
 
@@ -49,7 +50,7 @@ class _MatchingPursuitModule(_SAEModule):
         indices, values = _select_mp(
             xc.detach(), dictionary.detach(), k, positive=self.positive,
             gram=None if gram is None else gram.detach(), distinct=self.n_distinct,
-            max_bytes=self.max_bytes,
+            max_bytes=self.max_bytes, compute_dtype=self.selection_dtype,
         )
         active = (values != 0).to(x.dtype)
         selected = torch.zeros(dictionary.shape[0], dtype=torch.bool, device=x.device)
@@ -130,6 +131,15 @@ class MatchingPursuitSAE(_BaseSAE):
         default); otherwise, and in training, each batch takes the cheapest exact path that
         fits (the whole matrix, its rows for the atoms selected, or one correlation GEMM per
         step): the codes are the same. A budget too small for any path raises a ValueError.
+    selection_dtype : {"bfloat16", "float16"}, default=None
+        Precision of the GEMMs that select atoms (the first correlations, the Gram matrix or
+        its rows, the per-step correlations), in training and in :meth:`transform`. None:
+        the data's dtype. A half-precision type runs them on a GPU's tensor cores at half the
+        memory traffic; the dictionary (the master weights), the coefficients, the gradients
+        and the codes stay in the data's dtype and are exact for the atoms selected: only
+        which atom wins a near tie can change. Matching pursuit only (OMP runs in full
+        precision). On a CPU, half-precision GEMMs are far slower: leave it None there.
+        Measured effect on R2: see docs/performance.md.
     sparse_output : bool, default=False
         If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the
         selected atoms, never a dense (n_samples, n_components) array (as
@@ -211,6 +221,7 @@ class MatchingPursuitSAE(_BaseSAE):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "sparse_output": ["boolean"],
+        "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],
     }
 
     def __init__(
@@ -232,6 +243,7 @@ class MatchingPursuitSAE(_BaseSAE):
         verbose=0,
         cache_size=2048,
         sparse_output=False,
+        selection_dtype=None,
         callback=None,
     ):
         self.n_components = n_components
@@ -250,6 +262,7 @@ class MatchingPursuitSAE(_BaseSAE):
         self.verbose = verbose
         self.cache_size = cache_size
         self.sparse_output = sparse_output
+        self.selection_dtype = selection_dtype
         self.callback = callback
 
     _init_from_samples = True
@@ -266,10 +279,14 @@ class MatchingPursuitSAE(_BaseSAE):
     def _sparse_output(self):
         return self.sparse_output
 
+    def _compute_dtype(self):
+        return None if self.selection_dtype is None else getattr(torch, self.selection_dtype)
+
     def _make_module(self, n_features, dtype, device):
         return _MatchingPursuitModule(
             self.n_components, n_features, self.n_nonzero_coefs, self.positive_code,
             self.fit_intercept, dtype, device, max_bytes=self._max_bytes(),
+            selection_dtype=self._compute_dtype(),
         )
 
     def _derived_tensors(self, tensors):
@@ -314,4 +331,11 @@ class MatchingPursuitSAE(_BaseSAE):
         if omp:
             return _select_omp(X, dictionary, min(k, max_steps), self.positive_code, tol, gram,
                                max_bytes=max_bytes)
-        return _select_mp(X, dictionary, k, self.positive_code, tol, gram, max_bytes=max_bytes)
+        compute_dtype = self._compute_dtype()
+        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram,
+                                     max_bytes=max_bytes, compute_dtype=compute_dtype)
+        if compute_dtype is not None:
+            # The values came from half-precision correlations: recompute them exactly for the
+            # atoms selected (the steps not taken stay 0).
+            values = _mp_coefficients(X, dictionary, indices, (values != 0).to(X.dtype))
+        return indices, values

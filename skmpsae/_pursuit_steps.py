@@ -175,10 +175,12 @@ class _LazyGramRows:
     ``n_computed`` counts the rows computed (the flops spent are ``2 * n_computed * K * d``).
     """
 
-    def __init__(self, dictionary, max_rows, capacity):
+    def __init__(self, dictionary, max_rows, capacity, compute_dtype=None):
         n_components = dictionary.shape[0]
         kw = {"dtype": dictionary.dtype, "device": dictionary.device}
         self.dictionary = dictionary
+        # Rows computed in a lower precision (e.g. bfloat16 on tensor cores), stored as kw.
+        self.low = None if compute_dtype is None else dictionary.to(compute_dtype)
         self.capacity = capacity
         self.scratch = capacity
         # Untouched pages of torch.empty cost no memory on the CPU: the cache grows as it fills.
@@ -190,7 +192,10 @@ class _LazyGramRows:
 
     def _compute(self, atoms, start):
         out = self.rows[start : start + atoms.shape[0]]
-        torch.matmul(self.dictionary[atoms], self.dictionary.T, out=out)
+        if self.low is None:
+            torch.matmul(self.dictionary[atoms], self.dictionary.T, out=out)
+        else:
+            out.copy_(self.low[atoms] @ self.low.T)
         self.n_computed += atoms.shape[0]
 
     def slots(self, indices):

@@ -28,6 +28,7 @@ from ._pursuit_steps import (
     _BlockArgmax,
     _chunk_rows,
     _FullGram,
+    _gram,
     _LazyGramRows,
 )
 
@@ -110,7 +111,8 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
 
 
 def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None, *,
-               max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, info=None):
+               max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, compute_dtype=None,
+               info=None):
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
     Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
@@ -125,6 +127,9 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
     ``gram``, when given, is the cached ``D D^T`` (the "gram" path then costs no GEMM beyond the
     first); ``max_bytes`` bounds every n_components-wide array built here; ``method`` forces a
     path (tests, benchmarks); ``distinct`` is the planner's hint (see :func:`_plan_mp`);
+    ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the GEMMs on inputs of that dtype, the
+    results and every later step staying in ``X``'s dtype: faster on tensor cores, and the
+    values are then approximate (callers recompute them, see :func:`_mp_coefficients`);
     ``info``, a dict, receives the plan and the Gram rows computed.
 
     Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs): a sparse code
@@ -142,10 +147,19 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         plan = _plan_mp(n, n_components, X.shape[1], k, X.element_size(), device, max_bytes,
                         gram_given=gram is not None, method=method, distinct=distinct)
         chunk = plan.chunk
+        low = None if compute_dtype is None else dictionary.to(compute_dtype)
+
+        def correlations(rows, out):
+            if low is None:
+                return torch.matmul(rows, dictionary.T, out=out)
+            return out.copy_(rows.to(compute_dtype) @ low.T)
+
         if plan.method == "gram":
+            if gram is None and low is not None:
+                gram = _gram(low).to(dtype)
             source = _FullGram(dictionary, chunk, gram)
         elif plan.method == "rows":
-            source = _LazyGramRows(dictionary, chunk, plan.capacity)
+            source = _LazyGramRows(dictionary, chunk, plan.capacity, compute_dtype)
         else:
             source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
@@ -155,7 +169,7 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             x_chunk = X[start:stop]
-            corr = torch.matmul(x_chunk, dictionary.T, out=corr_buffer[: stop - start])
+            corr = correlations(x_chunk, corr_buffer[: stop - start])
             if source is None:
                 residual = x_chunk.clone()
             if tol is not None:
@@ -176,7 +190,7 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
                 else:
                     rows = torch.index_select(dictionary, 0, idx, out=gathered[: stop - start])
                     residual.addcmul_(rows, val[:, None], value=-1.0)
-                    torch.matmul(residual, dictionary.T, out=corr)
+                    correlations(residual, corr)
                 if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
                     break
         if info is not None:

@@ -258,3 +258,38 @@ def test_auto_batch_size_and_budget_errors():
         tiny.fit(X)
     with pytest.raises(ValueError, match=r"budget of 0\.01 MiB \(cache_size\)"):
         sae.set_params(cache_size=0.01).transform(X)
+
+
+@pytest.mark.parametrize("method", ["gram", "rows", "gemm"])
+def test_half_precision_selection_keeps_most_atoms(method):
+    """bfloat16 GEMMs (tensor cores on a GPU; emulated, slowly, on a CPU) pick the float32
+    loop's atoms except at near ties."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 64, generator=g)
+    D = torch.randn(500, 64, generator=g)
+    D /= D.norm(dim=1, keepdim=True)
+    naive = _naive_matching_pursuit(X, D, 8)
+    indices, values = _select_mp(X, D, 8, method=method, compute_dtype=torch.bfloat16)
+    assert values.dtype == torch.float32
+    codes = torch.zeros_like(naive).scatter_add_(1, indices, values)
+    same = ((codes != 0) == (naive != 0)).all(dim=1)
+    assert 0.8 <= same.float().mean() < 1  # a few near ties flip; most rows agree
+    # Their values are approximate (bfloat16 correlations): the estimator recomputes them.
+    assert (codes[same] - naive[same]).abs().max() > 1e-4
+
+
+def test_estimator_half_precision_selection_gives_exact_codes_for_its_atoms():
+    X = np.random.RandomState(0).randn(400, 24).astype(np.float32)
+    sae = MatchingPursuitSAE(n_components=64, n_nonzero_coefs=6, max_iter=3, random_state=0,
+                             selection_dtype="bfloat16", device="cpu")
+    half = sae.fit(X).transform(X)
+    full = sae.set_params(selection_dtype=None).transform(X)
+    same = np.all((half != 0) == (full != 0), axis=1)
+    assert same.mean() >= 0.8
+    # Same atoms (in the same order, as for all but a rare row): the same codes to float32
+    # rounding, not to bfloat16's 3 digits.
+    close = np.all(np.isclose(half, full, rtol=1e-4, atol=1e-5), axis=1)
+    assert close[same].mean() >= 0.97
+    assert sae.score(X) == pytest.approx(
+        sae.set_params(selection_dtype="bfloat16").score(X), abs=0.02
+    )
