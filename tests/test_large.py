@@ -293,3 +293,27 @@ def test_estimator_half_precision_selection_gives_exact_codes_for_its_atoms():
     assert sae.score(X) == pytest.approx(
         sae.set_params(selection_dtype="bfloat16").score(X), abs=0.02
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["gram", "rows", "gemm"])
+def test_cuda_selection_paths_equal_the_cpu(method):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 64, generator=g, dtype=torch.float64)
+    D = torch.randn(3000, 64, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    cpu = _select_mp(X, D, 16, method=method)
+    cuda = _select_mp(X.cuda(), D.cuda(), 16, method=method)
+    torch.testing.assert_close(cuda[0].cpu(), cpu[0])
+    torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bfloat16_selection_trains():
+    X = np.random.RandomState(0).randn(2000, 32).astype(np.float32)
+    full = MatchingPursuitSAE(n_components=256, n_nonzero_coefs=8, max_iter=3,
+                              random_state=0, device="cuda").fit(X)
+    half = MatchingPursuitSAE(n_components=256, n_nonzero_coefs=8, max_iter=3,
+                              random_state=0, device="cuda", selection_dtype="bfloat16").fit(X)
+    assert half.components_.dtype == np.float32
+    assert half.score(X) == pytest.approx(full.score(X), abs=0.02)
