@@ -177,8 +177,14 @@ def plot(by_components, by_k):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunks-only", action="store_true",
+                   help="only the sweep of the row-chunk size (about a minute)")
     args = p.parse_args(argv)
     limit_threads(args.threads)
+    if args.chunks_only:
+        X, D = digits(N_ROWS, N_COMPONENTS)
+        chunk_sweep(X, D, steps._gram(D), args.repeats)
+        return
     X, D, gram = main_table(args.repeats)
     chunk_sweep(X, D, gram, args.repeats)
     if not args.no_plot:
