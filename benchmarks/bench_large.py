@@ -7,8 +7,8 @@ rows, and 65,536 atoms trained for a step and encoding 10,000 rows to sparse cod
 .fit(np.load(path, mmap_mode="r"))``, every other parameter at its default (``batch_size="auto"``
 is 4,096 here, ``cache_size`` 2,048 MiB). Printed: the epoch's wall time; the FLOP-count lower
 bound (the first correlations ``2 n d K`` that any exact selection computes, plus the Gram
-rows of the distinct atoms of each batch, ``2 U K d``, at the GEMM speed measured in the same
-process); the peak anonymous memory above the process's baseline (the data's pages are file
+entries of the distinct atoms of each batch, ``2 d (U K - U (U - 1) / 2)`` by symmetry, at the
+GEMM speed measured in the same process; steps, backward pass and Adam not counted); the peak anonymous memory above the process's baseline (the data's pages are file
 pages, not counted, and are shown apart); and the file's read throughput in the training
 order, from a cold page cache, against the rows per second of training.
 
@@ -146,14 +146,16 @@ def main(argv=None):
             res = run_child("epoch", path, args.threads)
             n, d, K = 100_000, 768, 16384
             first = 2 * n * d * K
-            rows = 2 * sum(res["distinct"]) * K * d
+            # The Gram entries a batch's selection reads: the rows of its U distinct atoms,
+            # U K - U (U - 1) / 2 distinct entries by symmetry, 2 d flops each.
+            rows = sum(2 * d * (U * K - U * (U - 1) / 2) for U in res["distinct"])
             rate = res["gemm_rate"]
             print(f"\n16,384 atoms, k=32, 768 features, 100,000 rows from a .npy memmap, "
                   f"defaults otherwise (batch {res['batch_size']}):")
             print(f"  epoch: {res['seconds']:.1f} s ({res['seconds'] / 60:.2f} min); "
                   f"{n / res['seconds']:.0f} rows/s; last epoch loss {res['loss']:.4f}")
             print(f"  FLOP-count lower bound at the measured {rate / 1e9:.0f} GFLOP/s: first "
-                  f"correlations {first / 1e12:.2f} TFLOP ({first / rate:.1f} s) + Gram rows of "
+                  f"correlations {first / 1e12:.2f} TFLOP ({first / rate:.1f} s) + Gram entries of "
                   f"the distinct atoms selected {rows / 1e12:.2f} TFLOP ({rows / rate:.1f} s) = "
                   f"{(first + rows) / rate:.1f} s; distinct atoms per batch "
                   f"{min(res['distinct'])}-{max(res['distinct'])}")
