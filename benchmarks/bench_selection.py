@@ -61,7 +61,7 @@ def epoch(n_components, path):
 
     def select(*args, **kw):
         info = {}
-        out = _select_mp(*args, **kw, **kwargs, info=info)
+        out = _select_mp(*args, **{**kw, **kwargs}, info=info)
         methods.append(info["plan"].method)
         return out
 
