@@ -20,9 +20,9 @@ atoms (selections per distinct atom selected): each ratio is printed next to tha
 are wall clock, best of ``--repeats``, the two libraries alternating.
 
 Needs ``sae-lens`` next to this checkout, in its own environment (it pins its own
-dependencies): ``python3 -m venv /work/venv-large && /work/venv-large/bin/pip install
-torch==2.13.0 && /work/venv-large/bin/pip install sae-lens -e .``. Run:
-``/work/venv-large/bin/python benchmarks/bench_saelens.py --threads 2`` (about 10 minutes).
+dependencies): ``python3 -m venv venv-saelens && venv-saelens/bin/pip install torch==2.13.0
+&& venv-saelens/bin/pip install sae-lens -e .``. Run:
+``venv-saelens/bin/python benchmarks/bench_saelens.py --threads 2`` (about 5 minutes).
 """
 
 import time
