@@ -8,8 +8,9 @@ rows, and 65,536 atoms trained for a step and encoding 10,000 rows to sparse cod
 is 4,096 here, ``cache_size`` 2,048 MiB). Printed: the epoch's wall time; the FLOP-count lower
 bound (the first correlations ``2 n d K`` that any exact selection computes, plus the Gram
 entries of the distinct atoms of each batch, ``2 d (U K - U (U - 1) / 2)`` by symmetry, at the
-GEMM speed measured in the same process; steps, backward pass and Adam not counted); the peak anonymous memory above the process's baseline (the data's pages are file
-pages, not counted, and are shown apart); and the file's read throughput in the training
+GEMM speed measured in the same process; steps, backward pass and Adam not counted); the
+peak anonymous memory above the process's baseline (the data's pages are file pages, not
+counted, and are shown apart); and the file's read throughput in the training
 order, from a cold page cache, against the rows per second of training.
 
 ``transform``: a fresh process fits ``MatchingPursuitSAE(n_components=65536,

@@ -21,7 +21,6 @@ Run: ``python benchmarks/bench_selection.py`` (about 15 minutes with one thread)
 
 import time
 
-import numpy as np
 import torch
 from _common import activation_like, limit_threads, markdown_table, parser, save_figure, use_agg
 
