@@ -2,9 +2,9 @@
 
 An epoch over an array in memory visits its rows in a uniformly random order. Over a
 memory-mapped file that may be larger than RAM (1 GiB or more), a uniform order reads every
-batch from all over the file: each row costs a random read (and the kernel's read-ahead around it), and
-the page cache holds nothing worth keeping. SAE libraries read activations through a *mixing
-buffer* instead; here the order is built the same way: the file is cut into blocks of
+batch from all over the file: each row costs a random read (and the kernel's read-ahead around
+it), and the page cache holds nothing worth keeping. SAE libraries read activations through a
+*mixing buffer* instead; here the order is built the same way: the file is cut into blocks of
 ``_BLOCK_ROWS`` contiguous rows, the blocks are visited in a random order, and the rows of each
 run of ``_BUFFER_BLOCKS`` consecutive blocks (the buffer) are shuffled together. Every batch
 then reads rows of one buffer, whose blocks are contiguous on disk, and each block is read once
