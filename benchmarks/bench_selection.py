@@ -5,9 +5,8 @@ from ``_common.activation_like``; dictionary initialised from the samples as the
 does), one training epoch of ``MatchingPursuitSAE``'s torch module (selection, differentiable
 coefficients, backward, Adam) with each selection path forced, and with the automatic choice:
 
-* ``gram``: the whole Gram matrix, recomputed at every step (run with a 5 GiB budget so that
-  32,768 atoms fit; at the default 2 GiB it stops at 16,384 atoms, and no budget on a 24 GiB
-  machine holds the 16 GiB of 65,536 atoms);
+* ``gram``: the whole Gram matrix, recomputed at every step, up to 16,384 atoms (1 GiB, half
+  of the default budget; 32,768 atoms would need 4 GiB, and 65,536 atoms 16 GiB);
 * ``rows``: Gram rows computed for the atoms each batch selects (default budget);
 * ``gemm``: one correlation GEMM per step, as SAE libraries write the loop;
 * ``auto``: the cost model's choice within the default budget (what the estimator runs).
@@ -25,12 +24,12 @@ import torch
 from _common import activation_like, limit_threads, markdown_table, parser, save_figure, use_agg
 
 import skmpsae._matching_pursuit as mp_module
-from skmpsae._pursuit_steps import _BlockArgmax, _gram
+from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _BlockArgmax, _gram
 from skmpsae._selection import _select_mp
 
 D_FEATURES, K_STEPS, BATCH, N_ROWS = 768, 32, 1024, 2048
 SIZES = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
-PATHS = {"gram": 5 << 30, "rows": None, "gemm": None, "auto": None}
+PATHS = ("gram", "rows", "gemm", "auto")
 
 
 def module_and_data(n_components, seed=0):
@@ -55,8 +54,6 @@ def epoch(n_components, path):
     methods, kwargs = [], {}
     if path != "auto":
         kwargs["method"] = path
-    if PATHS[path] is not None:
-        kwargs["max_bytes"] = PATHS[path]
 
     def select(*args, **kw):
         info = {}
@@ -84,8 +81,8 @@ def sweep():
     rows = []
     for n_components in SIZES:
         row = {"K": n_components}
-        for path, budget in PATHS.items():
-            if path == "gram" and n_components**2 * 4 > budget // 2:
+        for path in PATHS:
+            if path == "gram" and n_components**2 * 4 > _DEFAULT_MAX_BYTES // 2:
                 continue
             seconds, methods, distinct = epoch(n_components, path)
             row[path] = seconds
