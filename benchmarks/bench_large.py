@@ -18,8 +18,12 @@ n_nonzero_coefs=16, max_iter=1, sparse_output=True)`` on 4,096 rows (one trainin
 encodes 10,000 rows to a CSR matrix; printed: times, peak memory (``VmHWM``, all resident
 memory) and the codes' size. A dense float32 Gram matrix would take 16 GiB, dense codes 2.6 GB.
 
+``read``: the read throughput of a 1.4 GiB file (500,000 rows) from a cold page cache, in the
+uniform order and in the mixing-buffer order that files of 1 GiB or more get.
+
 Run: ``python benchmarks/bench_large.py --threads 2`` (about 15 minutes on 2 cores; needs
-320 MB of free disk in ``--tmpdir``). ``--part epoch`` or ``--part transform`` runs one part.
+320 MB of free disk in ``--tmpdir``). ``--part epoch``, ``--part transform`` or ``--part read``
+(1.5 GB of disk) runs one part.
 """
 
 import json
@@ -112,8 +116,9 @@ def drop_page_cache(path):
         os.close(fd)
 
 
-def read_throughput(path, batch_size):
-    """Rows per second reading the file in a training epoch's order, from a cold cache."""
+def read_throughput(path, batch_size, buffered=None):
+    """Rows per second reading the file in a training epoch's order, from a cold cache
+    (``buffered``: force the mixing-buffer order or the uniform one)."""
     import time
 
     import numpy as np
@@ -121,7 +126,9 @@ def read_throughput(path, batch_size):
     from skmpsae._reader import _epoch_order, _prefers_buffer
 
     X = np.load(path, mmap_mode="r")
-    order = _epoch_order(X.shape[0], np.random.RandomState(0), _prefers_buffer(X))
+    if buffered is None:
+        buffered = _prefers_buffer(X)
+    order = _epoch_order(X.shape[0], np.random.RandomState(0), buffered)
     drop_page_cache(path)
     tic = time.perf_counter()
     for start in range(0, X.shape[0], batch_size):
@@ -134,9 +141,11 @@ def main(argv=None):
     from _common import parser, write_npy
 
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("epoch", "transform", "all"), default="all")
+    p.add_argument("--part", choices=("epoch", "transform", "read", "all"), default="all")
     p.add_argument("--tmpdir", default=tempfile.gettempdir())
     args = p.parse_args(argv)
+    if args.part == "read":
+        return read_orders(args.tmpdir)
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         path = Path(tmp) / "activations.npy"
         write_npy(path, 100_000, 768)
@@ -176,6 +185,21 @@ def main(argv=None):
             print(f"  peak memory (VmHWM, whole process): {res['vm_hwm'] / 2**30:.2f} GB; peak "
                   f"anonymous above baseline {(res['peak_anon'] - res['baseline']) / 2**30:.2f}"
                   " GB")
+
+
+def read_orders(tmpdir, n_rows=500_000):
+    """Cold-cache read throughput of a 1.4 GiB file in the uniform and the buffered order."""
+    from _common import write_npy
+
+    with tempfile.TemporaryDirectory(dir=tmpdir) as tmp:
+        path = write_npy(Path(tmp) / "big.npy", n_rows, 768)
+        print(f"{n_rows} rows x 768 float32 ({Path(path).stat().st_size / 2**30:.2f} GiB), "
+              f"batches of 4,096, page cache dropped before each pass; load average "
+              f"{os.getloadavg()[0]:.1f}")
+        for buffered in (False, True, False, True):
+            rate = read_throughput(path, 4096, buffered)
+            print(f"  {'mixing buffer' if buffered else 'uniform order'}: {rate:,.0f} rows/s",
+                  flush=True)
 
 
 if __name__ == "__main__":
