@@ -186,7 +186,10 @@ class MatchingPursuitSAE(_BaseSAE):
     k=16, float32 on 2 CPU cores; see ``docs/benchmarks.md`` for the measurements.
 
     Encoding uses the Gram formulation: one GEMM ``(X - b) D^T``, then per step an argmax and an
-    update with one row of the cached ``D D^T``, O(n_components) per sample.
+    update with one row of the cached ``D D^T``, O(n_components) per sample. Where the Gram
+    matrix does not fit ``cache_size`` (or, in training, where its rows for the atoms a batch
+    selects, or one correlation GEMM per step, cost less) the same codes come from those; see
+    ``docs/performance.md`` for the measurements at 16,384 and 65,536 atoms.
 
     References
     ----------
