@@ -25,6 +25,7 @@ import torch
 from ._pursuit_steps import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_SYNC_STEPS,
+    _GRAM_BLOCK_ROWS,
     _BlockArgmax,
     _chunk_rows,
     _FullGram,
@@ -85,7 +86,10 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
     if gram_given:
         costs["gram"] = first + steps
     elif K * row_bytes + working <= max_bytes:
-        costs["gram"] = first + steps + 2.0 * K * K * n_features * _SECONDS_PER_FLOP
+        # The CPU's blocked product skips the blocks below the diagonal (see _gram).
+        blocked = device.type == "cpu" and K > 2 * _GRAM_BLOCK_ROWS
+        entries = (K * K + K * _GRAM_BLOCK_ROWS) / 2 if blocked else K * K
+        costs["gram"] = first + steps + 2.0 * entries * n_features * _SECONDS_PER_FLOP
     capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
     if distinct is None:
         distinct = _expected_distinct(n * k, K)
