@@ -113,3 +113,40 @@ def proc_status_mb(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise KeyError(field)
+
+
+def activation_like(n_samples, n_features=768, n_true=32768, n_active=32, seed=0,
+                    chunk_rows=20_000):
+    """Rows shaped like a transformer's residual stream, for large-dictionary benchmarks.
+
+    Each row is a mean vector plus ``n_active`` of ``n_true`` random unit directions (drawn
+    with Zipf-like frequencies, p_i ~ 1 / (i + 100)), with exponential magnitudes, plus small
+    dense noise: as SAE features behave, a few directions are frequent and most rare. Yields
+    float32 chunks, so that a file larger than RAM can be written chunk by chunk.
+    """
+    rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((n_true, n_features), dtype=np.float32)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    p = 1.0 / (np.arange(n_true) + 100.0)
+    p /= p.sum()
+    mean = rng.standard_normal(n_features, dtype=np.float32)
+    for start in range(0, n_samples, chunk_rows):
+        m = min(chunk_rows, n_samples - start)
+        active = rng.choice(n_true, size=(m, n_active), p=p)
+        magnitude = rng.exponential(1.0, size=(m, n_active)).astype(np.float32)
+        X = np.einsum("na,naf->nf", magnitude, directions[active])
+        X += 0.05 * rng.standard_normal((m, n_features), dtype=np.float32) + mean
+        yield X.astype(np.float32)
+
+
+def write_npy(path, n_samples, n_features=768, seed=0):
+    """Write :func:`activation_like` rows to a ``.npy`` file chunk by chunk; return the path."""
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                  shape=(n_samples, n_features))
+    start = 0
+    for chunk in activation_like(n_samples, n_features, seed=seed):
+        X[start : start + chunk.shape[0]] = chunk
+        start += chunk.shape[0]
+    X.flush()
+    del X
+    return path

@@ -6,7 +6,7 @@ pixel), 784 features, 4,096 atoms (centred, normalised digits), k=32, positive c
 * ``skmpsae`` Gram path with the Gram matrix cached, as a fitted ``MatchingPursuitSAE``'s
   ``transform`` runs it, and with ``D D^T`` computed in the call (``matching_pursuit``);
 * the unrolled loop of the MP-SAE papers' code (per step a full ``r @ D.T``, a one-hot code and
-  ``r -= onehot @ D``; ``skmpsae._pursuit._naive_matching_pursuit``);
+  ``r -= onehot @ D``; ``skmpsae._reference._naive_matching_pursuit``);
 * a leaner loop with one GEMM per step (``r @ D.T``, argmax, ``r -= value * D[index]``).
 
 Then a sweep of the Gram path's row-chunk size, and the figure ``docs/encode_scaling.png``:
@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from _common import limit_threads, markdown_table, parser, save_figure, timed, use_agg
 
-import skmpsae._pursuit as kernels
 import skmpsae._pursuit_steps as steps
+from skmpsae._pursuit import _scatter_codes
+from skmpsae._reference import _naive_matching_pursuit
+from skmpsae._selection import _select_mp
 from skmpsae.datasets import load_mnist
 
 N_ROWS, N_COMPONENTS, K = 2048, 4096, 32
@@ -43,8 +45,8 @@ def one_gemm_per_step(X, dictionary, k):
 
 
 def gram_path(X, dictionary, k, gram):
-    indices, values = kernels._select_mp(X, dictionary, k, positive=True, gram=gram)
-    return kernels._scatter_codes(indices, values, dictionary.shape[0])
+    indices, values = _select_mp(X, dictionary, k, positive=True, gram=gram)
+    return _scatter_codes(indices, values, dictionary.shape[0])
 
 
 def digits(n_rows, n_atoms, pool=1, upsample=1):
@@ -78,12 +80,12 @@ def best_of(repeats, fns):
 
 def main_table(repeats):
     X, D = digits(N_ROWS, N_COMPONENTS)
-    gram = kernels._gram(D)
+    gram = steps._gram(D)
     fns = {
         "gram": lambda: gram_path(X, D, K, gram),
-        "gram+G": lambda: gram_path(X, D, K, kernels._gram(D)),
+        "gram+G": lambda: gram_path(X, D, K, steps._gram(D)),
         "one_gemm": lambda: one_gemm_per_step(X, D, K),
-        "naive": lambda: kernels._naive_matching_pursuit(X, D, K),
+        "naive": lambda: _naive_matching_pursuit(X, D, K),
     }
     best, codes = best_of(repeats, fns)
     labels = {
@@ -130,7 +132,7 @@ def scaling(repeats):
     for label, pool, upsample in (("196 (pooled)", 2, 1), ("784", 1, 1), ("3136 (upsampled)", 1, 2)):
         for n_components in (512, 1024, 2048, 4096, 8192):
             X, D = digits(N_ROWS, n_components, pool, upsample)
-            gram = kernels._gram(D)
+            gram = steps._gram(D)
             best, _ = best_of(repeats, {
                 "gemm": lambda X=X, D=D: X @ D.T,
                 "encode": lambda X=X, D=D, gram=gram: gram_path(X, D, K, gram),
@@ -141,7 +143,7 @@ def scaling(repeats):
                   f"{1e3 * per_step:.2f} ms per step", flush=True)
     by_k = []
     X, D = digits(N_ROWS, N_COMPONENTS)
-    gram = kernels._gram(D)
+    gram = steps._gram(D)
     for k in (4, 8, 16, 32, 64, 128):
         best, _ = best_of(repeats, {"gram": lambda k=k: gram_path(X, D, k, gram),
                                     "one_gemm": lambda k=k: one_gemm_per_step(X, D, k)})
@@ -175,8 +177,14 @@ def plot(by_components, by_k):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunks-only", action="store_true",
+                   help="only the sweep of the row-chunk size (about a minute)")
     args = p.parse_args(argv)
     limit_threads(args.threads)
+    if args.chunks_only:
+        X, D = digits(N_ROWS, N_COMPONENTS)
+        chunk_sweep(X, D, steps._gram(D), args.repeats)
+        return
     X, D, gram = main_table(args.repeats)
     chunk_sweep(X, D, gram, args.repeats)
     if not args.no_plot:

@@ -33,7 +33,7 @@ def make_module(variant):
     import torch
 
     from skmpsae._matching_pursuit import _MatchingPursuitModule
-    from skmpsae._pursuit import _naive_matching_pursuit
+    from skmpsae._reference import _naive_matching_pursuit
     from skmpsae.datasets import load_mnist
 
     class _NaiveModule(_MatchingPursuitModule):

@@ -17,6 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -92,6 +93,19 @@ class _BaseSAE(
         """Dense codes (n, n_components) of tensor ``X`` from published ``params`` (a dict of
         tensors named as ``_published_params``' attributes)."""
 
+    def _encode_sparse(self, X, params):
+        """Codes of a chunk ``X`` as a CSR matrix; a model whose encoder selects atoms
+        overrides this to never build the chunk's dense codes."""
+        return sparse.csr_matrix(self._encode(X, params).cpu().numpy())
+
+    def _sparse_output(self):
+        """Whether :meth:`transform` returns a CSR matrix (a model's ``sparse_output``)."""
+        return False
+
+    def _batch_size(self):
+        """Rows per training step: ``batch_size``, or the model's rule for "auto"."""
+        return self.batch_size
+
     # -- public API ------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -114,7 +128,7 @@ class _BaseSAE(
             The fitted estimator.
         """
         X, new_input = self._validate_new_data(X)
-        n_steps = self.max_iter * _n_batches(X.shape[0], self.batch_size)
+        n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
         trainer = self._new_trainer(X, n_steps)
         self._train(X, trainer, self.max_iter, [], new_input)
         return self
@@ -165,9 +179,13 @@ class _BaseSAE(
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_components)
-            Codes, mostly zeros, in the dtype of ``X`` (float32 or float64).
+        codes : {ndarray, sparse matrix} of shape (n_samples, n_components)
+            Codes, mostly zeros, in the dtype of ``X`` (float32 or float64); a
+            ``scipy.sparse`` CSR matrix, built without a dense intermediate, where the model
+            has ``sparse_output=True``.
         """
+        if self._sparse_output():
+            return self._sparse_codes(X)
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         params = self._params_as_tensors(X.dtype)
@@ -178,6 +196,19 @@ class _BaseSAE(
                 chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
                 out[start : start + chunk.shape[0]] = self._encode(chunk, params).cpu().numpy()
         return out
+
+    def _sparse_codes(self, X):
+        """:meth:`transform` as a CSR matrix, chunk by chunk (no dense (n, K) array)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        params = self._params_as_tensors(X.dtype)
+        device = params["components_"].device
+        blocks = []
+        with torch.no_grad():
+            for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
+                chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
+                blocks.append(self._encode_sparse(chunk, params))
+        return sparse.vstack(blocks, format="csr", dtype=X.dtype)
 
     def inverse_transform(self, X):
         """Reconstruct data from codes: ``X @ components_ + intercept_``.
@@ -228,8 +259,9 @@ class _BaseSAE(
         --------
         skmpsae.metrics.explained_variance : The same score from data and a reconstruction.
         """
-        # transform validates X (feature names included); the metric needs the plain array.
-        X_hat = self.inverse_transform(self.transform(X))
+        # Encoding validates X (feature names included); the metric needs the plain array. The
+        # codes stay sparse: at 65,536 atoms dense codes of 10,000 rows would take 2.6 GB.
+        X_hat = self.inverse_transform(self._sparse_codes(X))
         return explained_variance(check_array(X, dtype=[np.float64, np.float32]), X_hat)
 
     def to_sparse_coder(self, **kwargs):
@@ -362,7 +394,7 @@ class _BaseSAE(
                 self.callback(info)
 
         try:
-            results = trainer.run(X, self.batch_size, n_epochs, on_epoch)
+            results = trainer.run(X, self._batch_size(), n_epochs, on_epoch)
         except KeyboardInterrupt:
             self._discard(trainer)
             if new_input is not None:

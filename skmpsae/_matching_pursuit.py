@@ -2,19 +2,22 @@
 
 from numbers import Integral, Real
 
+import numpy as np
+import torch
+from scipy import sparse
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import _BaseSAE
 from ._modules import LossOutput, _SAEModule
 from ._pursuit import (
     _decode_selected,
-    _gram,
     _mp_coefficients,
-    _omp_gram,
     _prefer_gram_products,
     _scatter_codes,
-    _select_mp,
+    _select_omp,
 )
+from ._pursuit_steps import _DEFAULT_MAX_BYTES, _gram
+from ._selection import _select_mp
 
 
 class _MatchingPursuitModule(_SAEModule):
@@ -26,11 +29,16 @@ class _MatchingPursuitModule(_SAEModule):
     """
 
     def __init__(
-        self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device
+        self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device,
+        max_bytes=_DEFAULT_MAX_BYTES, selection_dtype=None,
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive
+        self.max_bytes = max_bytes
+        self.selection_dtype = selection_dtype
+        # Distinct atoms the last batch selected: the selection planner's estimate for the next.
+        self.n_distinct = None
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable) and the selected atoms and coefficients."""
@@ -41,9 +49,12 @@ class _MatchingPursuitModule(_SAEModule):
             gram = dictionary @ dictionary.T
         indices, values = _select_mp(
             xc.detach(), dictionary.detach(), k, positive=self.positive,
-            gram=None if gram is None else gram.detach(),
+            gram=None if gram is None else gram.detach(), distinct=self.n_distinct,
+            max_bytes=self.max_bytes, compute_dtype=self.selection_dtype,
         )
         active = (values != 0).to(x.dtype)
+        selected = torch.zeros(dictionary.shape[0], dtype=torch.bool, device=x.device)
+        self.n_distinct = int(selected.index_fill_(0, indices[values != 0], True).sum())
         coefs = _mp_coefficients(xc, dictionary, indices, active, gram=gram)
         x_hat = _decode_selected(indices, coefs, dictionary) + self.bias
         return x_hat, indices, active
@@ -87,8 +98,12 @@ class MatchingPursuitSAE(_BaseSAE):
         Stop encoding a sample once its squared residual norm is at most this value.
     max_iter : int, default=50
         Epochs (passes over the training data) in :meth:`fit`.
-    batch_size : int, default=256
-        Samples per Adam step.
+    batch_size : int or "auto", default="auto"
+        Samples per Adam step. "auto" is 256 up to 1,024 atoms (the MNIST-tuned default),
+        then ``n_components / 4`` up to 4,096 (4,096 from 16,384 atoms): a training step
+        at large K costs the Gram matrix of the selected atoms (``2 K^2 d`` flops at most)
+        whatever the batch, so larger batches spread it over more rows; at 16,384 atoms
+        an epoch takes ~8x less time at 4,096 than at 256 (docs/performance.md).
     learning_rate : float or "auto", default="auto"
         Peak Adam learning rate; "auto" is ``1e-2 * min(1, sqrt(256 / n_components))``. On
         MNIST with 256 atoms and k=16, 1e-3, 3e-3, 1e-2 and 2e-2 gave held-out R2 0.802,
@@ -108,6 +123,28 @@ class MatchingPursuitSAE(_BaseSAE):
         Where training and encoding run: "auto" (CUDA if available, else CPU), "cpu", "cuda"...
     verbose : int, default=0
         Print the loss and the number of dead atoms after each epoch.
+    cache_size : float, default=2048
+        Memory budget in MiB (2**20 bytes) of the encoder's arrays n_components wide: the Gram
+        matrix ``D D^T`` or the rows of it computed for the atoms selected, and blocks of
+        correlations. A fitted model caches the whole Gram matrix for :meth:`transform` only
+        if it takes at most half of the budget (up to 16,384 atoms in float32 at the
+        default); otherwise, and in training, each batch takes the cheapest exact path that
+        fits (the whole matrix, its rows for the atoms selected, or one correlation GEMM per
+        step): the codes are the same. A budget too small for any path raises a ValueError.
+    selection_dtype : {"bfloat16", "float16"}, default=None
+        Precision of the GEMMs that select atoms (the first correlations, the Gram matrix or
+        its rows, the per-step correlations), in training and in :meth:`transform`. None:
+        the data's dtype. A half-precision type runs them on a GPU's tensor cores at half the
+        memory traffic; the dictionary (the master weights), the coefficients, the gradients
+        and the codes stay in the data's dtype and are exact for the atoms selected: only
+        which atom wins a near tie can change. Matching pursuit only (OMP runs in full
+        precision). On a CPU, half-precision GEMMs are far slower: leave it None there.
+        Measured effect on R2: see docs/performance.md.
+    sparse_output : bool, default=False
+        If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the
+        selected atoms, never a dense (n_samples, n_components) array (as
+        ``OneHotEncoder(sparse_output=True)``); set it at large ``n_components``.
+        :meth:`score` always takes the sparse path.
     callback : callable, default=None
         Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with a
         :class:`~skmpsae.EpochInfo` named tuple (``estimator``, ``epoch``, ``n_epochs``,
@@ -149,7 +186,10 @@ class MatchingPursuitSAE(_BaseSAE):
     k=16, float32 on 2 CPU cores; see ``docs/benchmarks.md`` for the measurements.
 
     Encoding uses the Gram formulation: one GEMM ``(X - b) D^T``, then per step an argmax and an
-    update with one row of the cached ``D D^T``, O(n_components) per sample.
+    update with one row of the cached ``D D^T``, O(n_components) per sample. Where the Gram
+    matrix does not fit ``cache_size`` (or, in training, where its rows for the atoms a batch
+    selects, or one correlation GEMM per step, cost less) the same codes come from those; see
+    ``docs/performance.md`` for the measurements at 16,384 and 65,536 atoms.
 
     References
     ----------
@@ -181,6 +221,10 @@ class MatchingPursuitSAE(_BaseSAE):
         "transform_algorithm": [StrOptions({"mp", "omp"})],
         "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "transform_tol": [Interval(Real, 0, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "cache_size": [Interval(Real, 0, None, closed="neither")],
+        "sparse_output": ["boolean"],
+        "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],
     }
 
     def __init__(
@@ -193,13 +237,16 @@ class MatchingPursuitSAE(_BaseSAE):
         transform_n_nonzero_coefs=None,
         transform_tol=None,
         max_iter=50,
-        batch_size=256,
+        batch_size="auto",
         learning_rate="auto",
         fit_intercept=True,
         dict_init=None,
         random_state=None,
         device="auto",
         verbose=0,
+        cache_size=2048,
+        sparse_output=False,
+        selection_dtype=None,
         callback=None,
     ):
         self.n_components = n_components
@@ -216,21 +263,61 @@ class MatchingPursuitSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.cache_size = cache_size
+        self.sparse_output = sparse_output
+        self.selection_dtype = selection_dtype
         self.callback = callback
 
     _init_from_samples = True
     _auto_learning_rate = 1e-2
 
+    def _max_bytes(self):
+        return int(self.cache_size * 2**20)
+
+    def _batch_size(self):
+        if self.batch_size != "auto":
+            return self.batch_size
+        return 256 if self.n_components <= 1024 else min(4096, self.n_components // 4)
+
+    def _sparse_output(self):
+        return self.sparse_output
+
+    def _compute_dtype(self):
+        return None if self.selection_dtype is None else getattr(torch, self.selection_dtype)
+
     def _make_module(self, n_features, dtype, device):
         return _MatchingPursuitModule(
             self.n_components, n_features, self.n_nonzero_coefs, self.positive_code,
-            self.fit_intercept, dtype, device,
+            self.fit_intercept, dtype, device, max_bytes=self._max_bytes(),
+            selection_dtype=self._compute_dtype(),
         )
 
     def _derived_tensors(self, tensors):
-        return {"gram": _gram(tensors["components_"])}
+        # The Gram matrix is cached only if it takes at most half of the memory budget;
+        # beyond, the encoder computes the rows it needs (same codes).
+        dictionary = tensors["components_"]
+        gram_bytes = dictionary.shape[0] ** 2 * dictionary.element_size()
+        return {"gram": _gram(dictionary) if gram_bytes <= self._max_bytes() // 2 else None}
 
     def _encode(self, X, params):
+        indices, values = self._select(X, params)
+        return _scatter_codes(indices, values, self.n_components)
+
+    def _encode_sparse(self, X, params):
+        indices, values = (t.cpu().numpy() for t in self._select(X, params))
+        m = indices.shape[0]
+        keep = values != 0
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        codes = sparse.csr_matrix(
+            (values[keep], indices[keep], indptr), shape=(m, self.n_components)
+        )
+        # An atom chosen twice by matching pursuit gets the sum of its steps' values.
+        codes.sum_duplicates()
+        codes.eliminate_zeros()
+        return codes
+
+    def _select(self, X, params):
+        """Selected atoms and their values, each (n, k), for :meth:`transform`."""
         X = X - params["intercept_"]
         dictionary, gram = params["components_"], params["gram"]
         omp = self.transform_algorithm == "omp"
@@ -241,7 +328,17 @@ class MatchingPursuitSAE(_BaseSAE):
         if k is None:
             # A tolerance stops each sample by itself: allow every step until it does.
             k = self.n_nonzero_coefs if tol is None else max_steps
+        max_bytes = self._max_bytes()
+        if gram is not None and gram.numel() * gram.element_size() > max_bytes // 2:
+            gram = None  # cached under a larger cache_size than the current one
         if omp:
-            return _omp_gram(X, dictionary, min(k, max_steps), self.positive_code, tol, gram)
-        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram)
-        return _scatter_codes(indices, values, self.n_components)
+            return _select_omp(X, dictionary, min(k, max_steps), self.positive_code, tol, gram,
+                               max_bytes=max_bytes)
+        compute_dtype = self._compute_dtype()
+        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram,
+                                     max_bytes=max_bytes, compute_dtype=compute_dtype)
+        if compute_dtype is not None:
+            # The values came from half-precision correlations: recompute them exactly for the
+            # atoms selected (the steps not taken stay 0).
+            values = _mp_coefficients(X, dictionary, indices, (values != 0).to(X.dtype))
+        return indices, values

@@ -3,17 +3,17 @@
 Both encoders work in the Gram formulation (Rubinstein, Zibulevsky & Elad 2008, "Batch-OMP"):
 one GEMM gives the first correlations ``c = (X - b) D^T``, after which every step only reads a
 row of the Gram matrix ``G = D D^T`` per sample, so a step costs O(n_components) per sample and
-nothing in ``n_features``. Rows are processed in chunks of a few MB of correlations: the steps
-are memory bound, and a sweep (docs/performance.md) put the best block at 4-8 MB, 15-20%
-faster than one block for all rows.
+nothing in ``n_features``. Matching pursuit's atom selection, and how it avoids the whole Gram
+matrix at large n_components, is in ``_selection.py``; this module has the differentiable
+coefficients that training recomputes from the selected atoms, batched OMP and the public
+functions.
 
-The public functions take and return numpy arrays; the ``_select_*`` / ``_*_gram`` helpers take
-torch tensors and are what the estimators call on their device. No helper synchronises with the
-host inside the step loop except to stop early on the CPU, where a sync is free.
+The public functions take and return numpy arrays; the underscored helpers take torch tensors
+and are what the estimators call on their device. Every selection returns a sparse code, the
+atoms and the values of each step, shape (n, k); nothing here builds a dense (n, K) code.
 """
 
 import numbers
-import warnings
 
 import numpy as np
 import torch
@@ -21,69 +21,14 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, validate_params
 
 from ._pursuit_steps import (
+    _DEFAULT_MAX_BYTES,
     _DEVICE_CHUNK_BYTES,
-    _DEVICE_SYNC_STEPS,
+    _OMP_CHUNK_BYTES,
     _BlockArgmax,
-    _chunk_rows,
-    _gram,
-    _GramRowUpdate,
 )
+from ._selection import _gram_source, _select_mp
 
 __all__ = ["matching_pursuit", "orthogonal_matching_pursuit"]
-
-
-def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None):
-    """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
-
-    One GEMM per row chunk gives the correlations; each step then picks the best atom per row
-    (:class:`_BlockArgmax`) and subtracts ``value * gram[atom]`` from the row's correlations.
-    With ``positive``, a sample whose best correlation is not positive has converged: its step
-    value is clamped to 0, which leaves its correlations unchanged, so it stays stopped. With
-    ``tol``, a sample stops once its squared residual norm, tracked as
-    ``||x||^2 - sum(values^2)``, is at most ``tol``. The host synchronises (to quit once every
-    sample has stopped) after each step on the CPU, and only every ``_DEVICE_SYNC_STEPS`` steps
-    on an accelerator.
-
-    Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs); a step that
-    was not taken has value 0, and the steps not taken form a suffix. Runs without autograd.
-    """
-    with torch.no_grad():
-        if gram is None:
-            gram = _gram(dictionary)
-        n, n_components = X.shape[0], dictionary.shape[0]
-        k, device, dtype = n_nonzero_coefs, X.device, X.dtype
-        # Step-major outputs so that every step writes one contiguous slice.
-        indices = torch.zeros((k, n), dtype=torch.long, device=device)
-        values = torch.zeros((k, n), dtype=dtype, device=device)
-        if n == 0 or k == 0:
-            return indices.T, values.T
-        chunk = min(n, _chunk_rows(n_components, X.element_size(), device))
-        argmax = _BlockArgmax(n_components, signed=not positive, device=device)
-        update = _GramRowUpdate(gram, chunk)
-        corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
-        stops = positive or tol is not None
-        sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                x_chunk = X[start:stop]
-                corr = torch.matmul(x_chunk, dictionary.T, out=corr_buffer[: stop - start])
-                if tol is not None:
-                    resid_sq = (x_chunk * x_chunk).sum(dim=1)
-                for step in range(k):
-                    val, idx = argmax(corr)
-                    if positive:
-                        val.clamp_min_(0)
-                    if tol is not None:
-                        val.mul_(resid_sq > tol)
-                        resid_sq.sub_(val * val)
-                    indices[step, start:stop] = idx
-                    values[step, start:stop] = val
-                    update(corr, idx, val)
-                    if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
-                        break
-        return indices.T.contiguous(), values.T.contiguous()
 
 
 def _mp_coefficients(X, dictionary, indices, active, gram=None):
@@ -103,8 +48,8 @@ def _mp_coefficients(X, dictionary, indices, active, gram=None):
     """
     if gram is None:
         atoms = torch.nn.functional.embedding(indices, dictionary)  # (n, k, d)
-        proj = torch.einsum("nkd,nd->nk", atoms, X)
-        pairs = atoms @ atoms.transpose(1, 2)
+        proj = (atoms @ X.unsqueeze(-1)).squeeze(-1)
+        pairs = _SelfProducts.apply(atoms)
     else:
         proj = (X @ dictionary.T).gather(1, indices)
         pairs = gram[indices[:, :, None], indices[:, None, :]]
@@ -114,6 +59,22 @@ def _mp_coefficients(X, dictionary, indices, active, gram=None):
     ).squeeze(-1)
     # Steps a sample never took form a suffix, so zeroing them leaves earlier steps untouched.
     return coefs * active
+
+
+class _SelfProducts(torch.autograd.Function):
+    """``A @ A^T`` for a batch of (k, d) matrices, with one batched product in the backward
+    pass, ``(g + g^T) @ A``, where autograd would run two and add their (n, k, d) results
+    (the backward pass of a 16,384-atom training step spent most of its time there)."""
+
+    @staticmethod
+    def forward(ctx, atoms):
+        ctx.save_for_backward(atoms)
+        return atoms @ atoms.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (atoms,) = ctx.saved_tensors
+        return (grad + grad.transpose(1, 2)) @ atoms
 
 
 def _prefer_gram_products(n_samples, n_components, n_nonzero_coefs):
@@ -133,12 +94,8 @@ def _decode_selected(indices, values, dictionary):
     )
 
 
-# Bytes of one OMP row chunk's state, dominated by the (rows, k, n_components) correlations of the
-# orthonormalised atoms, which every step reads.
-_OMP_CHUNK_BYTES = 1 << 25
-
-
-def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=None):
+def _select_omp(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=None, *,
+                max_bytes=_DEFAULT_MAX_BYTES):
     """Batched orthogonal matching pursuit in the Gram formulation (Batch-OMP).
 
     The selected atoms are orthonormalised as they come (Gram-Schmidt, i.e. a Cholesky factor
@@ -150,18 +107,36 @@ def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=Non
     the next atom is (numerically) in the span of those selected; the steps it did not take form
     a suffix and get identity rows in ``L``.
 
-    Returns dense codes of shape (n, K).
+    Gram rows come from the cached ``gram``, or from the whole matrix or rows computed as atoms
+    are first selected, whichever is cheaper within ``max_bytes`` (which also bounds the chunk's
+    (k + 2, rows, n_components) state).
+
+    Returns the selected ``indices`` and their least-squares ``values``, shape (n, k), the
+    steps not taken having value 0.
     """
     with torch.no_grad():
-        if gram is None:
-            gram = _gram(dictionary)
         n, n_components = X.shape[0], dictionary.shape[0]
         k, device, dtype = n_nonzero_coefs, X.device, X.dtype
         eps = torch.finfo(dtype).eps
-        codes = torch.zeros((n, n_components), dtype=dtype, device=device)
+        indices = torch.zeros((n, k), dtype=torch.long, device=device)
+        values = torch.zeros((n, k), dtype=dtype, device=device)
+        if n == 0 or k == 0:
+            return indices, values
         per_row = (k + 2) * n_components * X.element_size()
+        if per_row > max_bytes // 2:
+            raise ValueError(
+                f"The memory budget of {max_bytes / 2**20:.3g} MiB (cache_size) cannot hold "
+                f"one sample's OMP state ({per_row / 2**20:.3g} MiB: k + 2 = {k + 2} rows of "
+                f"n_components={n_components}); raise cache_size to at least "
+                f"{2 * per_row / 2**20:.3g} MiB."
+            )
         chunk = _OMP_CHUNK_BYTES if device.type == "cpu" else _DEVICE_CHUNK_BYTES
-        chunk = max(1, min(n, chunk // per_row)) if n else 1
+        chunk = max(1, min(n, min(chunk, max_bytes // 2) // per_row))
+        if gram is None:
+            budget = max_bytes - chunk * per_row
+            source = _gram_source(dictionary, n, k, chunk, budget)
+        else:
+            source = _gram_source(dictionary, n, k, chunk, 0, gram)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
         can_sync = device.type == "cpu"
         # Step-major, so that each step writes its direction in place, contiguously; allocated
@@ -183,7 +158,7 @@ def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=Non
             for t in range(k):
                 val, idx = argmax(corr)
                 ok = active & ((val > floor) if positive else (val.abs() > floor))
-                w = torch.index_select(gram, 0, idx, out=directions[t])
+                w = source.gather(idx, out=directions[t])
                 diag_sq = w.gather(1, idx[:, None]).squeeze(1)
                 if t:
                     # Cholesky row: the new atom's correlations with the earlier directions.
@@ -212,31 +187,9 @@ def _omp_gram(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=Non
             coef = torch.linalg.solve_triangular(
                 chol.transpose(1, 2), proj.unsqueeze(-1), upper=True
             ).squeeze(-1)
-            codes[start : start + m].scatter_add_(1, sel, coef)
-        return codes
-
-
-def _naive_matching_pursuit(X, dictionary, n_nonzero_coefs, positive=True):
-    """The unrolled loop as the MP-SAE reference code writes it: a full ``r @ D.T``, a one-hot
-    code and ``r -= onehot @ D`` per step. Kept as the reference for tests and benchmarks; it is
-    differentiable and stores k dense (n, K) tensors when run under autograd.
-    """
-    residual = X
-    codes = torch.zeros((X.shape[0], dictionary.shape[0]), dtype=X.dtype, device=X.device)
-    for _ in range(n_nonzero_coefs):
-        corr = residual @ dictionary.T
-        if positive:
-            idx = corr.argmax(dim=1)
-        else:
-            idx = corr.abs().argmax(dim=1)
-        onehot = torch.nn.functional.one_hot(idx, dictionary.shape[0]).to(X.dtype)
-        val = (corr * onehot).sum(dim=1, keepdim=True)
-        if positive:
-            val = val.clamp_min(0)
-        step_code = onehot * val
-        codes = codes + step_code
-        residual = residual - step_code @ dictionary
-    return codes
+            indices[start : start + m] = sel
+            values[start : start + m] = coef
+        return indices, values
 
 
 def _scatter_codes(indices, values, n_components):
@@ -273,18 +226,24 @@ _FUNCTION_PARAMS = {
     "n_nonzero_coefs": [Interval(numbers.Integral, 1, None, closed="left"), None],
     "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     "positive": ["boolean"],
+    "cache_size": [Interval(numbers.Real, 0, None, closed="neither")],
 }
 
 
+
 @validate_params(_FUNCTION_PARAMS, prefer_skip_nested_validation=True)
-def matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=True):
+def matching_pursuit(
+    X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=True, cache_size=2048
+):
     """Sparse codes of ``X`` on ``dictionary`` by matching pursuit (Mallat & Zhang, 1993).
 
     Each step picks the atom most correlated with the current residual, adds that correlation
     to its code and removes its contribution from the residual. The residual norm never grows,
     so more steps never hurt the reconstruction. An atom may be picked more than once, so a
-    code has at most ``n_nonzero_coefs`` non-zeros. Runs in the Gram formulation: one GEMM, then
-    O(n_components) work per step and sample.
+    code has at most ``n_nonzero_coefs`` non-zeros. Runs in the Gram formulation (one GEMM, then
+    O(n_components) work per step and sample), with Gram rows computed only for the atoms
+    selected when the whole Gram matrix would cost more, or one correlation GEMM per step when
+    few atoms are selected twice; all give the same codes.
 
     Parameters
     ----------
@@ -302,6 +261,12 @@ def matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=
     positive : bool, default=True
         Select by the largest positive correlation and produce non-negative codes (the MP-SAE
         papers' default). If False, select by absolute correlation (signed codes).
+    cache_size : float, default=2048
+        Memory budget in MiB (2**20 bytes) for the arrays n_components wide: the Gram matrix
+        ``D D^T``, or the rows of it computed for the atoms selected, and blocks of
+        correlations. The whole Gram matrix is built only when it fits and costs less than
+        its rows; otherwise the rows, or one correlation GEMM per step, give the same codes. A
+        budget too small for any of them raises a ValueError naming it.
 
     Returns
     -------
@@ -322,13 +287,16 @@ def matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=
     array([[ 3.,  0., -1.]])
     """
     Xt, unit, norms, k = _prepare(X, dictionary, n_nonzero_coefs, tol)
-    indices, values = _select_mp(Xt, unit, k, positive=positive, tol=tol)
+    max_bytes = int(cache_size * 2**20)
+    indices, values = _select_mp(Xt, unit, k, positive=positive, tol=tol, max_bytes=max_bytes)
     codes = _scatter_codes(indices, values, unit.shape[0]).numpy()
     return codes / norms
 
 
 @validate_params(_FUNCTION_PARAMS, prefer_skip_nested_validation=True)
-def orthogonal_matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=False):
+def orthogonal_matching_pursuit(
+    X, dictionary, *, n_nonzero_coefs=None, tol=None, positive=False, cache_size=2048
+):
     """Sparse codes of ``X`` on ``dictionary`` by orthogonal matching pursuit, batched in torch.
 
     Like :func:`matching_pursuit`, each step picks the atom most correlated with the residual;
@@ -350,6 +318,12 @@ def orthogonal_matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None
     positive : bool, default=False
         Select by largest positive correlation instead of largest absolute correlation. The
         least-squares coefficients may still be negative.
+    cache_size : float, default=2048
+        Memory budget in MiB (2**20 bytes) for the arrays n_components wide: the Gram matrix
+        ``D D^T``, or the rows of it computed for the atoms selected, and blocks of
+        correlations. The whole Gram matrix is built only when it fits and costs less than
+        its rows; otherwise the rows, or one correlation GEMM per step, give the same codes. A
+        budget too small for any of them raises a ValueError naming it.
 
     Returns
     -------
@@ -370,5 +344,8 @@ def orthogonal_matching_pursuit(X, dictionary, *, n_nonzero_coefs=None, tol=None
     """
     Xt, unit, norms, k = _prepare(X, dictionary, n_nonzero_coefs, tol)
     k = min(k, unit.shape[0])
-    codes = _omp_gram(Xt, unit, k, positive=positive, tol=tol).numpy()
+    max_bytes = int(cache_size * 2**20)
+    indices, values = _select_omp(Xt, unit, k, positive=positive, tol=tol, max_bytes=max_bytes)
+    codes = _scatter_codes(indices, values, unit.shape[0]).numpy()
     return codes / norms
+

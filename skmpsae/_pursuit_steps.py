@@ -1,30 +1,68 @@
-"""Building blocks of the pursuit kernels: chunk sizing, the per-step argmax and the
-Gram-row update, shared by matching pursuit and orthogonal matching pursuit."""
+"""Building blocks of the pursuit kernels: the size constants, the per-step argmax, and the
+sources of Gram rows (the whole ``D D^T``, or rows computed when an atom is first selected),
+shared by matching pursuit and orthogonal matching pursuit.
+
+Every (rows x n_components) array the kernels allocate is sized here, so that the memory budget
+(``max_bytes``, the estimators' ``cache_size``) bounds all of them together.
+"""
+
+import warnings
 
 import torch
 
+# -- sizes --------------------------------------------------------------------------------------
 # Bytes of one row chunk's (rows x n_components) correlation block on the CPU. Every step makes
-# a few passes over the block, so it should stay near the cache (L2 is 2 MB per core here); a
-# sweep in benchmarks/bench_encode.py put the best size at 2-4 MB, with fewer Python-level ops.
+# a few passes over the block; benchmarks/bench_encode.py's sweep (docs/performance.md, 4,096
+# atoms) found 4-8 MB best, 10-20% faster than 1 MB or 32 MB.
 _CHUNK_BYTES = 1 << 22
 _MIN_CHUNK_ROWS = 16
 # On an accelerator the whole batch goes at once, up to this many bytes of correlations.
 _DEVICE_CHUNK_BYTES = 1 << 28
+# OMP's per-chunk state is dominated by the (k, rows, n_components) orthonormalised directions,
+# which every step reads.
+_OMP_CHUNK_BYTES = 1 << 25
+# Default memory budget for everything n_components wide (Gram entries, correlation blocks).
+_DEFAULT_MAX_BYTES = 2048 << 20
+# Rows per block of the CPU Gram matrix, of which only the upper triangle is multiplied.
+_GRAM_BLOCK_ROWS = 2048
 # Width of the blocks of the two-level argmax; below this many atoms a plain argmax is as fast.
 _ARGMAX_BLOCK = 64
 # Without early stopping on the host, an accelerator checks whether every sample has stopped
 # only this often, so that a tolerance-driven encode does not run n_components steps blindly.
 _DEVICE_SYNC_STEPS = 32
+# torch's CPU product of a sparse CSR matrix with a dense one indexes the dense operand with
+# 32-bit offsets: with 2**31 or more elements it reads out of bounds and kills the interpreter
+# (first seen at 46,341 atoms, 46,341**2 > 2**31). Larger Gram matrices take the gather path.
+_MAX_CSR_DENSE_NUMEL = 2**31 - 1
 
 
-def _chunk_rows(n_components, element_size, device):
+def _chunk_rows(n_components, element_size, device, max_bytes=None):
+    """Rows per chunk of correlations, within ``max_bytes`` if given."""
+    row_bytes = max(1, n_components * element_size)
     if device.type != "cpu":
-        return max(1, _DEVICE_CHUNK_BYTES // max(1, n_components * element_size))
-    return max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // max(1, n_components * element_size))
+        rows = max(1, _DEVICE_CHUNK_BYTES // row_bytes)
+    else:
+        rows = max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // row_bytes)
+    if max_bytes is not None:
+        rows = min(rows, max(1, max_bytes // row_bytes))
+    return rows
 
 
 def _gram(dictionary):
-    return dictionary @ dictionary.T
+    """``D D^T``. On the CPU, above two blocks of rows, only the blocks on and above the
+    diagonal are multiplied and the rest mirrored: 56% of the flops at 16,384 atoms, 30-40%
+    faster than one GEMM (``benchmarks/bench_selection.py``)."""
+    n_components = dictionary.shape[0]
+    block = _GRAM_BLOCK_ROWS
+    if dictionary.device.type != "cpu" or dictionary.requires_grad or n_components <= 2 * block:
+        return dictionary @ dictionary.T
+    gram = torch.empty((n_components, n_components), dtype=dictionary.dtype)
+    for start in range(0, n_components, block):
+        stop = min(start + block, n_components)
+        torch.matmul(dictionary[start:stop], dictionary[start:].T, out=gram[start:stop, start:])
+        if stop < n_components:
+            gram[stop:, start:stop] = gram[start:stop, stop:].T
+    return gram
 
 
 class _BlockArgmax:
@@ -74,32 +112,119 @@ class _BlockArgmax:
 
 
 class _GramRowUpdate:
-    """``corr -= values[:, None] * gram[indices]``, fused where that is faster.
+    """``corr -= values[:, None] * rows[indices]``, fused where that is faster and safe.
 
-    On the CPU a one-non-zero-per-row CSR matrix times the Gram matrix reads each Gram row once
-    and accumulates it straight into ``corr`` (25% faster than a gather and an axpy, which write
-    and re-read the gathered rows); elsewhere the gather goes into a preallocated buffer.
+    On the CPU a one-non-zero-per-row CSR matrix times ``rows`` reads each row once and
+    accumulates it straight into ``corr`` (25% faster than a gather and an axpy, which write and
+    re-read the gathered rows). Elsewhere, and on the CPU when ``rows`` has 2**31 elements or
+    more (see ``_MAX_CSR_DENSE_NUMEL``), the gather goes into a preallocated buffer.
     """
 
-    def __init__(self, gram, max_rows):
-        self.gram = gram
-        self.sparse = gram.device.type == "cpu"
+    def __init__(self, rows, max_rows):
+        self.rows = rows
+        self.sparse = rows.device.type == "cpu" and rows.numel() <= _MAX_CSR_DENSE_NUMEL
         if self.sparse:
-            self.row_starts = torch.arange(max_rows + 1, device=gram.device)
+            self.row_starts = torch.arange(max_rows + 1, device=rows.device)
+            # torch warns once per process that sparse CSR is in beta: spend the warning here.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self._selector(1, self.row_starts[:1], torch.zeros(1, dtype=rows.dtype))
         else:
             self.buffer = torch.empty(
-                (max_rows, gram.shape[1]), dtype=gram.dtype, device=gram.device
+                (max_rows, rows.shape[1]), dtype=rows.dtype, device=rows.device
             )
+
+    def _selector(self, m, indices, values):
+        return torch.sparse_csr_tensor(
+            self.row_starts[: m + 1], indices, values, (m, self.rows.shape[0]),
+            check_invariants=False,
+        )
 
     def __call__(self, corr, indices, values):
         m = corr.shape[0]
         if self.sparse:
-            selector = torch.sparse_csr_tensor(
-                self.row_starts[: m + 1], indices, values, (m, self.gram.shape[0]),
-                check_invariants=False,
-            )
-            corr.addmm_(selector, self.gram, alpha=-1.0)
+            corr.addmm_(self._selector(m, indices, values), self.rows, alpha=-1.0)
         else:
-            rows = self.buffer[:m]
-            torch.index_select(self.gram, 0, indices, out=rows)
-            corr.addcmul_(rows, values[:, None], value=-1.0)
+            gathered = self.buffer[:m]
+            torch.index_select(self.rows, 0, indices, out=gathered)
+            corr.addcmul_(gathered, values[:, None], value=-1.0)
+
+
+class _FullGram:
+    """Rows of the whole Gram matrix ``D D^T`` (given, or computed here once)."""
+
+    def __init__(self, dictionary, max_rows, gram=None):
+        self.gram = _gram(dictionary) if gram is None else gram
+        self._update = _GramRowUpdate(self.gram, max_rows)
+
+    def update(self, corr, indices, values):
+        """``corr -= values[:, None] * G[indices]``."""
+        self._update(corr, indices, values)
+
+    def gather(self, indices, out):
+        """``G[indices]``, written into ``out``."""
+        return torch.index_select(self.gram, 0, indices, out=out)
+
+
+class _LazyGramRows:
+    """Rows of ``D D^T`` computed when an atom is first selected, then reused for the call.
+
+    Up to ``capacity`` rows are kept; the rows of atoms first selected once the cache is full
+    are computed for the step that needs them only, in a scratch area of ``max_rows`` rows after
+    the cache. Selections are exact either way: a row is ``D[j] @ D^T``, whichever the path.
+    ``n_computed`` counts the rows computed (the flops spent are ``2 * n_computed * K * d``).
+    """
+
+    def __init__(self, dictionary, max_rows, capacity, compute_dtype=None):
+        n_components = dictionary.shape[0]
+        kw = {"dtype": dictionary.dtype, "device": dictionary.device}
+        self.dictionary = dictionary
+        # Rows computed in a lower precision (e.g. bfloat16 on tensor cores), stored as kw.
+        self.low = None if compute_dtype is None else dictionary.to(compute_dtype)
+        self.capacity = capacity
+        self.scratch = capacity
+        # Untouched pages of torch.empty cost no memory on the CPU: the cache grows as it fills.
+        self.rows = torch.empty((capacity + max_rows, n_components), **kw)
+        self.slot_of = torch.full((n_components,), -1, dtype=torch.long, device=kw["device"])
+        self.n_cached = 0
+        self.n_computed = 0
+        self._update = _GramRowUpdate(self.rows, max_rows)
+
+    def _compute(self, atoms, start):
+        out = self.rows[start : start + atoms.shape[0]]
+        if self.low is None:
+            torch.matmul(self.dictionary[atoms], self.dictionary.T, out=out)
+        else:
+            out.copy_(self.low[atoms] @ self.low.T)
+        self.n_computed += atoms.shape[0]
+
+    def slots(self, indices):
+        """Positions in ``self.rows`` of the Gram rows of ``indices``, computing missing ones."""
+        slots = self.slot_of[indices]
+        missing = slots < 0
+        if not bool(missing.any()):
+            return slots
+        new = torch.unique(indices[missing])  # sorted
+        n_keep = min(new.shape[0], self.capacity - self.n_cached)
+        if n_keep:
+            kept = new[:n_keep]
+            self._compute(kept, self.n_cached)
+            self.slot_of[kept] = torch.arange(
+                self.n_cached, self.n_cached + n_keep, device=kept.device
+            )
+            self.n_cached += n_keep
+            slots = self.slot_of[indices]
+        if n_keep < new.shape[0]:
+            transient = new[n_keep:]
+            self._compute(transient, self.scratch)
+            position = torch.searchsorted(transient, indices).clamp_max_(transient.shape[0] - 1)
+            slots = torch.where(slots < 0, self.scratch + position, slots)
+        return slots
+
+    def update(self, corr, indices, values):
+        """``corr -= values[:, None] * G[indices]``."""
+        self._update(corr, self.slots(indices), values)
+
+    def gather(self, indices, out):
+        """``G[indices]``, written into ``out``."""
+        return torch.index_select(self.rows, 0, self.slots(indices), out=out)

@@ -7,6 +7,7 @@ step, in one place. The estimators build a trainer, run it and publish what it l
 never reach into the loop.
 """
 
+import contextlib
 import copy
 import time
 import warnings
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ._reader import _epoch_order, _prefers_buffer, _read_ahead
 from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor
 
 
@@ -147,18 +149,21 @@ class _Trainer:
         tic = time.perf_counter()
         n = X.shape[0]
         if self._order is None:
-            self._order = self.order_rng.permutation(n)
+            self._order = _epoch_order(n, self.order_rng, buffered=_prefers_buffer(X))
         elif len(self._order) != n:
             raise ValueError(f"The epoch in progress covers {len(self._order)} rows, got {n}.")
         x = None
-        for start in range(self._next_row, n, batch_size):
-            x = self._batch(X, start, batch_size)
-            out = self.train_step(x)
-            self._loss_sum += out.loss.detach() * x.shape[0]
-            self._fired += out.fired
-            self._next_row = start + x.shape[0]
-            if on_step is not None:
-                on_step(self)
+        # The next batch is read and converted on a background thread during each step.
+        batches = _read_ahead(lambda start: self._batch(X, start, batch_size),
+                              range(self._next_row, n, batch_size))
+        with contextlib.closing(batches):  # joins the reading thread, also on errors
+            for start, x in batches:
+                out = self.train_step(x)
+                self._loss_sum += out.loss.detach() * x.shape[0]
+                self._fired += out.fired
+                self._next_row = start + x.shape[0]
+                if on_step is not None:
+                    on_step(self)
         epoch_loss = float(self._loss_sum) / n
         # Each loss above was taken before its step: re-measure the last batch after the last
         # step, or a one-batch partial_fit could publish a blown-up model.

@@ -270,7 +270,9 @@ def _run_encode(args):
         for start in starts:
             # Only this chunk is read from the file (and converted, for other dtypes).
             chunk = np.asarray(X[start : start + args.chunk_size], dtype=dtype)
-            blocks.append(sparse.csr_matrix(model.transform(chunk)))
+            # The sparse path: no dense (chunk, n_components) codes, whatever the model's
+            # sparse_output says (at 65,536 atoms a dense chunk of 4,096 rows is 1 GB).
+            blocks.append(model._sparse_codes(chunk))
             progress.update()
     finally:
         progress.close()

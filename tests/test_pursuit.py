@@ -1,7 +1,10 @@
 """Pursuit kernels against their references, on real MNIST digits.
 
 The references are the MP-SAE papers' unrolled loop (``_naive_matching_pursuit``, which also
-gives the reference gradients under autograd) and scikit-learn's ``orthogonal_mp_gram``.
+gives the reference gradients under autograd) and scikit-learn's ``orthogonal_mp_gram``. Every
+matching-pursuit selection path is checked: the whole Gram matrix ("gram"), Gram rows computed
+for the atoms selected ("rows", also with a cache too small for them, so that rows are
+recomputed), and one correlation GEMM per step ("gemm").
 """
 
 import numpy as np
@@ -10,28 +13,47 @@ import torch
 from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit import (
-    _decode_selected,
-    _mp_coefficients,
-    _naive_matching_pursuit,
-    _scatter_codes,
-    _select_mp,
-)
+from skmpsae._pursuit import _decode_selected, _mp_coefficients, _scatter_codes
+from skmpsae._reference import _naive_matching_pursuit
+from skmpsae._selection import _select_mp
+
+# (method, max_bytes): the three paths, and the rows path with room for a few cached rows only.
+PATHS = {
+    "gram": ("gram", 1 << 31),
+    "rows": ("rows", 1 << 31),
+    "rows-small-cache": ("rows", None),
+    "gemm": ("gemm", 1 << 31),
+}
 
 
-def centred_problem(digits, n_components, n_rows, dtype=np.float64):
+def select(X, D, k, path, **kwargs):
+    """``_select_mp`` on one path; checks that the path ran as asked."""
+    method, max_bytes = PATHS[path]
+    row_bytes = D.shape[0] * D.element_size()
+    if max_bytes is None:  # room for 19 rows: chunks of 4 rows, and 7 rows of cache
+        max_bytes = 19 * row_bytes
+    info = {}
+    out = _select_mp(X, D, k, method=method, max_bytes=max_bytes, info=info, **kwargs)
+    assert info["plan"].method == method
+    if path == "rows-small-cache":
+        assert info["plan"].capacity <= 8
+        assert info["rows_computed"] > 2 * info["plan"].capacity
+    return out
+
+
+def centred_problem(mnist, n_components, n_rows, dtype=np.float64):
     """Rows to encode and a dictionary of other centred, normalised digits."""
-    X = digits - digits.mean(axis=0)
+    X = mnist - mnist.mean(axis=0)
     atoms = X[:n_components] / np.linalg.norm(X[:n_components], axis=1, keepdims=True)
     return X[-n_rows:].astype(dtype), atoms.astype(dtype)
 
 
-def stopping_problem(digits, n_components, n_rows):
+def stopping_problem(mnist, n_components, n_rows):
     """Non-negative atoms and rows ``a - 1.5 b``: positive MP stops many rows after a few steps
     (once no atom correlates positively with the residual); a third of the rows are plain
     digits, which never stop."""
-    atoms = digits[:n_components] / np.linalg.norm(digits[:n_components], axis=1, keepdims=True)
-    a, b = digits[-2 * n_rows : -n_rows], digits[-n_rows:]
+    atoms = mnist[:n_components] / np.linalg.norm(mnist[:n_components], axis=1, keepdims=True)
+    a, b = mnist[-2 * n_rows : -n_rows], mnist[-n_rows:]
     X = a - 1.5 * b
     X[: n_rows // 3] = a[: n_rows // 3]
     return X, atoms
@@ -51,14 +73,15 @@ def reference_residuals(X, D, k, positive):
     return np.stack(out, axis=1)
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("positive", [True, False])
 # 100 atoms: a plain argmax; 500: the two-level argmax, with a tail block (500 = 7 * 64 + 52).
 @pytest.mark.parametrize("n_components", [100, 500])
-def test_gram_path_codes_equal_naive_loop(mnist, dtype, positive, n_components):
+def test_selection_paths_equal_naive_loop(mnist, dtype, positive, n_components, path):
     X, D = centred_problem(mnist, n_components, 200, dtype)
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
-    indices, values = _select_mp(Xt, Dt, 20, positive=positive)
+    indices, values = select(Xt, Dt, 20, path, positive=positive)
     ours = _scatter_codes(indices, values, n_components).numpy()
     naive = _naive_matching_pursuit(Xt, Dt, 20, positive=positive).numpy()
     same_atoms = np.all((ours != 0) == (naive != 0), axis=1)
@@ -75,9 +98,10 @@ def test_gram_path_codes_equal_naive_loop(mnist, dtype, positive, n_components):
         assert (ours < 0).any()
 
 
-def test_positive_stop_matches_naive_loop(mnist):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_positive_stop_matches_naive_loop(mnist, path):
     X, D = stopping_problem(mnist, 64, 90)
-    indices, values = _select_mp(torch.from_numpy(X), torch.from_numpy(D), 24)
+    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 24, path)
     stopped = (values == 0).numpy()
     assert 20 < stopped.any(axis=1).sum() < 90
     # Steps not taken form a suffix.
@@ -87,24 +111,30 @@ def test_positive_stop_matches_naive_loop(mnist):
     np.testing.assert_allclose(ours, naive, rtol=1e-9, atol=1e-9)
 
 
-def prefix_codes(X, D, steps, positive):
+def prefix_codes(X, D, steps, positive, path="gram"):
     """Codes after the first ``steps[i]`` steps of an untruncated 64-step run, row by row."""
-    indices, values = _select_mp(torch.from_numpy(X), torch.from_numpy(D), 64, positive=positive)
+    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 64, path,
+                             positive=positive)
     values = values * (torch.arange(64)[None, :] < torch.as_tensor(steps)[:, None])
     return _scatter_codes(indices, values, D.shape[0]).numpy()
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("positive", [True, False])
-def test_tol_stops_each_sample_at_its_own_step(mnist, positive):
+def test_tol_stops_each_sample_at_its_own_step(mnist, positive, path):
     X, D = centred_problem(mnist, 200, 150)
     resid = reference_residuals(X, D, 64, positive)
     tol = np.median(resid[:, 10])
-    codes = matching_pursuit(X, D, n_nonzero_coefs=64, tol=tol, positive=positive)
+    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 64, path,
+                             positive=positive, tol=tol)
+    codes = _scatter_codes(indices, values, 200).numpy()
+    public = matching_pursuit(X, D, n_nonzero_coefs=64, tol=tol, positive=positive)
+    np.testing.assert_allclose(codes, public, rtol=1e-9, atol=1e-12)
     # Sample i stops after the first step whose residual is <= tol (or after 64 steps).
     below = resid[:, 1:] <= tol
     expected_steps = np.where(below.any(axis=1), below.argmax(axis=1) + 1, 64)
     assert len(np.unique(expected_steps)) >= 5
-    np.testing.assert_allclose(codes, prefix_codes(X, D, expected_steps, positive),
+    np.testing.assert_allclose(codes, prefix_codes(X, D, expected_steps, positive, path),
                                rtol=1e-9, atol=1e-12)
     final = np.sum((X - codes @ D) ** 2, axis=1)
     assert np.all(final[expected_steps < 64] <= tol * (1 + 1e-9))
@@ -128,14 +158,14 @@ def test_reconstruction_error_never_rises_with_k(mnist, positive):
     assert np.all(errors[-1] < 0.5 * errors[0])
 
 
-def loss_and_grads(X, D, b, k, positive, form):
+def loss_and_grads(X, D, b, k, positive, form, path="gram"):
     D = torch.tensor(D, requires_grad=True)
     b = torch.tensor(b, requires_grad=True)
     Xc = torch.from_numpy(X) - b
     if form == "naive":
         x_hat = _naive_matching_pursuit(Xc, D, k, positive=positive) @ D + b
     else:
-        indices, values = _select_mp(Xc.detach(), D.detach(), k, positive=positive)
+        indices, values = select(Xc.detach(), D.detach(), k, path, positive=positive)
         active = (values != 0).to(Xc.dtype)
         gram = D @ D.T if form == "gemm" else None
         coefs = _mp_coefficients(Xc, D, indices, active, gram=gram)
@@ -145,18 +175,19 @@ def loss_and_grads(X, D, b, k, positive, form):
     return loss.item(), D.grad.numpy(), b.grad.numpy()
 
 
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("form", ["gathered", "gemm"])
 @pytest.mark.parametrize("positive", [True, False])
-def test_gradients_equal_naive_unrolled_loop(mnist, form, positive):
+def test_gradients_equal_naive_unrolled_loop(mnist, form, positive, path):
     if positive:
         X, D = stopping_problem(mnist, 64, 60)  # rows that stop early, and rows that do not
     else:
         X, D = centred_problem(mnist, 64, 60)
     b = 0.05 * np.random.RandomState(1).standard_normal(X.shape[1])
     ref = loss_and_grads(X, D, b, 16, positive, "naive")
-    ours = loss_and_grads(X, D, b, 16, positive, form)
+    ours = loss_and_grads(X, D, b, 16, positive, form, path)
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-12)
-    for got, want in zip(ours[1:], ref[1:], strict=True):
+    for got, want in zip(ours[1:], ref[1:]):
         assert np.abs(want).max() > 1e-3
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
 

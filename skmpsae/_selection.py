@@ -1,0 +1,216 @@
+"""Exact matching-pursuit atom selection for any dictionary size, within a memory budget.
+
+Three paths give the same atoms and values (those of the unrolled loop, up to float rounding):
+
+* ``"gram"``: one GEMM ``X D^T`` for the first correlations, then per step an argmax and an
+  update with one row of the whole Gram matrix ``G = D D^T`` (Rubinstein, Zibulevsky & Elad
+  2008, "Batch-OMP"). ``G`` costs ``2 K^2 d`` flops and ``K^2`` entries of memory: free when a
+  fitted model caches it, prohibitive at large K (412 GFLOP and 1 GiB at K=16,384, d=768).
+* ``"rows"``: the same steps, with a Gram row computed (``D[j] @ D^T``, ``2 K d`` flops) only
+  when atom ``j`` is first selected in the call and reused afterwards. Costs ``2 U K d`` with
+  ``U`` the number of distinct atoms selected, ``U <= min(n k, K)``.
+* ``"gemm"``: one correlation GEMM ``r D^T`` per step on the residual ``r`` (as SAE libraries
+  write the loop), ``2 n k K d`` flops and no Gram entries at all.
+
+``_plan_mp`` picks the cheapest path that fits the budget with a cost model whose constants were
+measured on a 2-core CPU (``benchmarks/bench_selection.py --calibrate``); ties in the model
+matter little, as the paths differ in cost only where the model is far from a tie.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from ._pursuit_steps import (
+    _DEFAULT_MAX_BYTES,
+    _DEVICE_SYNC_STEPS,
+    _GRAM_BLOCK_ROWS,
+    _BlockArgmax,
+    _chunk_rows,
+    _FullGram,
+    _gram,
+    _LazyGramRows,
+)
+
+_METHODS = ("gram", "rows", "gemm")
+
+# Cost model (seconds), measured with one thread by ``benchmarks/bench_selection.py
+# --calibrate`` (float32, 768 features, 16,384 atoms; 2-core AMD EPYC): GEMMs of a batch
+# (~90 GFLOP/s) and of one chunk's rows (~75 GFLOP/s), an argmax with the fused Gram-row
+# update per (row, atom) entry and step (0.7 ns), the per-step GEMM path's argmax, residual
+# update and chunk overheads beyond its GEMMs (~1.5 ns, measured 5.5 ns in all less the
+# difference in GEMM speed), and the lazy rows' bookkeeping per chunk and step.
+_SECONDS_PER_FLOP = 1 / 90e9
+_SECONDS_PER_ROW_FLOP = 1 / 75e9
+_SECONDS_PER_STEP_ENTRY = 0.8e-9
+_SECONDS_PER_ARGMAX_ENTRY = 1.5e-9
+_SECONDS_PER_ROWS_CALL = 1.5e-4
+
+
+class _Plan(NamedTuple):
+    method: str
+    chunk: int  # rows per chunk of correlations
+    capacity: int  # Gram rows the "rows" path may keep
+    costs: dict  # modelled seconds of each feasible path
+
+
+def _expected_distinct(n_selections, n_components):
+    """Distinct atoms among ``n_selections`` uniform draws: an upper estimate, as real data
+    reuses its frequent atoms more than uniform draws do."""
+    if n_components == 1:
+        return 1.0
+    return n_components * -math.expm1(n_selections * math.log1p(-1.0 / n_components))
+
+
+def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
+             gram_given=False, method="auto", distinct=None):
+    """Choose the selection path and its sizes; raise ValueError if none fits ``max_bytes``.
+
+    ``distinct``, if known (e.g. measured on the previous training batch), is the number of
+    distinct atoms the call will select; otherwise that of uniform draws, an upper estimate.
+    """
+    K, row_bytes = n_components, n_components * element_size
+    if max_bytes < 2 * row_bytes:
+        raise ValueError(
+            f"The memory budget of {max_bytes / 2**20:.3g} MiB (cache_size) cannot hold the "
+            f"two rows of {K} entries that matching pursuit needs at least "
+            f"({2 * row_bytes / 2**20:.3g} MiB at n_components={K}, {8 * element_size}-bit "
+            "floats); raise cache_size."
+        )
+    chunk = min(n, _chunk_rows(K, element_size, device, max_bytes // 4))
+    working = 2 * chunk * row_bytes  # correlations and the gathered rows of one chunk
+    first = 2.0 * n * n_features * K * _SECONDS_PER_FLOP
+    steps = float(n) * K * k * _SECONDS_PER_STEP_ENTRY
+    costs = {}
+    if gram_given:
+        costs["gram"] = first + steps
+    elif K * row_bytes + working <= max_bytes:
+        # The CPU's blocked product skips the blocks below the diagonal (see _gram).
+        blocked = device.type == "cpu" and K > 2 * _GRAM_BLOCK_ROWS
+        entries = (K * K + K * _GRAM_BLOCK_ROWS) / 2 if blocked else K * K
+        costs["gram"] = first + steps + 2.0 * entries * n_features * _SECONDS_PER_FLOP
+    capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
+    if distinct is None:
+        distinct = _expected_distinct(n * k, K)
+    distinct = max(1.0, min(float(distinct), n * k, K))
+    kept = min(distinct, capacity)
+    # Atoms beyond the cache have their row computed at each selection.
+    recomputed = (n * k) * (1 - kept / distinct) if distinct > kept else 0.0
+    n_calls = -(-n // chunk) * k
+    costs["rows"] = (first + steps + 2.0 * (kept + recomputed) * K * n_features
+                     * _SECONDS_PER_ROW_FLOP + n_calls * _SECONDS_PER_ROWS_CALL)
+    # The per-step GEMMs run on chunks of rows, at the speed of the rows' GEMMs.
+    costs["gemm"] = (2.0 * k * n * n_features * K * _SECONDS_PER_ROW_FLOP
+                     + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY)
+    if method == "auto":
+        method = min(costs, key=costs.get)
+    elif method not in costs:
+        raise ValueError(
+            f"The memory budget of {max_bytes / 2**20:.3g} MiB (cache_size) cannot hold the "
+            f"{K} x {K} Gram matrix ({K * row_bytes / 2**20:.3g} MiB) that method={method!r} "
+            "needs; raise cache_size or let the method be chosen automatically."
+        )
+    return _Plan(method, chunk, capacity, costs)
+
+
+def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None, *,
+               max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, compute_dtype=None,
+               info=None):
+    """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
+
+    Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
+    from the row's correlations (a Gram row, or a new correlation GEMM on the residual; see the
+    module docstring for the three paths). With ``positive``, a sample whose best correlation
+    is not positive has converged: its step value is clamped to 0, which leaves its
+    correlations unchanged, so it stays stopped. With ``tol``, a sample stops once its squared
+    residual norm, tracked as ``||x||^2 - sum(values^2)``, is at most ``tol``. The host
+    synchronises (to quit once every sample has stopped) after each step on the CPU, and only
+    every ``_DEVICE_SYNC_STEPS`` steps on an accelerator.
+
+    ``gram``, when given, is the cached ``D D^T`` (the "gram" path then costs no GEMM beyond the
+    first); ``max_bytes`` bounds every n_components-wide array built here; ``method`` forces a
+    path (tests, benchmarks); ``distinct`` is the planner's hint (see :func:`_plan_mp`);
+    ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the GEMMs on inputs of that dtype, the
+    results and every later step staying in ``X``'s dtype: faster on tensor cores, and the
+    values are then approximate (callers recompute them, see :func:`_mp_coefficients`);
+    ``info``, a dict, receives the plan and the Gram rows computed.
+
+    Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs): a sparse code
+    (a step that was not taken has value 0, and the steps not taken form a suffix). Runs
+    without autograd.
+    """
+    with torch.no_grad():
+        n, n_components = X.shape[0], dictionary.shape[0]
+        k, device, dtype = n_nonzero_coefs, X.device, X.dtype
+        # Step-major outputs so that every step writes one contiguous slice.
+        indices = torch.zeros((k, n), dtype=torch.long, device=device)
+        values = torch.zeros((k, n), dtype=dtype, device=device)
+        if n == 0 or k == 0:
+            return indices.T, values.T
+        plan = _plan_mp(n, n_components, X.shape[1], k, X.element_size(), device, max_bytes,
+                        gram_given=gram is not None, method=method, distinct=distinct)
+        chunk = plan.chunk
+        low = None if compute_dtype is None else dictionary.to(compute_dtype)
+
+        def correlations(rows, out):
+            if low is None:
+                return torch.matmul(rows, dictionary.T, out=out)
+            return out.copy_(rows.to(compute_dtype) @ low.T)
+
+        if plan.method == "gram":
+            if gram is None and low is not None:
+                gram = _gram(low).to(dtype)
+            source = _FullGram(dictionary, chunk, gram)
+        elif plan.method == "rows":
+            source = _LazyGramRows(dictionary, chunk, plan.capacity, compute_dtype)
+        else:
+            source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
+        argmax = _BlockArgmax(n_components, signed=not positive, device=device)
+        corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
+        stops = positive or tol is not None
+        sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            x_chunk = X[start:stop]
+            corr = correlations(x_chunk, corr_buffer[: stop - start])
+            if source is None:
+                residual = x_chunk.clone()
+            if tol is not None:
+                resid_sq = (x_chunk * x_chunk).sum(dim=1)
+            for step in range(k):
+                val, idx = argmax(corr)
+                if positive:
+                    val.clamp_min_(0)
+                if tol is not None:
+                    val.mul_(resid_sq > tol)
+                    resid_sq.sub_(val * val)
+                indices[step, start:stop] = idx
+                values[step, start:stop] = val
+                if step + 1 == k:
+                    break  # the last update would never be read
+                if source is not None:
+                    source.update(corr, idx, val)
+                else:
+                    rows = torch.index_select(dictionary, 0, idx, out=gathered[: stop - start])
+                    residual.addcmul_(rows, val[:, None], value=-1.0)
+                    correlations(residual, corr)
+                if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
+                    break
+        if info is not None:
+            info.update(plan=plan, rows_computed=getattr(source, "n_computed", 0))
+        return indices.T.contiguous(), values.T.contiguous()
+
+
+def _gram_source(dictionary, n, k, chunk, max_bytes, gram=None):
+    """Gram rows for OMP, which needs them on every path: the whole matrix when given or
+    cheaper and within ``max_bytes``, else rows computed as atoms are first selected."""
+    if gram is not None:
+        return _FullGram(dictionary, chunk, gram)
+    K, d = dictionary.shape
+    row_bytes = K * dictionary.element_size()
+    capacity = min(K, max(0, max_bytes // row_bytes - chunk))
+    # The whole matrix is one efficient GEMM; rows pay off once most atoms are never selected.
+    if K * row_bytes + chunk * row_bytes <= max_bytes and _expected_distinct(n * k, K) > K / 2:
+        return _FullGram(dictionary, chunk)
+    return _LazyGramRows(dictionary, chunk, capacity)
