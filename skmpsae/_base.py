@@ -34,8 +34,8 @@ from sklearn.utils.validation import (
 )
 
 from ._checkpoint import _Checkpointer
-from ._modules import initial_dictionary
 from ._distributed import is_main_process
+from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
 from ._trainer import _Trainer
 from ._training import (
@@ -171,8 +171,10 @@ class _BaseSAE(
 
         The first call initialises the model from ``X``. The learning rate warms up over the
         first steps and then stays constant, since the number of future calls is unknown.
-        The optimiser state lives in memory only: after pickling, training resumes with fresh
-        Adam moments. A failing call leaves the estimator as it was.
+        The optimiser state (Adam's moments) is kept between calls and pickled with the
+        estimator, so training continues exactly after a save and load. A failing call leaves
+        the estimator as it was. Under a ``torch.distributed`` process group, call it with the
+        same ``X`` on every rank: training is data-parallel, as in :meth:`fit`.
 
         Parameters
         ----------

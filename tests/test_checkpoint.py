@@ -19,8 +19,7 @@ import pytest
 import torch
 from scipy import sparse
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
-from skmpsae import _checkpoint
+from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE, _checkpoint
 from skmpsae._atomic import atomic_write
 from skmpsae._checkpoint import CheckpointError
 from skmpsae.cli import main
