@@ -68,6 +68,21 @@ class _ProcessGroup:
         torch.distributed.broadcast(buffer, src=0)
         return type(value)(buffer.item())
 
+    def check_same_rows(self, n_rows):
+        """Raise ValueError on every rank unless all ranks train on ``n_rows`` rows: the ranks
+        share out batches of one row order, which only works over the same data."""
+        if not self.distributed:
+            return
+        buffer = torch.tensor([n_rows, -n_rows], dtype=torch.float64,
+                              device=_collective_device())
+        torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.MAX)
+        most, fewest = int(buffer[0]), -int(buffer[1])
+        if most != fewest:
+            raise ValueError(
+                "Data-parallel training needs the same X on every rank (each rank reads its "
+                f"share of every batch); the ranks got between {fewest} and {most} rows."
+            )
+
     def sum(self, tensor):
         """The sum of ``tensor`` over the ranks (a new tensor; ``tensor`` itself on one rank)."""
         if not self.distributed:

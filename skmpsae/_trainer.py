@@ -201,6 +201,7 @@ class _Trainer:
         """
         tic = time.perf_counter()
         n = X.shape[0]
+        self.group.check_same_rows(n)
         if self._order is None:
             self._order = self.order_rng.permutation(n)
         elif len(self._order) != n:

@@ -5,7 +5,8 @@ MASTER_PORT in the environment, as torchrun would set them. The rank joins a glo
 group and fits on the memory-mapped DATA.npy; it writes what it learned to OUT_DIR/rankR.npz.
 
 MODE: ``fit`` and ``partial_fit`` train normally; ``raise-in-step`` makes rank 1's loss raise
-at its fourth step; ``raise-in-callback`` makes rank 1's callback raise after the first epoch.
+at its fourth step; ``raise-in-callback`` makes rank 1's callback raise after the first epoch;
+``different-data`` gives rank 1 fewer rows than rank 0.
 """
 
 import datetime
@@ -64,6 +65,8 @@ def main(mode, data, out_dir):
             raise RuntimeError("injected failure in rank 1's callback")
 
         sae.set_params(callback=callback)
+    if mode == "different-data" and rank == 1:
+        X = X[:500]
     if mode == "partial_fit":
         sae.partial_fit(X)
         sae.partial_fit(X[:120])

@@ -125,18 +125,26 @@ def test_two_processes_equal_one_process(mode, data_file, tmp_path):
     assert int(rank0["n_dead"]) == one.n_dead_components_
 
 
+def message_of(mode):
+    if mode == "different-data":
+        return "needs the same X on every rank"
+    return "injected failure"
+
+
 @pytest.mark.parametrize("mode, message", [
     # Inside a step the failure is agreed through the step's all-reduce: the other rank
     # raises too, with a message naming the cause.
     ("raise-in-step", "other process(es) of the process group failed"),
     # Between steps the failing process exits; the peer's next collective fails.
     ("raise-in-callback", None),
+    # Ranks given different data refuse it together.
+    ("different-data", "the ranks got between 500 and 525 rows"),
 ])
 def test_a_failing_rank_stops_every_rank(mode, message, data_file, tmp_path):
     tic = time.monotonic()
     (status0, stderr0), (status1, stderr1) = _run_ranks(mode, data_file, tmp_path)
     elapsed = time.monotonic() - tic
-    assert status1 != 0 and "injected failure" in stderr1, stderr1
+    assert status1 != 0 and message_of(mode) in stderr1, stderr1
     assert status0 != 0, stderr0
     if message is not None:
         assert message in stderr0, stderr0
