@@ -177,5 +177,9 @@ def init_from_environment(device, timeout_seconds=600):
 
 
 def destroy():
+    """Leave the process group once every rank has got here: a rank that tears its
+    connections down while a peer still uses them can abort that peer (seen with gloo under
+    torchrun: "terminate called without an active exception")."""
     if _group_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()

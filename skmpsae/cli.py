@@ -226,10 +226,9 @@ def _run_fit(args):
         raise CommandError(f"{output.parent}: no such directory for the output model")
     if in_worker and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         estimator.set_params(device=init_from_environment(device))
-    try:
-        return _fit_and_save(args, estimator, output, is_main_process())
-    finally:
-        destroy()
+    status = _fit_and_save(args, estimator, output, is_main_process())
+    destroy()  # after success only: a failed rank exits, and the launcher stops the others
+    return status
 
 
 def _fit_and_save(args, estimator, output, main_process):
