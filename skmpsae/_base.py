@@ -23,7 +23,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import (
@@ -68,6 +68,14 @@ class _BaseSAE(
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "callback": [callable, None],
+    }
+
+    # fit's checkpoint arguments belong to one call, not to data a meta-estimator would route
+    # (and no set_fit_request method should be generated for them).
+    __metadata_request__fit = {
+        "checkpoint_dir": metadata_routing.UNUSED,
+        "checkpoint_every": metadata_routing.UNUSED,
+        "resume": metadata_routing.UNUSED,
     }
 
     # Initial atoms: random centred samples (True) or random directions (False). Measured on
