@@ -33,7 +33,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._checkpoint import _Checkpointer
+from ._checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
 from ._distributed import is_main_process
 from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
@@ -327,12 +327,13 @@ class _BaseSAE(
 
     def __getstate__(self):
         state = super().__getstate__()
-        # Torch objects are tied to a device: the trainer travels as its CPU state_dict, so
-        # that partial_fit after unpickling continues with its Adam moments.
+        # Torch objects are tied to a device and a torch version: the trainer travels as its
+        # state_dict in numpy arrays, so that partial_fit after unpickling continues with its
+        # Adam moments and the pickle still holds no torch object.
         trainer = state.pop("_trainer", None)
         state.pop("_tensor_cache", None)
         if trainer is not None and trainer.published is self.components_:
-            state["_trainer_state"] = trainer.state_dict()
+            state["_trainer_state"] = state_as_arrays(trainer.state_dict())
         return state
 
     # -- validation ------------------------------------------------------------------------
@@ -399,9 +400,9 @@ class _BaseSAE(
         trainer = self._make_trainer(module, scale, None, 0, 1, self.n_steps_, self.n_iter_)
         state = getattr(self, "_trainer_state", None)
         if state is not None and np.array_equal(
-            state["module"]["dictionary"].numpy(), self.components_
+            state["module"]["dictionary"]["__tensor__"], self.components_
         ):
-            trainer.load_state_dict(state)
+            trainer.load_state_dict(state_from_arrays(state))
         return trainer
 
     def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):

@@ -62,6 +62,29 @@ def _decode(obj):
     return obj
 
 
+def state_as_arrays(obj):
+    """A trainer state with every tensor as a numpy array (marked, so that
+    :func:`state_from_arrays` restores it): what an estimator's pickle carries, which then
+    holds no torch object and loads on any machine."""
+    if isinstance(obj, torch.Tensor):
+        return {"__tensor__": obj.detach().cpu().numpy().copy()}
+    if isinstance(obj, dict):
+        return {key: state_as_arrays(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(state_as_arrays(value) for value in obj)
+    return obj
+
+
+def state_from_arrays(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return torch.from_numpy(obj["__tensor__"].copy())
+        return {key: state_from_arrays(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(state_from_arrays(value) for value in obj)
+    return obj
+
+
 def _describe_param(value):
     """A parameter as the checkpoint records it: plain values as they are, arrays as arrays,
     anything else (e.g. a RandomState instance) by its type, which is all a resume can check."""
@@ -166,6 +189,7 @@ class _Checkpointer:
         self.run = run
         self.loss_curve = []
         self.n_dead = None
+        self._cleaned = False
 
     @classmethod
     def from_fit_args(cls, estimator, X, checkpoint_dir, checkpoint_every, resume):
@@ -203,5 +227,11 @@ class _Checkpointer:
     def save(self, trainer):
         if is_main_process():
             self.directory.mkdir(parents=True, exist_ok=True)
+            if not self._cleaned:
+                # A run killed while writing leaves its temporary file (as large as a
+                # checkpoint); the run that takes over the directory removes it.
+                for stale in self.directory.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+                    stale.unlink(missing_ok=True)
+                self._cleaned = True
             save_checkpoint(self.directory, self.run, trainer.state_dict(), self.loss_curve,
                             self.n_dead)

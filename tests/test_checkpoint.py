@@ -340,3 +340,12 @@ def test_sigkill_while_encode_writes_leaves_no_partial_file(previous, tmp_path):
             assert codes.shape == (40000, 128)
     else:
         assert not previous
+
+
+def test_a_run_removes_the_temporary_file_of_a_killed_write(tmp_path):
+    stale = tmp_path / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.txt"
+    other.write_text("kept")
+    _small("mp").fit(_small_data(), checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "notes.txt"]
