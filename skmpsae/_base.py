@@ -24,7 +24,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import (
@@ -34,6 +34,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
+from ._distributed import is_main_process
 from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
 from ._trainer import _Trainer
@@ -67,6 +69,14 @@ class _BaseSAE(
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "callback": [callable, None],
+    }
+
+    # fit's checkpoint arguments belong to one call, not to data a meta-estimator would route
+    # (and no set_fit_request method should be generated for them).
+    __metadata_request__fit = {
+        "checkpoint_dir": metadata_routing.UNUSED,
+        "checkpoint_every": metadata_routing.UNUSED,
+        "resume": metadata_routing.UNUSED,
     }
 
     # Initial atoms: random centred samples (True) or random directions (False). Measured on
@@ -108,12 +118,17 @@ class _BaseSAE(
 
     # -- public API ------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint_dir=None, checkpoint_every=1000, resume=False):
         """Fit the autoencoder on ``X`` for ``max_iter`` epochs of mini-batch Adam.
 
         The fitted attributes are replaced when the call succeeds; if it fails (divergence,
         an error, Ctrl-C before the first epoch ends) the estimator is left as it was. Ctrl-C
         after an epoch keeps the model of the last completed epoch, with a warning.
+
+        When a ``torch.distributed`` process group is initialised (e.g. under ``torchrun``),
+        the fit is data-parallel: call it with the same ``X`` (e.g. the same memory-mapped
+        file) on every rank; each rank reads its share of every batch of ``batch_size`` rows
+        and all ranks end with the same model.
 
         Parameters
         ----------
@@ -121,16 +136,55 @@ class _BaseSAE(
             Training data. A ``numpy.memmap`` is streamed batch by batch, never copied whole.
         y : Ignored
             Not used, present for API consistency by convention.
+        checkpoint_dir : str or path-like, default=None
+            Directory of the checkpoint (one file, ``checkpoint.pt``, replaced atomically),
+            saved every ``checkpoint_every`` steps and at each epoch's end. None: no
+            checkpoints.
+        checkpoint_every : int, default=1000
+            Training steps between checkpoints.
+        resume : bool, default=False
+            Continue from the checkpoint in ``checkpoint_dir``, which must come from a fit of
+            the same estimator class and parameters (``verbose``, ``callback`` and
+            ``device`` aside) on data of the same shape and dtype. The result is the model
+            the interrupted fit would have given, bit for bit on the same machine.
 
         Returns
         -------
         self : object
             The fitted estimator.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from skmpsae import MatchingPursuitSAE
+        >>> X = np.random.RandomState(0).randn(200, 8)
+        >>> sae = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=2, max_iter=3,
+        ...                          random_state=0)
+        >>> with tempfile.TemporaryDirectory() as directory:
+        ...     sae = sae.fit(X, checkpoint_dir=directory, checkpoint_every=5)
+        ...     # after a crash, the same call with resume=True continues the run
+        ...     again = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=2, max_iter=3,
+        ...                                random_state=0)
+        ...     again = again.fit(X, checkpoint_dir=directory, resume=True)
+        >>> bool(np.array_equal(sae.components_, again.components_))
+        True
         """
         X, new_input = self._validate_new_data(X)
+        checkpointer = _Checkpointer.from_fit_args(
+            self, X, checkpoint_dir, checkpoint_every, resume
+        )
         n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
-        trainer = self._new_trainer(X, n_steps)
-        self._train(X, trainer, self.max_iter, [], new_input)
+        if resume:
+            state = checkpointer.resume()
+            module = self._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
+            module.to(resolve_device(self.device))
+            trainer = self._make_trainer(module, state["scale"], n_steps, 0, X.shape[0])
+            trainer.load_state_dict(state)
+        else:
+            trainer = self._new_trainer(X, n_steps)
+        self._train(X, trainer, self.max_iter - trainer.epoch, new_input=new_input,
+                    checkpointer=checkpointer)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -139,8 +193,10 @@ class _BaseSAE(
 
         The first call initialises the model from ``X``. The learning rate warms up over the
         first steps and then stays constant, since the number of future calls is unknown.
-        The optimiser state lives in memory only: after pickling, training resumes with fresh
-        Adam moments. A failing call leaves the estimator as it was.
+        The optimiser state (Adam's moments) is kept between calls and pickled with the
+        estimator, so training continues exactly after a save and load. A failing call leaves
+        the estimator as it was. Under a ``torch.distributed`` process group, call it with the
+        same ``X`` on every rank: training is data-parallel, as in :meth:`fit`.
 
         Parameters
         ----------
@@ -157,7 +213,7 @@ class _BaseSAE(
         if not hasattr(self, "components_"):
             X, new_input = self._validate_new_data(X)
             trainer = self._new_trainer(X, None)
-            self._train(X, trainer, 1, [], new_input)
+            self._train(X, trainer, 1, new_input=new_input)
             return self
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         trainer = getattr(self, "_trainer", None)
@@ -166,7 +222,7 @@ class _BaseSAE(
         # Reproducible shuffles that still differ from one partial_fit call to the next.
         seed = (self._shuffle_seed() + self.n_iter_) % (2**31 - 1)
         trainer.start_call(self._learning_rate(), None, seed, X.shape[0])
-        self._train(X, trainer, 1, list(self.loss_curve_))
+        self._train(X, trainer, 1, loss_curve=list(self.loss_curve_))
         return self
 
     def transform(self, X):
@@ -303,9 +359,13 @@ class _BaseSAE(
 
     def __getstate__(self):
         state = super().__getstate__()
-        # Torch state is tied to a device and a torch version: the published arrays suffice.
-        for key in ("_trainer", "_tensor_cache"):
-            state.pop(key, None)
+        # Torch objects are tied to a device and a torch version: the trainer travels as its
+        # state_dict in numpy arrays, so that partial_fit after unpickling continues with its
+        # Adam moments and the pickle still holds no torch object.
+        trainer = state.pop("_trainer", None)
+        state.pop("_tensor_cache", None)
+        if trainer is not None and trainer.published is self.components_:
+            state["_trainer_state"] = state_as_arrays(trainer.state_dict())
         return state
 
     # -- validation ------------------------------------------------------------------------
@@ -359,7 +419,8 @@ class _BaseSAE(
         return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
 
     def _resume_trainer(self):
-        """A trainer over the published parameters (fresh Adam moments)."""
+        """A trainer over the published parameters: with the Adam moments and counters
+        saved when the estimator was pickled, if they belong to these parameters; else fresh."""
         device = resolve_device(self.device)
         dtype = _torch_dtype(self.components_.dtype)
         module = self._make_module(self.n_features_in_, dtype, device)
@@ -368,7 +429,13 @@ class _BaseSAE(
             for name, (attr, has_units) in self._published_params.items():
                 value = torch.as_tensor(getattr(self, attr), dtype=dtype, device=device)
                 getattr(module, name).copy_(value / scale if has_units else value)
-        return self._make_trainer(module, scale, None, 0, 1, self.n_steps_, self.n_iter_)
+        trainer = self._make_trainer(module, scale, None, 0, 1, self.n_steps_, self.n_iter_)
+        state = getattr(self, "_trainer_state", None)
+        if state is not None and np.array_equal(
+            state["module"]["dictionary"]["__tensor__"], self.components_
+        ):
+            trainer.load_state_dict(state_from_arrays(state))
+        return trainer
 
     def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):
         return _Trainer(
@@ -377,8 +444,10 @@ class _BaseSAE(
             name=type(self).__name__,
         )
 
-    def _train(self, X, trainer, n_epochs, loss_curve, new_input=None):
-        """Run ``n_epochs`` epochs, then publish the model and the counters.
+    def _train(self, X, trainer, n_epochs, loss_curve=(), new_input=None, checkpointer=None):
+        """Run ``n_epochs`` epochs, then publish the model and the counters; ``loss_curve``
+        holds the losses of earlier epochs, ``checkpointer`` (if any) saves checkpoints and
+        holds the losses of the epochs before a resumed checkpoint.
 
         Nothing is published unless an epoch completes: on divergence or another error the
         estimator is left as it was and the error propagates; on Ctrl-C it keeps the last
@@ -386,15 +455,23 @@ class _BaseSAE(
         training of a new model, None the continued training of the published one.
         """
 
+        loss_curve = list(loss_curve if checkpointer is None else checkpointer.loss_curve)
+        n_dead = None if checkpointer is None else checkpointer.n_dead
+        # What the callback reports as the epochs of this call: all of a resumed fit's.
+        total_epochs = n_epochs if checkpointer is None else self.max_iter
+
         def on_epoch(result):
-            info = EpochInfo(self, trainer.epoch, n_epochs, trainer.step, *result)
-            if self.verbose:
+            if checkpointer is not None:
+                checkpointer.on_epoch(trainer, result.loss, result.n_dead)
+            info = EpochInfo(self, trainer.epoch, total_epochs, trainer.step, *result)
+            if self.verbose and is_main_process():
                 print_epoch(info)
             if self.callback is not None:
                 self.callback(info)
 
+        on_step = None if checkpointer is None else checkpointer.on_step
         try:
-            results = trainer.run(X, self._batch_size(), n_epochs, on_epoch)
+            results = trainer.run(X, self._batch_size(), n_epochs, on_epoch, on_step)
         except KeyboardInterrupt:
             self._discard(trainer)
             if new_input is not None:
@@ -409,7 +486,9 @@ class _BaseSAE(
             self._discard(trainer)
             raise
         loss_curve += [result.loss for result in results]
-        self._publish(trainer, loss_curve, results[-1].n_dead, new_input)
+        if results:
+            n_dead = results[-1].n_dead
+        self._publish(trainer, loss_curve, n_dead, new_input)
 
     def _discard(self, trainer):
         # A live trainer that a failed call has half-updated must not be trained further:
@@ -434,6 +513,7 @@ class _BaseSAE(
         self.n_dead_components_ = n_dead
         self._data_scale = trainer.scale
         self._tensor_cache = {}
+        self.__dict__.pop("_trainer_state", None)  # Adam moments of an earlier model
         trainer.published = self.components_
         self._trainer = trainer
 

@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ._distributed import _ProcessGroup
+from ._modules import LossOutput
 from ._reader import _epoch_order, _prefers_buffer, _read_ahead
 from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor
 
@@ -75,10 +77,22 @@ class _Trainer:
         Counters to start from (steps and epochs already taken, e.g. by earlier calls).
     name : str, default="SAE"
         Used in error messages.
+
+    Notes
+    -----
+    Under an initialised ``torch.distributed`` process group the trainer is data-parallel:
+    rank 0's initial parameters, scale and data order are broadcast, each rank trains on its
+    share of every batch and the gradients are summed across ranks in :meth:`train_step`
+    (see ``_distributed.py``).
     """
 
     def __init__(self, module, *, learning_rate, n_steps, scale, shuffle_seed, dead_window,
                  step=0, epoch=0, name="SAE"):
+        self.group = _ProcessGroup()
+        # Every rank starts from rank 0's model, scale and data order (they differ when
+        # random_state is None).
+        self.group.broadcast_([p.detach() for p in module.parameters()])
+        scale = self.group.agree(float(scale))
         self.module = module
         self.optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
         self.schedule = _Schedule(learning_rate, n_steps)
@@ -103,8 +117,9 @@ class _Trainer:
         self.reseed(shuffle_seed)
 
     def reseed(self, shuffle_seed):
-        """Restart the data order from ``shuffle_seed`` and forget any epoch in progress."""
-        self.order_rng = np.random.RandomState(shuffle_seed)
+        """Restart the data order from ``shuffle_seed`` (rank 0's) and forget any epoch in
+        progress."""
+        self.order_rng = np.random.RandomState(self.group.agree(int(shuffle_seed)))
         self._end_epoch()
 
     def _end_epoch(self):
@@ -117,37 +132,78 @@ class _Trainer:
         return self.samples_since_fired >= self.dead_window
 
     # -- one step, one epoch -------------------------------------------------------------
-    def train_step(self, x):
+    def train_step(self, x, batch_rows=None):
         """One training step on the scaled batch ``x``: forward and loss, backward, gradient
-        projection, Adam step, renormalisation; then the counters. Returns the LossOutput."""
+        projection, Adam step, renormalisation; then the counters. Returns the LossOutput of
+        the whole batch.
+
+        Data-parallel, ``x`` is this rank's share of a batch of ``batch_rows`` rows (default:
+        ``x`` is the whole batch).
+        """
+        batch_rows = x.shape[0] if batch_rows is None else batch_rows
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule(self.step)
-        out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        # A data-parallel trainer averages the gradients across processes here.
+        if self.group.distributed:
+            out = self._all_reduced_gradients(x, batch_rows)
+        else:
+            out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
         self.module.project_gradients()
         self.optimizer.step()
         self.module.normalize()
         self.step += 1
-        self.samples_since_fired += x.shape[0]
+        self.samples_since_fired += batch_rows
         # masked_fill_, unlike boolean indexing, needs no host sync on a GPU.
         self.samples_since_fired.masked_fill_(out.fired > 0, 0)
         return out
 
+    def _all_reduced_gradients(self, x, batch_rows):
+        """Data-parallel forward and backward: every parameter's gradient becomes that of the
+        whole batch's mean loss (one all-reduce). Returns the whole batch's LossOutput. An
+        error on any rank is raised on every rank, so that none waits for it."""
+        out, error = None, None
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            if x.shape[0]:  # a rank's share of a short last batch can be empty
+                out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
+                out.loss.backward()
+        except Exception as exc:
+            error = exc
+        loss, fired = self.group.reduce_step(
+            list(self.module.parameters()), x.shape[0], batch_rows, out, error,
+            self.samples_since_fired.shape[0],
+        )
+        return LossOutput(loss, fired)
+
     def _batch(self, X, start, batch_size):
-        rows = np.sort(self._order[start : start + batch_size])
-        return _as_tensor(X[rows], self.dtype, self.device) / self.scale
+        """This rank's share of the batch of rows ``start:start + batch_size`` of the epoch's
+        order, scaled, and the number of rows in the whole batch."""
+        stop = min(start + batch_size, len(self._order))
+        lo, hi = self.group.share(start, stop)
+        rows = np.sort(self._order[lo:hi])
+        return _as_tensor(X[rows], self.dtype, self.device) / self.scale, stop - start
+
+    @torch.no_grad()
+    def _batch_loss(self, x, batch_rows):
+        """The loss of the whole batch of which ``x`` is this rank's share, without a step."""
+        local = torch.zeros((), dtype=self.dtype, device=self.device)
+        if x.shape[0]:
+            out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
+            local = out.loss * x.shape[0]
+        return float(self.group.sum(local)) / batch_rows
 
     def run_epoch(self, X, batch_size, on_step=None):
         """One pass over ``X`` (unscaled rows) in a fresh random order, or the rest of the pass
-        in progress (after :meth:`load_state_dict` of a mid-epoch state).
+        in progress (after :meth:`load_state_dict` of a mid-epoch state). Data-parallel, every
+        rank passes the same ``X`` and reads only its share of each batch.
 
         ``on_step(trainer)``, if given, is called after each step (e.g. to save a checkpoint).
         Raises DivergenceError if the loss is not finite or exploding; returns an _EpochResult.
         """
         tic = time.perf_counter()
         n = X.shape[0]
+        self.group.check_same_rows(n)
         if self._order is None:
             self._order = _epoch_order(n, self.order_rng, buffered=_prefers_buffer(X))
         elif len(self._order) != n:
@@ -157,21 +213,20 @@ class _Trainer:
         batches = _read_ahead(lambda start: self._batch(X, start, batch_size),
                               range(self._next_row, n, batch_size))
         with contextlib.closing(batches):  # joins the reading thread, also on errors
-            for start, x in batches:
-                out = self.train_step(x)
-                self._loss_sum += out.loss.detach() * x.shape[0]
+            for start, (x, rows) in batches:
+                out = self.train_step(x, rows)
+                self._loss_sum += out.loss.detach() * rows
                 self._fired += out.fired
-                self._next_row = start + x.shape[0]
+                self._next_row = start + rows
                 if on_step is not None:
                     on_step(self)
         epoch_loss = float(self._loss_sum) / n
         # Each loss above was taken before its step: re-measure the last batch after the last
-        # step, or a one-batch partial_fit could publish a blown-up model.
+        # step, or a one-batch partial_fit could publish a blown-up model. Both losses are the
+        # whole batch's on every rank, so that all ranks agree on a divergence.
         if x is None:  # resumed from a state saved after the epoch's last step
-            x = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
-        with torch.no_grad():
-            out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
-        last_loss = float(out.loss)
+            x, rows = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
+        last_loss = self._batch_loss(x, rows)
         worst = float(np.max([epoch_loss, last_loss]))  # NaN propagates
         if not np.isfinite(worst) or worst > _DIVERGED_LOSS:
             raise DivergenceError(
@@ -185,9 +240,9 @@ class _Trainer:
         self._end_epoch()
         return _EpochResult(epoch_loss, n_dead, time.perf_counter() - tic)
 
-    def run(self, X, batch_size, n_epochs, on_epoch=None):
-        """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each; return the list of
-        the completed epochs' _EpochResult.
+    def run(self, X, batch_size, n_epochs, on_epoch=None, on_step=None):
+        """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each (and ``on_step``
+        as :meth:`run_epoch` does); return the list of the completed epochs' _EpochResult.
 
         Ctrl-C (in an epoch or in ``on_epoch``) after an epoch has completed returns to the end
         of the last completed epoch, warns and returns early; before that, it propagates.
@@ -195,7 +250,7 @@ class _Trainer:
         results, snapshot = [], None
         try:
             for _ in range(n_epochs):
-                results.append(self.run_epoch(X, batch_size))
+                results.append(self.run_epoch(X, batch_size, on_step))
                 snapshot = self.snapshot()
                 if on_epoch is not None:
                     on_epoch(results[-1])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._progress import Progress, describe_epoch
 
 _ENCODE_CHUNK = 4096
@@ -94,6 +95,17 @@ def _build_parser():
     fit.add_argument("--random-state", type=int, default=None, help="seed (default: none)")
     fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    fit.add_argument("--nproc-per-node", type=_positive_int, default=1, metavar="N",
+                     help="train data-parallel in N local worker processes started by "
+                     "torch.distributed.run (gloo on the CPU, nccl on GPUs; default: 1)")
+    fit.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                     help="save a checkpoint (DIR/checkpoint.pt, replaced atomically) every "
+                     "--checkpoint-every steps and at each epoch's end")
+    fit.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="STEPS",
+                     help="steps between checkpoints (default: 1000)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in --checkpoint-dir, with the same "
+                     "data and options as the interrupted run")
     fit.set_defaults(subparser=fit)
 
     encode = commands.add_parser(
@@ -181,9 +193,8 @@ def _report(quiet):
 
 
 def _run_fit(args):
-    import joblib
-
     from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
+    from ._distributed import destroy, init_from_environment, is_main_process
     from ._utils import resolve_device
 
     if args.model == "relu" and args.k is not None:
@@ -192,6 +203,13 @@ def _run_fit(args):
         )
     if args.model != "relu" and args.alpha is not None:
         args.subparser.error("--alpha applies to --model relu only; use --k for mp and topk")
+    if args.resume and args.checkpoint_dir is None:
+        args.subparser.error("--resume needs --checkpoint-dir, the directory to resume from")
+    # Inside a worker started by a launcher (torchrun sets LOCAL_RANK), --nproc-per-node has
+    # done its work: the worker trains, it does not launch again.
+    in_worker = "LOCAL_RANK" in os.environ
+    if args.nproc_per_node > 1 and not in_worker:
+        return _launch_workers(args)
     # Options left out keep the estimator's own defaults.
     options = {
         "n_components": args.n_components, "batch_size": args.batch_size,
@@ -202,27 +220,71 @@ def _run_fit(args):
     Estimator = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[args.model]
     estimator = Estimator(device=args.device, random_state=args.random_state, **params)
 
-    resolve_device(args.device)  # fail before reading any data
-    report = _report(args.quiet)
-    X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    device = resolve_device(args.device)  # fail before reading any data
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CommandError(f"{output.parent}: no such directory for the output model")
-    report(f"fitting {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
+    if in_worker and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        estimator.set_params(device=init_from_environment(device))
+    status = _fit_and_save(args, estimator, output, is_main_process())
+    destroy()  # after success only: a failed rank exits, and the launcher stops the others
+    return status
+
+
+def _fit_and_save(args, estimator, output, main_process):
+    """Fit (data-parallel under a process group) and write the model; only the main process
+    reports and writes."""
+    import joblib
+
+    quiet = args.quiet or not main_process
+    report = _report(quiet)
+    X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    verb = "resuming" if args.resume else "fitting"
+    report(f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
            f"from {args.data}")
-    progress = Progress(estimator.max_iter, type(estimator).__name__, "epoch", not args.quiet)
+    progress = Progress(estimator.max_iter, type(estimator).__name__, "epoch", not quiet)
     estimator.set_params(callback=lambda info: progress.update(describe_epoch(info)))
     try:
-        estimator.fit(X)
+        estimator.fit(X, checkpoint_dir=args.checkpoint_dir,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume)
     finally:
         progress.close()
         estimator.set_params(callback=None)  # a lambda neither pickles nor means anything later
-    joblib.dump(estimator, output)
+    if not main_process:
+        return 0
+    with atomic_write(output) as file:
+        joblib.dump(estimator, file)
     print(
         f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
         f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
         f"{estimator.n_components}; saved to {output}"
     )
+    return 0
+
+
+def _launch_workers(args):
+    """Run this same command in ``--nproc-per-node`` local workers with torch's launcher
+    (``torch.distributed.run --standalone``: a rendezvous on a free local port)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise CommandError(f"{output.parent}: no such directory for the output model")
+    _load_npy(args.data)  # one error here rather than one per worker
+    # The workers get this very command line; inside the launcher they train instead of
+    # launching again (see _run_fit).
+    launcher_argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node),
+                     "--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
+    try:
+        run(get_args_parser().parse_args(launcher_argv))
+    except ChildFailedError as exc:
+        ranks = sorted(exc.failures)
+        first = exc.failures[ranks[0]]
+        raise CommandError(
+            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
+            f"{first.exitcode}); its message is above"
+        ) from None
     return 0
 
 
@@ -277,7 +339,8 @@ def _run_encode(args):
     finally:
         progress.close()
     codes = sparse.vstack(blocks, format="csr")
-    sparse.save_npz(output, codes)
+    with atomic_write(output) as file:
+        sparse.save_npz(file, codes)
     print(
         f"encoded {codes.shape[0]} samples into {codes.shape[1]} components, mean L0 "
         f"{codes.nnz / codes.shape[0]:.2f}; saved to {output}"
@@ -338,7 +401,9 @@ def _one_line_warning(message, category, filename, lineno, line=None):
 def main(argv=None):
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = _build_parser().parse_args(argv)
+        args.argv = argv
         runners = {"fit": _run_fit, "encode": _run_encode, "compare": _run_compare}
         return _run(runners[args.command], args)
     except SystemExit as exit_:  # --help, --version and usage errors

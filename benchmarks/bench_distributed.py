@@ -1,0 +1,144 @@
+"""Data-parallel training on one machine, and what a checkpoint costs.
+
+One epoch of ``MatchingPursuitSAE`` (4,096 atoms, k=32, batches of 256) on a memory-mapped
+float32 file of random Gaussian rows (50,000 x 768 by default), run two ways on the same
+cores: one process with two torch threads, and two gloo processes with one thread each started
+by ``torch.distributed.run`` (each rank reads half of every batch; one all-reduce per step).
+Time: the epoch's wall-clock seconds as the fit's callback reports them (process start-up,
+imports and the initialisation sample excluded), the two ways alternating, best of
+``--repeats``. Then the checkpoint: seconds to take the trainer's state and write it
+atomically (``torch.save``, fsync, rename), median of 5, and its size, against the step time.
+
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_distributed.py`` (about 6 minutes with
+the defaults; ``--rows 10000`` for a quicker look). Figures go to docs/distributed.md by hand.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import markdown_table
+
+N_COMPONENTS, K, BATCH, N_FEATURES = 4096, 32, 256, 768
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _estimator():
+    from skmpsae import MatchingPursuitSAE
+
+    return MatchingPursuitSAE(n_components=N_COMPONENTS, n_nonzero_coefs=K, batch_size=BATCH,
+                              max_iter=1, random_state=0, device="cpu")
+
+
+def worker(data, result):
+    """One fit of one epoch (under torchrun: one rank of it); rank 0 writes the result."""
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" in os.environ:
+        dist.init_process_group("gloo")
+    epochs = []
+    sae = _estimator().set_params(callback=epochs.append)
+    sae.fit(np.load(data, mmap_mode="r"))
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        Path(result).write_text(json.dumps({
+            "seconds": epochs[-1].seconds, "steps": sae.n_steps_,
+            "threads": torch.get_num_threads(),
+            "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+            "loss": sae.loss_curve_[-1],
+        }))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _run(variant, data, result):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
+        "PYTHONPATH", "")])}
+    script = [str(Path(__file__).resolve()), "--worker", str(data), str(result)]
+    if variant == "1 process x 2 threads":
+        env["OMP_NUM_THREADS"] = "2"
+        command = [sys.executable, *script]
+    else:
+        env["OMP_NUM_THREADS"] = "1"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc-per-node", "2", *script]
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(Path(result).read_text())
+
+
+def checkpoint_cost(data, directory):
+    """Seconds and bytes of one checkpoint of the model being trained, and the step time."""
+    import torch
+
+    from skmpsae._checkpoint import _Checkpointer
+
+    torch.set_num_threads(1)
+    X = np.load(data, mmap_mode="r")
+    sae = _estimator()
+    trainer = sae._new_trainer(X, 100)
+    trainer._order = trainer.order_rng.permutation(X.shape[0])
+    steps = []
+    for i in range(4):
+        x, rows = trainer._batch(X, i * BATCH, BATCH)
+        tic = time.perf_counter()
+        trainer.train_step(x, rows)
+        steps.append(time.perf_counter() - tic)
+        trainer._next_row = (i + 1) * BATCH
+    checkpointer = _Checkpointer.from_fit_args(sae, X, directory, 1, False)
+    saves = []
+    for _ in range(5):
+        tic = time.perf_counter()
+        checkpointer.save(trainer)
+        saves.append(time.perf_counter() - tic)
+    size = (Path(directory) / "checkpoint.pt").stat().st_size
+    return float(np.median(saves)), size, float(np.median(steps[1:]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=50_000)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--worker", nargs=2, metavar=("DATA", "RESULT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(*args.worker)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data.npy"
+        rng = np.random.RandomState(0)
+        X = np.lib.format.open_memmap(data, mode="w+", dtype=np.float32,
+                                      shape=(args.rows, N_FEATURES))
+        for start in range(0, args.rows, 10_000):
+            stop = min(start + 10_000, args.rows)
+            X[start:stop] = rng.randn(stop - start, N_FEATURES)
+        X.flush()
+        del X
+        variants = ["1 process x 2 threads", "2 processes x 1 thread"]
+        best = {}
+        for repeat in range(args.repeats):
+            for variant in variants:  # alternating, so that load changes hit both
+                out = _run(variant, data, Path(tmp) / "result.json")
+                print(f"repeat {repeat}: {variant}: {out}", flush=True)
+                if variant not in best or out["seconds"] < best[variant]["seconds"]:
+                    best[variant] = out
+        rows = [{"configuration": v, **best[v],
+                 "ms_per_step": best[v]["seconds"] / best[v]["steps"] * 1000} for v in variants]
+        print(f"\nOne epoch, {args.rows:,} x {N_FEATURES} float32, {N_COMPONENTS} atoms, k={K}, "
+              f"batch {BATCH}; best of {args.repeats}")
+        print(markdown_table(rows, [
+            ("configuration", "configuration", ""), ("seconds", "epoch (s)", ".1f"),
+            ("steps", "steps", ""), ("ms_per_step", "ms / step", ".0f"), ("loss", "loss", ".4f"),
+        ]))
+        seconds, size, step = checkpoint_cost(data, Path(tmp) / "ckpt")
+        print(f"\ncheckpoint: {seconds * 1000:.0f} ms and {size / 2**20:.1f} MiB each; one "
+              f"step (1 thread) {step * 1000:.0f} ms; a checkpoint every 1000 steps costs "
+              f"{seconds / (1000 * step) * 100:.2f}% of the training time")
+
+
+if __name__ == "__main__":
+    main()
