@@ -17,6 +17,15 @@ def _topk_codes(x, weight, encoder_bias, bias, k):
     return F.relu(values), indices, pre
 
 
+def _check_k(estimator, k, name):
+    """A TopK encoder cannot keep more latents than it has: say so instead of capping."""
+    if k > estimator.n_components:
+        raise ValueError(
+            f"{name}={k} is larger than n_components={estimator.n_components}: a TopK encoder "
+            f"cannot keep more latents than it has. Use {name} <= n_components."
+        )
+
+
 class _TopKModule(_EncoderModule):
     """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss, in which the
     ``k_aux`` largest pre-activations of dead latents reconstruct the residual; it pulls dead
@@ -69,10 +78,10 @@ class TopKSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     n_nonzero_coefs : int, default=16
-        k, the number of latents kept per sample in training. A k of ``n_components`` or more
-        keeps every latent (the encoder is then a plain ReLU).
+        k, the number of latents kept per sample in training, at most ``n_components`` (a k of
+        ``n_components`` keeps every latent: the encoder is then a plain ReLU).
     transform_n_nonzero_coefs : int, default=None
-        k at inference (capped at ``n_components`` likewise); None means ``n_nonzero_coefs``.
+        k at inference, at most ``n_components``; None means ``n_nonzero_coefs``.
         Unlike matching pursuit, a TopK encoder is not trained for other values: on MNIST a
         model trained at k=16 stops improving once k passes ~41, the number of latents with a
         positive pre-activation (docs/benchmarks.md).
@@ -192,15 +201,20 @@ class TopKSAE(_BaseSAE):
         self.verbose = verbose
         self.callback = callback
 
+    def _validate_params(self):
+        super()._validate_params()
+        _check_k(self, self.n_nonzero_coefs, "n_nonzero_coefs")
+
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(
-            self.n_components, n_features, min(self.n_nonzero_coefs, self.n_components),
+            self.n_components, n_features, self.n_nonzero_coefs,
             self.fit_intercept,
             dtype, device, aux_coef=self.aux_coef,
         )
 
     def _encode(self, X, params):
-        k = min(self.transform_n_nonzero_coefs or self.n_nonzero_coefs, self.n_components)
+        k = self.transform_n_nonzero_coefs or self.n_nonzero_coefs
+        _check_k(self, k, "transform_n_nonzero_coefs")
         values, indices, _ = _topk_codes(
             X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"], k
         )

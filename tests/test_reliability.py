@@ -13,9 +13,25 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from skmpsae import DivergenceError, MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae import (
+    BatchTopKSAE,
+    DivergenceError,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    MatryoshkaSAE,
+    ReLUSAE,
+    TopKSAE,
+)
 
-ESTIMATORS = ["mp", "topk", "relu"]
+CLASSES = {
+    "mp": MatchingPursuitSAE,
+    "topk": TopKSAE,
+    "batchtopk": BatchTopKSAE,
+    "matryoshka": MatryoshkaSAE,
+    "jumprelu": JumpReLUSAE,
+    "relu": ReLUSAE,
+}
+ESTIMATORS = list(CLASSES)
 
 
 def make_estimator(name, **params):
@@ -26,12 +42,13 @@ def make_estimator(name, **params):
         "random_state": 0,
         "device": "cpu",
     }
+    cls = CLASSES[name]
     if name == "relu":
         base["alpha"] = 0.1
-    else:
+    elif "n_nonzero_coefs" in cls._parameter_constraints:
         base["n_nonzero_coefs"] = 3
     base.update(params)
-    return {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[name](**base)
+    return cls(**base)
 
 
 def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):

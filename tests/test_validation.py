@@ -14,7 +14,10 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from skmpsae import (
+    BatchTopKSAE,
+    JumpReLUSAE,
     MatchingPursuitSAE,
+    MatryoshkaSAE,
     ReLUSAE,
     TopKSAE,
     matching_pursuit,
@@ -38,13 +41,24 @@ def _with(X, row, col, value):
 
 def make_estimator(name, **params):
     base = {"n_components": N_COMPONENTS, "max_iter": 1, "batch_size": 16, "random_state": 0}
-    if name != "relu":
+    cls = CLASSES[name]
+    if "n_nonzero_coefs" in cls._parameter_constraints:
         base["n_nonzero_coefs"] = 2
     base.update(params)
-    return {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[name](**base)
+    return cls(**base)
 
 
-ESTIMATORS = ["mp", "topk", "relu"]
+CLASSES = {
+    "mp": MatchingPursuitSAE,
+    "topk": TopKSAE,
+    "batchtopk": BatchTopKSAE,
+    "matryoshka": MatryoshkaSAE,
+    "jumprelu": JumpReLUSAE,
+    "relu": ReLUSAE,
+}
+ESTIMATORS = list(CLASSES)
+WITH_K = ["mp", "topk", "batchtopk", "matryoshka"]
+TOPK_LIKE = ["topk", "batchtopk", "matryoshka"]
 
 # (input, exception, regex the message must match). Every entry is tried on fit and transform.
 BAD_X = {
@@ -145,17 +159,17 @@ BAD_PARAMS = [
     (ESTIMATORS, "n_components", "3", "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", None, "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", True, "'n_components' parameter .* got the boolean True"),
-    (["mp", "topk"], "n_nonzero_coefs", 0, "'n_nonzero_coefs' parameter .* range \\[1, inf\\)"),
-    (["mp", "topk"], "n_nonzero_coefs", -1, "'n_nonzero_coefs' parameter .* range"),
-    (["mp", "topk"], "n_nonzero_coefs", 2.5, "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", "3", "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", None, "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", True, "'n_nonzero_coefs' .* got the boolean True"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", 0, "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", 2.5, "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", "3", "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", True, "got the boolean True"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", False, "'transform_n_nonzero_coefs' param"),
+    (WITH_K, "n_nonzero_coefs", 0, "'n_nonzero_coefs' parameter .* range \\[1, inf\\)"),
+    (WITH_K, "n_nonzero_coefs", -1, "'n_nonzero_coefs' parameter .* range"),
+    (WITH_K, "n_nonzero_coefs", 2.5, "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", "3", "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", None, "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", True, "'n_nonzero_coefs' .* got the boolean True"),
+    (WITH_K, "transform_n_nonzero_coefs", 0, "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", 2.5, "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", "3", "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", True, "got the boolean True"),
+    (WITH_K, "transform_n_nonzero_coefs", False, "'transform_n_nonzero_coefs' param"),
     (ESTIMATORS, "learning_rate", 0, "'learning_rate' parameter .* range \\(0.0, inf\\)"),
     (ESTIMATORS, "learning_rate", -1e-3, "'learning_rate' parameter"),
     (ESTIMATORS, "learning_rate", np.nan, "'learning_rate' parameter"),
@@ -169,9 +183,20 @@ BAD_PARAMS = [
     (["mp"], "transform_algorithm", "lars", "'transform_algorithm' .* must be a str among"),
     (["mp"], "transform_tol", -1.0, "'transform_tol' parameter"),
     (["mp"], "positive_code", "yes", "'positive_code' parameter"),
-    (["topk"], "aux_coef", -0.1, "'aux_coef' parameter"),
-    (["relu"], "alpha", -1.0, "'alpha' parameter"),
-    (["relu"], "alpha", "strong", "'alpha' parameter"),
+    (TOPK_LIKE, "aux_coef", -0.1, "'aux_coef' parameter"),
+    (TOPK_LIKE, "n_nonzero_coefs", 9, "n_nonzero_coefs=9 is larger than n_components=8"),
+    (["relu", "jumprelu"], "alpha", -1.0, "'alpha' parameter"),
+    (["relu", "jumprelu"], "alpha", "strong", "'alpha' parameter"),
+    (["jumprelu"], "bandwidth", 0.0, "'bandwidth' parameter"),
+    (["jumprelu"], "bandwidth", np.nan, "'bandwidth' parameter"),
+    (["matryoshka"], "prefix_sizes", [4, 2], "prefix_sizes must be strictly increasing"),
+    (["matryoshka"], "prefix_sizes", [0, 4], "prefix_sizes must be strictly increasing"),
+    (["matryoshka"], "prefix_sizes", [4, 9], "each between 1 and n_components=8"),
+    (["matryoshka"], "prefix_sizes", [2.5], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [[2, 4]], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [True, 4], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", "4", "'prefix_sizes' parameter"),
     (ESTIMATORS, "device", "gpu9", "device='gpu9' is not a valid torch device"),
     (ESTIMATORS, "device", 3.0, "'device' parameter"),
     (ESTIMATORS, "dict_init", np.ones((3, N_FEATURES)), "dict_init has shape \\(3, 6\\)"),
@@ -198,12 +223,22 @@ def test_cuda_without_gpu_says_so():
         make_estimator("mp", device="cuda").fit(_data())
 
 
-@pytest.mark.parametrize("estimator", ["mp", "topk"])
-def test_more_steps_than_atoms_is_valid(estimator):
-    # k >= n_components is legal: TopK keeps every latent, MP may pick an atom again.
-    codes = make_estimator(estimator, n_nonzero_coefs=20).fit(_data()).transform(_data())
+def test_more_steps_than_atoms_is_valid_for_mp():
+    # MP may pick an atom again, so k > n_components is legal.
+    codes = make_estimator("mp", n_nonzero_coefs=20).fit(_data()).transform(_data())
     assert codes.shape == (40, N_COMPONENTS)
     assert np.isfinite(codes).all()
+
+
+@pytest.mark.parametrize("estimator", TOPK_LIKE)
+def test_topk_cannot_keep_more_latents_than_it_has(estimator):
+    # k == n_components keeps every latent; one more is a mistake, said before training.
+    codes = make_estimator(estimator, n_nonzero_coefs=N_COMPONENTS).fit(_data()).transform(_data())
+    assert np.isfinite(codes).all()
+    fitted = make_estimator(estimator).fit(_data())
+    fitted.set_params(transform_n_nonzero_coefs=N_COMPONENTS + 1)
+    with pytest.raises(ValueError, match="transform_n_nonzero_coefs=9 is larger than n_comp"):
+        fitted.transform(_data())
 
 
 # -- pursuit functions ---------------------------------------------------------------------
