@@ -37,9 +37,11 @@ from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
 from ._trainer import _Trainer
 from ._training import (
+    _OUTLIER_RATIO,
     _as_tensor,
     _cached_tensors,
     _n_batches,
+    _outlier_rows,
     _rms_scale,
     _sample_rows,
     _torch_dtype,
@@ -313,7 +315,8 @@ class _BaseSAE(
         steps (None for partial_fit)."""
         device = resolve_device(self.device)
         dtype = _torch_dtype(X.dtype)
-        sample = _sample_rows(X, check_random_state(self.random_state), 16384)
+        sample, sample_rows = _sample_rows(X, check_random_state(self.random_state), 16384)
+        sample = self._without_outliers(sample, sample_rows)
         scale = _rms_scale(sample)
         generator = torch_generator(self.random_state)
         module = self._make_module(X.shape[1], dtype, torch.device("cpu"))
@@ -325,6 +328,28 @@ class _BaseSAE(
         module.initialize(bias, atoms)
         module.to(device)
         return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
+
+    def _without_outliers(self, sample, sample_rows):
+        """``sample`` less the rows far larger than the rest, with a warning naming them.
+
+        One row of 1e30 among unit-scale data would otherwise set the data scale alone, and the
+        model would fit nothing else.
+        """
+        outliers, ratios = _outlier_rows(sample)
+        if outliers.size == 0:
+            return sample
+        shown = ", ".join(str(i) for i in sample_rows[outliers[:10]])
+        more = f" and {outliers.size - 10} more" if outliers.size > 10 else ""
+        warnings.warn(
+            f"{type(self).__name__}: rows {shown}{more} of X lie over {_OUTLIER_RATIO:g} times "
+            f"farther from the median sample than the median row does (up to "
+            f"{float(ratios.max()):.3g} times): they would dominate the squared loss. The data "
+            "scale is set without them; remove or clip them if they are errors.",
+            UserWarning,
+        )
+        keep = np.ones(sample.shape[0], dtype=bool)
+        keep[outliers] = False
+        return sample[keep] if keep.any() else sample
 
     def _resume_trainer(self):
         """A trainer over the published parameters (fresh Adam moments)."""

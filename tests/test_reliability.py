@@ -140,6 +140,34 @@ def test_scale_aware_numerics(estimator):
     assert max(map(abs, differences.values())) < 0.01, (reference, differences)
 
 
+@pytest.mark.parametrize("estimator", ["mp", "batchtopk"])
+def test_a_huge_row_is_named_and_does_not_set_the_scale(estimator):
+    X = low_rank_data(dtype=np.float64)
+    huge = X.copy()
+    huge[17] = 1e30  # one corrupt row among unit-scale data
+    sae = make_estimator(estimator)
+    # Its squared error alone is ~1e60 times the rest: training cannot go on, and the error
+    # after the warning says why.
+    with pytest.warns(UserWarning, match=r"rows 17 of X lie over 1000 times farther .*e\+30 times"):
+        with pytest.raises(DivergenceError, match="outliers"):
+            sae.fit(huge)
+    assert not hasattr(sae, "components_")
+    # Large but finite rows: named, and the data scale (hence what the learning rate means) is
+    # the one of the other rows, as without them.
+    big = X.copy()
+    big[[3, 50]] *= 3e3
+    sae = make_estimator(estimator)
+    with pytest.warns(UserWarning, match="rows 3, 50 of X"):
+        scale = sae._new_trainer(big).scale
+    assert scale == pytest.approx(sae._new_trainer(np.delete(X, [3, 50], axis=0)).scale)
+    # Ordinary spread, a 100x row included, warns of nothing.
+    ordinary = X.copy()
+    ordinary[5] *= 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_estimator(estimator, max_iter=1).fit(ordinary)
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_float64_end_to_end_and_float32_preserved(estimator):
     for dtype in (np.float64, np.float32):
