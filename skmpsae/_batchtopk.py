@@ -9,7 +9,8 @@ from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
 from ._pursuit import _decode_selected, _scatter_codes
-from ._topk import _ENCODER_PUBLISHED_PARAMS, _check_k, _EncoderModule, _topk_codes
+from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from ._topk import _check_k, _topk_codes
 
 # Weight of a new batch in the running estimate of the inference threshold: a time constant of
 # 50 steps, short against a default fit (800 steps on 4,000 samples) and long against the batch
@@ -71,19 +72,27 @@ class _BatchTopKModule(_EncoderModule):
         acts = F.relu(pre)
         return acts * _batch_topk_mask(acts.detach(), self.k), pre
 
-    def reconstruction_error(self, x, z):
-        return ((x - z @ self.dictionary - self.bias) ** 2).sum(dim=1).mean()
+    @torch.no_grad()
+    def initialize(self, bias, dictionary):
+        super().initialize(bias, dictionary)
+        self.threshold.fill_(-1.0)
 
-    def loss(self, x, trainer):
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """LossOutput on batch ``x``; ``dead_mask`` (bool, one per latent; None: none is dead)
+        selects the latents the AuxK term revives; ``sparsity_scale`` is unused. Under autograd
+        (a training step, not the trainer's re-measurement) it also updates the threshold."""
         z, pre = self.codes(x)
         x_hat = z @ self.dictionary + self.bias
-        loss = self.reconstruction_error(x, z) / x.shape[1]
-        dead = trainer.samples_since_fired >= trainer.dead_window
-        if self.aux_coef and bool(dead.any()):
-            loss = loss + self.aux_coef * _auxk_loss(x, x_hat, pre, dead, self.dictionary)
+        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1]
+        loss = loss + self._aux_term(x, x_hat, pre, dead_mask)
         if torch.is_grad_enabled():
             self._update_threshold(z.detach())
-        return loss, (z > 0).sum(dim=0)
+        return LossOutput(loss, (z > 0).sum(dim=0))
+
+    def _aux_term(self, x, x_hat, pre, dead_mask):
+        if dead_mask is None or not self.aux_coef or not bool(dead_mask.any()):
+            return 0.0
+        return self.aux_coef * _auxk_loss(x, x_hat, pre, dead_mask, self.dictionary)
 
     @torch.no_grad()
     def _update_threshold(self, z):
@@ -139,6 +148,13 @@ class BatchTopKSAE(_BaseSAE):
         "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
     verbose : int, default=0
         Print the loss and the number of dead latents after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with a
+        :class:`~skmpsae.EpochInfo` named tuple (``estimator``, ``epoch``, ``n_epochs``,
+        ``n_steps``, ``loss``, ``n_dead``, ``seconds``), as
+        ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -219,6 +235,7 @@ class BatchTopKSAE(_BaseSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         self.n_components = n_components
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -232,6 +249,7 @@ class BatchTopKSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     def _validate_params(self):
         super()._validate_params()

@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
-from ._topk import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 
 # Initial threshold, in units of the data's RMS deviation: low enough that about half the
 # latents fire on the first batches (the encoder starts as the transposed dictionary), so that
@@ -71,9 +71,9 @@ def _jumprelu_codes(x, weight, encoder_bias, bias, threshold):
 class _JumpReLUModule(_EncoderModule):
     """Loss on data scaled to unit RMS: ``||x - x_hat||^2 / d + alpha * ||z||_0``.
 
-    The L0 weight is warmed up from zero over the first 5% of a fit (100 steps for
-    ``partial_fit``), as Gemma Scope does: a full penalty on a random start raises thresholds
-    before the latents have found the data.
+    The trainer warms the L0 weight up through ``sparsity_scale`` (the learning rate's
+    warm-up), as Gemma Scope warms up its L0 coefficient: a full penalty on a random start
+    raises thresholds before the latents have found the data.
     """
 
     def __init__(self, n_components, n_features, alpha, bandwidth, fit_intercept, dtype, device):
@@ -84,15 +84,20 @@ class _JumpReLUModule(_EncoderModule):
             torch.full((n_components,), _THRESHOLD_INIT, dtype=dtype, device=device)
         )
 
-    def loss(self, x, trainer):
+    @torch.no_grad()
+    def initialize(self, bias, dictionary):
+        super().initialize(bias, dictionary)
+        self.threshold.fill_(_THRESHOLD_INIT)
+
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """LossOutput on batch ``x`` with the L0 weight ``alpha * sparsity_scale``;
+        ``dead_mask`` is unused."""
         pre = _pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
         z = _JumpReLU.apply(pre, self.threshold, self.bandwidth)
         x_hat = z @ self.dictionary + self.bias
         l0 = _Step.apply(pre, self.threshold, self.bandwidth).sum(dim=1).mean()
-        warmup = max(1, (trainer.total_steps or 2000) // 20)
-        alpha = self.alpha * min(1.0, (trainer.step + 1) / warmup)
-        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1] + alpha * l0
-        return loss, (z > 0).sum(dim=0)
+        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1] + self.alpha * sparsity_scale * l0
+        return LossOutput(loss, (z > 0).sum(dim=0))
 
     @torch.no_grad()
     def normalize(self):
@@ -119,7 +124,7 @@ class JumpReLUSAE(_BaseSAE):
         Number of latents (dictionary rows).
     alpha : float, default=4e-3
         Weight of the L0 penalty: the fraction of the data's variance a latent must explain to
-        pay for firing. Reached after a linear warm-up over the first 5% of steps.
+        pay for firing. Warmed up with the learning rate.
     bandwidth : float, default=0.5
         Width of the straight-through estimator's window around each threshold, in units of the
         data's RMS deviation (inputs are scaled by it, so it means the same on any scale).
@@ -141,6 +146,13 @@ class JumpReLUSAE(_BaseSAE):
         "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
     verbose : int, default=0
         Print the loss and the number of dead latents after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with a
+        :class:`~skmpsae.EpochInfo` named tuple (``estimator``, ``epoch``, ``n_epochs``,
+        ``n_steps``, ``loss``, ``n_dead``, ``seconds``), as
+        ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -219,6 +231,7 @@ class JumpReLUSAE(_BaseSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         self.n_components = n_components
         self.alpha = alpha
@@ -231,6 +244,7 @@ class JumpReLUSAE(_BaseSAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.callback = callback
 
     _auto_learning_rate = 1e-2
 

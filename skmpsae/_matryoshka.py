@@ -6,7 +6,8 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from ._batchtopk import _BatchTopKModule, _auxk_loss, BatchTopKSAE
+from ._batchtopk import BatchTopKSAE, _BatchTopKModule
+from ._modules import LossOutput
 
 
 def _default_prefix_sizes(n_components):
@@ -39,16 +40,14 @@ class _MatryoshkaModule(_BatchTopKModule):
             start = stop
         return torch.stack(errors), x_hat
 
-    def loss(self, x, trainer):
+    def loss(self, x, dead_mask=None, sparsity_scale=1.0):
+        """As :class:`_BatchTopKModule`'s, with the mean of the prefix errors."""
         z, pre = self.codes(x)
         errors, x_hat = self.prefix_errors(x, z)
-        loss = errors.mean() / x.shape[1]
-        dead = trainer.samples_since_fired >= trainer.dead_window
-        if self.aux_coef and bool(dead.any()):
-            loss = loss + self.aux_coef * _auxk_loss(x, x_hat, pre, dead, self.dictionary)
+        loss = errors.mean() / x.shape[1] + self._aux_term(x, x_hat, pre, dead_mask)
         if torch.is_grad_enabled():
             self._update_threshold(z.detach())
-        return loss, (z > 0).sum(dim=0)
+        return LossOutput(loss, (z > 0).sum(dim=0))
 
 
 class MatryoshkaSAE(BatchTopKSAE):
@@ -96,6 +95,13 @@ class MatryoshkaSAE(BatchTopKSAE):
         "auto" (CUDA if available, else CPU), "cpu", "cuda", ...
     verbose : int, default=0
         Print the loss and the number of dead latents after each epoch.
+    callback : callable, default=None
+        Called after each completed epoch of :meth:`fit` and :meth:`partial_fit` with a
+        :class:`~skmpsae.EpochInfo` named tuple (``estimator``, ``epoch``, ``n_epochs``,
+        ``n_steps``, ``loss``, ``n_dead``, ``seconds``), as
+        ``MiniBatchDictionaryLearning(callback=...)``.
+        Fitted attributes are published when the call returns, so read the numbers from the
+        tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
 
     Attributes
     ----------
@@ -171,6 +177,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         random_state=None,
         device="auto",
         verbose=0,
+        callback=None,
     ):
         super().__init__(
             n_components,
@@ -185,6 +192,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             random_state=random_state,
             device=device,
             verbose=verbose,
+            callback=callback,
         )
         self.prefix_sizes = prefix_sizes
 
@@ -213,8 +221,12 @@ class MatryoshkaSAE(BatchTopKSAE):
         return tuple(sizes) if sizes[-1] == n else (*sizes, n)
 
     def _make_module(self, n_features, dtype, device):
-        self.prefix_sizes_ = self._check_prefix_sizes()
         return _MatryoshkaModule(
-            self.n_components, n_features, self.n_nonzero_coefs, self.prefix_sizes_,
+            self.n_components, n_features, self.n_nonzero_coefs, self._check_prefix_sizes(),
             self.fit_intercept, dtype, device, aux_coef=self.aux_coef,
         )
+
+    def _publish(self, trainer, *args, **kwargs):
+        super()._publish(trainer, *args, **kwargs)
+        # Published with the rest, so that a failed fit leaves no trace of it.
+        self.prefix_sizes_ = trainer.module.prefix_sizes

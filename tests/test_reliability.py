@@ -158,8 +158,8 @@ def test_a_huge_row_is_named_and_does_not_set_the_scale(estimator):
     big[[3, 50]] *= 3e3
     sae = make_estimator(estimator)
     with pytest.warns(UserWarning, match="rows 3, 50 of X"):
-        scale = sae._new_trainer(big).scale
-    assert scale == pytest.approx(sae._new_trainer(np.delete(X, [3, 50], axis=0)).scale)
+        scale = sae._new_trainer(big, None).scale
+    assert scale == pytest.approx(sae._new_trainer(np.delete(X, [3, 50], axis=0), None).scale)
     # Ordinary spread, a 100x row included, warns of nothing.
     ordinary = X.copy()
     ordinary[5] *= 100
