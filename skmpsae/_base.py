@@ -33,6 +33,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._early_stopping import _EarlyStopping, _validation_split
 from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
 from ._trainer import _Trainer
@@ -68,6 +69,10 @@ class _BaseSAE(
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "callback": [callable, None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
     }
 
     # Initial atoms: random centred samples (True) or random directions (False). Measured on
@@ -116,9 +121,13 @@ class _BaseSAE(
             The fitted estimator.
         """
         X, new_input = self._validate_new_data(X)
+        stopper = X_validation = None
+        if self.early_stopping:
+            X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
+            stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
         n_steps = self.max_iter * _n_batches(X.shape[0], self.batch_size)
         trainer = self._new_trainer(X, n_steps)
-        self._train(X, trainer, self.max_iter, [], new_input)
+        self._train(X, trainer, self.max_iter, [], new_input, (stopper, X_validation))
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -370,14 +379,16 @@ class _BaseSAE(
             name=type(self).__name__,
         )
 
-    def _train(self, X, trainer, n_epochs, loss_curve, new_input=None):
+    def _train(self, X, trainer, n_epochs, loss_curve, new_input=None, early=(None, None)):
         """Run ``n_epochs`` epochs, then publish the model and the counters.
 
         Nothing is published unless an epoch completes: on divergence or another error the
         estimator is left as it was and the error propagates; on Ctrl-C it keeps the last
         completed epoch, with a warning. ``new_input`` (from ``_validate_new_data``) marks the
         training of a new model, None the continued training of the published one.
+        ``early`` is ``(stopper, X_validation)`` with early stopping, else ``(None, None)``.
         """
+        stopper, X_validation = early
 
         def on_epoch(result):
             info = EpochInfo(self, trainer.epoch, n_epochs, trainer.step, *result)
@@ -385,6 +396,10 @@ class _BaseSAE(
                 print_epoch(info)
             if self.callback is not None:
                 self.callback(info)
+            if stopper is not None:
+                score = self._validation_score(trainer, X_validation)
+                return stopper.update(score, trainer.snapshot)
+            return False
 
         try:
             results = trainer.run(X, self.batch_size, n_epochs, on_epoch)
@@ -402,7 +417,31 @@ class _BaseSAE(
             self._discard(trainer)
             raise
         loss_curve += [result.loss for result in results]
+        if stopper is not None:
+            # The best epoch's parameters; the counters keep the epochs and steps run.
+            step, epoch = trainer.step, trainer.epoch
+            trainer.rollback(stopper.best_state)
+            trainer.step, trainer.epoch = step, epoch
         self._publish(trainer, loss_curve, results[-1].n_dead, new_input)
+        self.validation_scores_ = None if stopper is None else list(stopper.scores)
+        self.best_validation_score_ = None if stopper is None else stopper.best_score
+
+    def _validation_score(self, trainer, X_validation):
+        """Held-out R2 of the module being trained, encoded as ``transform`` would."""
+        params = {}
+        for name, (attr, has_units) in self._published_params.items():
+            value = getattr(trainer.module, name).detach()
+            params[attr] = value * trainer.scale if has_units else value
+        params.update(self._derived_tensors(params))
+        X_hat = np.empty_like(X_validation)
+        with torch.no_grad():
+            for start in range(0, X_validation.shape[0], _TRANSFORM_CHUNK):
+                chunk = _as_tensor(X_validation[start : start + _TRANSFORM_CHUNK], trainer.dtype,
+                                   trainer.device)
+                codes = self._encode(chunk, params)
+                recon = codes @ params["components_"] + params["intercept_"]
+                X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
+        return explained_variance(X_validation, X_hat)
 
     def _discard(self, trainer):
         # A live trainer that a failed call has half-updated must not be trained further:

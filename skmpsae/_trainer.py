@@ -182,7 +182,8 @@ class _Trainer:
 
     def run(self, X, batch_size, n_epochs, on_epoch=None):
         """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each; return the list of
-        the completed epochs' _EpochResult.
+        the completed epochs' _EpochResult. Stops early when ``on_epoch`` returns True (early
+        stopping).
 
         Ctrl-C (in an epoch or in ``on_epoch``) after an epoch has completed returns to the end
         of the last completed epoch, warns and returns early; before that, it propagates.
@@ -192,8 +193,8 @@ class _Trainer:
             for _ in range(n_epochs):
                 results.append(self.run_epoch(X, batch_size))
                 snapshot = self.snapshot()
-                if on_epoch is not None:
-                    on_epoch(results[-1])
+                if on_epoch is not None and on_epoch(results[-1]):
+                    break
         except KeyboardInterrupt:
             if snapshot is None:
                 raise

@@ -68,3 +68,41 @@ def test_memmap_training_rows_are_read_on_demand(tmp_path):
     dense = np.asarray(X_train)
     np.testing.assert_array_equal(X_train[np.array([0, 5, 39])], dense[[0, 5, 39]])
     assert not np.isin(dense[:, 0], X_val[:, 0]).any()
+
+
+# -- the estimators ------------------------------------------------------------------------
+from sklearn.datasets import load_digits  # noqa: E402
+
+import skmpsae  # noqa: E402
+
+ALL = [skmpsae.MatchingPursuitSAE, skmpsae.TopKSAE, skmpsae.BatchTopKSAE, skmpsae.MatryoshkaSAE,
+       skmpsae.JumpReLUSAE, skmpsae.ReLUSAE]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return (load_digits().data / 16.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_fit_stops_early_and_keeps_the_best_epoch(cls, digits):
+    sae = cls(n_components=32, max_iter=60, batch_size=128, early_stopping=True,
+              n_iter_no_change=2, tol=5e-3, random_state=0, device="cpu").fit(digits)
+    scores = sae.validation_scores_
+    assert len(scores) == sae.n_iter_ == len(sae.loss_curve_) < 60  # it stopped early
+    assert sae.best_validation_score_ == max(scores)
+    # The published model is the best epoch's: its held-out score is the best one recorded.
+    _, X_validation = _validation_split(digits, 0.1, 0)
+    assert sae.score(X_validation) == pytest.approx(sae.best_validation_score_, abs=1e-5)
+    # Stopped by the rule: the last n_iter_no_change epochs did not beat the best before by tol.
+    assert all(scores[i] < max(scores[:i]) + 5e-3 for i in (-2, -1))
+
+
+def test_without_early_stopping_there_is_no_validation(digits):
+    sae = skmpsae.MatchingPursuitSAE(n_components=16, max_iter=3, random_state=0,
+                                     device="cpu").fit(digits)
+    assert sae.validation_scores_ is None and sae.best_validation_score_ is None
+    assert sae.n_iter_ == 3
+    # partial_fit trains on everything it is given, as MLPRegressor's does.
+    sae.set_params(early_stopping=True).partial_fit(digits)
+    assert sae.n_iter_ == 4 and sae.validation_scores_ is None
