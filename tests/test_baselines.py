@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from skmpsae import BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, TopKSAE
+from skmpsae import BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE, MatryoshkaSAE, TopKSAE
 from skmpsae._batchtopk import _batch_topk_mask, _BatchTopKModule
 from skmpsae._jumprelu import _JumpReLU, _JumpReLUModule, _Step
 from skmpsae._matryoshka import _default_prefix_sizes, _MatryoshkaModule
@@ -246,3 +246,44 @@ def test_jumprelu_alpha_controls_sparsity_and_thresholds(digits):
     pre = (digits - sparse_.intercept_) @ sparse_.encoder_weights_.T + sparse_.encoder_intercept_
     np.testing.assert_allclose(sparse_.transform(digits),
                                np.where(pre > sparse_.threshold_, pre, 0.0), rtol=1e-5, atol=1e-5)
+
+
+# -- MP-SAE dead-atom revival ---------------------------------------------------------------
+def test_revival_term_is_minus_the_mean_best_cosine_of_dead_atoms():
+    from skmpsae._matching_pursuit import _revival_term
+
+    gen = torch.Generator().manual_seed(12)
+    residual = torch.randn(7, 5, generator=gen, dtype=F64)
+    dictionary = torch.randn(6, 5, generator=gen, dtype=F64)
+    dictionary = (dictionary / dictionary.norm(dim=1, keepdim=True)).requires_grad_(True)
+    dead = torch.tensor([True, False, True, False, False, True])
+    term = _revival_term(residual, dictionary, dead)
+    term.backward()
+    r, d = residual.numpy(), dictionary.detach().numpy()
+    unit = r / np.linalg.norm(r, axis=1, keepdims=True)
+    expected, grad = 0.0, np.zeros_like(d)
+    for j in np.flatnonzero(dead.numpy()):
+        best = int(np.argmax(unit @ d[j]))
+        expected -= unit[best] @ d[j] / 3
+        grad[j] = -unit[best] / 3
+    assert float(term.detach()) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(dictionary.grad.numpy(), grad, rtol=1e-12, atol=1e-15)
+
+
+def test_revival_brings_dead_atoms_back(digits):
+    # Without an intercept, 16 atoms live on the pixels that are blank in every digit and the
+    # other 16 off them: the first correlate with no residual, so the pursuit never picks them
+    # (and their gradient is zero).
+    blank = digits.max(axis=0) == 0
+    assert blank.sum() >= 3
+    rng = np.random.RandomState(0)
+    init = np.abs(rng.randn(32, digits.shape[1]))
+    init[:16, blank] = 0
+    init[16:, ~blank] = 0
+    kw = dict(n_components=32, n_nonzero_coefs=4, max_iter=12, batch_size=64,
+              fit_intercept=False, dict_init=init, random_state=0, device="cpu")
+    without = MatchingPursuitSAE(revival_coef=0.0, **kw).fit(digits)
+    revived = MatchingPursuitSAE(**kw).fit(digits)
+    assert without.n_dead_components_ >= 16
+    assert revived.n_dead_components_ <= 4
+    assert revived.score(digits) > without.score(digits)

@@ -183,6 +183,7 @@ BAD_PARAMS = [
     (["mp"], "transform_algorithm", "lars", "'transform_algorithm' .* must be a str among"),
     (["mp"], "transform_tol", -1.0, "'transform_tol' parameter"),
     (["mp"], "positive_code", "yes", "'positive_code' parameter"),
+    (["mp"], "revival_coef", -0.1, "'revival_coef' parameter"),
     (TOPK_LIKE, "aux_coef", -0.1, "'aux_coef' parameter"),
     (TOPK_LIKE, "n_nonzero_coefs", 9, "n_nonzero_coefs=9 is larger than n_components=8"),
     (["relu", "jumprelu"], "alpha", -1.0, "'alpha' parameter"),
