@@ -8,7 +8,15 @@ Run: ``python benchmarks/bench_early_stopping.py`` (about 2-4 minutes single-thr
 """
 
 import numpy as np
-from _common import aggregate, limit_threads, markdown_table, mnist_split, parser, timed, write_table
+from _common import (
+    aggregate,
+    limit_threads,
+    markdown_table,
+    mnist_split,
+    parser,
+    timed,
+    write_table,
+)
 
 from skmpsae import MatchingPursuitSAE, TopKSAE
 

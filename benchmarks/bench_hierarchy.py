@@ -163,7 +163,8 @@ def main(argv=None):
 
     if not args.no_plot:
         plt = use_agg()
-        fig, axes = plt.subplots(1, len(NOISES), figsize=(9, 3.5), sharey=True, layout="constrained")
+        fig, axes = plt.subplots(1, len(NOISES), figsize=(9, 3.5), sharey=True,
+                                 layout="constrained")
         for ax, noise in zip(axes, NOISES):
             for name in MODEL_PARAMS:
                 stats = [stat(results[noise, c][name], "recovery") for c in COSINES]

@@ -196,7 +196,8 @@ def goal_summary(rows, n_seeds):
     def pick(model):
         return [r for r in rows if r["model"] == model and r.get("k") == GOAL_K]
 
-    mp, mbdl, topk = pick("MatchingPursuitSAE"), pick("MiniBatchDictionaryLearning"), pick("TopKSAE")
+    mp, topk = pick("MatchingPursuitSAE"), pick("TopKSAE")
+    mbdl = pick("MiniBatchDictionaryLearning")
     ratios = [b["fit_s"] / a["fit_s"] for a, b in zip(mp, mbdl)]
     summary = aggregate(
         [{"model": "MatchingPursuitSAE (defaults)", "r2": a["r2"], "fit_s": a["fit_s"],
