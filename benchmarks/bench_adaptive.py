@@ -9,21 +9,36 @@
 * the same MP-SAE dictionary with OMP encoding (``transform_algorithm="omp"``);
 * MP-SAE stopping at a residual tolerance (``transform_tol``) instead of a fixed k, so each
   digit gets as many atoms as it needs;
-* TopK, whose encoder was only ever trained to keep 16 latents.
+* TopK, BatchTopK and Matryoshka, whose encoders were only ever trained to keep 16 latents (the
+  last two encoded with a per-sample TopK at k instead of their threshold). JumpReLU has no k to
+  change at inference and is not in this table.
 
-Run: ``python benchmarks/bench_adaptive.py`` (about 1-2 minutes single-threaded).
+Repeated over ``--seeds`` seeds (split and models); tables show mean ± sd and are written
+between the markers ``adaptive-k`` and ``adaptive-tol`` in ``docs/benchmarks.md``.
+Run: ``python benchmarks/bench_adaptive.py`` (about 3-5 minutes single-threaded).
 """
 
 import numpy as np
-from _common import limit_threads, markdown_table, mnist_split, parser, save_figure, timed, use_agg
+from _common import (
+    aggregate,
+    limit_threads,
+    markdown_table,
+    mnist_split,
+    parser,
+    save_figure,
+    timed,
+    use_agg,
+    write_table,
+)
 
-from skmpsae import MatchingPursuitSAE, TopKSAE
+from skmpsae import BatchTopKSAE, MatchingPursuitSAE, MatryoshkaSAE, TopKSAE
 from skmpsae.metrics import explained_variance, l0
 
 TRAIN_K = 16
 KS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 # Residual tolerances as fractions of the mean squared norm of a centred held-out digit.
 TOL_FRACTIONS = (0.5, 0.35, 0.25, 0.15, 0.1, 0.05)
+TOPK_FAMILY = {"topk": TopKSAE, "batchtopk": BatchTopKSAE, "matryoshka": MatryoshkaSAE}
 
 
 def scores(model, X):
@@ -36,15 +51,12 @@ def is_monotonic(values, slack=0.0):
     return bool(np.all(np.diff(values) >= -slack))
 
 
-def main(argv=None):
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    limit_threads(args.threads)
-    X_train, X_test = mnist_split()
-    mp, mp_t = timed(MatchingPursuitSAE(n_nonzero_coefs=TRAIN_K, random_state=0).fit, X_train)
-    topk, topk_t = timed(TopKSAE(n_nonzero_coefs=TRAIN_K, random_state=0).fit, X_train)
-    print(f"fitted at k={TRAIN_K}: MP-SAE in {mp_t:.1f}s, TopK in {topk_t:.1f}s", flush=True)
-
-    curves = {"MP-SAE, MP encoding": [], "MP-SAE, OMP encoding": [], "TopK": []}
+def run_seed(seed):
+    X_train, X_test = mnist_split(seed)
+    mp, mp_t = timed(MatchingPursuitSAE(n_nonzero_coefs=TRAIN_K, random_state=seed).fit, X_train)
+    others = {name: cls(n_nonzero_coefs=TRAIN_K, random_state=seed).fit(X_train)
+              for name, cls in TOPK_FAMILY.items()}
+    print(f"seed {seed}: fitted at k={TRAIN_K} (MP-SAE in {mp_t:.1f}s)", flush=True)
     rows = []
     for k in KS:
         row = {"k": k}
@@ -52,11 +64,11 @@ def main(argv=None):
         row["mp_r2"], row["mp_l0"] = scores(mp, X_test)
         mp.set_params(transform_algorithm="omp")
         row["omp_r2"], row["omp_l0"] = scores(mp, X_test)
-        topk.set_params(transform_n_nonzero_coefs=k)
-        row["topk_r2"], row["topk_l0"] = scores(topk, X_test)
+        for name, model in others.items():
+            # A TopK encoder cannot keep more latents than it has.
+            model.set_params(transform_n_nonzero_coefs=min(k, model.n_components))
+            row[f"{name}_r2"], row[f"{name}_l0"] = scores(model, X_test)
         rows.append(row)
-        for label, prefix in zip(curves, ("mp", "omp", "topk")):
-            curves[label].append((row[f"{prefix}_l0"], row[f"{prefix}_r2"]))
 
     mean_energy = float(np.mean(np.sum((X_test - mp.intercept_) ** 2, axis=1)))
     tol_rows = []
@@ -65,30 +77,52 @@ def main(argv=None):
         mp.set_params(transform_tol=fraction * mean_energy)
         r2, mean_l0 = scores(mp, X_test)
         tol_rows.append({"fraction": fraction, "r2": r2, "l0": mean_l0})
-    mp.set_params(transform_tol=None)
-    curves["MP-SAE, residual tolerance"] = [(r["l0"], r["r2"]) for r in tol_rows]
+    return rows, tol_rows
 
-    print()
-    print(markdown_table(rows, [
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--no-write", action="store_true", help="print the tables only")
+    args = p.parse_args(argv)
+    limit_threads(args.threads)
+    per_seed, per_seed_tol = [], []
+    for seed in range(args.seeds):
+        rows, tol_rows = run_seed(seed)
+        per_seed.extend(rows)
+        per_seed_tol.extend(tol_rows)
+    rows = aggregate(per_seed, ["k"])
+    tol_rows = aggregate(per_seed_tol, ["fraction"])
+    labels = {"mp": "MP-SAE, MP encoding", "omp": "MP-SAE, OMP encoding", "topk": "TopK",
+              "batchtopk": "BatchTopK", "matryoshka": "Matryoshka"}
+    curves = {label: [(float(r[f"{key}_l0"]), float(r[f"{key}_r2"])) for r in rows]
+              for key, label in labels.items()}
+    curves["MP-SAE, residual tolerance"] = [(float(r["l0"]), float(r["r2"])) for r in tol_rows]
+
+    k_table = markdown_table(rows, [
         ("k", "encode k", "d"),
-        ("mp_r2", "MP-SAE R2 (MP)", ".4f"), ("mp_l0", "L0", ".2f"),
-        ("omp_r2", "MP-SAE R2 (OMP)", ".4f"), ("omp_l0", "L0", ".2f"),
-        ("topk_r2", "TopK R2", ".4f"), ("topk_l0", "L0", ".2f"),
-    ]))
-    print()
-    print(markdown_table(tol_rows, [
+        ("mp_r2", "MP-SAE R2 (MP)", ".4f"), ("mp_l0", "L0", ".1f"),
+        ("omp_r2", "MP-SAE R2 (OMP)", ".4f"),
+        ("topk_r2", "TopK R2", ".4f"), ("topk_l0", "L0", ".1f"),
+        ("batchtopk_r2", "BatchTopK R2", ".4f"), ("batchtopk_l0", "L0", ".1f"),
+        ("matryoshka_r2", "Matryoshka R2", ".4f"),
+    ])
+    tol_table = markdown_table(tol_rows, [
         ("fraction", "transform_tol / mean squared norm", ".2f"),
         ("r2", "MP-SAE R2", ".4f"), ("l0", "mean L0 reached", ".2f"),
-    ]))
+    ])
     print()
-    mp_r2 = [r["mp_r2"] for r in rows]
-    topk_r2 = [r["topk_r2"] for r in rows]
-    best_topk = max(rows, key=lambda r: r["topk_r2"])
-    print(f"MP-SAE held-out R2 rises monotonically over k={KS[0]}..{KS[-1]}: "
-          f"{is_monotonic(mp_r2)} ({mp_r2[0]:.4f} -> {mp_r2[-1]:.4f})")
-    print(f"OMP encoding monotonic: {is_monotonic([r['omp_r2'] for r in rows])}")
-    print(f"TopK monotonic: {is_monotonic(topk_r2)}; its best R2 {best_topk['topk_r2']:.4f} at "
-          f"k={best_topk['k']}, R2 at k={KS[-1]}: {topk_r2[-1]:.4f}")
+    print(k_table)
+    print()
+    print(tol_table)
+    print()
+    for key in ("mp", "omp", "topk", "batchtopk"):
+        means = [float(r[f"{key}_r2"]) for r in rows]
+        print(f"{labels[key]}: monotonic over k={KS[0]}..{KS[-1]}: {is_monotonic(means)} "
+              f"({means[0]:.4f} -> {means[-1]:.4f}, best {max(means):.4f})")
+    if not args.no_write:
+        write_table("adaptive-k", k_table)
+        write_table("adaptive-tol", tol_table)
 
     if not args.no_plot:
         plt = use_agg()

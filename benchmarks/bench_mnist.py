@@ -1,43 +1,73 @@
 """MNIST 5k: held-out R2, L0, dead atoms and fit time of the SAEs against scikit-learn.
 
 4,000 stratified training digits, 1,000 held out, float32 in [0, 1], 256 atoms, k in
-{4, 8, 16, 32}. Compared:
+{4, 8, 16, 32}, repeated over ``--seeds`` seeds (each seed draws its own split and seeds its
+models; tables show mean ± sd over seeds). Compared:
 
 * ``MatchingPursuitSAE`` fitted at each k (and the same dictionary encoded with OMP);
-* ``TopKSAE`` fitted at each k;
-* ``ReLUSAE``, which has no k: a sweep of ``alpha``, each k matched with the fit whose held-out
-  L0 is closest (the L0 reached is reported);
+* ``TopKSAE``, ``BatchTopKSAE`` and ``MatryoshkaSAE`` fitted at each k (BatchTopK and
+  Matryoshka encode with their learned threshold, so their L0 is only near k);
+* ``ReLUSAE`` and ``JumpReLUSAE``, which have no k: a sweep of ``alpha``, each k matched with the
+  fit whose held-out L0 (mean over seeds) is closest (the L0 reached is reported);
 * ``MiniBatchDictionaryLearning`` and ``DictionaryLearning`` (scikit-learn), encoding with OMP at
   k. Their training (LARS lasso) does not depend on k, so one fit serves every k. Both see the
   data centred by the training mean, as they have no intercept. ``DictionaryLearning`` is too slow
   for the full set: it gets a 1,000-digit subset and 10 iterations (stated in the table).
 
-Fit times at k=16 are the best of ``--repeats`` interleaved fits; other fit times are single runs.
-Run: ``python benchmarks/bench_mnist.py`` (about 6-10 minutes single-threaded).
+Within a seed the fits at k=16 of MP-SAE and MiniBatchDictionaryLearning run back to back, so
+their time ratio is measured under the same load. Writes the tables between the markers in
+``docs/benchmarks.md`` (``--no-write`` only prints them).
+Run: ``python benchmarks/bench_mnist.py`` (about 15-25 minutes single-threaded).
 """
 
 import warnings
 
 import numpy as np
-from _common import limit_threads, markdown_table, mnist_split, parser, save_figure, timed, use_agg
+from _common import (
+    aggregate,
+    limit_threads,
+    markdown_table,
+    mnist_split,
+    parser,
+    save_figure,
+    timed,
+    use_agg,
+    write_table,
+)
 from sklearn.decomposition import DictionaryLearning, MiniBatchDictionaryLearning
 from sklearn.exceptions import ConvergenceWarning
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae import (
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    MatryoshkaSAE,
+    ReLUSAE,
+    TopKSAE,
+)
 from skmpsae.metrics import dead_components, explained_variance, l0
 
 KS = (4, 8, 16, 32)
 GOAL_K = 16
 N_COMPONENTS = 256
-# Chosen from a probe so that the reached L0 brackets 4-32 on this data (alpha=16 collapses).
+# Chosen from probes so that the reached L0 brackets 4-32 on this data (ReLU: alpha=16
+# collapses to L0 1.6).
 RELU_ALPHAS = (2.0, 4.0, 7.0, 11.0)
+JUMPRELU_ALPHAS = (1e-3, 4e-3, 1.5e-2, 4e-2)
 DL_SUBSET, DL_MAX_ITER = 1000, 10
+FITTED_AT_K = {
+    "MatchingPursuitSAE": MatchingPursuitSAE,
+    "TopKSAE": TopKSAE,
+    "BatchTopKSAE": BatchTopKSAE,
+    "MatryoshkaSAE": MatryoshkaSAE,
+}
+SWEPT = {"JumpReLUSAE": (JumpReLUSAE, JUMPRELU_ALPHAS), "ReLUSAE": (ReLUSAE, RELU_ALPHAS)}
 COLUMNS = [
     ("model", "model", ""),
     ("k", "k", "d"),
     ("r2", "held-out R2", ".4f"),
     ("l0", "L0", ".2f"),
-    ("dead", "dead atoms", "d"),
+    ("dead", "dead atoms", ".1f"),
     ("fit_s", "fit time (s)", ".1f"),
     ("note", "note", ""),
 ]
@@ -62,129 +92,135 @@ def evaluate_coder(model, X_test_centred, k):
     }
 
 
-def make_mp(k, **kw):
-    return MatchingPursuitSAE(N_COMPONENTS, n_nonzero_coefs=k, random_state=0, **kw)
-
-
-def make_topk(k, **kw):
-    return TopKSAE(N_COMPONENTS, n_nonzero_coefs=k, random_state=0, **kw)
-
-
-def make_mbdl():
+def make_mbdl(seed):
     return MiniBatchDictionaryLearning(
-        n_components=N_COMPONENTS, batch_size=256, transform_algorithm="omp", random_state=0
+        n_components=N_COMPONENTS, batch_size=256, transform_algorithm="omp", random_state=seed
     )
 
 
-def make_dl():
+def make_dl(seed):
     return DictionaryLearning(
-        n_components=N_COMPONENTS, max_iter=DL_MAX_ITER, transform_algorithm="omp", random_state=0
+        n_components=N_COMPONENTS, max_iter=DL_MAX_ITER, transform_algorithm="omp",
+        random_state=seed,
     )
 
 
-def main(argv=None):
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3, help="fits timed at k=16 (best of)")
-    args = p.parse_args(argv)
-    limit_threads(args.threads)
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # LARS early stops
-    X_train, X_test = mnist_split()
+def run_seed(seed):
+    """Every model on one split; returns the per-seed rows and the k=16 MP-SAE model."""
+    X_train, X_test = mnist_split(seed)
     mean = X_train.mean(axis=0)
     Xc_train, Xc_test = X_train - mean, X_test - mean
-    rows, mp_models, mp_codes = [], {}, {}
-
-    # One interleaved round per repeat so that load changes hit every method alike.
-    goal_times = {"mp": [], "topk": [], "mbdl": []}
-    mbdl = None
-    for repeat in range(args.repeats):
-        model, t = timed(make_mp(GOAL_K).fit, X_train)
-        goal_times["mp"].append(t)
-        mp_models[GOAL_K] = model
-        model, t = timed(make_topk(GOAL_K).fit, X_train)
-        goal_times["topk"].append(t)
-        topk_goal = model
-        model, t = timed(make_mbdl().fit, Xc_train)
-        goal_times["mbdl"].append(t)
-        mbdl = model
-        print(f"repeat {repeat + 1}: " + ", ".join(f"{m} {v[-1]:.1f}s" for m, v in goal_times.items()),
-              flush=True)
-    best = {name: min(times) for name, times in goal_times.items()}
-
+    rows = []
+    # The goal pair first and back to back: their time ratio then sees the same load.
+    mp_goal, mp_t = timed(MatchingPursuitSAE(N_COMPONENTS, random_state=seed).fit, X_train)
+    mbdl, mbdl_t = timed(make_mbdl(seed).fit, Xc_train)
+    mp_goal_codes = None
+    for name, cls in FITTED_AT_K.items():
+        for k in KS:
+            if name == "MatchingPursuitSAE" and k == GOAL_K:
+                model, t = mp_goal, mp_t
+            else:
+                model, t = timed(cls(N_COMPONENTS, n_nonzero_coefs=k, random_state=seed).fit,
+                                 X_train)
+            scores, codes = evaluate_sae(model, X_test)
+            rows.append({"model": name, "k": k, "fit_s": t, **scores})
+            if name == "MatchingPursuitSAE":
+                if k == GOAL_K:
+                    mp_goal_codes = codes
+                model.set_params(transform_algorithm="omp")
+                scores, _ = evaluate_sae(model, X_test)
+                rows.append({"model": "MatchingPursuitSAE, OMP encoding", "k": k, "fit_s": t,
+                             "note": "same fit, transform_algorithm='omp'", **scores})
+        print(f"seed {seed}: {name} done", flush=True)
+    for name, (cls, alphas) in SWEPT.items():
+        for alpha in alphas:
+            model, t = timed(cls(N_COMPONENTS, alpha=alpha, random_state=seed).fit, X_train)
+            scores, _ = evaluate_sae(model, X_test)
+            rows.append({"model": name, "alpha": alpha, "fit_s": t, **scores})
+        print(f"seed {seed}: {name} done", flush=True)
+    dl, dl_t = timed(make_dl(seed).fit, Xc_train[:DL_SUBSET])
     for k in KS:
-        if k == GOAL_K:
-            mp, mp_t = mp_models[k], best["mp"]
-            topk, topk_t = topk_goal, best["topk"]
-        else:
-            mp, mp_t = timed(make_mp(k).fit, X_train)
-            topk, topk_t = timed(make_topk(k).fit, X_train)
-            mp_models[k] = mp
-        scores, mp_codes[k] = evaluate_sae(mp, X_test)
-        rows.append({"model": "MatchingPursuitSAE", "k": k, "fit_s": mp_t, **scores})
-        mp.set_params(transform_algorithm="omp")
-        scores, _ = evaluate_sae(mp, X_test)
-        mp.set_params(transform_algorithm="mp")
-        rows.append({"model": "MatchingPursuitSAE, OMP encoding", "k": k, "fit_s": mp_t,
-                     "note": "same fit, transform_algorithm='omp'", **scores})
-        scores, _ = evaluate_sae(topk, X_test)
-        rows.append({"model": "TopKSAE", "k": k, "fit_s": topk_t, **scores})
-        print(f"k={k}: MP and TopK done", flush=True)
-
-    relu_runs = []
-    for alpha in RELU_ALPHAS:
-        model, t = timed(ReLUSAE(N_COMPONENTS, alpha=alpha, random_state=0).fit, X_train)
-        scores, _ = evaluate_sae(model, X_test)
-        relu_runs.append({"alpha": alpha, "fit_s": t, **scores})
-        print(f"ReLU alpha={alpha}: L0 {scores['l0']:.1f}", flush=True)
-    for k in KS:
-        run = min(relu_runs, key=lambda r: abs(np.log(max(r["l0"], 1e-3) / k)))
-        rows.append({"model": "ReLUSAE", "k": k, "note": f"alpha={run['alpha']:g}",
-                     **{key: v for key, v in run.items() if key != "alpha"}})
-
-    dl, dl_t = timed(make_dl().fit, Xc_train[:DL_SUBSET])
-    for k in KS:
-        rows.append({"model": "MiniBatchDictionaryLearning", "k": k, "fit_s": best["mbdl"],
+        rows.append({"model": "MiniBatchDictionaryLearning", "k": k, "fit_s": mbdl_t,
                      "note": "OMP encoding; one fit for all k", **evaluate_coder(mbdl, Xc_test, k)})
         rows.append({"model": "DictionaryLearning", "k": k, "fit_s": dl_t,
                      "note": f"{DL_SUBSET} training digits, max_iter={DL_MAX_ITER}; OMP encoding",
                      **evaluate_coder(dl, Xc_test, k)})
+    print(f"seed {seed}: MP-SAE k={GOAL_K} {mp_t:.1f}s, MBDL {mbdl_t:.1f}s", flush=True)
+    return rows, mp_goal, mp_goal_codes
 
-    # Non-default settings at the goal k: MP-SAE at its former default learning rate (3e-3, the
-    # one TopK and ReLU keep) shows what the "auto" rate of 1e-2 buys; signed codes suit centred
-    # pixels; TopK at 1e-2 shows that the MP rate does not help TopK.
-    tuned = (
-        ("MatchingPursuitSAE", make_mp, {"learning_rate": 3e-3}),
-        ("MatchingPursuitSAE", make_mp, {"positive_code": False}),
-        ("TopKSAE", make_topk, {"learning_rate": 1e-2}),
-    )
-    for name, make, params in tuned:
-        model, t = timed(make(GOAL_K, **params).fit, X_train)
-        scores, _ = evaluate_sae(model, X_test)
-        note = ", ".join(f"{key}={value!r}" for key, value in params.items())
-        rows.append({"model": name, "k": GOAL_K, "fit_s": t, "note": note, "tuned": True,
-                     **scores})
 
-    order = {name: i for i, name in enumerate(dict.fromkeys(r["model"] for r in rows))}
-    rows.sort(key=lambda r: (r["k"], order[r["model"]], r.get("note") or ""))
+def match_sweeps(rows):
+    """For each k, the alpha of each swept model whose mean held-out L0 is closest to k."""
+    matched = []
+    for name in SWEPT:
+        runs = aggregate([r for r in rows if r["model"] == name], ["model", "alpha"])
+        for k in KS:
+            run = min(runs, key=lambda r: abs(np.log(max(float(r["l0"]), 1e-3) / k)))
+            matched.append({**run, "k": k, "note": f"alpha={run['alpha']:g}"})
+    return matched
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3, help="seeds (splits and models)")
+    p.add_argument("--no-write", action="store_true", help="print the tables only")
+    args = p.parse_args(argv)
+    limit_threads(args.threads)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # LARS early stops
+    per_seed, mp_model, mp_codes = [], None, None
+    for seed in range(args.seeds):
+        rows, model, codes = run_seed(seed)
+        per_seed.extend(rows)
+        if seed == 0:
+            mp_model, mp_codes = model, codes
+
+    fitted = aggregate([r for r in per_seed if "alpha" not in r], ["model", "k"])
+    table_rows = fitted + match_sweeps(per_seed)
+    order = {name: i for i, name in enumerate(dict.fromkeys(r["model"] for r in per_seed))}
+    table_rows.sort(key=lambda r: (r["k"], order[r["model"]]))
+    table = markdown_table(table_rows, COLUMNS)
+    goal = goal_summary(per_seed, args.seeds)
     print()
-    print(markdown_table(rows, COLUMNS))
+    print(table)
     print()
-    print(f"fit times at k={GOAL_K}, best of {args.repeats} (all runs): "
-          + "; ".join(f"{m} {', '.join(f'{t:.1f}' for t in ts)}" for m, ts in goal_times.items()))
-    _report_goal(rows, best)
-
+    print(goal)
+    if not args.no_write:
+        write_table("mnist", table)
+        write_table("mnist-goal", goal)
     if not args.no_plot:
-        _plot(rows, mp_models[GOAL_K], mp_codes[GOAL_K])
+        _plot(table_rows, mp_model, mp_codes)
 
 
-def _report_goal(rows, best):
-    at_goal = {(r["model"], r.get("note")): r for r in rows if r["k"] == GOAL_K}
-    mp = at_goal[("MatchingPursuitSAE", None)]["r2"]
-    mbdl = at_goal[("MiniBatchDictionaryLearning", "OMP encoding; one fit for all k")]["r2"]
-    topk = at_goal[("TopKSAE", None)]["r2"]
-    speedup = best["mbdl"] / best["mp"]
-    print(f"goal k={GOAL_K}: MP R2 {mp:.4f} >= MBDL {mbdl:.4f}: {mp >= mbdl}; "
-          f"MBDL/MP fit time {speedup:.1f}x >= 5x: {speedup >= 5}; "
-          f"MP R2 > TopK {topk:.4f}: {mp > topk}")
+def goal_summary(rows, n_seeds):
+    """The k=16 goal: MP-SAE at defaults against MBDL, per seed and on average."""
+    def pick(model):
+        return [r for r in rows if r["model"] == model and r.get("k") == GOAL_K]
+
+    mp, topk = pick("MatchingPursuitSAE"), pick("TopKSAE")
+    mbdl = pick("MiniBatchDictionaryLearning")
+    ratios = [b["fit_s"] / a["fit_s"] for a, b in zip(mp, mbdl)]
+    summary = aggregate(
+        [{"model": "MatchingPursuitSAE (defaults)", "r2": a["r2"], "fit_s": a["fit_s"],
+          "ratio": q} for a, q in zip(mp, ratios)]
+        + [{"model": "MiniBatchDictionaryLearning", "r2": b["r2"], "fit_s": b["fit_s"]}
+           for b in mbdl]
+        + [{"model": "TopKSAE (defaults)", "r2": t["r2"], "fit_s": t["fit_s"]} for t in topk],
+        ["model"],
+    )
+    table = markdown_table(summary, [
+        ("model", f"k={GOAL_K}, {n_seeds} seeds", ""),
+        ("r2", "held-out R2", ".4f"),
+        ("fit_s", "fit time (s)", ".1f"),
+        ("ratio", "MBDL time / MP-SAE time (same seed)", ".2f"),
+    ])
+    mp_r2, mbdl_r2 = np.mean([r["r2"] for r in mp]), np.mean([r["r2"] for r in mbdl])
+    speedup = np.mean([r["fit_s"] for r in mbdl]) / np.mean([r["fit_s"] for r in mp])
+    verdict = (
+        f"Goal: mean MP-SAE R2 {mp_r2:.4f} >= mean MBDL R2 {mbdl_r2:.4f}: "
+        f"**{'yes' if mp_r2 >= mbdl_r2 else 'no'}**; MBDL/MP-SAE mean fit time {speedup:.2f}x "
+        f">= 5x: **{'yes' if speedup >= 5 else 'no'}**."
+    )
+    return f"{table}\n\n{verdict}"
 
 
 def _plot(rows, mp_model, mp_codes):
@@ -193,19 +229,17 @@ def _plot(rows, mp_model, mp_codes):
 
     curves = {}
     for r in rows:
-        if r.get("tuned"):
-            continue
         label = r["model"] if r["model"] != "DictionaryLearning" else "DictionaryLearning (subset)"
-        curves.setdefault(label, []).append((r["l0"], r["r2"]))
+        curves.setdefault(label, []).append((float(r["l0"]), float(r["r2"])))
     ax = plot_r2_vs_l0(curves, logx=True)
-    ax.set_title("MNIST, 256 atoms, 1,000 held-out digits", fontsize="medium")
+    ax.set_title("MNIST, 256 atoms, 1,000 held-out digits (mean over seeds)", fontsize="medium")
     ax.legend(fontsize="x-small")
     save_figure(ax.figure, "mnist_r2_vs_l0.png")
     plt.close(ax.figure)
 
     fig = plot_atoms(mp_model, usage=mp_codes, n_atoms=64)
-    fig.suptitle(f"MatchingPursuitSAE atoms (k={GOAL_K}), most used first; usage on held-out digits",
-                 fontsize="small")
+    fig.suptitle(f"MatchingPursuitSAE atoms (k={GOAL_K}, seed 0), most used first; usage on "
+                 "held-out digits", fontsize="small")
     save_figure(fig, "mnist_atoms.png")
     plt.close(fig)
 

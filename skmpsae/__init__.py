@@ -2,7 +2,7 @@
 
 Estimators
 ----------
-MatchingPursuitSAE, TopKSAE, ReLUSAE
+MatchingPursuitSAE, TopKSAE, BatchTopKSAE, MatryoshkaSAE, JumpReLUSAE, ReLUSAE
 
 Functions
 ---------
@@ -13,7 +13,10 @@ Modules
 metrics, datasets, plotting (needs matplotlib)
 """
 
+from ._batchtopk import BatchTopKSAE
+from ._jumprelu import JumpReLUSAE
 from ._matching_pursuit import MatchingPursuitSAE
+from ._matryoshka import MatryoshkaSAE
 from ._progress import EpochInfo
 from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
 from ._relu import ReLUSAE
@@ -23,9 +26,12 @@ from ._training import DivergenceError
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchTopKSAE",
     "DivergenceError",
     "EpochInfo",
+    "JumpReLUSAE",
     "MatchingPursuitSAE",
+    "MatryoshkaSAE",
     "ReLUSAE",
     "TopKSAE",
     "matching_pursuit",

@@ -36,13 +36,16 @@ from sklearn.utils.validation import (
 
 from ._checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
 from ._distributed import is_main_process
+from ._early_stopping import _EarlyStopping, _validation_split
 from ._modules import initial_dictionary
 from ._progress import EpochInfo, print_epoch
 from ._trainer import _Trainer
 from ._training import (
+    _OUTLIER_RATIO,
     _as_tensor,
     _cached_tensors,
     _n_batches,
+    _outlier_rows,
     _rms_scale,
     _sample_rows,
     _torch_dtype,
@@ -69,6 +72,10 @@ class _BaseSAE(
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "callback": [callable, None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
     }
 
     # fit's checkpoint arguments belong to one call, not to data a meta-estimator would route
@@ -171,6 +178,10 @@ class _BaseSAE(
         True
         """
         X, new_input = self._validate_new_data(X)
+        stopper = X_validation = None
+        if self.early_stopping:
+            X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
+            stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
         checkpointer = _Checkpointer.from_fit_args(
             self, X, checkpoint_dir, checkpoint_every, resume
         )
@@ -184,7 +195,7 @@ class _BaseSAE(
         else:
             trainer = self._new_trainer(X, n_steps)
         self._train(X, trainer, self.max_iter - trainer.epoch, new_input=new_input,
-                    checkpointer=checkpointer)
+                    checkpointer=checkpointer, early=(stopper, X_validation))
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -405,7 +416,8 @@ class _BaseSAE(
         steps (None for partial_fit)."""
         device = resolve_device(self.device)
         dtype = _torch_dtype(X.dtype)
-        sample = _sample_rows(X, check_random_state(self.random_state), 16384)
+        sample, sample_rows = _sample_rows(X, check_random_state(self.random_state), 16384)
+        sample = self._without_outliers(sample, sample_rows)
         scale = _rms_scale(sample)
         generator = torch_generator(self.random_state)
         module = self._make_module(X.shape[1], dtype, torch.device("cpu"))
@@ -417,6 +429,28 @@ class _BaseSAE(
         module.initialize(bias, atoms)
         module.to(device)
         return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
+
+    def _without_outliers(self, sample, sample_rows):
+        """``sample`` less the rows far larger than the rest, with a warning naming them.
+
+        One row of 1e30 among unit-scale data would otherwise set the data scale alone, and the
+        model would fit nothing else.
+        """
+        outliers, ratios = _outlier_rows(sample)
+        if outliers.size == 0:
+            return sample
+        shown = ", ".join(str(i) for i in sample_rows[outliers[:10]])
+        more = f" and {outliers.size - 10} more" if outliers.size > 10 else ""
+        warnings.warn(
+            f"{type(self).__name__}: rows {shown}{more} of X lie over {_OUTLIER_RATIO:g} times "
+            f"farther from the median sample than the median row does (up to "
+            f"{float(ratios.max()):.3g} times): they would dominate the squared loss. The data "
+            "scale is set without them; remove or clip them if they are errors.",
+            UserWarning,
+        )
+        keep = np.ones(sample.shape[0], dtype=bool)
+        keep[outliers] = False
+        return sample[keep] if keep.any() else sample
 
     def _resume_trainer(self):
         """A trainer over the published parameters: with the Adam moments and counters
@@ -444,7 +478,8 @@ class _BaseSAE(
             name=type(self).__name__,
         )
 
-    def _train(self, X, trainer, n_epochs, loss_curve=(), new_input=None, checkpointer=None):
+    def _train(self, X, trainer, n_epochs, loss_curve=(), new_input=None, checkpointer=None,
+               early=(None, None)):
         """Run ``n_epochs`` epochs, then publish the model and the counters; ``loss_curve``
         holds the losses of earlier epochs, ``checkpointer`` (if any) saves checkpoints and
         holds the losses of the epochs before a resumed checkpoint.
@@ -453,7 +488,9 @@ class _BaseSAE(
         estimator is left as it was and the error propagates; on Ctrl-C it keeps the last
         completed epoch, with a warning. ``new_input`` (from ``_validate_new_data``) marks the
         training of a new model, None the continued training of the published one.
+        ``early`` is ``(stopper, X_validation)`` with early stopping, else ``(None, None)``.
         """
+        stopper, X_validation = early
 
         loss_curve = list(loss_curve if checkpointer is None else checkpointer.loss_curve)
         n_dead = None if checkpointer is None else checkpointer.n_dead
@@ -468,6 +505,10 @@ class _BaseSAE(
                 print_epoch(info)
             if self.callback is not None:
                 self.callback(info)
+            if stopper is not None:
+                score = self._validation_score(trainer, X_validation)
+                return stopper.update(score, trainer.snapshot)
+            return False
 
         on_step = None if checkpointer is None else checkpointer.on_step
         try:
@@ -486,9 +527,33 @@ class _BaseSAE(
             self._discard(trainer)
             raise
         loss_curve += [result.loss for result in results]
+        if stopper is not None:
+            # The best epoch's parameters; the counters keep the epochs and steps run.
+            step, epoch = trainer.step, trainer.epoch
+            trainer.rollback(stopper.best_state)
+            trainer.step, trainer.epoch = step, epoch
         if results:
             n_dead = results[-1].n_dead
         self._publish(trainer, loss_curve, n_dead, new_input)
+        self.validation_scores_ = None if stopper is None else list(stopper.scores)
+        self.best_validation_score_ = None if stopper is None else stopper.best_score
+
+    def _validation_score(self, trainer, X_validation):
+        """Held-out R2 of the module being trained, encoded as ``transform`` would."""
+        params = {}
+        for name, (attr, has_units) in self._published_params.items():
+            value = getattr(trainer.module, name).detach()
+            params[attr] = value * trainer.scale if has_units else value
+        params.update(self._derived_tensors(params))
+        X_hat = np.empty_like(X_validation)
+        with torch.no_grad():
+            for start in range(0, X_validation.shape[0], _TRANSFORM_CHUNK):
+                chunk = _as_tensor(X_validation[start : start + _TRANSFORM_CHUNK], trainer.dtype,
+                                   trainer.device)
+                codes = self._encode(chunk, params)
+                recon = codes @ params["components_"] + params["intercept_"]
+                X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
+        return explained_variance(X_validation, X_hat)
 
     def _discard(self, trainer):
         # A live trainer that a failed call has half-updated must not be trained further:

@@ -30,7 +30,7 @@ class _MatchingPursuitModule(_SAEModule):
 
     def __init__(
         self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device,
-        max_bytes=_DEFAULT_MAX_BYTES, selection_dtype=None,
+        max_bytes=_DEFAULT_MAX_BYTES, selection_dtype=None, revival_coef=0.0,
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -39,6 +39,7 @@ class _MatchingPursuitModule(_SAEModule):
         self.selection_dtype = selection_dtype
         # Distinct atoms the last batch selected: the selection planner's estimate for the next.
         self.n_distinct = None
+        self.revival_coef = revival_coef
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable) and the selected atoms and coefficients."""
@@ -60,11 +61,28 @@ class _MatchingPursuitModule(_SAEModule):
         return x_hat, indices, active
 
     def loss(self, x, dead_mask=None, sparsity_scale=1.0):
-        """LossOutput on batch ``x``; ``dead_mask`` and ``sparsity_scale`` are unused (the
-        pursuit keeps atoms alive by itself and has no sparsity penalty)."""
+        """LossOutput on batch ``x``; ``dead_mask`` (bool, one per atom; None: none is dead)
+        selects the atoms the revival term pulls back; ``sparsity_scale`` is unused (no
+        sparsity penalty)."""
         x_hat, indices, active = self(x)
         loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1]
+        if self.revival_coef and dead_mask is not None and bool(dead_mask.any()):
+            loss = loss + self.revival_coef * _revival_term(x - x_hat, self.dictionary, dead_mask)
         return LossOutput(loss, self.fired_counts(indices, active))
+
+
+def _revival_term(residual, dictionary, dead_mask):
+    """Minus the mean, over dead atoms, of each one's best cosine with a residual of the batch.
+
+    Its gradient turns every dead atom towards the residual it is already closest to, so that
+    dead atoms spread over what the live atoms miss (a term pulling all of them towards the
+    mean residual, as overcomplete suggests for its MP-SAE, would bunch them together) until
+    the pursuit picks them again. The residual carries no gradient: live atoms are untouched.
+    """
+    residual = residual.detach()
+    norms = residual.norm(dim=1, keepdim=True).clamp_min(torch.finfo(residual.dtype).tiny)
+    cosines = (residual / norms) @ dictionary[dead_mask].T  # (n_samples, n_dead)
+    return -cosines.max(dim=0).values.mean()
 
 
 class MatchingPursuitSAE(_BaseSAE):
@@ -96,6 +114,12 @@ class MatchingPursuitSAE(_BaseSAE):
         ``n_components`` steps (``min(n_components, n_features)`` for OMP).
     transform_tol : float, default=None
         Stop encoding a sample once its squared residual norm is at most this value.
+    revival_coef : float, default=1/32
+        Weight of the dead-atom revival term (0 disables it): atoms chosen for no sample over
+        the last epoch's worth of samples are turned, each towards the batch residual it is
+        closest to, until the pursuit picks them again. Live atoms are untouched, and with
+        Adam's per-parameter scaling any positive weight moves dead atoms at the learning rate.
+        Measured in ``docs/benchmarks.md`` (dead atoms and held-out R2 with and without).
     max_iter : int, default=50
         Epochs (passes over the training data) in :meth:`fit`.
     batch_size : int or "auto", default="auto"
@@ -152,6 +176,18 @@ class MatchingPursuitSAE(_BaseSAE):
         ``MiniBatchDictionaryLearning(callback=...)``.
         Fitted attributes are published when the call returns, so read the numbers from the
         tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data in :meth:`fit`, score it (R2, as
+        :meth:`score`) after every epoch, stop once the score has not improved by more than
+        ``tol`` for ``n_iter_no_change`` epochs, and keep the parameters of the best epoch
+        (as ``MLPRegressor``). :meth:`partial_fit` ignores it.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping (at least one sample).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than ``tol`` after which early stopping ends
+        training.
+    tol : float, default=1e-4
+        Improvement of the held-out R2 that counts for early stopping.
 
     Attributes
     ----------
@@ -168,6 +204,12 @@ class MatchingPursuitSAE(_BaseSAE):
         (close to ``1 - R2`` on the training data).
     n_dead_components_ : int
         Atoms chosen for no sample during the last epoch.
+    validation_scores_ : list of float or None
+        Held-out R2 after each epoch of the last :meth:`fit` with ``early_stopping=True``;
+        None otherwise.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_`` (its epoch's parameters are the published ones);
+        None without early stopping.
     n_features_in_ : int
         Number of features seen during :term:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -225,6 +267,7 @@ class MatchingPursuitSAE(_BaseSAE):
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "sparse_output": ["boolean"],
         "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],
+        "revival_coef": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -236,6 +279,7 @@ class MatchingPursuitSAE(_BaseSAE):
         transform_algorithm="mp",
         transform_n_nonzero_coefs=None,
         transform_tol=None,
+        revival_coef=1 / 32,
         max_iter=50,
         batch_size="auto",
         learning_rate="auto",
@@ -248,6 +292,10 @@ class MatchingPursuitSAE(_BaseSAE):
         sparse_output=False,
         selection_dtype=None,
         callback=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
     ):
         self.n_components = n_components
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -255,6 +303,7 @@ class MatchingPursuitSAE(_BaseSAE):
         self.transform_algorithm = transform_algorithm
         self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
         self.transform_tol = transform_tol
+        self.revival_coef = revival_coef
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -267,6 +316,10 @@ class MatchingPursuitSAE(_BaseSAE):
         self.sparse_output = sparse_output
         self.selection_dtype = selection_dtype
         self.callback = callback
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
 
     _init_from_samples = True
     _auto_learning_rate = 1e-2
@@ -289,7 +342,7 @@ class MatchingPursuitSAE(_BaseSAE):
         return _MatchingPursuitModule(
             self.n_components, n_features, self.n_nonzero_coefs, self.positive_code,
             self.fit_intercept, dtype, device, max_bytes=self._max_bytes(),
-            selection_dtype=self._compute_dtype(),
+            selection_dtype=self._compute_dtype(), revival_coef=self.revival_coef,
         )
 
     def _derived_tensors(self, tensors):

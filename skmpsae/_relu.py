@@ -81,6 +81,18 @@ class ReLUSAE(_BaseSAE):
         ``MiniBatchDictionaryLearning(callback=...)``.
         Fitted attributes are published when the call returns, so read the numbers from the
         tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data in :meth:`fit`, score it (R2, as
+        :meth:`score`) after every epoch, stop once the score has not improved by more than
+        ``tol`` for ``n_iter_no_change`` epochs, and keep the parameters of the best epoch
+        (as ``MLPRegressor``). :meth:`partial_fit` ignores it.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping (at least one sample).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than ``tol`` after which early stopping ends
+        training.
+    tol : float, default=1e-4
+        Improvement of the held-out R2 that counts for early stopping.
 
     Attributes
     ----------
@@ -100,6 +112,12 @@ class ReLUSAE(_BaseSAE):
         Training loss per epoch (relative to the data variance).
     n_dead_components_ : int
         Latents that fired for no sample during the last epoch.
+    validation_scores_ : list of float or None
+        Held-out R2 after each epoch of the last :meth:`fit` with ``early_stopping=True``;
+        None otherwise.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_`` (its epoch's parameters are the published ones);
+        None without early stopping.
     n_features_in_ : int
         Number of features seen during :term:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -149,6 +167,10 @@ class ReLUSAE(_BaseSAE):
         device="auto",
         verbose=0,
         callback=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
     ):
         self.n_components = n_components
         self.alpha = alpha
@@ -161,6 +183,10 @@ class ReLUSAE(_BaseSAE):
         self.device = device
         self.verbose = verbose
         self.callback = callback
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
 
     def _make_module(self, n_features, dtype, device):
         return _ReLUModule(

@@ -17,6 +17,15 @@ def _topk_codes(x, weight, encoder_bias, bias, k):
     return F.relu(values), indices, pre
 
 
+def _check_k(estimator, k, name):
+    """A TopK encoder cannot keep more latents than it has: say so instead of capping."""
+    if k > estimator.n_components:
+        raise ValueError(
+            f"{name}={k} is larger than n_components={estimator.n_components}: a TopK encoder "
+            f"cannot keep more latents than it has. Use {name} <= n_components."
+        )
+
+
 class _TopKModule(_EncoderModule):
     """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss, in which the
     ``k_aux`` largest pre-activations of dead latents reconstruct the residual; it pulls dead
@@ -69,10 +78,10 @@ class TopKSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     n_nonzero_coefs : int, default=16
-        k, the number of latents kept per sample in training. A k of ``n_components`` or more
-        keeps every latent (the encoder is then a plain ReLU).
+        k, the number of latents kept per sample in training, at most ``n_components`` (a k of
+        ``n_components`` keeps every latent: the encoder is then a plain ReLU).
     transform_n_nonzero_coefs : int, default=None
-        k at inference (capped at ``n_components`` likewise); None means ``n_nonzero_coefs``.
+        k at inference, at most ``n_components``; None means ``n_nonzero_coefs``.
         Unlike matching pursuit, a TopK encoder is not trained for other values: on MNIST a
         model trained at k=16 stops improving once k passes ~41, the number of latents with a
         positive pre-activation (docs/benchmarks.md).
@@ -105,6 +114,18 @@ class TopKSAE(_BaseSAE):
         ``MiniBatchDictionaryLearning(callback=...)``.
         Fitted attributes are published when the call returns, so read the numbers from the
         tuple. Raising from it stops training as any error does (Ctrl-C keeps the last epoch).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data in :meth:`fit`, score it (R2, as
+        :meth:`score`) after every epoch, stop once the score has not improved by more than
+        ``tol`` for ``n_iter_no_change`` epochs, and keep the parameters of the best epoch
+        (as ``MLPRegressor``). :meth:`partial_fit` ignores it.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping (at least one sample).
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of more than ``tol`` after which early stopping ends
+        training.
+    tol : float, default=1e-4
+        Improvement of the held-out R2 that counts for early stopping.
 
     Attributes
     ----------
@@ -125,6 +146,12 @@ class TopKSAE(_BaseSAE):
         weighted AuxK term).
     n_dead_components_ : int
         Latents that fired for no sample during the last epoch.
+    validation_scores_ : list of float or None
+        Held-out R2 after each epoch of the last :meth:`fit` with ``early_stopping=True``;
+        None otherwise.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_`` (its epoch's parameters are the published ones);
+        None without early stopping.
     n_features_in_ : int
         Number of features seen during :term:`fit`.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -177,6 +204,10 @@ class TopKSAE(_BaseSAE):
         device="auto",
         verbose=0,
         callback=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
     ):
         self.n_components = n_components
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -191,16 +222,25 @@ class TopKSAE(_BaseSAE):
         self.device = device
         self.verbose = verbose
         self.callback = callback
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+
+    def _validate_params(self):
+        super()._validate_params()
+        _check_k(self, self.n_nonzero_coefs, "n_nonzero_coefs")
 
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(
-            self.n_components, n_features, min(self.n_nonzero_coefs, self.n_components),
+            self.n_components, n_features, self.n_nonzero_coefs,
             self.fit_intercept,
             dtype, device, aux_coef=self.aux_coef,
         )
 
     def _encode(self, X, params):
-        k = min(self.transform_n_nonzero_coefs or self.n_nonzero_coefs, self.n_components)
+        k = self.transform_n_nonzero_coefs or self.n_nonzero_coefs
+        _check_k(self, k, "transform_n_nonzero_coefs")
         values, indices, _ = _topk_codes(
             X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"], k
         )

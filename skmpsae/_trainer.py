@@ -243,6 +243,7 @@ class _Trainer:
     def run(self, X, batch_size, n_epochs, on_epoch=None, on_step=None):
         """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each (and ``on_step``
         as :meth:`run_epoch` does); return the list of the completed epochs' _EpochResult.
+        Stops early when ``on_epoch`` returns True (early stopping).
 
         Ctrl-C (in an epoch or in ``on_epoch``) after an epoch has completed returns to the end
         of the last completed epoch, warns and returns early; before that, it propagates.
@@ -252,8 +253,8 @@ class _Trainer:
             for _ in range(n_epochs):
                 results.append(self.run_epoch(X, batch_size, on_step))
                 snapshot = self.snapshot()
-                if on_epoch is not None:
-                    on_epoch(results[-1])
+                if on_epoch is not None and on_epoch(results[-1]):
+                    break
         except KeyboardInterrupt:
             if snapshot is None:
                 raise

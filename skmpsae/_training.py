@@ -52,9 +52,36 @@ def _torch_dtype(np_dtype):
 
 
 def _sample_rows(X, rng, max_rows):
+    """Up to ``max_rows`` rows of ``X`` and their indices in ``X``."""
     if X.shape[0] <= max_rows:
-        return np.asarray(X)
-    return np.asarray(X[np.sort(rng.choice(X.shape[0], max_rows, replace=False))])
+        return np.asarray(X), np.arange(X.shape[0])
+    rows = np.sort(rng.choice(X.shape[0], max_rows, replace=False))
+    return np.asarray(X[rows]), rows
+
+
+# A row whose distance to the median sample is this many times the median distance would
+# outweigh a million typical rows in the squared loss. Real activations stay far below: the
+# largest token norms in language models (the first token's) are some 10-100 times the median.
+_OUTLIER_RATIO = 1e3
+
+
+def _outlier_rows(X, ratio=_OUTLIER_RATIO):
+    """Positions of the rows of ``X`` whose distance to the per-feature median exceeds
+    ``ratio`` times the median row's distance; empty when most rows sit on the median."""
+    X = np.asarray(X)
+    exponent = _peak_exponent(X)
+    # The median of a few hundred rows is a centre no single row can move.
+    centre = np.median(np.ldexp(X[:: max(1, X.shape[0] // 512)].astype(np.float64), -exponent),
+                       axis=0)
+    distance = np.concatenate([
+        np.linalg.norm(np.ldexp(X[start : start + 1024].astype(np.float64), -exponent) - centre,
+                       axis=1)
+        for start in range(0, X.shape[0], 1024)
+    ])
+    typical = np.median(distance)
+    if typical <= 0:
+        return np.empty(0, dtype=np.intp), distance
+    return np.flatnonzero(distance > ratio * typical), distance / typical
 
 
 def _peak_exponent(*arrays):

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from skmpsae import MatchingPursuitSAE
+from skmpsae._distributed import destroy
 from skmpsae._trainer import _Trainer
 
 PARAMS = {"n_components": 16, "n_nonzero_coefs": 3, "max_iter": 3, "batch_size": 50,
@@ -76,7 +77,9 @@ def main(mode, data, out_dir):
              intercept=sae.intercept_, loss_curve=np.asarray(sae.loss_curve_),
              n_steps=sae.n_steps_, n_dead=sae.n_dead_components_,
              rows_read=np.asarray(rows_read))
-    dist.destroy_process_group()
+    # A barrier before leaving: a rank that tears gloo down while its peer still talks aborts
+    # the peer (SIGABRT, 'terminate called without an active exception').
+    destroy()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,24 @@ Import them as ``from _helpers import ...``: pytest puts this folder on ``sys.pa
 
 import numpy as np
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae import (
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    MatryoshkaSAE,
+    ReLUSAE,
+    TopKSAE,
+)
 
 # Every estimator, by the short name that test ids use. A new estimator is added here once.
-ESTIMATOR_CLASSES = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}
+ESTIMATOR_CLASSES = {
+    "mp": MatchingPursuitSAE,
+    "topk": TopKSAE,
+    "batchtopk": BatchTopKSAE,
+    "matryoshka": MatryoshkaSAE,
+    "jumprelu": JumpReLUSAE,
+    "relu": ReLUSAE,
+}
 ESTIMATORS = list(ESTIMATOR_CLASSES)
 
 

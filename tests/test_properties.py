@@ -12,6 +12,7 @@ import functools
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -176,7 +177,12 @@ def test_mp_sae_residual_never_grows_with_transform_steps(dtype, algorithm, X):
 def test_topk_sae_codes_have_at_most_k_nonzeros(dtype, k, n_samples):
     sae = _fitted("topk", dtype)
     X = np.random.RandomState(k).randn(n_samples, 8).astype(dtype)
+    if k > 24:  # more latents than the encoder has: a clear error, not a silent cap
+        with pytest.raises(ValueError, match="larger than n_components=24"):
+            sae.set_params(transform_n_nonzero_coefs=k).transform(X)
+        sae.set_params(transform_n_nonzero_coefs=None)
+        return
     codes = sae.set_params(transform_n_nonzero_coefs=k).transform(X)
     assert codes.dtype == dtype and codes.shape == (n_samples, 24)
-    assert ((codes != 0).sum(axis=1) <= min(k, 24)).all() and (codes >= 0).all()
+    assert ((codes != 0).sum(axis=1) <= k).all() and (codes >= 0).all()
     sae.set_params(transform_n_nonzero_coefs=None)

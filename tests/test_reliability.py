@@ -16,15 +16,16 @@ from sklearn.exceptions import NotFittedError
 from _helpers import ESTIMATORS, estimator_factory, low_rank_data
 from skmpsae import DivergenceError
 
-make_estimator = estimator_factory(
-    n_components=16,
-    max_iter=4,
-    batch_size=64,
-    random_state=0,
-    device="cpu",
-    n_nonzero_coefs=3,
-    alpha=0.1,
+_make_small = estimator_factory(
+    n_components=16, max_iter=4, batch_size=64, random_state=0, device="cpu", n_nonzero_coefs=3
 )
+
+
+def make_estimator(name, **params):
+    # ReLU's default L1 weight is tuned for MNIST; 0.1 keeps these tiny fits from going silent.
+    if name == "relu":
+        params = {"alpha": 0.1, **params}
+    return _make_small(name, **params)
 
 
 def fitted_arrays(sae):
@@ -108,6 +109,34 @@ def test_scale_aware_numerics(estimator):
         assert np.isfinite(sae.transform(data)).all(), case
     # Only rounding separates these runs; 1e6 + X keeps 10 significant digits of X.
     assert max(map(abs, differences.values())) < 0.01, (reference, differences)
+
+
+@pytest.mark.parametrize("estimator", ["mp", "batchtopk"])
+def test_a_huge_row_is_named_and_does_not_set_the_scale(estimator):
+    X = low_rank_data(dtype=np.float64)
+    huge = X.copy()
+    huge[17] = 1e30  # one corrupt row among unit-scale data
+    sae = make_estimator(estimator)
+    # Its squared error alone is ~1e60 times the rest: training cannot go on, and the error
+    # after the warning says why.
+    with pytest.warns(UserWarning, match=r"rows 17 of X lie over 1000 times farther .*e\+30 times"):
+        with pytest.raises(DivergenceError, match="outliers"):
+            sae.fit(huge)
+    assert not hasattr(sae, "components_")
+    # Large but finite rows: named, and the data scale (hence what the learning rate means) is
+    # the one of the other rows, as without them.
+    big = X.copy()
+    big[[3, 50]] *= 3e3
+    sae = make_estimator(estimator)
+    with pytest.warns(UserWarning, match="rows 3, 50 of X"):
+        scale = sae._new_trainer(big, None).scale
+    assert scale == pytest.approx(sae._new_trainer(np.delete(X, [3, 50], axis=0), None).scale)
+    # Ordinary spread, a 100x row included, warns of nothing.
+    ordinary = X.copy()
+    ordinary[5] *= 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_estimator(estimator, max_iter=1).fit(ordinary)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)

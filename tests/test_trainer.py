@@ -262,8 +262,18 @@ def test_relu_loss_scales_the_l1_term_by_the_given_factor():
     assert module.loss(x, torch.ones(16, dtype=torch.bool)).loss == module.loss(x).loss
 
 
-def test_mp_loss_ignores_dead_mask_and_sparsity_scale():
-    module, x = fitted_module("mp")
+def test_mp_loss_adds_the_revival_term_of_the_given_dead_atoms_only():
+    from skmpsae._matching_pursuit import _revival_term
+
+    module, x = fitted_module("mp", revival_coef=0.25)
     out = module.loss(x)
-    assert module.loss(x, torch.ones(16, dtype=torch.bool), 0.1).loss == out.loss
     assert int(out.fired.sum()) <= 3 * x.shape[0] and out.fired.dtype == torch.long
+    # No sparsity penalty, and no dead atom means no revival term.
+    assert module.loss(x, torch.zeros(16, dtype=torch.bool), 0.1).loss == out.loss
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[[2, 9]] = True
+    x_hat, _, _ = module(x)
+    expected = out.loss + 0.25 * _revival_term(x - x_hat, module.dictionary, dead)
+    torch.testing.assert_close(module.loss(x, dead, 0.1).loss, expected)
+    module.revival_coef = 0.0
+    assert module.loss(x, dead).loss == out.loss

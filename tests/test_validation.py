@@ -33,6 +33,8 @@ def _with(X, row, col, value):
 make_estimator = estimator_factory(
     n_components=N_COMPONENTS, max_iter=1, batch_size=16, random_state=0, n_nonzero_coefs=2
 )
+WITH_K = ["mp", "topk", "batchtopk", "matryoshka"]
+TOPK_LIKE = ["topk", "batchtopk", "matryoshka"]
 
 # (input, exception, regex the message must match). Every entry is tried on fit and transform.
 BAD_X = {
@@ -134,17 +136,17 @@ BAD_PARAMS = [
     (ESTIMATORS, "n_components", "3", "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", None, "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", True, "'n_components' parameter .* got the boolean True"),
-    (["mp", "topk"], "n_nonzero_coefs", 0, "'n_nonzero_coefs' parameter .* range \\[1, inf\\)"),
-    (["mp", "topk"], "n_nonzero_coefs", -1, "'n_nonzero_coefs' parameter .* range"),
-    (["mp", "topk"], "n_nonzero_coefs", 2.5, "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", "3", "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", None, "'n_nonzero_coefs' parameter .* int"),
-    (["mp", "topk"], "n_nonzero_coefs", True, "'n_nonzero_coefs' .* got the boolean True"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", 0, "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", 2.5, "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", "3", "'transform_n_nonzero_coefs' parameter"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", True, "got the boolean True"),
-    (["mp", "topk"], "transform_n_nonzero_coefs", False, "'transform_n_nonzero_coefs' param"),
+    (WITH_K, "n_nonzero_coefs", 0, "'n_nonzero_coefs' parameter .* range \\[1, inf\\)"),
+    (WITH_K, "n_nonzero_coefs", -1, "'n_nonzero_coefs' parameter .* range"),
+    (WITH_K, "n_nonzero_coefs", 2.5, "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", "3", "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", None, "'n_nonzero_coefs' parameter .* int"),
+    (WITH_K, "n_nonzero_coefs", True, "'n_nonzero_coefs' .* got the boolean True"),
+    (WITH_K, "transform_n_nonzero_coefs", 0, "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", 2.5, "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", "3", "'transform_n_nonzero_coefs' parameter"),
+    (WITH_K, "transform_n_nonzero_coefs", True, "got the boolean True"),
+    (WITH_K, "transform_n_nonzero_coefs", False, "'transform_n_nonzero_coefs' param"),
     (ESTIMATORS, "learning_rate", 0, "'learning_rate' parameter .* range \\(0.0, inf\\)"),
     (ESTIMATORS, "learning_rate", -1e-3, "'learning_rate' parameter"),
     (ESTIMATORS, "learning_rate", np.nan, "'learning_rate' parameter"),
@@ -158,9 +160,26 @@ BAD_PARAMS = [
     (["mp"], "transform_algorithm", "lars", "'transform_algorithm' .* must be a str among"),
     (["mp"], "transform_tol", -1.0, "'transform_tol' parameter"),
     (["mp"], "positive_code", "yes", "'positive_code' parameter"),
-    (["topk"], "aux_coef", -0.1, "'aux_coef' parameter"),
-    (["relu"], "alpha", -1.0, "'alpha' parameter"),
-    (["relu"], "alpha", "strong", "'alpha' parameter"),
+    (["mp"], "revival_coef", -0.1, "'revival_coef' parameter"),
+    (TOPK_LIKE, "aux_coef", -0.1, "'aux_coef' parameter"),
+    (TOPK_LIKE, "n_nonzero_coefs", 9, "n_nonzero_coefs=9 is larger than n_components=8"),
+    (["relu", "jumprelu"], "alpha", -1.0, "'alpha' parameter"),
+    (["relu", "jumprelu"], "alpha", "strong", "'alpha' parameter"),
+    (["jumprelu"], "bandwidth", 0.0, "'bandwidth' parameter"),
+    (["jumprelu"], "bandwidth", np.nan, "'bandwidth' parameter"),
+    (["matryoshka"], "prefix_sizes", [4, 2], "prefix_sizes must be strictly increasing"),
+    (["matryoshka"], "prefix_sizes", [0, 4], "prefix_sizes must be strictly increasing"),
+    (["matryoshka"], "prefix_sizes", [4, 9], "each between 1 and n_components=8"),
+    (["matryoshka"], "prefix_sizes", [2.5], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [[2, 4]], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", [True, 4], "prefix_sizes must be a non-empty 1-d sequence"),
+    (["matryoshka"], "prefix_sizes", "4", "'prefix_sizes' parameter"),
+    (ESTIMATORS, "early_stopping", "yes", "'early_stopping' parameter"),
+    (ESTIMATORS, "validation_fraction", 0.0, "'validation_fraction' parameter"),
+    (ESTIMATORS, "validation_fraction", 1.0, "'validation_fraction' parameter"),
+    (ESTIMATORS, "n_iter_no_change", 0, "'n_iter_no_change' parameter"),
+    (ESTIMATORS, "tol", -1e-3, "'tol' parameter"),
     (ESTIMATORS, "device", "gpu9", "device='gpu9' is not a valid torch device"),
     (ESTIMATORS, "device", 3.0, "'device' parameter"),
     (ESTIMATORS, "dict_init", np.ones((3, N_FEATURES)), "dict_init has shape \\(3, 6\\)"),
@@ -187,12 +206,22 @@ def test_cuda_without_gpu_says_so():
         make_estimator("mp", device="cuda").fit(_data())
 
 
-@pytest.mark.parametrize("estimator", ["mp", "topk"])
-def test_more_steps_than_atoms_is_valid(estimator):
-    # k >= n_components is legal: TopK keeps every latent, MP may pick an atom again.
-    codes = make_estimator(estimator, n_nonzero_coefs=20).fit(_data()).transform(_data())
+def test_more_steps_than_atoms_is_valid_for_mp():
+    # MP may pick an atom again, so k > n_components is legal.
+    codes = make_estimator("mp", n_nonzero_coefs=20).fit(_data()).transform(_data())
     assert codes.shape == (40, N_COMPONENTS)
     assert np.isfinite(codes).all()
+
+
+@pytest.mark.parametrize("estimator", TOPK_LIKE)
+def test_topk_cannot_keep_more_latents_than_it_has(estimator):
+    # k == n_components keeps every latent; one more is a mistake, said before training.
+    codes = make_estimator(estimator, n_nonzero_coefs=N_COMPONENTS).fit(_data()).transform(_data())
+    assert np.isfinite(codes).all()
+    fitted = make_estimator(estimator).fit(_data())
+    fitted.set_params(transform_n_nonzero_coefs=N_COMPONENTS + 1)
+    with pytest.raises(ValueError, match="transform_n_nonzero_coefs=9 is larger than n_comp"):
+        fitted.transform(_data())
 
 
 # -- pursuit functions ---------------------------------------------------------------------
