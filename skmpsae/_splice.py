@@ -81,7 +81,7 @@ class _TokenBatcher:
             max_length = min(limits) if limits else None
         self.max_length = max_length
 
-    def __call__(self, texts):
+    def __call__(self, texts, offset=0):
         texts = [t.lower() for t in texts] if self.lower else list(texts)
         encoded = self.tokenizer(
             texts, truncation=self.max_length is not None, max_length=self.max_length,
@@ -90,8 +90,8 @@ class _TokenBatcher:
         ids = encoded["input_ids"]
         lengths = [len(row) for row in ids]
         if min(lengths) == 0:
-            raise ValueError(f"text {lengths.index(0)} of the batch has no tokens; remove "
-                             "empty texts.")
+            raise ValueError(f"text {offset + lengths.index(0)} has no tokens; remove empty "
+                             "texts.")
         width = max(lengths)
         pad_id = self.tokenizer.pad_token_id
         keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
@@ -245,7 +245,7 @@ def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, ba
     n_tokens = 0
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            inputs, keep = batcher(texts[start : start + batch_size])
+            inputs, keep = batcher(texts[start : start + batch_size], start)
             valid = (keep[:, 1:] & keep[:, :-1]).to(_device_of(model))
             target = inputs["input_ids"][:, 1:].unsqueeze(-1)
             clean = _log_probs(batcher.forward(inputs))[:, :-1]

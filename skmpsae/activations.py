@@ -64,6 +64,21 @@ def load_model(name, device="cpu"):
     path = Path(name)
     if not path.is_dir():
         path = _packaged_model_path(str(name))
+    import transformers
+
+    # transformers draws a "Loading weights" bar on stderr; the capture has its own progress.
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return _load_from_directory(path, device)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _load_from_directory(path, device):
+    import transformers
+
     if (path / "modules.json").is_file():
         from sentence_transformers import SentenceTransformer
 
@@ -74,8 +89,6 @@ def load_model(name, device="cpu"):
             f"{path}: not a model directory (no config.json from save_pretrained, no "
             "modules.json from sentence-transformers)."
         )
-    import transformers
-
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     architectures = getattr(config, "architectures", None) or []
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
@@ -263,6 +276,9 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
         model, tokenizer = load_model(model)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a sequence of strings (one document each).")
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise ValueError(f"texts {empty[:5]} are empty strings; remove them.")
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
@@ -287,7 +303,8 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
     try:
         for first in starts:
             batch = texts[first : first + batch_size]
-            hidden, keep = _run_to_hook(model, module, batcher, batch, capture_input, hookpoint)
+            hidden, keep = _run_to_hook(model, module, batcher, batch, capture_input, hookpoint,
+                                        first)
             out.append(hidden[keep].numpy())
             out.commit()
             _save_state(state_path, settings, first + len(batch), out.n_rows)
@@ -306,9 +323,9 @@ def _probe_width(model, module, batcher, texts, capture_input, hookpoint):
     return hidden.shape[-1]
 
 
-def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint):
+def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint, offset=0):
     """Rows (batch, tokens, features) in float32 on the CPU, and the mask of rows to keep."""
-    inputs, keep = batcher(texts)
+    inputs, keep = batcher(texts, offset)
     seen = {}
 
     def record(value):
