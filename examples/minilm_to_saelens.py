@@ -51,7 +51,7 @@ print(f"{hookpoint}: {X_train.shape[0]} training tokens, {X_test.shape[0]} held 
 
 # %%
 # Fit both SAEs at three sparsities, and splice each into the model
-# ----------------------------------------------------------------
+# -----------------------------------------------------------------
 # :func:`skmpsae.metrics.spliced_embedding_cosine` runs the encoder twice on the held-out
 # paragraphs, once as it is and once with block 3's output replaced by the SAE's
 # reconstruction at every token, and compares the two sentence embeddings.
