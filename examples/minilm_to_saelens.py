@@ -26,11 +26,11 @@ is its output as measured.
 # ``model.named_modules()``, drops padding, stops the forward pass after the hooked block and
 # appends one float32 row per token to a ``.npy`` file, resuming if interrupted. Four fifths of
 # the paragraphs train the SAEs; the rest measure them.
+import pydoc_data.topics
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pydoc_data.topics
 
 from skmpsae.activations import capture, load_model
 

@@ -12,7 +12,6 @@ import contextlib
 import difflib
 import warnings
 
-import numpy as np
 import torch
 
 # Limits above this are tokenizers' "no limit" sentinels (e.g. 1e30), not a model's length.
