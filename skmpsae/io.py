@@ -128,6 +128,14 @@ def _json_param(name, value, tensors):
         return "tensor:param.dict_init"
     if name == "device":
         return str(value)
+    if name == "callback":
+        warnings.warn(
+            "the callback is a Python callable, which a safetensors file does not hold; it is "
+            "saved as None.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
     if name == "random_state":
         warnings.warn(
             "random_state is a RandomState instance, which a safetensors file cannot hold; it "

@@ -98,6 +98,10 @@ def test_random_state_instance_is_saved_as_none_with_a_warning(X, tmp_path):
     with pytest.warns(UserWarning, match="RandomState instance"):
         path = io.save(estimator, tmp_path / "m.safetensors")
     assert io.load(path).random_state is None
+    estimator.set_params(random_state=0, callback=print)
+    with pytest.warns(UserWarning, match="callback"):
+        path = io.save(estimator, tmp_path / "m.safetensors")
+    assert io.load(path).callback is None
 
 
 def test_save_refuses_unfitted_and_foreign_objects(tmp_path):
