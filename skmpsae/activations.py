@@ -64,7 +64,12 @@ def load_model(name, device="cpu"):
     path = Path(name)
     if not path.is_dir():
         path = _packaged_model_path(str(name))
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "loading a model needs transformers: pip install 'skmpsae[activations]'"
+        ) from None
 
     # transformers draws a "Loading weights" bar on stderr; the capture has its own progress.
     bars = transformers.utils.logging.is_progress_bar_enabled()
@@ -395,7 +400,10 @@ def _run_capture(args):
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise CommandError(f"{path}: no non-blank lines")
-    model, tokenizer = load_model(args.model, device=args.device)
+    try:
+        model, tokenizer = load_model(args.model, device=args.device)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
     X = capture(model, texts, args.hookpoint, args.output, tokenizer=tokenizer,
                 capture_input=args.input, batch_size=args.batch_size,
                 max_length=args.max_length, skip_special_tokens=args.skip_special_tokens,
