@@ -1,5 +1,7 @@
 # Every target builds its own environment from nothing: a virtualenv in .venv with the CPU build of
-# PyTorch pinned first, so that the project's range `torch>=2.2` installs nothing more.
+# PyTorch pinned first, so that the project's range `torch>=2.2` installs nothing more; the
+# extras (sae-lens, sparsify, transformers...) are installed with the pin repeated, so that none
+# of them can replace it with another (CUDA) build.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,plot,docs]"
+	$(PY) -m pip install -q -e ".[test,plot,docs,activations,interop]" "$(TORCH_SPEC)"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -93,7 +93,9 @@ def _build_parser():
                      help="a positive number or 'auto' (default: the estimator's)")
     fit.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     fit.add_argument("--random-state", type=int, default=None, help="seed (default: none)")
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL.joblib")
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL",
+                     help="MODEL.safetensors (safe to share: loading runs no code) or "
+                     "MODEL.joblib (a pickle)")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     fit.add_argument("--nproc-per-node", type=_positive_int, default=1, metavar="N",
                      help="train data-parallel in N local worker processes started by "
@@ -113,7 +115,8 @@ def _build_parser():
         description="Encode DATA.npy chunk by chunk and save the codes as a scipy sparse CSR "
         "matrix (load it with scipy.sparse.load_npz).",
     )
-    encode.add_argument("model", metavar="MODEL.joblib", help="written by 'skmpsae fit'")
+    encode.add_argument("model", metavar="MODEL",
+                        help="a .safetensors or .joblib file written by 'skmpsae fit'")
     encode.add_argument("data", metavar="DATA.npy")
     encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
     encode.add_argument("--chunk-size", type=_positive_int, default=_ENCODE_CHUNK,
@@ -145,6 +148,10 @@ def _build_parser():
     compare.add_argument("--plot", metavar="PNG", default=None, help="also save a figure")
     compare.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     compare.set_defaults(subparser=compare)
+
+    from .activations import _add_capture_command
+
+    _add_capture_command(commands, _positive_int)
     return parser
 
 
@@ -252,8 +259,13 @@ def _fit_and_save(args, estimator, output, main_process):
         estimator.set_params(callback=None)  # a lambda neither pickles nor means anything later
     if not main_process:
         return 0
-    with atomic_write(output) as file:
-        joblib.dump(estimator, file)
+    if output.suffix == ".safetensors":
+        from .io import save
+
+        save(estimator, output)  # replaces the file atomically itself
+    else:
+        with atomic_write(output) as file:
+            joblib.dump(estimator, file)
     print(
         f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
         f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
@@ -296,6 +308,10 @@ def _load_model(path):
     path = Path(path)
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from .io import load
+
+        return load(path)
     try:
         model = joblib.load(path)
     except Exception as exc:  # unpickling fails with many exception types
@@ -404,7 +420,10 @@ def main(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         args = _build_parser().parse_args(argv)
         args.argv = argv
-        runners = {"fit": _run_fit, "encode": _run_encode, "compare": _run_compare}
+        from .activations import _run_capture
+
+        runners = {"fit": _run_fit, "encode": _run_encode, "compare": _run_compare,
+                   "capture": _run_capture}
         return _run(runners[args.command], args)
     except SystemExit as exit_:  # --help, --version and usage errors
         if exit_.code is None:

@@ -449,3 +449,5 @@ def neg_l0_scorer(estimator, X, y=None) -> float:
     -1.5
     """
     return -l0(estimator.transform(X))
+
+from ._splice import spliced_embedding_cosine, spliced_lm_metrics  # noqa: E402, F401 (re-export)

@@ -1,0 +1,314 @@
+"""A fitted SAE inside a model, and the fidelity metrics the field reports for it.
+
+:func:`splice` replaces a module's output with the SAE's reconstruction for the duration of a
+``with`` block. :func:`spliced_lm_metrics` (causal language models: cross-entropy increase, KL
+divergence of the next-token distributions, fraction of cross-entropy recovered against
+zero-ablation) and :func:`spliced_embedding_cosine` (sentence encoders) are published in
+:mod:`skmpsae.metrics`. Also the tokenisation and hook plumbing that
+:mod:`skmpsae.activations` shares.
+"""
+
+import contextlib
+import difflib
+import warnings
+
+import torch
+
+# Limits above this are tokenizers' "no limit" sentinels (e.g. 1e30), not a model's length.
+_MAX_SANE_LENGTH = 1_000_000
+
+
+def _is_sentence_transformer(model):
+    return type(model).__module__.startswith("sentence_transformers")
+
+
+def _resolve_module(model, hookpoint):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    modules = dict(model.named_modules())
+    if not isinstance(hookpoint, str) or hookpoint not in modules or hookpoint == "":
+        names = [name for name in modules if name]
+        close = difflib.get_close_matches(str(hookpoint), names, n=3, cutoff=0.5) or names[:3]
+        raise ValueError(
+            f"unknown hookpoint {hookpoint!r}: not a module name of this "
+            f"{type(model).__name__} (closest: {', '.join(close)}; see model.named_modules())."
+        )
+    return modules[hookpoint]
+
+
+def _hidden_tensor(value, ids_shape, hookpoint):
+    """The per-token tensor in a module's output (a tensor, or the first item of a tuple)."""
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    if not isinstance(value, torch.Tensor) or value.ndim < 3 or (
+        ids_shape is not None and tuple(value.shape[:2]) != tuple(ids_shape)
+    ):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"hookpoint {hookpoint!r} gives {shape}, not one row per token (expected a tensor "
+            f"of shape (batch, tokens, ...) with (batch, tokens) = {tuple(ids_shape or ())}); "
+            "pick a module that runs on every token, such as a transformer block."
+        )
+    return value
+
+
+def _device_of(model):
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+class _TokenBatcher:
+    """Tokenises texts without padding, then pads on the right itself: every model sees the
+    same positions for a text run alone and in a batch, whatever its tokenizer's padding side
+    or pad token (GPT-2 has none)."""
+
+    def __init__(self, model, tokenizer, max_length, skip_special_tokens):
+        self.sentence_transformer = _is_sentence_transformer(model)
+        if tokenizer is None and self.sentence_transformer:
+            tokenizer = model.tokenizer
+        if tokenizer is None:
+            raise TypeError(f"a {type(model).__name__} needs its tokenizer: pass tokenizer=.")
+        self.model, self.tokenizer = model, tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self.lower = self.sentence_transformer and bool(getattr(model[0], "do_lower_case", False))
+        if max_length is None:
+            limits = [getattr(model, "max_seq_length", None) if self.sentence_transformer
+                      else None, getattr(tokenizer, "model_max_length", None)]
+            config = getattr(model, "config", None)
+            limits += [getattr(config, key, None) for key in ("max_position_embeddings",
+                                                              "n_positions")]
+            limits = [n for n in limits if isinstance(n, int) and 0 < n < _MAX_SANE_LENGTH]
+            max_length = min(limits) if limits else None
+        self.max_length = max_length
+
+    def __call__(self, texts, offset=0):
+        texts = [t.lower() for t in texts] if self.lower else list(texts)
+        encoded = self.tokenizer(
+            texts, truncation=self.max_length is not None, max_length=self.max_length,
+            padding=False, return_special_tokens_mask=True, return_attention_mask=True,
+        )
+        ids = encoded["input_ids"]
+        lengths = [len(row) for row in ids]
+        if min(lengths) == 0:
+            raise ValueError(f"text {offset + lengths.index(0)} has no tokens; remove empty "
+                             "texts.")
+        width = max(lengths)
+        pad_id = self.tokenizer.pad_token_id
+        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        inputs = {}
+        for key in keys:
+            fill = (pad_id or 0) if key == "input_ids" else 0
+            inputs[key] = torch.tensor([row + [fill] * (width - len(row)) for row in encoded[key]])
+        mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+        inputs["attention_mask"] = mask
+        keep = mask.bool()
+        if self.skip_special_tokens:
+            special = torch.tensor([row + [1] * (width - len(row))
+                                    for row in encoded["special_tokens_mask"]])
+            keep &= ~special.bool()
+        device = _device_of(self.model)
+        return {k: v.to(device) for k, v in inputs.items()}, keep
+
+    def forward(self, inputs):
+        if self.sentence_transformer:
+            return self.model(dict(inputs))
+        return self.model(**inputs)
+
+
+def _replace_output(output, new):
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, tuple):
+        return (new, *output[1:])
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    raise TypeError(f"cannot replace a module output of type {type(output).__name__}.")
+
+
+@contextlib.contextmanager
+def _replaced(model, hookpoint, transform):
+    module = _resolve_module(model, hookpoint)
+
+    def hook(mod, args, output):
+        hidden = _hidden_tensor(output, None, hookpoint)
+        return _replace_output(output, transform(hidden))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+def splice(model, hookpoint, estimator):
+    """Context manager: run ``model`` with a fitted SAE's reconstruction at ``hookpoint``.
+
+    Inside the ``with`` block, the output of module ``hookpoint`` (for a tuple output, its
+    first item) is replaced at every token position, padding included, by
+    ``estimator.inverse_transform(estimator.transform(output))``, computed in the
+    estimator's dtype and cast back to the model's. The hook is removed on exit, even after an
+    error.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the SAE was trained on (e.g. from :func:`skmpsae.activations.load_model`).
+    hookpoint : str
+        The module name the activations were captured at.
+    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+        Fitted on that module's outputs (``n_features_in_`` equal to their width).
+
+    Returns
+    -------
+    context : context manager
+        Yields ``model``.
+
+    See Also
+    --------
+    skmpsae.metrics.spliced_lm_metrics, skmpsae.metrics.spliced_embedding_cosine
+
+    Examples
+    --------
+    >>> with splice(model, "0.model.encoder.layer.3", sae):  # doctest: +SKIP
+    ...     spliced = model.encode(sentences)
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator)
+    _resolve_module(model, hookpoint)
+    dtype = estimator.components_.dtype
+
+    def reconstruct(hidden):
+        if hidden.shape[-1] != estimator.n_features_in_:
+            raise ValueError(
+                f"hookpoint {hookpoint!r} has {hidden.shape[-1]} features, but the SAE was "
+                f"fitted on {estimator.n_features_in_}."
+            )
+        x = hidden.detach().reshape(-1, hidden.shape[-1]).to("cpu", torch.float64).numpy()
+        x_hat = estimator.inverse_transform(estimator.transform(x.astype(dtype)))
+        return torch.from_numpy(x_hat).to(hidden.device, hidden.dtype).reshape(hidden.shape)
+
+    return _replaced(model, hookpoint, reconstruct)
+
+
+def _log_probs(outputs):
+    logits = getattr(outputs, "logits", None)
+    if logits is None:
+        raise TypeError("spliced_lm_metrics needs a causal language model whose output has "
+                        ".logits (e.g. a ...ForCausalLM from transformers).")
+    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+
+
+def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, batch_size=8,
+                       max_length=None):
+    """How much a causal language model's next-token predictions suffer with the SAE spliced in.
+
+    Each text is scored on its next-token predictions (position ``t`` predicts token
+    ``t + 1``; padding excluded) three times: with the model as it is, with the output of
+    ``hookpoint`` replaced by the SAE's reconstruction (:func:`skmpsae.activations.splice`),
+    and with that output replaced by zeros. Means are over all predicted tokens of the corpus.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal language model whose output has ``.logits`` (a ``transformers``
+        ``...ForCausalLM``).
+    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+        Fitted on the outputs of ``hookpoint``.
+    hookpoint : str
+        A module name as ``model.named_modules()`` gives it.
+    texts : sequence of str
+        The evaluation corpus; each text needs at least two tokens.
+    tokenizer : transformers tokenizer, default=None
+        The model's tokenizer (required for a ``transformers`` model).
+    batch_size : int, default=8
+        Texts per forward pass.
+    max_length : int, default=None
+        Truncation, as in :func:`skmpsae.activations.capture`.
+
+    Returns
+    -------
+    metrics : dict
+        ``ce_clean``, ``ce_spliced`` and ``ce_zero_ablation`` (mean cross-entropy in nats),
+        ``ce_increase`` (``ce_spliced - ce_clean``), ``kl_divergence`` (mean
+        ``KL(p_clean || p_spliced)`` in nats), ``ce_recovered`` (``(ce_zero_ablation -
+        ce_spliced) / (ce_zero_ablation - ce_clean)``: 1 is a perfect SAE, 0 no better than
+        zeros; None, with a warning, when zero-ablation does not change the loss) and
+        ``n_tokens`` (predictions scored).
+
+    See Also
+    --------
+    spliced_embedding_cosine : The measure for sentence encoders.
+    """
+    batcher = _TokenBatcher(model, tokenizer, max_length, False)
+    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
+    n_tokens = 0
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            inputs, keep = batcher(texts[start : start + batch_size], start)
+            valid = (keep[:, 1:] & keep[:, :-1]).to(_device_of(model))
+            target = inputs["input_ids"][:, 1:].unsqueeze(-1)
+            clean = _log_probs(batcher.forward(inputs))[:, :-1]
+            with splice(model, hookpoint, estimator):
+                spliced = _log_probs(batcher.forward(inputs))[:, :-1]
+            with _replaced(model, hookpoint, torch.zeros_like):
+                zero = _log_probs(batcher.forward(inputs))[:, :-1]
+            for key, logp in (("clean", clean), ("spliced", spliced), ("zero", zero)):
+                totals[key] -= float(logp.gather(-1, target).squeeze(-1)[valid].sum())
+            kl = (clean.exp() * (clean - spliced)).sum(dim=-1)
+            totals["kl"] += float(kl[valid].sum())
+            n_tokens += int(valid.sum())
+    if n_tokens == 0:
+        raise ValueError("no text has two tokens: there is no next-token prediction to score.")
+    ce = {key: totals[key] / n_tokens for key in ("clean", "spliced", "zero")}
+    gap = ce["zero"] - ce["clean"]
+    recovered = None
+    if abs(gap) <= 1e-12 * max(1.0, abs(ce["clean"])):
+        warnings.warn("zero-ablating the hookpoint does not change the loss; ce_recovered is "
+                      "undefined (None).", UserWarning, stacklevel=2)
+    else:
+        recovered = (ce["zero"] - ce["spliced"]) / gap
+    return {"ce_clean": ce["clean"], "ce_spliced": ce["spliced"],
+            "ce_zero_ablation": ce["zero"], "ce_increase": ce["spliced"] - ce["clean"],
+            "kl_divergence": totals["kl"] / n_tokens, "ce_recovered": recovered,
+            "n_tokens": n_tokens}
+
+
+def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=32):
+    """Cosine between a sentence encoder's embeddings with and without the SAE spliced in.
+
+    Parameters
+    ----------
+    model : sentence_transformers.SentenceTransformer
+        The sentence encoder.
+    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+        Fitted on the outputs of ``hookpoint``.
+    hookpoint : str
+        A module name as ``model.named_modules()`` gives it, e.g.
+        ``"0.model.encoder.layer.3"``.
+    texts : sequence of str
+        Sentences to embed.
+    batch_size : int, default=32
+        Sentences per forward pass.
+
+    Returns
+    -------
+    cosine : ndarray of shape (n_texts,)
+        Per sentence, the cosine between the original and the spliced embedding (1 when the
+        SAE reconstructs the module's output perfectly).
+
+    See Also
+    --------
+    spliced_lm_metrics : The measures for causal language models.
+    """
+    if not _is_sentence_transformer(model):
+        raise TypeError("spliced_embedding_cosine takes a sentence_transformers."
+                        f"SentenceTransformer, got {type(model).__name__}.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty.")
+    options = {"batch_size": batch_size, "convert_to_tensor": True, "show_progress_bar": False}
+    clean = model.encode(texts, **options)
+    with splice(model, hookpoint, estimator):
+        spliced = model.encode(texts, **options)
+    cosine = torch.nn.functional.cosine_similarity(clean.double(), spliced.double(), dim=-1)
+    return cosine.cpu().numpy()

