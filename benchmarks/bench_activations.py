@@ -89,7 +89,6 @@ def _require_extra():
 def passages():
     """Paragraphs of Python's documentation, deduplicated, in a fixed order."""
     import importlib
-
     import pydoc_data.topics
 
     texts = list(pydoc_data.topics.topics.values())
@@ -126,7 +125,7 @@ def make_activations(n_tokens, batch_size=32):
                                              max_length=MAX_TOKENS_PER_PASSAGE)["input_ids"]]
     # Keep passages (in random order) until the budget, minus [CLS] and [SEP] each.
     chosen, total = [], 0
-    for index, length in zip(order, lengths):
+    for index, length in zip(order, lengths, strict=False):
         if total >= n_tokens:
             break
         chosen.append((length, int(index)))

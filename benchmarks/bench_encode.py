@@ -65,7 +65,8 @@ def digits(n_rows, n_atoms, pool=1, upsample=1):
     atoms = atoms[:n_atoms] / np.linalg.norm(atoms[:n_atoms], axis=1, keepdims=True)
     rest = X[perm[4096:]]
     rows = np.concatenate([rest] + [np.roll(rest, s, axis=1) for s in (1, -1, 28, -28)])
-    return torch.from_numpy(rows[:n_rows].astype(np.float32)), torch.from_numpy(atoms.astype(np.float32))
+    rows = torch.from_numpy(rows[:n_rows].astype(np.float32))
+    return rows, torch.from_numpy(atoms.astype(np.float32))
 
 
 def best_of(repeats, fns):
@@ -119,7 +120,9 @@ def chunk_sweep(X, D, gram, repeats):
     for chunk_rows in (16, 64, 128, 256, 512, 2048):
         steps._CHUNK_BYTES = chunk_rows * row_bytes
         best, _ = best_of(repeats, {"t": lambda: gram_path(X, D, K, gram)})
-        rows.append({"rows": chunk_rows, "mb": chunk_rows * row_bytes / 2**20, "seconds": best["t"]})
+        rows.append(
+            {"rows": chunk_rows, "mb": chunk_rows * row_bytes / 2**20, "seconds": best["t"]}
+        )
     steps._CHUNK_BYTES = default
     print(f"\nGram path by row-chunk size (default {default // row_bytes} rows); best of {repeats}")
     print(markdown_table(rows, [("rows", "rows per chunk", "d"), ("mb", "correlation block (MB)",
@@ -129,7 +132,8 @@ def chunk_sweep(X, D, gram, repeats):
 def scaling(repeats):
     """Per-step cost against n_components for three n_features, and time against k."""
     by_components = {}
-    for label, pool, upsample in (("196 (pooled)", 2, 1), ("784", 1, 1), ("3136 (upsampled)", 1, 2)):
+    shapes = (("196 (pooled)", 2, 1), ("784", 1, 1), ("3136 (upsampled)", 1, 2))
+    for label, pool, upsample in shapes:
         for n_components in (512, 1024, 2048, 4096, 8192):
             X, D = digits(N_ROWS, n_components, pool, upsample)
             gram = steps._gram(D)

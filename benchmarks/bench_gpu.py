@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import markdown_table, parser, write_npy  # noqa: E402
+from _common import markdown_table, parser, write_npy
 
 K, k, D_IN = 65536, 64, 768
 

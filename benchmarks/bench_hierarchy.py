@@ -165,7 +165,7 @@ def main(argv=None):
         plt = use_agg()
         fig, axes = plt.subplots(1, len(NOISES), figsize=(9, 3.5), sharey=True,
                                  layout="constrained")
-        for ax, noise in zip(axes, NOISES):
+        for ax, noise in zip(axes, NOISES, strict=False):
             for name in MODEL_PARAMS:
                 stats = [stat(results[noise, c][name], "recovery") for c in COSINES]
                 means, stds = np.array([[st.mean, st.sd] for st in stats]).T

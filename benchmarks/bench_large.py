@@ -104,7 +104,7 @@ def run_child(part, path, threads):
                           text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
-    line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 

@@ -167,7 +167,7 @@ def main():
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     rows = []
-    for case, results in runs.items():
+    for results in runs.values():
         # The worst run is the honest figure for "how much memory does this need".
         row = dict(max(results, key=lambda r: r["peak_anon"]))
         row["range"] = (f"{min(r['peak_anon'] for r in results):.0f}-"

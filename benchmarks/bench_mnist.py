@@ -198,10 +198,10 @@ def goal_summary(rows, n_seeds):
 
     mp, topk = pick("MatchingPursuitSAE"), pick("TopKSAE")
     mbdl = pick("MiniBatchDictionaryLearning")
-    ratios = [b["fit_s"] / a["fit_s"] for a, b in zip(mp, mbdl)]
+    ratios = [b["fit_s"] / a["fit_s"] for a, b in zip(mp, mbdl, strict=False)]
     summary = aggregate(
         [{"model": "MatchingPursuitSAE (defaults)", "r2": a["r2"], "fit_s": a["fit_s"],
-          "ratio": q} for a, q in zip(mp, ratios)]
+          "ratio": q} for a, q in zip(mp, ratios, strict=False)]
         + [{"model": "MiniBatchDictionaryLearning", "r2": b["r2"], "fit_s": b["fit_s"]}
            for b in mbdl]
         + [{"model": "TopKSAE (defaults)", "r2": t["r2"], "fit_s": t["fit_s"]} for t in topk],

@@ -128,14 +128,14 @@ def main(argv=None):
         for repeat in range(args.repeats):
             x = X[repeat * batch : (repeat + 1) * batch]
             xc = x - b
-            _, t = timed(lambda: saelens_train_step(sl_train, sl_opt, x))
+            _, t = timed(lambda: saelens_train_step(sl_train, sl_opt, x))  # noqa: B023
             best["sl_train"] = min(best["sl_train"], t)
-            _, t = timed(lambda: ours_train_step(ours, our_opt, x))
+            _, t = timed(lambda: ours_train_step(ours, our_opt, x))  # noqa: B023
             best["our_train"] = min(best["our_train"], t)
             with torch.no_grad():
-                sl_codes, t = timed(lambda: sl_infer.encode(x))
+                sl_codes, t = timed(lambda: sl_infer.encode(x))  # noqa: B023
                 best["sl_enc"] = min(best["sl_enc"], t)
-                (idx, val), t = timed(lambda: _select_mp(xc, W, STEPS, gram=gram))
+                (idx, val), t = timed(lambda: _select_mp(xc, W, STEPS, gram=gram))  # noqa: B023
                 best["our_enc"] = min(best["our_enc"], t)
             print(f"batch {batch}, repeat {repeat + 1}: " + ", ".join(
                 f"{name} {seconds:.2f}s" for name, seconds in best.items()), flush=True)

@@ -110,7 +110,7 @@ def plot(rows):
               "gemm": "one correlation GEMM per step", "auto": "automatic choice"}
     for path in PATHS:
         points = [(r["K"], r[path]) for r in rows if path in r]
-        ax.plot(*zip(*points), styles[path], label=labels[path], alpha=0.85)
+        ax.plot(*zip(*points, strict=False), styles[path], label=labels[path], alpha=0.85)
     ax.set(xscale="log", yscale="log", xlabel="n_components",
            ylabel=f"seconds per epoch ({N_ROWS} rows)",
            title=f"MP-SAE training epoch, {D_FEATURES} features, k={K_STEPS}, batch {BATCH}")

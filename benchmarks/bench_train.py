@@ -117,7 +117,7 @@ def main(argv=None):
                   f"peak +{res['extra_mb']:.0f} MB", flush=True)
     rows = []
     for variant, label in zip(VARIANTS, ("Gram-path selection + recomputed coefficients",
-                                         "naive unrolled loop under autograd")):
+                                         "naive unrolled loop under autograd"), strict=False):
         runs = results[variant]
         rows.append({
             "method": label,

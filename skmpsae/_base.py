@@ -25,7 +25,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state, metadata_routing
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import (
     _get_feature_names,
@@ -50,7 +50,7 @@ from ._training import (
     _sample_rows,
     _torch_dtype,
 )
-from ._utils import check_not_bool, resolve_device, torch_generator
+from ._utils import NotBoolInterval, resolve_device, torch_generator
 from .metrics import explained_variance
 
 _TRANSFORM_CHUNK = 4096
@@ -62,9 +62,9 @@ class _BaseSAE(
     """Base class for the sparse autoencoders; not for direct use."""
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "max_iter": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "batch_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "fit_intercept": ["boolean"],
         "dict_init": ["array-like", None],
@@ -74,7 +74,7 @@ class _BaseSAE(
         "callback": [callable, None],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [NotBoolInterval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
     }
 
@@ -380,17 +380,6 @@ class _BaseSAE(
         return state
 
     # -- validation ------------------------------------------------------------------------
-    def _validate_params(self):
-        super()._validate_params()
-        # Python counts a bool as an int, but n_components=True is a slip, not a request for
-        # one atom; without this check it fails deep inside torch with an obscure TypeError.
-        for name, constraints in self._parameter_constraints.items():
-            if any(isinstance(c, Interval) and c.type is Integral for c in constraints):
-                check_not_bool(
-                    getattr(self, name), name, owner=type(self).__name__,
-                    error=InvalidParameterError,
-                )
-
     def _validate_new_data(self, X):
         """``X`` as a float array, and the input description of a new model:
         ``n_features_in_`` and ``feature_names_in_`` are set when the model is published, so
@@ -447,6 +436,7 @@ class _BaseSAE(
             f"{float(ratios.max()):.3g} times): they would dominate the squared loss. The data "
             "scale is set without them; remove or clip them if they are errors.",
             UserWarning,
+            stacklevel=2,
         )
         keep = np.ones(sample.shape[0], dtype=bool)
         keep[outliers] = False
@@ -521,6 +511,7 @@ class _BaseSAE(
                 f"Training interrupted; {type(self).__name__} keeps the model it had before "
                 f"this call ({self.n_iter_} epochs in all).",
                 UserWarning,
+                stacklevel=2,
             )
             return
         except BaseException:

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
 from ._base import _BaseSAE
-from ._pursuit import _decode_selected, _scatter_codes
 from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from ._pursuit import _decode_selected, _scatter_codes
 from ._topk import _check_k, _topk_codes
+from ._utils import NotBoolInterval
 
 # Weight of a new batch in the running estimate of the inference threshold: a time constant of
 # 50 steps, short against a default fit (800 steps on 4,000 samples) and long against the batch
@@ -229,8 +230,8 @@ class BatchTopKSAE(_BaseSAE):
 
     _parameter_constraints: dict = {
         **_BaseSAE._parameter_constraints,
-        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
-        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
         "aux_coef": [Interval(Real, 0, None, closed="left")],
     }
 

@@ -18,6 +18,7 @@ from ._pursuit import (
 )
 from ._pursuit_steps import _DEFAULT_MAX_BYTES, _gram
 from ._selection import _select_mp
+from ._utils import NotBoolInterval
 
 
 class _MatchingPursuitModule(_SAEModule):
@@ -258,12 +259,12 @@ class MatchingPursuitSAE(_BaseSAE):
 
     _parameter_constraints: dict = {
         **_BaseSAE._parameter_constraints,
-        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
+        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
         "positive_code": ["boolean"],
         "transform_algorithm": [StrOptions({"mp", "omp"})],
-        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
         "transform_tol": [Interval(Real, 0, None, closed="left"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [NotBoolInterval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "sparse_output": ["boolean"],
         "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],

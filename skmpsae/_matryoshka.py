@@ -241,7 +241,8 @@ class MatryoshkaSAE(BatchTopKSAE):
                 f"prefix_sizes must be a non-empty 1-d sequence of ints, got {self.prefix_sizes!r}."
             )
         sizes = [int(s) for s in sizes]
-        if sizes[0] < 1 or sizes[-1] > n or any(a >= b for a, b in zip(sizes, sizes[1:])):
+        increasing = all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
+        if sizes[0] < 1 or sizes[-1] > n or not increasing:
             raise ValueError(
                 "prefix_sizes must be strictly increasing, each between 1 and n_components="
                 f"{n}; got {self.prefix_sizes!r}."

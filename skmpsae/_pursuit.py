@@ -27,6 +27,7 @@ from ._pursuit_steps import (
     _BlockArgmax,
 )
 from ._selection import _gram_source, _select_mp
+from ._utils import NotBoolInterval
 
 __all__ = ["matching_pursuit", "orthogonal_matching_pursuit"]
 
@@ -200,8 +201,6 @@ def _scatter_codes(indices, values, n_components):
 
 
 def _prepare(X, dictionary, n_nonzero_coefs, tol):
-    if isinstance(n_nonzero_coefs, bool):
-        raise TypeError(f"n_nonzero_coefs must be an int, got the boolean {n_nonzero_coefs!r}.")
     X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
     dictionary = check_array(dictionary, dtype=X.dtype, input_name="dictionary")
     if dictionary.shape[1] != X.shape[1]:
@@ -223,7 +222,7 @@ _FUNCTION_PARAMS = {
     # Sparse input passes here so that check_array can say that dense data is required.
     "X": ["array-like", "sparse matrix"],
     "dictionary": ["array-like", "sparse matrix"],
-    "n_nonzero_coefs": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "n_nonzero_coefs": [NotBoolInterval(numbers.Integral, 1, None, closed="left"), None],
     "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     "positive": ["boolean"],
     "cache_size": [Interval(numbers.Real, 0, None, closed="neither")],

@@ -11,8 +11,12 @@ zero-ablation) and :func:`spliced_embedding_cosine` (sentence encoders) are publ
 import contextlib
 import difflib
 import warnings
+from numbers import Integral
 
 import torch
+from sklearn.utils._param_validation import HasMethods, validate_params
+
+from ._utils import NotBoolInterval
 
 # Limits above this are tokenizers' "no limit" sentinels (e.g. 1e30), not a model's length.
 _MAX_SANE_LENGTH = 1_000_000
@@ -198,6 +202,18 @@ def _log_probs(outputs):
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 
 
+@validate_params(
+    {
+        "model": [torch.nn.Module],
+        "estimator": [HasMethods(["transform", "inverse_transform"])],
+        "hookpoint": [str],
+        "texts": ["array-like"],
+        "tokenizer": "no_validation",
+        "batch_size": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "max_length": [NotBoolInterval(Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, batch_size=8,
                        max_length=None):
     """How much a causal language model's next-token predictions suffer with the SAE spliced in.
@@ -273,6 +289,16 @@ def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, ba
             "n_tokens": n_tokens}
 
 
+@validate_params(
+    {
+        "model": [torch.nn.Module],
+        "estimator": [HasMethods(["transform", "inverse_transform"])],
+        "hookpoint": [str],
+        "texts": ["array-like"],
+        "batch_size": [NotBoolInterval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=32):
     """Cosine between a sentence encoder's embeddings with and without the SAE spliced in.
 

@@ -8,6 +8,7 @@ from sklearn.utils._param_validation import Interval
 from ._base import _BaseSAE
 from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 from ._pursuit import _decode_selected, _scatter_codes
+from ._utils import NotBoolInterval
 
 
 def _topk_codes(x, weight, encoder_bias, bias, k):
@@ -181,8 +182,8 @@ class TopKSAE(_BaseSAE):
 
     _parameter_constraints: dict = {
         **_BaseSAE._parameter_constraints,
-        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left")],
-        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
         "aux_coef": [Interval(Real, 0, None, closed="left")],
     }
 

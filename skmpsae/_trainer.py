@@ -263,6 +263,7 @@ class _Trainer:
                 f"Training interrupted; {self.name} keeps the model of the last completed "
                 f"epoch ({self.epoch} epochs in all).",
                 UserWarning,
+                stacklevel=2,
             )
         return results
 

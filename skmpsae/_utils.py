@@ -43,39 +43,6 @@ def torch_generator(random_state):
     return generator
 
 
-def check_not_bool(value, name, *, owner=None, error=TypeError):
-    """Raise ``error`` if ``value`` is a bool where an integer is expected.
-
-    Python counts ``True`` as the integer 1, so ``Interval(Integral, ...)`` and
-    ``isinstance(value, numbers.Integral)`` accept it; ``n_components=True`` is a slip, not a
-    request for one atom. Call this after (or beside) the integer check.
-
-    Parameters
-    ----------
-    value : object
-        The value to check.
-    name : str
-        The parameter's name, for the message.
-    owner : str, default=None
-        The estimator or function the parameter belongs to; when given, the message reads
-        like scikit-learn's parameter validation ("The 'name' parameter of Owner ...").
-    error : type of Exception, default=TypeError
-        Exception class raised, e.g. ``sklearn.utils._param_validation.InvalidParameterError``.
-
-    Examples
-    --------
-    >>> from skmpsae._utils import check_not_bool
-    >>> check_not_bool(3, "n_components")
-    >>> check_not_bool(True, "n_components")
-    Traceback (most recent call last):
-        ...
-    TypeError: n_components must be an int, got the boolean True.
-    """
-    if isinstance(value, bool):
-        where = f"The {name!r} parameter of {owner}" if owner else name
-        raise error(f"{where} must be an int, got the boolean {value!r}.")
-
-
 class NotBoolInterval(Interval):
     """``Interval`` constraint that also rejects booleans.
 
@@ -84,8 +51,7 @@ class NotBoolInterval(Interval):
     where a number is expected is a slip, not a request for one sample: this constraint turns
     it into the usual ``InvalidParameterError`` (a ``ValueError`` and a ``TypeError``) that
     names the parameter. It takes the same arguments as ``Interval`` and works wherever it
-    does: ``_parameter_constraints`` of an estimator and ``validate_params`` of a function,
-    where a declared constraint replaces a call to :func:`check_not_bool`.
+    does: ``_parameter_constraints`` of an estimator and ``validate_params`` of a function.
 
     Examples
     --------

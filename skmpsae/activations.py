@@ -130,7 +130,7 @@ class _RowFile:
     def __init__(self, path, n_features, n_rows):
         self.path, self.n_features, self.n_rows = Path(path), n_features, n_rows
         mode = "r+b" if self.path.exists() else "w+b"
-        self.file = open(self.path, mode)  # noqa: SIM115 (closed by close())
+        self.file = open(self.path, mode)
         # Rows past the last commit belong to a batch that did not finish: drop them.
         self.file.truncate(_HEADER_BYTES + n_rows * n_features * 4)
         self._write_header()

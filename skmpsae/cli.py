@@ -381,7 +381,7 @@ def _run_compare(args):
                              f"{args.models!r}")
     if args.plot is not None:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401 (only whether it is installed)
         except ImportError:
             raise CommandError("--plot needs matplotlib: pip install 'skmpsae[plot]'") from None
     if args.data not in ("digits", "mnist"):

@@ -190,7 +190,7 @@ def save(estimator, path):
     hyper-parameters (``get_params()``), the fitted counters, ``feature_names_in_`` and the
     versions of skmpsae, numpy, scikit-learn and torch as JSON in the header, with a SHA-256
     digest of each tensor. The Adam state is not saved: :meth:`partial_fit` after :func:`load`
-    resumes with fresh moments, as after unpickling.
+    resumes with fresh moments (a pickle keeps them; a checkpoint of ``fit`` does too).
 
     Examples
     --------

@@ -18,6 +18,8 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, validate_params
 
+# The metrics of an SAE spliced into its model live beside the splicing code; published here.
+from ._splice import spliced_embedding_cosine, spliced_lm_metrics
 from ._utils import NotBoolInterval
 
 # Past 400 lines on purpose: two thirds of the file are the docstrings of ten public functions,
@@ -33,6 +35,8 @@ __all__ = [
     "feature_recovery",
     "explained_variance_scorer",
     "neg_l0_scorer",
+    "spliced_lm_metrics",
+    "spliced_embedding_cosine",
 ]
 
 # Every array parameter admits sparse matrices: the code metrics read them, and the others leave
@@ -449,5 +453,3 @@ def neg_l0_scorer(estimator, X, y=None) -> float:
     -1.5
     """
     return -l0(estimator.transform(X))
-
-from ._splice import spliced_embedding_cosine, spliced_lm_metrics  # noqa: E402, F401 (re-export)

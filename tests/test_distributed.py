@@ -87,7 +87,7 @@ def test_shares_are_disjoint_and_cover_the_batch(world_size, start, stop):
         group.rank, group.world_size = rank, world_size
         shares.append(group.share(start, stop))
     assert shares[0][0] == start and shares[-1][1] == stop
-    for (_, hi), (lo, _) in zip(shares, shares[1:]):
+    for (_, hi), (lo, _) in zip(shares, shares[1:], strict=False):
         assert hi == lo  # consecutive, so disjoint and without gaps
     sizes = [hi - lo for lo, hi in shares]
     assert max(sizes) - min(sizes) <= 1

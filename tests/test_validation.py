@@ -135,17 +135,17 @@ BAD_PARAMS = [
     (ESTIMATORS, "n_components", 2.5, "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", "3", "'n_components' parameter .* int"),
     (ESTIMATORS, "n_components", None, "'n_components' parameter .* int"),
-    (ESTIMATORS, "n_components", True, "'n_components' parameter .* got the boolean True"),
+    (ESTIMATORS, "n_components", True, "'n_components' parameter .* Got True instead"),
     (WITH_K, "n_nonzero_coefs", 0, "'n_nonzero_coefs' parameter .* range \\[1, inf\\)"),
     (WITH_K, "n_nonzero_coefs", -1, "'n_nonzero_coefs' parameter .* range"),
     (WITH_K, "n_nonzero_coefs", 2.5, "'n_nonzero_coefs' parameter .* int"),
     (WITH_K, "n_nonzero_coefs", "3", "'n_nonzero_coefs' parameter .* int"),
     (WITH_K, "n_nonzero_coefs", None, "'n_nonzero_coefs' parameter .* int"),
-    (WITH_K, "n_nonzero_coefs", True, "'n_nonzero_coefs' .* got the boolean True"),
+    (WITH_K, "n_nonzero_coefs", True, "'n_nonzero_coefs' parameter .* Got True instead"),
     (WITH_K, "transform_n_nonzero_coefs", 0, "'transform_n_nonzero_coefs' parameter"),
     (WITH_K, "transform_n_nonzero_coefs", 2.5, "'transform_n_nonzero_coefs' parameter"),
     (WITH_K, "transform_n_nonzero_coefs", "3", "'transform_n_nonzero_coefs' parameter"),
-    (WITH_K, "transform_n_nonzero_coefs", True, "got the boolean True"),
+    (WITH_K, "transform_n_nonzero_coefs", True, "Got True instead"),
     (WITH_K, "transform_n_nonzero_coefs", False, "'transform_n_nonzero_coefs' param"),
     (ESTIMATORS, "learning_rate", 0, "'learning_rate' parameter .* range \\(0.0, inf\\)"),
     (ESTIMATORS, "learning_rate", -1e-3, "'learning_rate' parameter"),
@@ -253,7 +253,7 @@ def test_pursuit_rejects_bad_shapes_and_parameters(pursuit):
     for k in (0, -1, 2.5, "3"):
         with pytest.raises(ValueError, match="'n_nonzero_coefs' parameter .* int in the range"):
             pursuit(X, _DICTIONARY, n_nonzero_coefs=k)
-    with pytest.raises(TypeError, match="n_nonzero_coefs must be an int, got the boolean"):
+    with pytest.raises(TypeError, match="'n_nonzero_coefs' parameter .* Got True instead"):
         pursuit(X, _DICTIONARY, n_nonzero_coefs=True)
     for tol in (-1.0, np.nan, np.inf, "0.1"):
         with pytest.raises(ValueError, match="'tol' parameter"):
