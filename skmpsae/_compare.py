@@ -1,6 +1,6 @@
 """The side-by-side comparison behind ``skmpsae compare`` (and ``make demo``).
 
-Three SAEs and scikit-learn's ``MiniBatchDictionaryLearning`` are fitted on the same training
+The SAEs and scikit-learn's ``MiniBatchDictionaryLearning`` are fitted on the same training
 split and scored on the same held-out split, with the same dictionary size and the same
 sparsity where a model lets one set it.
 """
@@ -10,14 +10,21 @@ import time
 
 import numpy as np
 
-from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from . import (
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatchingPursuitSAE,
+    MatryoshkaSAE,
+    ReLUSAE,
+    TopKSAE,
+)
 from .metrics import dead_components, explained_variance, l0
 
 # ReLUSAE has no k: its L0 emerges from the L1 weight. Its default alpha was chosen to give a
 # held-out L0 near 16 on MNIST (256 latents, 50 epochs), the k of the other models.
 DEFAULT_RELU_ALPHA = ReLUSAE().alpha
 
-MODEL_NAMES = ("mp", "topk", "relu", "mbdl")
+MODEL_NAMES = ("mp", "topk", "batchtopk", "matryoshka", "jumprelu", "relu", "mbdl")
 
 
 def load_comparison_data(data, random_state=0):
@@ -67,6 +74,12 @@ def _make_estimators(models, n_components, k, alpha, max_iter, device, random_st
     factories = {
         "mp": lambda: (MatchingPursuitSAE(n_nonzero_coefs=k, **common), f"k={k}"),
         "topk": lambda: (TopKSAE(n_nonzero_coefs=k, **common), f"k={k}"),
+        "batchtopk": lambda: (BatchTopKSAE(n_nonzero_coefs=k, **common), f"k={k} per batch"),
+        "matryoshka": lambda: (MatryoshkaSAE(n_nonzero_coefs=k, **common), f"k={k} per batch"),
+        # JumpReLU's default L0 weight was chosen for a held-out L0 near 16 on MNIST too.
+        "jumprelu": lambda: (
+            JumpReLUSAE(**common), f"alpha={JumpReLUSAE().alpha:g}, L0 emergent"
+        ),
         "relu": lambda: (ReLUSAE(alpha=alpha, **common), f"alpha={alpha:g}, L0 emergent"),
         "mbdl": lambda: (
             MiniBatchDictionaryLearning(

@@ -19,6 +19,13 @@ from ._progress import Progress, describe_epoch
 _ENCODE_CHUNK = 4096
 
 
+# --model names and their estimators; the penalised ones set sparsity by --alpha, not --k.
+_MODELS = {
+    "mp": "MatchingPursuitSAE", "topk": "TopKSAE", "batchtopk": "BatchTopKSAE",
+    "matryoshka": "MatryoshkaSAE", "jumprelu": "JumpReLUSAE", "relu": "ReLUSAE",
+}
+_PENALISED_MODELS = {"relu", "jumprelu"}
+
 class CommandError(Exception):
     """A failure to report as one line, with exit status 1."""
 
@@ -61,6 +68,7 @@ def _non_negative_float(text):
 
 def _build_parser():
     from . import __version__
+    from ._compare import MODEL_NAMES
 
     parser = _ArgumentParser(
         prog="skmpsae",
@@ -77,14 +85,15 @@ def _build_parser():
         "float32 and float64 files are never loaded whole.",
     )
     fit.add_argument("data", metavar="DATA.npy", help="2-D array (n_samples, n_features)")
-    fit.add_argument("--model", choices=["mp", "topk", "relu"], default="mp", help="default: mp")
+    fit.add_argument("--model", choices=list(_MODELS), default="mp", help="default: mp")
     fit.add_argument("--n-components", type=_positive_int, default=None,
                      help="default: the estimator's (256)")
     fit.add_argument("--k", type=_positive_int, default=None,
-                     help="non-zero codes per sample for mp and topk (default: the estimator's "
-                     "n_nonzero_coefs, 16)")
+                     help="non-zero codes per sample for mp, topk, batchtopk and matryoshka "
+                     "(default: the estimator's n_nonzero_coefs, 16)")
     fit.add_argument("--alpha", type=_non_negative_float, default=None,
-                     help="L1 strength for relu (default: ReLUSAE's)")
+                     help="sparsity penalty for relu (L1) and jumprelu (L0) (default: the "
+                     "estimator's)")
     fit.add_argument("--batch-size", type=_positive_int, default=None,
                      help="default: the estimator's (256)")
     fit.add_argument("--max-iter", type=_positive_int, default=None,
@@ -141,8 +150,8 @@ def _build_parser():
                          "on mnist)")
     compare.add_argument("--max-iter", type=_positive_int, default=None,
                          help="epochs of the SAEs (default: the estimators' 50)")
-    compare.add_argument("--models", default="mp,topk,relu,mbdl",
-                         help="comma-separated subset of mp,topk,relu,mbdl")
+    compare.add_argument("--models", default=",".join(MODEL_NAMES),
+                         help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
     compare.add_argument("--device", default="auto")
     compare.add_argument("--random-state", type=int, default=0, help="default: 0")
     compare.add_argument("--plot", metavar="PNG", default=None, help="also save a figure")
@@ -200,16 +209,20 @@ def _report(quiet):
 
 
 def _run_fit(args):
-    from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
     from ._distributed import destroy, init_from_environment, is_main_process
     from ._utils import resolve_device
 
-    if args.model == "relu" and args.k is not None:
+    penalised = args.model in _PENALISED_MODELS
+    if penalised and args.k is not None:
         args.subparser.error(
-            "--k applies to --model mp and topk; ReLUSAE's sparsity is set by --alpha"
+            f"--k applies to --model {', '.join(sorted(set(_MODELS) - _PENALISED_MODELS))}; "
+            f"{_MODELS[args.model]}'s sparsity is set by --alpha"
         )
-    if args.model != "relu" and args.alpha is not None:
-        args.subparser.error("--alpha applies to --model relu only; use --k for mp and topk")
+    if not penalised and args.alpha is not None:
+        args.subparser.error(
+            f"--alpha applies to --model {' and '.join(sorted(_PENALISED_MODELS))} only; use "
+            f"--k for {args.model}"
+        )
     if args.resume and args.checkpoint_dir is None:
         args.subparser.error("--resume needs --checkpoint-dir, the directory to resume from")
     # Inside a worker started by a launcher (torchrun sets LOCAL_RANK), --nproc-per-node has
@@ -224,7 +237,9 @@ def _run_fit(args):
         "n_nonzero_coefs": args.k, "alpha": args.alpha,
     }
     params = {name: value for name, value in options.items() if value is not None}
-    Estimator = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}[args.model]
+    import skmpsae
+
+    Estimator = getattr(skmpsae, _MODELS[args.model])
     estimator = Estimator(device=args.device, random_state=args.random_state, **params)
 
     device = resolve_device(args.device)  # fail before reading any data
