@@ -62,19 +62,52 @@ def _mp_saelens_steps(estimator):
     return int(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs)
 
 
+def _encoder_saelens_config(estimator, dtype):
+    """The SAELens architecture fields and extra tensors of an estimator with an encoder, or a
+    ValueError saying why SAELens would encode differently."""
+    from . import BatchTopKSAE, JumpReLUSAE, TopKSAE
+
+    n_components = estimator.n_components
+    if isinstance(estimator, (TopKSAE, BatchTopKSAE)) and (
+        isinstance(estimator, TopKSAE) or estimator.transform_n_nonzero_coefs is not None
+    ):
+        k = min(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs, n_components)
+        return {"architecture": "topk", "k": int(k), "rescale_acts_by_decoder_norm": False}, {}
+    if isinstance(estimator, BatchTopKSAE):
+        # transform keeps relu(pre) where relu(pre) > threshold_: SAELens's JumpReLU
+        # (relu(pre) where pre > threshold) with that threshold for every latent, as SAELens
+        # saves its own trained BatchTopK SAEs. A negative threshold keeps every positive
+        # activation, as a zero one does.
+        threshold = np.full(n_components, max(float(estimator.threshold_), 0.0), dtype=dtype)
+        return {"architecture": "jumprelu"}, {"threshold": threshold}
+    if isinstance(estimator, JumpReLUSAE):
+        threshold = np.asarray(estimator.threshold_)
+        if np.any(threshold < 0):
+            raise ValueError(
+                "this JumpReLUSAE has negative thresholds, which let negative codes through; "
+                "SAELens's JumpReLU applies a ReLU first and would zero them."
+            )
+        return {"architecture": "jumprelu"}, {"threshold": threshold}
+    return {"architecture": "standard"}, {}
+
+
 def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     """Export a fitted SAE to the directory layout ``sae_lens.SAE.load_from_disk`` reads.
 
-    ``TopKSAE`` becomes SAELens's "topk" architecture, ``ReLUSAE`` "standard" and
+    ``TopKSAE`` becomes SAELens's "topk" architecture, ``ReLUSAE`` "standard",
     ``MatchingPursuitSAE`` "matching_pursuit" (a fixed number of steps: no residual threshold,
-    no stop on a repeated atom). The SAELens model encodes and decodes as the estimator, up to
-    float rounding (tested with sae-lens 6.54).
+    no stop on a repeated atom) and ``JumpReLUSAE`` "jumprelu". ``BatchTopKSAE`` and
+    ``MatryoshkaSAE`` encode at inference with their learned ``threshold_``, and become
+    "jumprelu" with that threshold for every latent, as SAELens saves its own trained BatchTopK
+    SAEs (or "topk" if ``transform_n_nonzero_coefs`` is set). The SAELens model encodes and
+    decodes as the estimator, up to float rounding (tested with sae-lens 6.54).
 
     Parameters
     ----------
-    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+    estimator : MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE, MatryoshkaSAE or JumpReLUSAE
         A fitted estimator. Its inference settings are exported:
-        ``transform_n_nonzero_coefs`` if set, else ``n_nonzero_coefs``.
+        ``transform_n_nonzero_coefs`` if set, else ``n_nonzero_coefs`` (matching pursuit and
+        TopK) or ``threshold_`` (BatchTopK and Matryoshka).
     directory : str or path-like
         Created if needed; ``cfg.json`` and ``sae_weights.safetensors`` in it are replaced.
     hook_name : str, default=None
@@ -92,7 +125,8 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     ------
     ValueError
         For settings SAELens would encode differently: a ``MatchingPursuitSAE`` with
-        ``positive_code=False``, ``transform_algorithm="omp"`` or ``transform_tol`` set.
+        ``positive_code=False``, ``transform_algorithm="omp"`` or ``transform_tol`` set, or a
+        ``JumpReLUSAE`` with a negative threshold.
 
     See Also
     --------
@@ -112,12 +146,9 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
                    max_iterations=steps, stop_on_duplicate_support=False)
     else:
         tensors.update(W_enc=estimator.encoder_weights_.T, b_enc=estimator.encoder_intercept_)
-        if name == "TopKSAE":
-            k = min(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs,
-                    estimator.n_components)
-            cfg.update(architecture="topk", k=int(k), rescale_acts_by_decoder_norm=False)
-        else:
-            cfg.update(architecture="standard")
+        fields, extra = _encoder_saelens_config(estimator, W_dec.dtype)
+        cfg.update(fields)
+        tensors.update(extra)
     cfg["metadata"] = {
         "sae_lens_version": _saelens_version(),
         "sae_lens_training_version": None,
@@ -126,10 +157,13 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
         "skmpsae_version": _versions()["skmpsae"],
         "skmpsae_estimator": name,
     }
+    if hasattr(estimator, "prefix_sizes_"):
+        # Tools that know Matryoshka SAEs can truncate the exported latents at these sizes.
+        cfg["metadata"]["skmpsae_prefix_sizes"] = [int(s) for s in estimator.prefix_sizes_]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _write_safetensors(directory / _SAELENS_WEIGHTS,
-                       {k: np.ascontiguousarray(v) for k, v in tensors.items()})
+                       {k: np.array(v, order="C") for k, v in tensors.items()})
     with atomic_write(directory / _CFG) as file:
         file.write(json.dumps(cfg, indent=2).encode())
     return directory
@@ -175,11 +209,13 @@ def _saelens_architecture(cfg, source):
         else:
             raise ValueError(f"{source}: activation function {activation!r} has no skmpsae "
                              "estimator.")
-    if architecture not in ("standard", "topk", "matching_pursuit"):
+    if architecture not in ("standard", "topk", "matching_pursuit", "jumprelu"):
+        hint = (" (a training SAE: SAELens saves it for inference as 'jumprelu', which loads)"
+                if "batchtopk" in str(architecture) else "")
         raise ValueError(
-            f"{source}: SAELens architecture {architecture!r} has no skmpsae estimator "
-            "(supported: 'standard' -> ReLUSAE, 'topk' -> TopKSAE, 'matching_pursuit' -> "
-            "MatchingPursuitSAE)."
+            f"{source}: SAELens architecture {architecture!r} has no skmpsae estimator{hint} "
+            "(supported: 'standard' -> ReLUSAE, 'topk' -> TopKSAE, 'jumprelu' -> JumpReLUSAE, "
+            "'matching_pursuit' -> MatchingPursuitSAE)."
         )
     return architecture, cfg
 
@@ -194,8 +230,9 @@ def from_saelens(directory):
 
     Returns
     -------
-    estimator : ReLUSAE, TopKSAE or MatchingPursuitSAE
-        For the "standard", "topk" and "matching_pursuit" architectures; ``transform``
+    estimator : ReLUSAE, TopKSAE, JumpReLUSAE or MatchingPursuitSAE
+        For the "standard", "topk", "jumprelu" (also what SAELens saves a trained BatchTopK or
+        Matryoshka SAE as) and "matching_pursuit" architectures; ``transform``
         gives the codes SAELens's ``encode`` gives, up to float rounding. Training counters
         are zero (``n_iter_ = 0``); float16 and bfloat16 weights are widened to float32.
 
@@ -215,10 +252,12 @@ def from_saelens(directory):
     Notes
     -----
     With ``apply_b_dec_to_input=False``, SAELens does not subtract ``b_dec`` before encoding;
-    the TopK and ReLU encoders absorb this into ``encoder_intercept_``
-    (``b_enc + b_dec @ W_enc``), and a matching-pursuit SAE gets a zero ``intercept_``.
+    the encoders absorb this into ``encoder_intercept_`` (``b_enc + b_dec @ W_enc``), and a
+    matching-pursuit SAE gets a zero ``intercept_``. SAELens's JumpReLU applies a ReLU before
+    its thresholds, skmpsae's does not: a negative threshold loads as zero, which gives the
+    same codes.
     """
-    from . import MatchingPursuitSAE, ReLUSAE, TopKSAE
+    from . import JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
 
     directory, cfg = _read_cfg(directory, _SAELENS_WEIGHTS, "SAELens")
     source = directory / _CFG
@@ -259,6 +298,8 @@ def from_saelens(directory):
             "decoder norm; skmpsae's TopK ranks raw pre-activations."
         )
     shapes.update(W_enc=(d_in, d_sae), b_enc=(d_sae,))
+    if architecture == "jumprelu":
+        shapes["threshold"] = (d_sae,)
     _check_arrays(weights, shapes, directory / _SAELENS_WEIGHTS)
     b_enc = weights["b_enc"]
     if not subtract_b_dec:
@@ -266,10 +307,15 @@ def from_saelens(directory):
     if architecture == "topk":
         estimator = TopKSAE(n_components=d_sae,
                             n_nonzero_coefs=_positive_int_field(cfg, "k", source))
+    elif architecture == "jumprelu":
+        estimator = JumpReLUSAE(n_components=d_sae)
     else:
         estimator = ReLUSAE(n_components=d_sae)
     arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"],
               "encoder_weights_": weights["W_enc"].T, "encoder_intercept_": b_enc}
+    if architecture == "jumprelu":
+        # relu(pre) * (pre > t) == pre * (pre > max(t, 0)), skmpsae's encoding.
+        arrays["threshold_"] = np.maximum(weights["threshold"], 0)
     return _set_fitted(estimator, _same_dtype(arrays))
 
 

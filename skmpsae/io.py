@@ -58,7 +58,8 @@ _COUNTERS = ("n_features_in_", "n_iter_", "n_steps_", "loss_curve_", "n_dead_com
 
 
 def _json_attribute(name, value):
-    """A fitted attribute as JSON; tuples are tagged so that they load as tuples."""
+    """A fitted attribute or a sequence parameter as JSON; tuples and numeric arrays are
+    tagged so that they load as they were."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (Integral, np.bool_)):
@@ -68,15 +69,19 @@ def _json_attribute(name, value):
     if isinstance(value, (list, tuple)):
         items = [_json_attribute(name, v) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
-    raise TypeError(f"cannot save the fitted attribute {name}={value!r} of type "
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return {"array": value.tolist(), "dtype": value.dtype.str}
+    raise TypeError(f"cannot save {name}={value!r} of type "
                     f"{type(value).__name__}")
 
 
 def _from_json_attribute(value):
     if isinstance(value, dict):
-        if set(value) != {"tuple"} or not isinstance(value["tuple"], list):
-            raise ValueError(f"unexpected mapping {value!r}")
-        return tuple(_from_json_attribute(v) for v in value["tuple"])
+        if set(value) == {"tuple"} and isinstance(value["tuple"], list):
+            return tuple(_from_json_attribute(v) for v in value["tuple"])
+        if set(value) == {"array", "dtype"} and np.dtype(value["dtype"]).kind in "biuf":
+            return np.array(value["array"], dtype=np.dtype(value["dtype"]))
+        raise ValueError(f"unexpected mapping {value!r}")
     if isinstance(value, list):
         return [_from_json_attribute(v) for v in value]
     return value
@@ -110,6 +115,8 @@ def _json_param(name, value, tensors):
         return "tensor:param.dict_init"
     if name == "device":
         return str(value)
+    if isinstance(value, (list, tuple, np.ndarray)):  # e.g. MatryoshkaSAE's prefix_sizes
+        return _json_attribute(name, value)
     if name == "callback":
         warnings.warn(
             "the callback is a Python callable, which a safetensors file does not hold; it is "
@@ -257,7 +264,10 @@ def load(path):
                          "altered or corrupted.")
     if not isinstance(params, dict):
         raise ValueError(f"{path}: the skmpsae header is damaged (params is not a mapping).")
-    params = dict(params)
+    try:
+        params = {key: _from_json_attribute(value) for key, value in params.items()}
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the skmpsae header is damaged ({exc}).") from None
     if params.get("dict_init") == "tensor:param.dict_init":
         params["dict_init"] = arrays.pop("param.dict_init")
     cls = classes[name]
