@@ -71,8 +71,7 @@ def _json_attribute(name, value):
         return {"tuple": items} if isinstance(value, tuple) else items
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         return {"array": value.tolist(), "dtype": value.dtype.str}
-    raise TypeError(f"cannot save {name}={value!r} of type "
-                    f"{type(value).__name__}")
+    raise TypeError(f"cannot save {name}={value!r} of type {type(value).__name__}")
 
 
 def _from_json_attribute(value):
@@ -280,7 +279,7 @@ def load(path):
         raise ValueError(f"{path}: invalid hyper-parameters for {name} ({exc}).") from None
     try:
         fitted = _restore_fitted_attributes(attrs.get("fitted", {}))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: the skmpsae header is damaged ({exc}).") from None
     _check_arrays(arrays, expected, path)
     dtypes = {value.dtype for value in arrays.values()}

@@ -205,6 +205,13 @@ def test_load_tampered_header_or_other_architecture(fitted, tmp_path):
     with pytest.raises(ValueError, match="invalid hyper-parameters"):
         io.load(path)
 
+    path = io.save(fitted["matryoshka"], tmp_path / "fitted.safetensors")
+    for bad in ({"__class__": 1}, {"prefix_sizes_": {"array": [1], "dtype": "O"}},
+                {"prefix_sizes_": {"eval": "1"}}):
+        _rewrite_header(path, _edit_skmpsae(lambda h, bad=bad: h["attributes"].update(fitted=bad)))
+        with pytest.raises(ValueError, match="header is damaged"):
+            io.load(path)
+
     path = io.save(fitted["topk"], tmp_path / "unknown.safetensors")
     _rewrite_header(path, _edit_skmpsae(lambda h: h.update(estimator="Pickle")))
     with pytest.raises(ValueError, match="unknown estimator 'Pickle'"):
