@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
+from _helpers import ESTIMATOR_CLASSES, estimator_factory
+from skmpsae import BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
 from skmpsae.cli import main
 
 pytest.importorskip("safetensors")
-from skmpsae import io  # noqa: E402
+from skmpsae import io
 
-ESTIMATORS = {
-    "mp": lambda: MatchingPursuitSAE(24, n_nonzero_coefs=4, max_iter=3, random_state=0),
-    "topk": lambda: TopKSAE(24, n_nonzero_coefs=4, max_iter=3, random_state=0),
-    "relu": lambda: ReLUSAE(24, alpha=0.5, max_iter=3, random_state=0),
-}
+_make = estimator_factory(n_components=24, n_nonzero_coefs=4, max_iter=3, random_state=0)
+# ReLU's L1 weight; JumpReLU keeps its own default L0 weight.
+ESTIMATORS = {name: (lambda name=name: _make(name, **({"alpha": 0.5} if name == "relu" else {})))
+              for name in ESTIMATOR_CLASSES}
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,46 @@ def test_save_load_round_trip_encodes_identically(name, dtype, X, tmp_path):
     loaded = io.load(io.save(estimator, tmp_path / "m.safetensors"))
     assert type(loaded) is type(estimator)
     assert loaded.get_params() == estimator.get_params()
-    for attr in ("components_", "intercept_", "encoder_weights_", "encoder_intercept_"):
-        if hasattr(estimator, attr):
-            assert getattr(loaded, attr).dtype == dtype
-            np.testing.assert_array_equal(getattr(loaded, attr), getattr(estimator, attr))
-    for attr in ("n_features_in_", "n_iter_", "n_steps_", "loss_curve_", "n_dead_components_"):
-        assert getattr(loaded, attr) == getattr(estimator, attr)
+    _assert_same_fitted_attributes(loaded, estimator)
+    for attr, _ in type(estimator)._published_params.values():
+        assert np.asarray(getattr(loaded, attr)).dtype == dtype
     Xd = X.astype(dtype)
     np.testing.assert_array_equal(loaded.transform(Xd), estimator.transform(Xd))
     assert loaded.transform(Xd).dtype == dtype
+
+
+def _assert_same_fitted_attributes(loaded, estimator):
+    """Every public fitted attribute (name ending in "_"), with its type and value."""
+    def public(obj):
+        return {k: v for k, v in vars(obj).items() if k.endswith("_") and not k.startswith("_")}
+
+    expected, got = public(estimator), public(loaded)
+    assert sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        assert type(got[name]) is type(value), name
+        if isinstance(value, (np.ndarray, np.generic)):
+            assert got[name].shape == value.shape and got[name].dtype == value.dtype, name
+            np.testing.assert_array_equal(got[name], value)
+        else:
+            assert got[name] == value, name
+
+
+@pytest.mark.parametrize("name", ["batchtopk", "matryoshka", "jumprelu"])
+def test_early_stopping_scores_and_prefix_sizes_survive(name, X, tmp_path):
+    estimator = ESTIMATORS[name]().set_params(early_stopping=True, validation_fraction=0.2)
+    if name == "matryoshka":  # a list, and an array, come back as given
+        estimator.set_params(prefix_sizes=[6, 12])
+    estimator.fit(X)
+    assert len(estimator.validation_scores_) == 3
+    loaded = io.load(io.save(estimator, tmp_path / "m.safetensors"))
+    _assert_same_fitted_attributes(loaded, estimator)
+    if name == "matryoshka":
+        assert loaded.prefix_sizes_ == (6, 12, 24) and loaded.prefix_sizes == [6, 12]
+        estimator.set_params(prefix_sizes=np.array([6, 12]))
+        loaded = io.load(io.save(estimator, tmp_path / "a.safetensors"))
+        assert loaded.prefix_sizes.dtype == np.array([6, 12]).dtype
+        np.testing.assert_array_equal(loaded.prefix_sizes, [6, 12])
+    np.testing.assert_array_equal(loaded.transform(X), estimator.transform(X))
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
@@ -111,7 +142,7 @@ def test_random_state_instance_is_saved_as_none_with_a_warning(X, tmp_path):
 def test_save_refuses_unfitted_and_foreign_objects(tmp_path):
     with pytest.raises(NotFittedError):
         io.save(TopKSAE(), tmp_path / "m.safetensors")
-    with pytest.raises(TypeError, match="MatchingPursuitSAE, TopKSAE or ReLUSAE"):
+    with pytest.raises(TypeError, match="takes a fitted skmpsae estimator .*JumpReLUSAE"):
         io.save(object(), tmp_path / "m.safetensors")
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -149,7 +180,7 @@ def test_load_never_unpickles(tmp_path):
 
     path = tmp_path / "evil.safetensors"
     path.write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a readable safetensors"):
         io.load(path)
     assert not sentinel.exists()
 
@@ -174,6 +205,13 @@ def test_load_tampered_header_or_other_architecture(fitted, tmp_path):
     with pytest.raises(ValueError, match="invalid hyper-parameters"):
         io.load(path)
 
+    path = io.save(fitted["matryoshka"], tmp_path / "fitted.safetensors")
+    for bad in ({"__class__": 1}, {"prefix_sizes_": {"array": [1], "dtype": "O"}},
+                {"prefix_sizes_": {"eval": "1"}}):
+        _rewrite_header(path, _edit_skmpsae(lambda h, bad=bad: h["attributes"].update(fitted=bad)))
+        with pytest.raises(ValueError, match="header is damaged"):
+            io.load(path)
+
     path = io.save(fitted["topk"], tmp_path / "unknown.safetensors")
     _rewrite_header(path, _edit_skmpsae(lambda h: h.update(estimator="Pickle")))
     with pytest.raises(ValueError, match="unknown estimator 'Pickle'"):
@@ -190,13 +228,15 @@ def _saelens_encode(cfg, w, X):
     pre = (X - w["b_dec"] * cfg["apply_b_dec_to_input"]) @ w["W_enc"] + w["b_enc"]
     if cfg["architecture"] == "standard":
         return np.maximum(pre, 0)
+    if cfg["architecture"] == "jumprelu":
+        return np.maximum(pre, 0) * (pre > w["threshold"])
     out = np.zeros_like(pre)
     top = np.argsort(-pre, axis=1, kind="stable")[:, : cfg["k"]]
     np.put_along_axis(out, top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
     return out
 
 
-@pytest.mark.parametrize("name", ["topk", "relu"])
+@pytest.mark.parametrize("name", ["topk", "relu", "batchtopk", "matryoshka", "jumprelu"])
 def test_to_saelens_files_encode_like_the_estimator(name, fitted, X, tmp_path):
     from safetensors.numpy import load_file
 
@@ -208,8 +248,55 @@ def test_to_saelens_files_encode_like_the_estimator(name, fitted, X, tmp_path):
     assert (cfg["d_in"], cfg["d_sae"]) == (10, 24)
     np.testing.assert_allclose(_saelens_encode(cfg, weights, X), estimator.transform(X),
                                rtol=1e-5, atol=1e-5)
+    assert (estimator.transform(X) != 0).any()  # a model with no active code proves nothing
     back = io.from_saelens(directory)
     np.testing.assert_array_equal(back.transform(X), estimator.transform(X))
+    if name in ("batchtopk", "matryoshka", "jumprelu"):
+        assert cfg["architecture"] == "jumprelu" and type(back) is JumpReLUSAE
+        np.testing.assert_array_equal(back.threshold_, weights["threshold"])
+    if name == "matryoshka":
+        assert cfg["metadata"]["skmpsae_prefix_sizes"] == list(estimator.prefix_sizes_)
+
+
+def test_to_saelens_threshold_models_edge_cases(fitted, X, tmp_path):
+    from safetensors.numpy import load_file
+
+    # BatchTopK with a fixed k at inference encodes as TopK, and is exported so.
+    estimator = BatchTopKSAE(24, n_nonzero_coefs=4, transform_n_nonzero_coefs=3, max_iter=1,
+                             random_state=0).fit(X)
+    cfg = json.loads((io.to_saelens(estimator, tmp_path / "k") / "cfg.json").read_text())
+    assert (cfg["architecture"], cfg["k"]) == ("topk", 3)
+    np.testing.assert_array_equal(io.from_saelens(tmp_path / "k").transform(X),
+                                  estimator.transform(X))
+    # A negative BatchTopK threshold keeps every positive activation: exported as 0.
+    estimator.set_params(transform_n_nonzero_coefs=None)
+    estimator.threshold_ = np.float32(-1.0)
+    directory = io.to_saelens(estimator, tmp_path / "neg")
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    np.testing.assert_array_equal(weights["threshold"], np.zeros(24, np.float32))
+    np.testing.assert_array_equal(io.from_saelens(directory).transform(X),
+                                  estimator.transform(X))
+    # A negative JumpReLU threshold gives negative codes, which SAELens's ReLU would zero.
+    jump = io.load(io.save(fitted["jumprelu"], tmp_path / "j.safetensors"))
+    jump.threshold_[0] = -0.5
+    with pytest.raises(ValueError, match="negative thresholds"):
+        io.to_saelens(jump, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_from_saelens_jumprelu_negative_threshold_loads_as_zero(fitted, X, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    directory = io.to_saelens(fitted["jumprelu"], tmp_path / "sl")
+    cfg = json.loads((directory / "cfg.json").read_text())
+    weights = load_file(str(directory / "sae_weights.safetensors"))
+    weights["threshold"] = np.linspace(-2, 0.5, 24).astype(np.float32)
+    save_file(weights, str(directory / "sae_weights.safetensors"))
+    loaded = io.from_saelens(directory)
+    assert (loaded.threshold_ >= 0).all()
+    codes = loaded.transform(X)
+    assert (codes >= 0).all() and (codes > 0).any()
+    np.testing.assert_allclose(codes, _saelens_encode(cfg, weights, X), rtol=1e-5, atol=1e-5)
 
 
 def test_to_saelens_matching_pursuit_settings(fitted, X, tmp_path):
@@ -242,7 +329,9 @@ def test_from_saelens_folds_b_dec_when_not_subtracted(fitted, X, tmp_path):
 
 
 @pytest.mark.parametrize("edit, match", [
-    ({"architecture": "jumprelu"}, "'jumprelu' has no skmpsae estimator"),
+    ({"architecture": "gated"}, "'gated' has no skmpsae estimator"),
+    ({"architecture": "batchtopk"}, "saves it for inference as 'jumprelu'"),
+    ({"architecture": "jumprelu"}, r"missing \['threshold'\]"),
     ({"d_in": 11}, "shape"),
     ({"d_sae": 0}, "d_sae must be a positive integer"),
     ({"normalize_activations": "expected_average_only_in"}, "normalize_activations"),

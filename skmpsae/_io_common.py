@@ -1,0 +1,150 @@
+"""Helpers shared by :mod:`skmpsae.io` and the SAELens and sparsify layouts: reading and
+writing safetensors files, checking tensors, and making an estimator fitted from its arrays."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_write
+
+
+def _estimator_classes():
+    from . import (
+        BatchTopKSAE,
+        JumpReLUSAE,
+        MatchingPursuitSAE,
+        MatryoshkaSAE,
+        ReLUSAE,
+        TopKSAE,
+    )
+
+    return {cls.__name__: cls for cls in (MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE,
+                                          MatryoshkaSAE, JumpReLUSAE)}
+
+
+def _check_fitted_sae(estimator, what):
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._base import _BaseSAE
+
+    if not isinstance(estimator, _BaseSAE):
+        raise TypeError(
+            f"{what} takes a fitted skmpsae estimator ({', '.join(_estimator_classes())}), "
+            f"got {type(estimator).__name__}."
+        )
+    check_is_fitted(estimator)
+
+
+def _published_arrays(estimator):
+    return {attr: getattr(estimator, attr) for attr, _ in estimator._published_params.values()}
+
+
+
+def _check_arrays(arrays, expected, source):
+    """Shapes, float dtype and finiteness of ``arrays`` against ``expected`` {name: shape}."""
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{source}: expected the tensors {sorted(expected)}, got {sorted(arrays)} "
+            f"(missing {missing}, unexpected {extra}); the file is of another architecture "
+            "or was altered."
+        )
+    for name, shape in expected.items():
+        value = arrays[name]
+        if value.shape != tuple(shape):
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {value.shape}, but the config implies "
+                f"{tuple(shape)}."
+            )
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{source}: tensor {name!r} holds NaN or infinite values.")
+
+
+def _set_fitted(estimator, arrays, *, n_iter=0, n_steps=0, loss_curve=(), n_dead=None,
+                feature_names=None, data_scale=1.0, fitted=None):
+    """Make ``estimator`` fitted from its published arrays (already checked).
+
+    The published attributes are the estimators' documented state; ``_data_scale`` (the RMS
+    deviation the optimiser divides the data by) lets :meth:`partial_fit` continue training.
+    ``fitted`` maps the names of further fitted attributes (``prefix_sizes_``,
+    ``validation_scores_``, ...) to their values.
+    """
+    for name, value in arrays.items():
+        # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar, as fit does.
+        value = np.array(value, order="C")
+        setattr(estimator, name, value if value.ndim else value[()])
+    estimator.n_features_in_ = int(arrays["components_"].shape[1])
+    if feature_names is not None:
+        estimator.feature_names_in_ = np.asarray(feature_names, dtype=object)
+    estimator.n_iter_ = int(n_iter)
+    estimator.n_steps_ = int(n_steps)
+    estimator.loss_curve_ = [float(v) for v in loss_curve]
+    if n_dead is not None:
+        estimator.n_dead_components_ = int(n_dead)
+    estimator._data_scale = float(data_scale)
+    for name, value in (fitted or {}).items():
+        setattr(estimator, name, value)
+    return estimator
+
+
+def _versions():
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    return {"skmpsae": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "torch": torch.__version__}
+
+
+
+def _write_safetensors(path, tensors, metadata=None):
+    """Write a safetensors file atomically: a killed process leaves the previous file or none,
+    never a truncated one."""
+    from safetensors.numpy import save
+
+    with atomic_write(path) as file:
+        file.write(save(tensors, metadata=metadata))
+
+
+
+def _read_safetensors(path, what):
+    """All tensors of a safetensors file as numpy arrays, and its metadata; one-line errors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        # framework="pt" reads bfloat16 too, which numpy has no dtype for.
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({first}); it is truncated, corrupted "
+            f"or not {what}."
+        ) from None
+    arrays = {}
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, not a float.")
+        if tensor.dtype not in (_torch().float32, _torch().float64):
+            tensor = tensor.float()  # float16 and bfloat16 widen exactly to float32
+        arrays[name] = tensor.numpy()
+    return arrays, meta
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+
+def _same_dtype(arrays):
+    dtype = np.result_type(*arrays.values())
+    return {k: np.array(v, dtype=dtype, order="C") for k, v in arrays.items()}
+

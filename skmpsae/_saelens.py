@@ -1,0 +1,372 @@
+"""The SAELens and sparsify directory layouts, read and written without those packages.
+
+:func:`to_saelens` and :func:`from_saelens` write and read the directory layout that
+``sae_lens.SAE.load_from_disk`` reads (``cfg.json`` + ``sae_weights.safetensors``);
+:func:`from_sparsify` reads a TopK SAE saved by EleutherAI's sparsify (``cfg.json`` +
+``sae.safetensors``). A model that the other format would encode differently is refused with a
+``ValueError`` that says why, never converted approximately.
+"""
+
+import json
+from importlib import metadata as _metadata
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_write
+from ._io_common import (
+    _check_arrays,
+    _check_fitted_sae,
+    _read_safetensors,
+    _same_dtype,
+    _set_fitted,
+    _versions,
+    _write_safetensors,
+)
+
+_SAELENS_WEIGHTS = "sae_weights.safetensors"
+_SPARSIFY_WEIGHTS = "sae.safetensors"
+_CFG = "cfg.json"
+# Written as the SAELens version of exported configs when sae-lens is not installed: configs
+# from before 6.0 are read through SAELens's legacy converter, which this layout is not.
+_SAELENS_MIN_VERSION = "6.0.0"
+
+
+# -- SAELens -----------------------------------------------------------------------------------
+def _saelens_version():
+    try:
+        return _metadata.version("sae-lens")
+    except _metadata.PackageNotFoundError:
+        return _SAELENS_MIN_VERSION
+
+
+def _mp_saelens_steps(estimator):
+    """The number of steps an exported MP-SAE runs, or a ValueError saying what SAELens's
+    matching pursuit cannot do."""
+    if not estimator.positive_code:
+        raise ValueError(
+            "SAELens's matching pursuit keeps positive codes only; this MatchingPursuitSAE has "
+            "positive_code=False (signed codes), which SAELens would encode differently."
+        )
+    if estimator.transform_algorithm != "mp":
+        raise ValueError(
+            f"transform_algorithm={estimator.transform_algorithm!r} (orthogonal matching "
+            "pursuit) has no SAELens equivalent; set_params(transform_algorithm='mp') first."
+        )
+    if estimator.transform_tol is not None:
+        raise ValueError(
+            "transform_tol is not exported: SAELens's residual_threshold tests the residual "
+            "after each step, not before, so some samples would get one more atom. Export with "
+            "set_params(transform_tol=None, transform_n_nonzero_coefs=k)."
+        )
+    return int(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs)
+
+
+def _encoder_saelens_config(estimator, dtype):
+    """The SAELens architecture fields and extra tensors of an estimator with an encoder, or a
+    ValueError saying why SAELens would encode differently."""
+    from . import BatchTopKSAE, JumpReLUSAE, TopKSAE
+
+    n_components = estimator.n_components
+    if isinstance(estimator, (TopKSAE, BatchTopKSAE)) and (
+        isinstance(estimator, TopKSAE) or estimator.transform_n_nonzero_coefs is not None
+    ):
+        k = min(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs, n_components)
+        return {"architecture": "topk", "k": int(k), "rescale_acts_by_decoder_norm": False}, {}
+    if isinstance(estimator, BatchTopKSAE):
+        # transform keeps relu(pre) where relu(pre) > threshold_: SAELens's JumpReLU
+        # (relu(pre) where pre > threshold) with that threshold for every latent, as SAELens
+        # saves its own trained BatchTopK SAEs. A negative threshold keeps every positive
+        # activation, as a zero one does.
+        threshold = np.full(n_components, max(float(estimator.threshold_), 0.0), dtype=dtype)
+        return {"architecture": "jumprelu"}, {"threshold": threshold}
+    if isinstance(estimator, JumpReLUSAE):
+        threshold = np.asarray(estimator.threshold_)
+        if np.any(threshold < 0):
+            raise ValueError(
+                "this JumpReLUSAE has negative thresholds, which let negative codes through; "
+                "SAELens's JumpReLU applies a ReLU first and would zero them."
+            )
+        return {"architecture": "jumprelu"}, {"threshold": threshold}
+    return {"architecture": "standard"}, {}
+
+
+def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
+    """Export a fitted SAE to the directory layout ``sae_lens.SAE.load_from_disk`` reads.
+
+    ``TopKSAE`` becomes SAELens's "topk" architecture, ``ReLUSAE`` "standard",
+    ``MatchingPursuitSAE`` "matching_pursuit" (a fixed number of steps: no residual threshold,
+    no stop on a repeated atom) and ``JumpReLUSAE`` "jumprelu". ``BatchTopKSAE`` and
+    ``MatryoshkaSAE`` encode at inference with their learned ``threshold_``, and become
+    "jumprelu" with that threshold for every latent, as SAELens saves its own trained BatchTopK
+    SAEs (or "topk" if ``transform_n_nonzero_coefs`` is set). The SAELens model encodes and
+    decodes as the estimator, up to float rounding (tested with sae-lens 6.54).
+
+    Parameters
+    ----------
+    estimator : MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE, MatryoshkaSAE or JumpReLUSAE
+        A fitted estimator. Its inference settings are exported:
+        ``transform_n_nonzero_coefs`` if set, else ``n_nonzero_coefs`` (matching pursuit and
+        TopK) or ``threshold_`` (BatchTopK and Matryoshka).
+    directory : str or path-like
+        Created if needed; ``cfg.json`` and ``sae_weights.safetensors`` in it are replaced.
+    hook_name : str, default=None
+        Where the SAE reads the model (e.g. ``"blocks.3.hook_resid_post"`` for
+        TransformerLens, or the module name given to :func:`skmpsae.activations.capture`),
+        stored in the config's metadata for tools that splice it in.
+    model_name : str, default=None
+        The model's name, stored in the metadata likewise.
+
+    Returns
+    -------
+    directory : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        For settings SAELens would encode differently: a ``MatchingPursuitSAE`` with
+        ``positive_code=False``, ``transform_algorithm="omp"`` or ``transform_tol`` set, or a
+        ``JumpReLUSAE`` with a negative threshold.
+
+    See Also
+    --------
+    from_saelens : The reverse.
+    save : skmpsae's own file, which keeps every hyper-parameter.
+    """
+    _check_fitted_sae(estimator, "to_saelens")
+    name = type(estimator).__name__
+    W_dec = estimator.components_
+    cfg = {"d_in": int(W_dec.shape[1]), "d_sae": int(W_dec.shape[0]),
+           "dtype": str(W_dec.dtype), "device": "cpu", "apply_b_dec_to_input": True,
+           "normalize_activations": "none", "reshape_activations": "none"}
+    tensors = {"W_dec": W_dec, "b_dec": estimator.intercept_}
+    if name == "MatchingPursuitSAE":
+        steps = _mp_saelens_steps(estimator)
+        cfg.update(architecture="matching_pursuit", residual_threshold=0.0,
+                   max_iterations=steps, stop_on_duplicate_support=False)
+    else:
+        tensors.update(W_enc=estimator.encoder_weights_.T, b_enc=estimator.encoder_intercept_)
+        fields, extra = _encoder_saelens_config(estimator, W_dec.dtype)
+        cfg.update(fields)
+        tensors.update(extra)
+    cfg["metadata"] = {
+        "sae_lens_version": _saelens_version(),
+        "sae_lens_training_version": None,
+        "hook_name": hook_name,
+        "model_name": model_name,
+        "skmpsae_version": _versions()["skmpsae"],
+        "skmpsae_estimator": name,
+    }
+    if hasattr(estimator, "prefix_sizes_"):
+        # Tools that know Matryoshka SAEs can truncate the exported latents at these sizes.
+        cfg["metadata"]["skmpsae_prefix_sizes"] = [int(s) for s in estimator.prefix_sizes_]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_safetensors(directory / _SAELENS_WEIGHTS,
+                       {k: np.array(v, order="C") for k, v in tensors.items()})
+    with atomic_write(directory / _CFG) as file:
+        file.write(json.dumps(cfg, indent=2).encode())
+    return directory
+
+
+def _read_cfg(directory, weights, library):
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    cfg_path = directory / _CFG
+    if not cfg_path.is_file() or not (directory / weights).is_file():
+        children = sorted(p.name for p in directory.iterdir() if (p / _CFG).is_file())
+        hint = f"; it holds SAEs in the sub-directories {children}" if children else ""
+        raise ValueError(
+            f"{directory}: not a {library} SAE directory (expected {_CFG} and {weights}){hint}."
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{cfg_path}: not valid JSON ({exc}).") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}.")
+    return directory, cfg
+
+
+def _positive_int_field(cfg, key, source):
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{source}: {key} must be a positive integer, got {value!r}.")
+    return value
+
+
+def _saelens_architecture(cfg, source):
+    architecture = cfg.get("architecture")
+    if architecture is None:  # configs written before SAELens 6
+        activation = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        if activation == "topk" and "k" in kwargs:
+            cfg = {**cfg, "k": kwargs["k"]}
+            architecture = "topk"
+        elif activation == "relu":
+            architecture = "standard"
+        else:
+            raise ValueError(f"{source}: activation function {activation!r} has no skmpsae "
+                             "estimator.")
+    if architecture not in ("standard", "topk", "matching_pursuit", "jumprelu"):
+        hint = (" (a training SAE: SAELens saves it for inference as 'jumprelu', which loads)"
+                if "batchtopk" in str(architecture) else "")
+        raise ValueError(
+            f"{source}: SAELens architecture {architecture!r} has no skmpsae estimator{hint} "
+            "(supported: 'standard' -> ReLUSAE, 'topk' -> TopKSAE, 'jumprelu' -> JumpReLUSAE, "
+            "'matching_pursuit' -> MatchingPursuitSAE)."
+        )
+    return architecture, cfg
+
+
+def from_saelens(directory):
+    """Load an SAE saved by SAELens (``SAE.save_model``) or by :func:`to_saelens`.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Holds ``cfg.json`` and ``sae_weights.safetensors``.
+
+    Returns
+    -------
+    estimator : ReLUSAE, TopKSAE, JumpReLUSAE or MatchingPursuitSAE
+        For the "standard", "topk", "jumprelu" (also what SAELens saves a trained BatchTopK or
+        Matryoshka SAE as) and "matching_pursuit" architectures; ``transform``
+        gives the codes SAELens's ``encode`` gives, up to float rounding. Training counters
+        are zero (``n_iter_ = 0``); float16 and bfloat16 weights are widened to float32.
+
+    Raises
+    ------
+    ValueError
+        For another architecture, a config SAELens would encode differently from every
+        skmpsae estimator (input normalisation, ``rescale_acts_by_decoder_norm``, matching
+        pursuit that stops on a residual threshold or a repeated atom), or tensors whose
+        names or shapes do not match the config.
+
+    See Also
+    --------
+    to_saelens : The reverse.
+    from_sparsify : Load a sparsify TopK SAE.
+
+    Notes
+    -----
+    With ``apply_b_dec_to_input=False``, SAELens does not subtract ``b_dec`` before encoding;
+    the encoders absorb this into ``encoder_intercept_`` (``b_enc + b_dec @ W_enc``), and a
+    matching-pursuit SAE gets a zero ``intercept_``. SAELens's JumpReLU applies a ReLU before
+    its thresholds, skmpsae's does not: a negative threshold loads as zero, which gives the
+    same codes.
+    """
+    from . import JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
+
+    directory, cfg = _read_cfg(directory, _SAELENS_WEIGHTS, "SAELens")
+    source = directory / _CFG
+    architecture, cfg = _saelens_architecture(cfg, source)
+    d_in, d_sae = (_positive_int_field(cfg, key, source) for key in ("d_in", "d_sae"))
+    if cfg.get("normalize_activations", "none") not in ("none", None):
+        raise ValueError(
+            f"{source}: normalize_activations={cfg['normalize_activations']!r} rescales inputs "
+            "at run time, which skmpsae estimators do not; only 'none' is supported."
+        )
+    weights, _ = _read_safetensors(directory / _SAELENS_WEIGHTS, "SAELens weights")
+    subtract_b_dec = bool(cfg.get("apply_b_dec_to_input", True))
+    shapes = {"W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if architecture == "matching_pursuit":
+        if cfg.get("stop_on_duplicate_support", True):
+            raise ValueError(
+                f"{source}: stop_on_duplicate_support is true: SAELens stops a sample when an "
+                "atom repeats, skmpsae's matching pursuit runs a fixed number of steps. Set it "
+                "to false in cfg.json to load the dictionary with skmpsae's encoder."
+            )
+        if float(cfg.get("residual_threshold", 0.0) or 0.0) > 0:
+            raise ValueError(
+                f"{source}: residual_threshold={cfg['residual_threshold']} stops after a step "
+                "once the residual norm is below it, which no skmpsae setting reproduces "
+                "exactly; set it to 0 in cfg.json to load with a fixed number of steps."
+            )
+        steps = cfg.get("max_iterations") or d_in
+        _check_arrays(weights, shapes, directory / _SAELENS_WEIGHTS)
+        estimator = MatchingPursuitSAE(n_components=d_sae, n_nonzero_coefs=int(steps),
+                                       fit_intercept=subtract_b_dec)
+        arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"]}
+        if not subtract_b_dec:
+            arrays["intercept_"] = np.zeros_like(weights["b_dec"])
+        return _set_fitted(estimator, _same_dtype(arrays))
+    if cfg.get("rescale_acts_by_decoder_norm", False):
+        raise ValueError(
+            f"{source}: rescale_acts_by_decoder_norm=true ranks latents by pre-activation times "
+            "decoder norm; skmpsae's TopK ranks raw pre-activations."
+        )
+    shapes.update(W_enc=(d_in, d_sae), b_enc=(d_sae,))
+    if architecture == "jumprelu":
+        shapes["threshold"] = (d_sae,)
+    _check_arrays(weights, shapes, directory / _SAELENS_WEIGHTS)
+    b_enc = weights["b_enc"]
+    if not subtract_b_dec:
+        b_enc = b_enc + weights["b_dec"] @ weights["W_enc"]
+    if architecture == "topk":
+        estimator = TopKSAE(n_components=d_sae,
+                            n_nonzero_coefs=_positive_int_field(cfg, "k", source))
+    elif architecture == "jumprelu":
+        estimator = JumpReLUSAE(n_components=d_sae)
+    else:
+        estimator = ReLUSAE(n_components=d_sae)
+    arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"],
+              "encoder_weights_": weights["W_enc"].T, "encoder_intercept_": b_enc}
+    if architecture == "jumprelu":
+        # relu(pre) * (pre > t) == pre * (pre > max(t, 0)), skmpsae's encoding.
+        arrays["threshold_"] = np.maximum(weights["threshold"], 0)
+    return _set_fitted(estimator, _same_dtype(arrays))
+
+
+# -- sparsify ----------------------------------------------------------------------------------
+def from_sparsify(directory):
+    """Load a TopK SAE saved by EleutherAI's sparsify (``SparseCoder.save_to_disk``).
+
+    Parameters
+    ----------
+    directory : str or path-like
+        One hookpoint's directory, holding ``cfg.json`` and ``sae.safetensors`` (sparsify
+        writes one per hookpoint, e.g. ``checkpoints/run/layers.3``).
+
+    Returns
+    -------
+    estimator : TopKSAE
+        Its ``transform`` gives the codes of sparsify's ``encode`` (scattered into a dense
+        matrix), up to float rounding, and ``inverse_transform`` its ``decode``. The decoder
+        rows are kept as saved (unit norm when sparsify's ``normalize_decoder`` is true, its
+        default). Training counters are zero.
+
+    Raises
+    ------
+    ValueError
+        For a transcoder, a skip connection, the "groupmax" activation, a missing decoder, or
+        tensors that do not match the config.
+
+    See Also
+    --------
+    from_saelens : Load a SAELens SAE.
+    """
+    from . import TopKSAE
+
+    directory, cfg = _read_cfg(directory, _SPARSIFY_WEIGHTS, "sparsify")
+    source = directory / _CFG
+    d_in = _positive_int_field(cfg, "d_in", source)
+    k = _positive_int_field(cfg, "k", source)
+    for key, why in (("transcode", "a transcoder predicts another module's output"),
+                     ("skip_connection", "its linear skip connection has no skmpsae equivalent")):
+        if cfg.get(key, False):
+            raise ValueError(f"{source}: {key}=true: {why}; only plain SAEs load.")
+    if cfg.get("activation", "topk") != "topk":
+        raise ValueError(f"{source}: activation {cfg['activation']!r}; only 'topk' loads.")
+    n_latents = cfg.get("num_latents") or d_in * _positive_int_field(
+        cfg, "expansion_factor", source)
+    weights, _ = _read_safetensors(directory / _SPARSIFY_WEIGHTS, "sparsify weights")
+    shapes = {"encoder.weight": (n_latents, d_in), "encoder.bias": (n_latents,),
+              "W_dec": (n_latents, d_in), "b_dec": (d_in,)}
+    _check_arrays(weights, shapes, directory / _SPARSIFY_WEIGHTS)
+    arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"],
+              "encoder_weights_": weights["encoder.weight"],
+              "encoder_intercept_": weights["encoder.bias"]}
+    estimator = TopKSAE(n_components=int(n_latents), n_nonzero_coefs=k)
+    return _set_fitted(estimator, _same_dtype(arrays))
