@@ -158,7 +158,7 @@ def splice(model, hookpoint, estimator):
         The model the SAE was trained on (e.g. from :func:`skmpsae.activations.load_model`).
     hookpoint : str
         The module name the activations were captured at.
-    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+    estimator : fitted SAE estimator
         Fitted on that module's outputs (``n_features_in_`` equal to their width).
 
     Returns
@@ -228,7 +228,7 @@ def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, ba
     model : torch.nn.Module
         A causal language model whose output has ``.logits`` (a ``transformers``
         ``...ForCausalLM``).
-    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+    estimator : fitted SAE estimator
         Fitted on the outputs of ``hookpoint``.
     hookpoint : str
         A module name as ``model.named_modules()`` gives it.
@@ -306,7 +306,7 @@ def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=3
     ----------
     model : sentence_transformers.SentenceTransformer
         The sentence encoder.
-    estimator : MatchingPursuitSAE, TopKSAE or ReLUSAE
+    estimator : fitted SAE estimator
         Fitted on the outputs of ``hookpoint``.
     hookpoint : str
         A module name as ``model.named_modules()`` gives it, e.g.
