@@ -8,6 +8,10 @@ import torch
 # worse than predicting the mean can only come from a run-away optimisation.
 _DIVERGED_LOSS = 1e4
 
+# Rows encoded per step by transform and by the validation score of early stopping, so that
+# neither builds the codes of all of X at once.
+_TRANSFORM_CHUNK = 4096
+
 
 class DivergenceError(FloatingPointError):
     """Raised when training produces non-finite or exploding losses.
