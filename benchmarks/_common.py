@@ -209,3 +209,13 @@ def write_npy(path, n_samples, n_features=768, seed=0):
     X.flush()
     del X
     return path
+
+
+def drop_page_cache(path):
+    """Ask the kernel to forget the file's cached pages, so that a measurement starts from disk."""
+    if hasattr(os, "posix_fadvise"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)

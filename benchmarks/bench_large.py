@@ -108,20 +108,13 @@ def run_child(part, path, threads):
     return json.loads(line[len("RESULT "):])
 
 
-def drop_page_cache(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def read_throughput(path, batch_size, buffered=None):
     """Rows per second reading the file in a training epoch's order, from a cold cache
     (``buffered``: force the mixing-buffer order or the uniform one)."""
     import time
 
     import numpy as np
+    from _common import drop_page_cache
 
     from skmpsae._reader import _epoch_order, _prefers_buffer
 
@@ -138,7 +131,7 @@ def read_throughput(path, batch_size, buffered=None):
 
 def main(argv=None):
     sys.path.insert(0, str(Path(__file__).parent))
-    from _common import parser, write_npy
+    from _common import drop_page_cache, parser, write_npy
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--part", choices=("epoch", "transform", "read", "all"), default="all")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import markdown_table, parser
+from _common import drop_page_cache, markdown_table, parser
 
 CHILD = r"""
 import json, os, sys, time
@@ -85,16 +85,6 @@ def write_file(path, n_samples, n_features, seed=0):
         X[start:stop] = rng.random((stop - start, n_features), dtype=np.float32)
     X.flush()
     del X
-
-
-def drop_page_cache(path):
-    """Ask the kernel to forget the file's cached pages, so every case starts from disk."""
-    if hasattr(os, "posix_fadvise"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def read_anon(pid):
