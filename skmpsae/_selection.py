@@ -116,7 +116,7 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
 
 def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None, *,
                max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, compute_dtype=None,
-               info=None):
+               correlations=None, info=None):
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
     Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
@@ -134,6 +134,8 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
     ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the GEMMs on inputs of that dtype, the
     results and every later step staying in ``X``'s dtype: faster on tensor cores, and the
     values are then approximate (callers recompute them, see :func:`_mp_coefficients`);
+    ``correlations``, when given, is ``X @ dictionary.T`` computed by the caller: the selection
+    starts from it instead of its first GEMM, and overwrites it;
     ``info``, a dict, receives the plan and the Gram rows computed.
 
     Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs): a sparse code
@@ -153,7 +155,7 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         chunk = plan.chunk
         low = None if compute_dtype is None else dictionary.to(compute_dtype)
 
-        def correlations(rows, out):
+        def correlate(rows, out):
             if low is None:
                 return torch.matmul(rows, dictionary.T, out=out)
             return out.copy_(rows.to(compute_dtype) @ low.T)
@@ -167,13 +169,17 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         else:
             source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
-        corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
+        if correlations is None:
+            corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
         stops = positive or tol is not None
         sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             x_chunk = X[start:stop]
-            corr = correlations(x_chunk, corr_buffer[: stop - start])
+            if correlations is None:
+                corr = correlate(x_chunk, corr_buffer[: stop - start])
+            else:
+                corr = correlations[start:stop]
             if source is None:
                 residual = x_chunk.clone()
             if tol is not None:
@@ -194,7 +200,7 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
                 else:
                     rows = torch.index_select(dictionary, 0, idx, out=gathered[: stop - start])
                     residual.addcmul_(rows, val[:, None], value=-1.0)
-                    correlations(residual, corr)
+                    correlate(residual, corr)
                 if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
                     break
         if info is not None:

@@ -30,12 +30,13 @@ class _Schedule:
     number of steps is unknown (``partial_fit``). It scales the learning rate and any sparsity
     penalty (a full L1 penalty on a random start kills latents before they find data). The
     learning rate is then constant (``n_steps=None``) or decays linearly to zero over the last
-    20% of the ``n_steps`` steps of a fit.
+    ``decay_fraction`` of the ``n_steps`` steps of a fit (the module's ``lr_decay_fraction``).
     """
 
-    def __init__(self, learning_rate, n_steps):
+    def __init__(self, learning_rate, n_steps, decay_fraction=0.2):
         self.learning_rate = learning_rate
         self.n_steps = n_steps
+        self.decay_fraction = decay_fraction
         self.warmup_steps = 50 if n_steps is None else max(1, min(100, n_steps // 20))
 
     def warmup(self, step):
@@ -44,7 +45,7 @@ class _Schedule:
     def __call__(self, step):
         lr = self.learning_rate * self.warmup(step)
         if self.n_steps is not None:
-            decay_start = 0.8 * self.n_steps
+            decay_start = (1 - self.decay_fraction) * self.n_steps
             if step >= decay_start:
                 lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
         return lr
@@ -94,8 +95,8 @@ class _Trainer:
         self.group.broadcast_([p.detach() for p in module.parameters()])
         scale = self.group.agree(float(scale))
         self.module = module
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
-        self.schedule = _Schedule(learning_rate, n_steps)
+        self.optimizer = module.make_optimizer(learning_rate)
+        self.schedule = _Schedule(learning_rate, n_steps, module.lr_decay_fraction)
         self.scale = scale
         self.dtype = module.dictionary.dtype
         self.device = module.dictionary.device
@@ -112,7 +113,7 @@ class _Trainer:
     def start_call(self, learning_rate, n_steps, shuffle_seed, dead_window):
         """Prepare a ``fit`` or ``partial_fit`` call: its schedule (the step count goes on), its
         data order and the silence after which a latent counts as dead."""
-        self.schedule = _Schedule(learning_rate, n_steps)
+        self.schedule = _Schedule(learning_rate, n_steps, self.module.lr_decay_fraction)
         self.dead_window = dead_window
         self.reseed(shuffle_seed)
 
@@ -185,13 +186,28 @@ class _Trainer:
         return _as_tensor(X[rows], self.dtype, self.device) / self.scale, stop - start
 
     @torch.no_grad()
-    def _batch_loss(self, x, batch_rows):
-        """The loss of the whole batch of which ``x`` is this rank's share, without a step."""
+    def check_model(self, X, batch_size):
+        """Raise DivergenceError unless the model's loss on the first ``batch_size`` rows of
+        ``X`` is finite and not exploding: the losses of an epoch are each taken before their
+        step, so without this a blown-up last step (e.g. of a one-batch ``partial_fit``) would
+        be published. The loss is the whole batch's on every rank, so all ranks agree."""
+        stop = min(batch_size, X.shape[0])
+        lo, hi = self.group.share(0, stop)
+        x = _as_tensor(X[lo:hi], self.dtype, self.device) / self.scale
         local = torch.zeros((), dtype=self.dtype, device=self.device)
         if x.shape[0]:
             out = self.module.loss(x, self.dead_mask(), self.schedule.warmup(self.step))
             local = out.loss * x.shape[0]
-        return float(self.group.sum(local)) / batch_rows
+        self._check_loss(float(self.group.sum(local)) / stop, self.epoch)
+
+    def _check_loss(self, loss, epoch):
+        if not np.isfinite(loss) or loss > _DIVERGED_LOSS:
+            raise DivergenceError(
+                f"{self.name} diverged in epoch {epoch}: the reconstruction loss "
+                f"reached {loss:.3g} (relative to the data variance). The learning_rate "
+                f"({self.schedule.learning_rate:g}) is most likely too large; lower it, or "
+                "check the input for extreme outliers."
+            )
 
     def run_epoch(self, X, batch_size, on_step=None):
         """One pass over ``X`` (unscaled rows) in a fresh random order, or the rest of the pass
@@ -199,7 +215,9 @@ class _Trainer:
         rank passes the same ``X`` and reads only its share of each batch.
 
         ``on_step(trainer)``, if given, is called after each step (e.g. to save a checkpoint).
-        Raises DivergenceError if the loss is not finite or exploding; returns an _EpochResult.
+        Raises DivergenceError if the epoch's loss is not finite or exploding (each loss is
+        taken before its step: :meth:`run` checks the model after the last one); returns an
+        _EpochResult.
         """
         tic = time.perf_counter()
         n = X.shape[0]
@@ -208,7 +226,6 @@ class _Trainer:
             self._order = _epoch_order(n, self.order_rng, buffered=_prefers_buffer(X))
         elif len(self._order) != n:
             raise ValueError(f"The epoch in progress covers {len(self._order)} rows, got {n}.")
-        x = None
         # The next batch is read and converted on a background thread during each step.
         batches = _read_ahead(lambda start: self._batch(X, start, batch_size),
                               range(self._next_row, n, batch_size))
@@ -221,20 +238,7 @@ class _Trainer:
                 if on_step is not None:
                     on_step(self)
         epoch_loss = float(self._loss_sum) / n
-        # Each loss above was taken before its step: re-measure the last batch after the last
-        # step, or a one-batch partial_fit could publish a blown-up model. Both losses are the
-        # whole batch's on every rank, so that all ranks agree on a divergence.
-        if x is None:  # resumed from a state saved after the epoch's last step
-            x, rows = self._batch(X, (n - 1) // batch_size * batch_size, batch_size)
-        last_loss = self._batch_loss(x, rows)
-        worst = float(np.max([epoch_loss, last_loss]))  # NaN propagates
-        if not np.isfinite(worst) or worst > _DIVERGED_LOSS:
-            raise DivergenceError(
-                f"{self.name} diverged in epoch {self.epoch + 1}: the reconstruction loss "
-                f"reached {worst:.3g} (relative to the data variance). The learning_rate "
-                f"({self.schedule.learning_rate:g}) is most likely too large; lower it, or "
-                "check the input for extreme outliers."
-            )
+        self._check_loss(epoch_loss, self.epoch + 1)
         n_dead = int((self._fired == 0).sum())
         self.epoch += 1
         self._end_epoch()
@@ -265,6 +269,8 @@ class _Trainer:
                 UserWarning,
                 stacklevel=2,
             )
+        if results:
+            self.check_model(X, batch_size)
         return results
 
     # -- snapshots and checkpoints -------------------------------------------------------
@@ -302,7 +308,8 @@ class _Trainer:
             "module": {k: cpu(v) for k, v in self.module.state_dict().items()},
             "optimizer": optimizer,
             "schedule": {"learning_rate": self.schedule.learning_rate,
-                         "n_steps": self.schedule.n_steps},
+                         "n_steps": self.schedule.n_steps,
+                         "decay_fraction": self.schedule.decay_fraction},
             "scale": self.scale,
             "step": self.step,
             "epoch": self.epoch,

@@ -247,8 +247,8 @@ def test_sparse_transform_at_65536_atoms_builds_no_dense_codes():
 
 def test_auto_batch_size_and_budget_errors():
     sizes = {K: MatchingPursuitSAE(n_components=K)._batch_size()
-             for K in (256, 1024, 2048, 16384, 65536)}
-    assert sizes == {256: 256, 1024: 256, 2048: 512, 16384: 4096, 65536: 4096}
+             for K in (256, 1024, 2048, 4096, 16384, 65536)}
+    assert sizes == {256: 512, 1024: 512, 2048: 512, 4096: 1024, 16384: 4096, 65536: 4096}
     assert MatchingPursuitSAE(n_components=16384, batch_size=100)._batch_size() == 100
     X = np.random.RandomState(0).randn(700, 8).astype(np.float32)
     sae = MatchingPursuitSAE(n_components=2048, n_nonzero_coefs=2, max_iter=1, random_state=0)

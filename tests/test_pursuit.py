@@ -13,7 +13,14 @@ import torch
 from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit import _decode_selected, _mp_coefficients, _scatter_codes
+from skmpsae._matching_pursuit import _MatchingPursuitModule, _revival_term
+from skmpsae._pursuit import (
+    _decode_selected,
+    _mp_coefficients,
+    _mp_squared_error,
+    _scatter_codes,
+    _SelfProducts,
+)
 from skmpsae._reference import _naive_matching_pursuit
 from skmpsae._selection import _select_mp
 
@@ -76,8 +83,8 @@ def reference_residuals(X, D, k, positive):
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("positive", [True, False])
-# 100 atoms: a plain argmax; 500: the two-level argmax, with a tail block (500 = 7 * 64 + 52).
-@pytest.mark.parametrize("n_components", [100, 500])
+# 100 atoms: one Tensor.max; 600: the two-level argmax, with a tail block (600 = 9 * 64 + 24).
+@pytest.mark.parametrize("n_components", [100, 600])
 def test_selection_paths_equal_naive_loop(mnist, dtype, positive, n_components, path):
     X, D = centred_problem(mnist, n_components, 200, dtype)
     Xt, Dt = torch.from_numpy(X), torch.from_numpy(D)
@@ -190,6 +197,67 @@ def test_gradients_equal_naive_unrolled_loop(mnist, form, positive, path):
     for got, want in zip(ours[1:], ref[1:], strict=False):
         assert np.abs(want).max() > 1e-3
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+def along_sphere(grad, D):
+    """Each atom's gradient without its radial part (what training steps along)."""
+    return grad - (grad * D).sum(axis=1, keepdims=True) * D
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_closed_form_error_equals_naive_loop_along_the_sphere(mnist, positive):
+    # Training's error ||x - b||^2 - sum_t c_t^2 (no reconstruction): the unrolled loop's
+    # value and bias gradient, and its dictionary gradient along each atom's sphere.
+    if positive:
+        X, D = stopping_problem(mnist, 64, 60)
+    else:
+        X, D = centred_problem(mnist, 64, 60)
+    b = 0.05 * np.random.RandomState(1).standard_normal(X.shape[1])
+    ref_loss, ref_dict_grad, ref_bias_grad = loss_and_grads(X, D, b, 16, positive, "naive")
+    Dt, bt = torch.tensor(D, requires_grad=True), torch.tensor(b, requires_grad=True)
+    with torch.no_grad():
+        centred = torch.from_numpy(X) - bt
+        correlations = centred @ Dt.T
+    gram = _SelfProducts.apply(Dt)
+    indices, values = select(centred, Dt.detach(), 16, "gram", positive=positive,
+                             gram=gram.detach(), correlations=correlations.clone())
+    error, coefs = _mp_squared_error(centred, bt, Dt, gram, correlations, indices,
+                                     (values != 0).to(centred.dtype))
+    (error / X.shape[0]).backward()
+    np.testing.assert_allclose(error.item() / X.shape[0], ref_loss, rtol=1e-10)
+    np.testing.assert_allclose(coefs.detach().numpy(), values.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), ref_bias_grad, rtol=1e-9,
+                               atol=1e-12 * np.abs(ref_bias_grad).max())
+    ours, want = along_sphere(Dt.grad.numpy(), D), along_sphere(ref_dict_grad, D)
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(ours, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n_components", [32, 4096])  # closed form, and decoded (gathered)
+def test_module_loss_is_the_decoded_reconstruction_error(mnist, n_components):
+    X = torch.from_numpy(mnist[:256])
+    module = _MatchingPursuitModule(n_components, X.shape[1], 8, True, True, torch.float64,
+                                    "cpu", revival_coef=0.5)
+    atoms = torch.from_numpy(mnist[-n_components:] - mnist.mean(axis=0))
+    module.initialize(X.mean(dim=0) + 0.01, atoms / atoms.norm(dim=1, keepdim=True))
+    dead = torch.zeros(n_components, dtype=torch.bool)
+    dead[:3] = True
+    for dead_mask in (None, dead):
+        x_hat, indices, active = module(X)
+        expected = ((X - x_hat) ** 2).sum() / X.numel()
+        if dead_mask is not None:
+            expected = expected + 0.5 * _revival_term(X - x_hat, module.dictionary, dead_mask)
+        want = torch.autograd.grad(expected, list(module.parameters()))
+        out = module.loss(X, dead_mask)
+        got = torch.autograd.grad(out.loss, list(module.parameters()))
+        torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=0)
+        D = module.dictionary.detach().numpy()
+        np.testing.assert_allclose(along_sphere(got[0].numpy(), D),
+                                   along_sphere(want[0].numpy(), D), rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(got[1].numpy(), want[1].numpy(), rtol=1e-8, atol=1e-14)
+        fired = torch.zeros(n_components, dtype=torch.long).index_add_(
+            0, indices.flatten(), active.flatten().long())
+        assert torch.equal(out.fired, fired)
 
 
 @pytest.mark.parametrize("use_tol", [False, True])
