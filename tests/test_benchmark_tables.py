@@ -1,6 +1,7 @@
 """The tables in the docs are written by the benchmark scripts: every marked table has a script
 that writes it, and the helpers that aggregate seeds and replace a table do what they say."""
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -13,27 +14,49 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import _common  # noqa: E402
 
+# The line that opens a generated table, by page type (see _common.write_table).
+BEGIN_LINE = {".md": r"<!-- begin table (\S+) -->", ".rst": r"\.\. begin table (\S+)"}
 
-def _written_names():
-    """Table names passed to write_table by the scripts; f-string fields become a wildcard."""
-    names = []
+
+def _writers():
+    """``(name pattern, page)`` of every ``write_table`` call in the scripts, read from their
+    source: an f-string's fields become a wildcard, a missing ``page`` the default one."""
+    writers = []
     for script in (REPO / "benchmarks").glob("bench_*.py"):
-        for literal in re.findall(r'write_table\(\s*f?"([^"]+)"', script.read_text()):
-            names.append(re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(literal)))
-    return names
+        for call in ast.walk(ast.parse(script.read_text())):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "write_table"):
+                continue
+            name = call.args[0]
+            parts = name.values if isinstance(name, ast.JoinedStr) else [name]
+            pattern = "".join(re.escape(p.value) if isinstance(p, ast.Constant) else ".+"
+                              for p in parts)
+            pages = [k.value.value for k in call.keywords if k.arg == "page"]
+            writers.append((pattern, pages[0] if pages else "benchmarks.md"))
+    return writers
+
+
+def _marked_tables():
+    """``(name, page)`` of every table between markers in docs/*.md and docs/*.rst."""
+    marked = []
+    for page in sorted((REPO / "docs").glob("*.md")) + sorted((REPO / "docs").glob("*.rst")):
+        lines = [line.rstrip() for line in page.read_text().splitlines()]
+        begin_line = BEGIN_LINE[page.suffix]
+        for name in (m[1] for line in lines if (m := re.fullmatch(begin_line, line))):
+            begin, end = _common.table_markers(name, page.name)
+            assert lines.count(begin) == 1 and lines.count(end) == 1, (page.name, name)
+            assert lines.index(begin) < lines.index(end), (page.name, name)
+            marked.append((name, page.name))
+    return marked
 
 
 def test_every_marked_table_has_a_script_that_writes_it():
-    patterns = _written_names()
-    marked = []
-    for page in (REPO / "docs").glob("*.md"):
-        text = page.read_text()
-        for name in re.findall(r"<!-- begin table (\S+) -->", text):
-            assert text.count(f"<!-- end table {name} -->") == 1, (page.name, name)
-            marked.append(name)
-    assert "mnist" in marked and "activations" in marked
-    for name in marked:
-        assert any(re.fullmatch(p, name) for p in patterns), f"no script writes table {name!r}"
+    writers = _writers()
+    marked = _marked_tables()
+    assert ("mnist", "benchmarks.md") in marked and ("activations", "benchmarks.md") in marked
+    for name, page in marked:
+        assert any(re.fullmatch(pattern, name) and page == to for pattern, to in writers), (
+            f"no script writes table {name!r} into {page}"
+        )
 
 
 def test_write_table_replaces_only_between_its_markers(tmp_path, monkeypatch):
@@ -47,6 +70,48 @@ def test_write_table_replaces_only_between_its_markers(tmp_path, monkeypatch):
     )
     with pytest.raises(RuntimeError, match="must contain the markers"):
         _common.write_table("missing", "x", page="page.md")
+
+
+def test_write_table_in_rst_uses_comment_markers_set_off_by_blank_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(_common, "DOCS", tmp_path)
+    monkeypatch.setattr(_common, "REPO", tmp_path)
+    page = tmp_path / "page.rst"
+    page.write_text("intro\n\n.. begin table t\n\nold\n\n.. end table t\n\n"
+                    ".. begin table t-goal\n\n.. end table t-goal\n\noutro\n")
+    _common.write_table("t", "new\n", page="page.rst")
+    assert page.read_text() == (
+        "intro\n\n.. begin table t\n\nnew\n\n.. end table t\n\n"
+        ".. begin table t-goal\n\n.. end table t-goal\n\noutro\n"
+    )
+    # The HTML markers of a Markdown page are not the markers of an rst page.
+    page.write_text("<!-- begin table t -->\nold\n<!-- end table t -->\n")
+    with pytest.raises(RuntimeError, match="must contain the markers"):
+        _common.write_table("t", "x", page="page.rst")
+
+
+def test_rst_table_is_a_list_table_of_the_markdown_columns():
+    rows = [{"case": "``fit``", "mib": 418.4, "s": None}]
+    columns = [("case", "case", ""), ("mib", "peak (MiB)", ".0f"), ("s", "time (s)", ".1f")]
+    assert _common.rst_table(rows, columns, widths=(50, 25, 25)).splitlines() == [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 50 25 25",
+        "",
+        "   * - case",
+        "     - peak (MiB)",
+        "     - time (s)",
+        "   * - ``fit``",
+        "     - 418",
+        "     - -",
+    ]
+    # As docutils (hence Sphinx) reads it between the markers: two comments and the table.
+    core = pytest.importorskip("docutils.core")
+    nodes = pytest.importorskip("docutils.nodes")
+    tree = core.publish_doctree(
+        ".. begin table t\n\n" + _common.rst_table(rows, columns) + "\n\n.. end table t\n",
+        settings_overrides={"report_level": 2, "halt_level": 2},
+    )
+    assert [type(node) for node in tree.children] == [nodes.comment, nodes.table, nodes.comment]
 
 
 def test_aggregate_gives_mean_and_sample_sd_over_seeds():
