@@ -124,3 +124,31 @@ def test_aggregate_gives_mean_and_sample_sd_over_seeds():
     table = _common.markdown_table(list(merged.values()), [("model", "m", ""), ("r2", "R2", ".2f")])
     assert "| a | 0.60 ± 0.10 |" in table
     assert "| b | 0.90 |" in table  # one run: no spread to show
+
+
+# -- each script's tables, built from made-up measurements --------------------------------------
+# The benchmarks take minutes; these check what they write, and where, in milliseconds.
+
+
+def _written(tmp_path, monkeypatch, page, tables):
+    """Write ``tables`` (name: text) into a copy of ``docs/<page>``; return the new page."""
+    (tmp_path / page).write_text((REPO / "docs" / page).read_text())
+    monkeypatch.setattr(_common, "DOCS", tmp_path)
+    monkeypatch.setattr(_common, "REPO", tmp_path)
+    for name, text in tables.items():
+        _common.write_table(name, text, page=page)
+    return (tmp_path / page).read_text()
+
+
+def test_bench_memory_writes_the_user_guide_table(tmp_path, monkeypatch):
+    import bench_memory
+
+    runs = {case: [{"case": case, "peak_anon": 400.0 + extra, "above_baseline": 190.0 + extra,
+                    "vm_hwm": 2000.0, "seconds": 30.0 + extra} for extra in (0.0, 5.0)]
+            for case in bench_memory.CASES}
+    setup = {"n_samples": 1000, "n_features": 8, "size_mb": 0.03, "batch_size": 100,
+             "n_components": 4, "threads": 1, "repeats": 2}
+    text = bench_memory.guide_table(bench_memory.summarise(runs), setup)
+    assert "differed by at most 5 MiB" in text and "imported holds 210 MiB" in text
+    page = _written(tmp_path, monkeypatch, "memory_table.rst", {"memory": text})
+    assert '   * - ``fit`` on ``np.load(path, mmap_mode="r")``\n     - 405\n     - 195\n' in page
