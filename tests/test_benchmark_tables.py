@@ -152,3 +152,17 @@ def test_bench_memory_writes_the_user_guide_table(tmp_path, monkeypatch):
     assert "differed by at most 5 MiB" in text and "imported holds 210 MiB" in text
     page = _written(tmp_path, monkeypatch, "memory_table.rst", {"memory": text})
     assert '   * - ``fit`` on ``np.load(path, mmap_mode="r")``\n     - 405\n     - 195\n' in page
+
+
+def test_bench_distributed_writes_the_epoch_and_checkpoint_tables(tmp_path, monkeypatch):
+    import bench_distributed as bench
+
+    runs = {variant: [{"seconds": seconds, "steps": 10, "loss": 0.5} for seconds in (best, 9.0)]
+            for variant, best in zip(bench.VARIANTS, (2.0, 4.0), strict=True)}
+    epochs = bench.epoch_table(runs, n_rows=2560, repeats=2)
+    assert "| 2 processes x 1 thread (gloo) | 4.0 | 400 | 2.0 | 4.0, 9.0 | 0.50000 |" in epochs
+    checkpoint = bench.checkpoint_table(seconds=0.05, size=2**20, step=0.5)
+    assert checkpoint.endswith("| 50 | 1.0 | 500 | 0.01% | 10% |")
+    page = _written(tmp_path, monkeypatch, "distributed.md",
+                    {"distributed": epochs, "distributed-checkpoint": checkpoint})
+    assert epochs in page and checkpoint in page
