@@ -166,3 +166,27 @@ def test_bench_distributed_writes_the_epoch_and_checkpoint_tables(tmp_path, monk
     page = _written(tmp_path, monkeypatch, "distributed.md",
                     {"distributed": epochs, "distributed-checkpoint": checkpoint})
     assert epochs in page and checkpoint in page
+
+
+def test_bench_encode_writes_its_goal_and_tables(tmp_path, monkeypatch):
+    import bench_encode as bench
+
+    rows = [{"name": name, "seconds": seconds, "same": 1.0, "diff": 0.0} for name, seconds in
+            (("gram", 1.0), ("gram+G", 2.0), ("one_gemm", 10.0), ("naive", 30.0))]
+    goal = bench.goal_summary(rows)
+    assert "**30.0x** with the cached Gram matrix (fitted estimator), 15.0x when" in goal
+    assert "| 10.0x (5.0x with `D D^T` in the call) | (reported) |" in goal
+    assert goal.count("| yes |") == 1
+    assert "| no |" in bench.goal_summary([{**rows[0], "same": 0.99}, *rows[1:]])  # not same codes
+    chunks = [{"rows": rows_, "mb": rows_ / 64, "seconds": seconds, "default_rows": 256}
+              for rows_, seconds in ((256, 0.8), (512, 0.6), (2048, 1.0))]
+    chunks = bench.chunk_table(chunks, repeats=3)
+    assert chunks.endswith("Fastest: 512 rows per chunk (8.00 MB of correlations), 40% less "
+                           "time than one block of all 2048 rows.")
+    scaling = bench.scaling_tables([{"features": "784", "K": 512, "gemm": 0.01, "per_step": 2e-3}],
+                                   [{"k": 4, "gram": 0.2, "one_gemm": 0.8}])
+    assert "| 784 | 512 | 0.010 | 2.00 |" in scaling and "| 4 | 0.200 | 0.800 | 4.0 |" in scaling
+    tables = {"encode-goal": goal, "encode": bench.main_table(rows, repeats=3),
+              "encode-chunks": chunks, "encode-scaling": scaling}
+    page = _written(tmp_path, monkeypatch, "performance.md", tables)
+    assert all(text in page for text in tables.values())
