@@ -190,3 +190,23 @@ def test_bench_encode_writes_its_goal_and_tables(tmp_path, monkeypatch):
               "encode-chunks": chunks, "encode-scaling": scaling}
     page = _written(tmp_path, monkeypatch, "performance.md", tables)
     assert all(text in page for text in tables.values())
+
+
+def test_bench_train_writes_its_goal_and_table(tmp_path, monkeypatch):
+    import bench_train as bench
+
+    def runs(*pairs):
+        return [{"seconds": s, "extra_mb": mb, "peak_mb": mb + 100, "loss": 0.01}
+                for s, mb in pairs]
+
+    rows = bench.summarise({"gram": runs((2.0, 100), (1.0, 120)),
+                            "naive": runs((20.0, 500), (30.0, 400))})
+    goal = bench.goal_summary(rows)
+    assert ("| **20.0x** faster (1.0 s against 20.0 s), **4.0x** less peak memory (+100 MB "
+            "against +400 MB) | yes |") in goal
+    table = bench.epoch_table(rows, threads=1, repeats=2)
+    assert "| naive unrolled loop under autograd | 20.00 | 1.0 | 400 | 1.0 | 500 | 0.01000 |" in (
+        table)
+    assert "naive unrolled loop under autograd: 20.00 s (+500 MB), 30.00 s (+400 MB)." in table
+    page = _written(tmp_path, monkeypatch, "performance.md", {"train-goal": goal, "train": table})
+    assert goal in page and table in page
