@@ -205,8 +205,23 @@ def test_bench_train_writes_its_goal_and_table(tmp_path, monkeypatch):
     assert ("| **20.0x** faster (1.0 s against 20.0 s), **4.0x** less peak memory (+100 MB "
             "against +400 MB) | yes |") in goal
     table = bench.epoch_table(rows, threads=1, repeats=2)
-    assert "| naive unrolled loop under autograd | 20.00 | 1.0 | 400 | 1.0 | 500 | 0.01000 |" in (
-        table)
+    naive = "| naive unrolled loop under autograd | 20.00 | 1.0 | 400 | 1.0 | 500 | 0.01000 |"
+    assert naive in table
     assert "naive unrolled loop under autograd: 20.00 s (+500 MB), 30.00 s (+400 MB)." in table
     page = _written(tmp_path, monkeypatch, "performance.md", {"train-goal": goal, "train": table})
+    assert goal in page and table in page
+
+
+def test_bench_omp_writes_its_goal_and_table(tmp_path, monkeypatch):
+    import bench_omp as bench
+
+    rows = bench.summarise({"skmpsae": [1.0, 3.0, 2.0], "sklearn": [12.0, 15.0, 40.0]})
+    codes = {"same": 1.0, "difference": 2e-5, "largest": 7.0}
+    goal = bench.goal_summary(rows, codes)
+    assert "| **12.0x**; same support on 100.00% of rows, codes within 2.0e-05 | yes |" in goal
+    assert "| no |" in bench.goal_summary(rows, {**codes, "same": 0.5})
+    table = bench.omp_table(rows, codes, threads=1, repeats=3)
+    assert "| skmpsae.orthogonal_matching_pursuit (batched, torch) | 1.00 | 0.100 | 12.0 | " \
+           "1.0-3.0 |" in table
+    page = _written(tmp_path, monkeypatch, "performance.md", {"omp-goal": goal, "omp": table})
     assert goal in page and table in page
