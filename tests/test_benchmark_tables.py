@@ -225,3 +225,17 @@ def test_bench_omp_writes_its_goal_and_table(tmp_path, monkeypatch):
            "1.0-3.0 |" in table
     page = _written(tmp_path, monkeypatch, "performance.md", {"omp-goal": goal, "omp": table})
     assert goal in page and table in page
+
+
+def test_bench_selection_writes_its_table(tmp_path, monkeypatch):
+    import bench_selection as bench
+
+    table = bench.sweep_table([
+        {"K": 1024, "gram": 0.3, "rows": 0.4, "gemm": 1.2, "auto": 0.3, "chosen": "gram",
+         "distinct": 1000},
+        {"K": 65536, "rows": 150.0, "gemm": 120.0, "auto": 150.0, "chosen": "rows",
+         "distinct": 25000},  # no whole-Gram run at this size
+    ], threads=1)
+    assert "| 1024 | 0.30 | 0.40 | 1.20 | 0.30 | gram | 1000 | 4.0 |" in table
+    assert "| 65536 | - | 150.00 | 120.00 | 150.00 | rows | 25000 | 0.8 |" in table
+    assert table in _written(tmp_path, monkeypatch, "performance.md", {"selection": table})
