@@ -239,3 +239,28 @@ def test_bench_selection_writes_its_table(tmp_path, monkeypatch):
     assert "| 1024 | 0.30 | 0.40 | 1.20 | 0.30 | gram | 1000 | 4.0 |" in table
     assert "| 65536 | - | 150.00 | 120.00 | 150.00 | rows | 25000 | 0.8 |" in table
     assert table in _written(tmp_path, monkeypatch, "performance.md", {"selection": table})
+
+
+def test_bench_large_writes_each_part_and_its_goal(tmp_path, monkeypatch):
+    import bench_large as bench
+
+    mb, gb = 2**20, 2**30
+    epoch = {"gemm_rate": 1e11, "baseline": mb, "seconds": 600.0, "distinct": [1000, 2000],
+             "batch_size": 4096, "loss": 0.5, "rss_file": 10 * mb, "vm_hwm": 3000 * mb,
+             "peak_anon": 2049 * mb, "read_rate": 16670.0}
+    table, goal = bench.epoch_tables(epoch, threads=2, load=1.5)
+    assert "| epoch | 600.0 s (10.00 min); 167 rows/s |" in table
+    assert "| distinct atoms per batch | 1000-2000 |" in table
+    assert "| 16670 rows/s (100x the training rate) |" in table
+    assert goal.endswith("| **10.00 min** (600 s), peak anonymous memory **+2.0 GB** | no |")
+    transform = {"baseline": 0, "fit_seconds": 1.0, "transform_seconds": 2.0, "nnz": 10,
+                 "codes_mb": 0.1, "format": "csr", "vm_hwm": 3.5 * gb, "peak_anon": 3 * gb}
+    transform_table, transform_goal = bench.transform_tables(transform, threads=2, load=1.5)
+    assert "| 2.0 s (csr, 10 non-zeros, 0.1 MB) |" in transform_table
+    assert "| **3.50 GB** (`VmHWM`" in transform_goal and transform_goal.endswith("| yes |")
+    read = bench.read_table([(False, 1000.0), (True, 2500.4)], 10, size_gib=0.5, load=1.5)
+    assert read.endswith("| 1 | uniform order | 1,000 |\n| 2 | mixing buffer | 2,500 |")
+    tables = {"large-epoch": table, "large-epoch-goal": goal, "large-transform": transform_table,
+              "large-transform-goal": transform_goal, "large-read": read}
+    page = _written(tmp_path, monkeypatch, "performance.md", tables)
+    assert all(text in page for text in tables.values())
