@@ -264,3 +264,26 @@ def test_bench_large_writes_each_part_and_its_goal(tmp_path, monkeypatch):
               "large-transform-goal": transform_goal, "large-read": read}
     page = _written(tmp_path, monkeypatch, "performance.md", tables)
     assert all(text in page for text in tables.values())
+
+
+def test_bench_saelens_writes_its_goal_and_table(tmp_path, monkeypatch):
+    import bench_saelens as bench
+
+    def row(batch, train_ratio, enc_ratio, bound, same=1.0):
+        return {"batch": batch, "sl_train": 1.0, "our_train": 1.0, "train_ratio": train_ratio,
+                "sl_enc": 1.0, "our_enc": 1.0, "enc_ratio": enc_ratio, "bound": bound,
+                "same": same, "diff": 1e-6}
+
+    goal = bench.goal_summary([row(1024, 2.7, 14.8, 2.4), row(4096, 6.3, 13.2, 8.0),
+                               row(8192, 3.0, 5.0, 9.0, same=0.5)])
+    rows = goal.splitlines()[2:]
+    assert rows[0].endswith("| encoding yes; training no: the bound is below 4 |")
+    assert rows[1].startswith("| ... at batch 4,096 | training **6.3x** (reuse bound 8.0x), ")
+    assert rows[1].endswith("| yes |")
+    assert rows[2].endswith("| encoding yes; training no; the codes differ |")
+    table = bench.comparison_table([row(1024, 2.7, 14.8, 2.4)], gram_seconds=1.5, threads=2,
+                                   repeats=2)
+    assert table.endswith("took 1.50s once per fitted model (not in the encode times).")
+    page = _written(tmp_path, monkeypatch, "performance.md", {"saelens-goal": goal,
+                                                              "saelens": table})
+    assert goal in page and table in page
