@@ -287,3 +287,15 @@ def test_bench_saelens_writes_its_goal_and_table(tmp_path, monkeypatch):
     page = _written(tmp_path, monkeypatch, "performance.md", {"saelens-goal": goal,
                                                               "saelens": table})
     assert goal in page and table in page
+
+
+def test_bench_precision_writes_its_table(tmp_path, monkeypatch):
+    import bench_precision as bench
+
+    table = bench.precision_table([
+        {"K": 256, "dtype": "float32 (None)", "r2": 0.8, "r2_sd": 0.001, "same": None},
+        {"K": 256, "dtype": "bfloat16", "r2": 0.79, "r2_sd": 0.002, "same": 0.8},
+    ], epochs=10, seeds=2)
+    assert table.endswith("| 256 | float32 (None) | 0.8000 | 0.0010 | - |\n"
+                          "| 256 | bfloat16 | 0.7900 | 0.0020 | 80.0% |")
+    assert table in _written(tmp_path, monkeypatch, "performance.md", {"precision": table})
