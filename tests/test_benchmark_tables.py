@@ -59,6 +59,11 @@ def test_every_marked_table_has_a_script_that_writes_it():
         )
 
 
+def test_the_measured_pages_have_generated_tables():
+    pages = {page for _, page in _marked_tables()}
+    assert {"benchmarks.md", "performance.md", "distributed.md", "memory_table.rst"} <= pages
+
+
 def test_write_table_replaces_only_between_its_markers(tmp_path, monkeypatch):
     monkeypatch.setattr(_common, "DOCS", tmp_path)
     monkeypatch.setattr(_common, "REPO", tmp_path)
