@@ -64,6 +64,13 @@ def test_the_measured_pages_have_generated_tables():
     assert {"benchmarks.md", "performance.md", "distributed.md", "memory_table.rst"} <= pages
 
 
+def test_the_list_of_commands_names_every_generated_table():
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    commands = text[text.index("## Reproducing: which command writes which table"):]
+    for name, page in _marked_tables():
+        assert f"`{name}`" in commands, f"{page}: table {name!r} is missing from the list"
+
+
 def test_write_table_replaces_only_between_its_markers(tmp_path, monkeypatch):
     monkeypatch.setattr(_common, "DOCS", tmp_path)
     monkeypatch.setattr(_common, "REPO", tmp_path)
