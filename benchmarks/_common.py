@@ -25,6 +25,8 @@ def parser(description):
         "the same number, so time ratios stay fair)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the tables without writing them into docs/")
     return p
 
 

@@ -145,7 +145,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the tables without writing them into docs/")
     p.add_argument("--worker", nargs=2, metavar=("DATA", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:

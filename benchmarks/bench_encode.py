@@ -261,7 +261,6 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunks-only", action="store_true",
                    help="only the sweep of the row-chunk size (about a minute)")
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     write = not args.no_write

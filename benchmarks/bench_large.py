@@ -221,7 +221,6 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--part", choices=("epoch", "transform", "read", "all"), default="all")
     p.add_argument("--tmpdir", default=tempfile.gettempdir())
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     write = not args.no_write
     if args.part == "read":

@@ -197,7 +197,6 @@ def main(argv=None):
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of the cases")
     p.add_argument("--repeats", type=int, default=2,
                    help="runs of each case, interleaved; the table gives the largest peak")
-    p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
 
     params = {"n_components": args.n_components, "n_nonzero_coefs": 8,

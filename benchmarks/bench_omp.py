@@ -73,7 +73,6 @@ def goal_summary(rows, codes):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     from sklearn.decomposition import SparseCoder

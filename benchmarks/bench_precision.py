@@ -26,7 +26,6 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     X_train, X_test = mnist_split()

@@ -123,7 +123,6 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--n-components", type=int, default=K, help="atoms (a smoke test: 1024)")
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     globals()["K"] = args.n_components

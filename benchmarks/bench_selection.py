@@ -177,7 +177,6 @@ def calibrate():
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--calibrate", action="store_true", help="measure the cost model only")
-    p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     if args.calibrate:

@@ -160,7 +160,6 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--worker", choices=VARIANTS, help=argparse_hidden())
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     if args.worker:
