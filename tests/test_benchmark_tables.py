@@ -1,5 +1,7 @@
-"""The tables in the docs are written by the benchmark scripts: every marked table has a script
-that writes it, and the helpers that aggregate seeds and replace a table do what they say."""
+"""The tables in the docs are written by the benchmark scripts: every marked table (Markdown or
+reStructuredText) has a script that writes it into its page, the helpers that aggregate seeds
+and replace a table do what they say, and each script's tables, built from made-up
+measurements, land between their markers."""
 
 import ast
 import re
@@ -233,8 +235,7 @@ def test_bench_omp_writes_its_goal_and_table(tmp_path, monkeypatch):
     assert "| **12.0x**; same support on 100.00% of rows, codes within 2.0e-05 | yes |" in goal
     assert "| no |" in bench.goal_summary(rows, {**codes, "same": 0.5})
     table = bench.omp_table(rows, codes, threads=1, repeats=3)
-    assert "| skmpsae.orthogonal_matching_pursuit (batched, torch) | 1.00 | 0.100 | 12.0 | " \
-           "1.0-3.0 |" in table
+    assert "(batched, torch) | 1.00 | 0.100 | 12.0 | 1.0-3.0 |" in table
     page = _written(tmp_path, monkeypatch, "performance.md", {"omp-goal": goal, "omp": table})
     assert goal in page and table in page
 
