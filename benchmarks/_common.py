@@ -5,6 +5,7 @@ Not a benchmark itself (``run_all.py`` only runs ``bench_*.py``).
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def parser(description):
         "the same number, so time ratios stay fair)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--no-write", action="store_true",
+                   help="print the tables without writing them into docs/")
     return p
 
 
@@ -58,6 +61,16 @@ def mnist_split(random_state=0):
     return np.ascontiguousarray(X_train), np.ascontiguousarray(X_test)
 
 
+def _cell(row, key, fmt):
+    """One table cell: ``format(value, fmt)``, a dash for a missing or non-finite value."""
+    value = row.get(key)
+    if isinstance(value, MeanSD):
+        return value.format(fmt)
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, fmt) if fmt else str(value)
+
+
 def markdown_table(rows, columns):
     """A GitHub-flavoured markdown table.
 
@@ -69,21 +82,34 @@ def markdown_table(rows, columns):
         ``format`` is a format spec such as ``".3f"``, or "" for ``str``; a missing or None
         value prints as a dash, a :class:`MeanSD` as ``mean ± sd``.
     """
-    def cell(row, key, fmt):
-        value = row.get(key)
-        if isinstance(value, MeanSD):
-            return value.format(fmt)
-        if value is None or (isinstance(value, float) and not np.isfinite(value)):
-            return "-"
-        return format(value, fmt) if fmt else str(value)
-
     lines = [
         "| " + " | ".join(header for _, header, _ in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row, key, fmt) for key, _, fmt in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row, key, fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
+
+
+def rst_table(rows, columns, widths=None):
+    """The same table as :func:`markdown_table` (same ``rows`` and ``columns``), as a
+    reStructuredText ``list-table`` with one header row; ``widths``: relative column widths."""
+    lines = [".. list-table::", "   :header-rows: 1"]
+    if widths:
+        lines.append("   :widths: " + " ".join(str(w) for w in widths))
+    lines.append("")
+    cells = [[header for _, header, _ in columns]]
+    cells += [[_cell(row, key, fmt) for key, _, fmt in columns] for row in rows]
+    for row in cells:
+        lines += [f"   * - {row[0]}", *(f"     - {cell}" for cell in row[1:])]
+    return "\n".join(lines)
+
+
+def goal_table(rows, heading):
+    """The goal summary of a benchmark: one row per goal, ``goal | measured | met``, each a
+    string; ``heading`` names the goal column, e.g. "goal (issue 3)"."""
+    return markdown_table(rows, [("goal", heading, ""), ("measured", "measured", ""),
+                                 ("met", "met", "")])
 
 
 class MeanSD:
@@ -126,21 +152,34 @@ def aggregate(rows, keys):
 
 
 def write_table(name, text, page="benchmarks.md"):
-    """Replace the table ``name`` in ``docs/<page>``: the text between the lines
-    ``<!-- begin table NAME -->`` and ``<!-- end table NAME -->``.
+    """Replace the table ``name`` in ``docs/<page>``: the text between its begin and end markers.
 
+    In Markdown the markers are the lines ``<!-- begin table NAME -->`` and
+    ``<!-- end table NAME -->``; in reStructuredText (a page ending in ``.rst``) they are the
+    comments ``.. begin table NAME`` and ``.. end table NAME``, written with a blank line on
+    each side of the text so that Sphinx reads them as comments, not as part of the table.
     The tables in the docs are only ever written this way, so they cannot drift from what the
     scripts measure. Fails if the markers are missing, rather than appending somewhere.
     """
     path = DOCS / page
-    begin, end = f"<!-- begin table {name} -->", f"<!-- end table {name} -->"
+    begin, end = table_markers(name, page)
     content = path.read_text()
-    if content.count(begin) != 1 or content.count(end) != 1:
+    # Whole lines only: ".. begin table large" must not match ".. begin table large-goal".
+    begin_re, end_re = (re.compile(rf"^{re.escape(m)}[ \t]*$", re.MULTILINE) for m in (begin, end))
+    if len(begin_re.findall(content)) != 1 or len(end_re.findall(content)) != 1:
         raise RuntimeError(f"{path.name} must contain the markers {begin!r} and {end!r} once")
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+    head, rest = begin_re.split(content)
+    _, tail = end_re.split(rest)
+    gap = "\n\n" if page.endswith(".rst") else "\n"
+    path.write_text(f"{head}{begin}{gap}{text.strip()}{gap}{end}{tail}")
     print(f"wrote table {name!r} into {path.relative_to(REPO)}")
+
+
+def table_markers(name, page):
+    """The begin and end lines that delimit the generated table ``name`` on ``page``."""
+    if page.endswith(".rst"):
+        return f".. begin table {name}", f".. end table {name}"
+    return f"<!-- begin table {name} -->", f"<!-- end table {name} -->"
 
 
 def save_figure(fig, name):

@@ -208,7 +208,6 @@ def main(argv=None):
     p.add_argument("--n-tokens", type=int, default=40000)
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     X, passage = load_activations(args.n_tokens)

@@ -83,7 +83,6 @@ def run_seed(seed):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     per_seed, per_seed_tol = [], []

@@ -9,8 +9,10 @@ imports and the initialisation sample excluded), the two ways alternating, best 
 ``--repeats``. Then the checkpoint: seconds to take the trainer's state and write it
 atomically (``torch.save``, fsync, rename), median of 5, and its size, against the step time.
 
-Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_distributed.py`` (about 6 minutes with
-the defaults; ``--rows 10000`` for a quicker look). Figures go to docs/distributed.md by hand.
+Writes the tables ``distributed`` and ``distributed-checkpoint`` of ``docs/distributed.md``
+(``--no-write`` only prints them). Run: ``PYTHONPATH=. .venv/bin/python
+benchmarks/bench_distributed.py`` (about 6 minutes with the defaults; ``--rows 10000`` for a
+quicker look).
 """
 
 import argparse
@@ -23,9 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import markdown_table
+from _common import markdown_table, write_table
 
 N_COMPONENTS, K, BATCH, N_FEATURES = 4096, 32, 256, 768
+VARIANTS = ("1 process x 2 threads", "2 processes x 1 thread (gloo)")
+# The checkpoint interval of ``skmpsae fit`` by default (--checkpoint-every).
+CHECKPOINT_EVERY = 1000
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +66,7 @@ def _run(variant, data, result):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
         "PYTHONPATH", "")])}
     script = [str(Path(__file__).resolve()), "--worker", str(data), str(result)]
-    if variant == "1 process x 2 threads":
+    if variant == VARIANTS[0]:
         env["OMP_NUM_THREADS"] = "2"
         command = [sys.executable, *script]
     else:
@@ -100,12 +105,50 @@ def checkpoint_cost(data, directory):
     return float(np.median(saves)), size, float(np.median(steps[1:]))
 
 
-def main():
+def epoch_table(runs, n_rows, repeats):
+    """The epoch times: ``runs`` maps each configuration to its results, in the order run."""
+    rows = []
+    for variant, results in runs.items():
+        best = min(results, key=lambda r: r["seconds"])
+        rows.append({"configuration": variant, **best,
+                     "ms_per_step": best["seconds"] / best["steps"] * 1000,
+                     "runs": ", ".join(f"{r['seconds']:.1f}" for r in results)})
+    for row in rows:
+        row["relative"] = row["seconds"] / rows[0]["seconds"]
+    caption = (f"One epoch of MatchingPursuitSAE ({N_COMPONENTS:,} atoms, k={K}, batches of "
+               f"{BATCH}) on a {n_rows:,} x {N_FEATURES} float32 memmap of Gaussian rows: "
+               f"{rows[0]['steps']} steps. The configurations alternate; best of {repeats}.")
+    return caption + "\n\n" + markdown_table(rows, [
+        ("configuration", "configuration", ""), ("seconds", f"epoch (s), best of {repeats}", ".1f"),
+        ("ms_per_step", "ms / step", ".0f"),
+        ("relative", f"time relative to {rows[0]['configuration']}", ".1f"),
+        ("runs", "each run (s)", ""), ("loss", "final loss", ".5f"),
+    ])
+
+
+def checkpoint_table(seconds, size, step):
+    """What a checkpoint costs: ``seconds`` and ``size`` (bytes) of one, against ``step``, the
+    seconds of one training step."""
+    return markdown_table([{
+        "ms": seconds * 1000, "mib": size / 2**20, "step_ms": step * 1000,
+        "every_default": seconds / (CHECKPOINT_EVERY * step), "every_step": seconds / step,
+    }], [
+        ("ms", "one checkpoint, median of 5 (ms)", ".0f"), ("mib", "size (MiB)", ".1f"),
+        ("step_ms", "one training step, 1 thread (ms)", ".0f"),
+        ("every_default", f"added time, one every {CHECKPOINT_EVERY:,} steps (the default)",
+         ".2%"),
+        ("every_step", "added time, one every step", ".0%"),
+    ])
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--no-write", action="store_true",
+                   help="print the tables without writing them into docs/")
     p.add_argument("--worker", nargs=2, metavar=("DATA", "RESULT"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.worker:
         return worker(*args.worker)
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,26 +161,18 @@ def main():
             X[start:stop] = rng.randn(stop - start, N_FEATURES)
         X.flush()
         del X
-        variants = ["1 process x 2 threads", "2 processes x 1 thread"]
-        best = {}
+        runs = {variant: [] for variant in VARIANTS}
         for repeat in range(args.repeats):
-            for variant in variants:  # alternating, so that load changes hit both
+            for variant in VARIANTS:  # alternating, so that load changes hit both
                 out = _run(variant, data, Path(tmp) / "result.json")
                 print(f"repeat {repeat}: {variant}: {out}", flush=True)
-                if variant not in best or out["seconds"] < best[variant]["seconds"]:
-                    best[variant] = out
-        rows = [{"configuration": v, **best[v],
-                 "ms_per_step": best[v]["seconds"] / best[v]["steps"] * 1000} for v in variants]
-        print(f"\nOne epoch, {args.rows:,} x {N_FEATURES} float32, {N_COMPONENTS} atoms, k={K}, "
-              f"batch {BATCH}; best of {args.repeats}")
-        print(markdown_table(rows, [
-            ("configuration", "configuration", ""), ("seconds", "epoch (s)", ".1f"),
-            ("steps", "steps", ""), ("ms_per_step", "ms / step", ".0f"), ("loss", "loss", ".4f"),
-        ]))
-        seconds, size, step = checkpoint_cost(data, Path(tmp) / "ckpt")
-        print(f"\ncheckpoint: {seconds * 1000:.0f} ms and {size / 2**20:.1f} MiB each; one "
-              f"step (1 thread) {step * 1000:.0f} ms; a checkpoint every 1000 steps costs "
-              f"{seconds / (1000 * step) * 100:.2f}% of the training time")
+                runs[variant].append(out)
+        epochs = epoch_table(runs, args.rows, args.repeats)
+        checkpoint = checkpoint_table(*checkpoint_cost(data, Path(tmp) / "ckpt"))
+    print(f"\n{epochs}\n\n{checkpoint}")
+    if not args.no_write:
+        write_table("distributed", epochs, page="distributed.md")
+        write_table("distributed-checkpoint", checkpoint, page="distributed.md")
 
 
 if __name__ == "__main__":

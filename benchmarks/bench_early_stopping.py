@@ -24,7 +24,6 @@ from skmpsae import MatchingPursuitSAE, TopKSAE
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     rows = []

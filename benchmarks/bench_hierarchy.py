@@ -87,7 +87,6 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-samples", type=int, default=4000)
     p.add_argument("--n-components", type=int, default=20)
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
 

@@ -16,8 +16,9 @@ own memory. ``VmHWM`` (the peak of all resident memory, file pages included) is 
 scikit-learn imported.
 
 Each case runs ``--repeats`` times (interleaved); the table shows the largest peak and the
-range. Run: ``python benchmarks/bench_memory.py`` (about 5-15 minutes with one thread,
-depending on the machine's load; needs 1.5 GB of free disk in ``--tmpdir``).
+range. Writes the table ``memory`` of ``docs/memory_table.rst`` (included by the user guide;
+``--no-write`` only prints it). Run: ``python benchmarks/bench_memory.py`` (about 5-15 minutes
+with one thread, depending on the machine's load; needs 1.5 GB of free disk in ``--tmpdir``).
 """
 
 import json
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import drop_page_cache, markdown_table, parser
+from _common import drop_page_cache, markdown_table, parser, rst_table, write_table
 
 CHILD = r"""
 import json, os, sys, time
@@ -74,6 +75,13 @@ print("RESULT", json.dumps({"baseline": baseline, "seconds": seconds,
 """
 
 CASES = ("memmap fit", "memmap partial_fit", "skmpsae fit (CLI)", "in-memory fit")
+# The cases as the user guide's table names them.
+LABELS = {
+    "memmap fit": '``fit`` on ``np.load(path, mmap_mode="r")``',
+    "memmap partial_fit": "``partial_fit`` on 100,000-row slices of the memmap",
+    "skmpsae fit (CLI)": "``skmpsae fit`` (command line)",
+    "in-memory fit": "``fit`` on ``np.load(path)`` (in memory)",
+}
 
 
 def write_file(path, n_samples, n_features, seed=0):
@@ -124,7 +132,62 @@ def run_case(case, path, params, threads, interval=0.003):
     }
 
 
-def main():
+def summarise(runs):
+    """One row per case from its runs: the largest peak (the honest figure for "how much memory
+    does this need"), the lowest one, and the best time."""
+    rows = []
+    for results in runs.values():
+        row = dict(max(results, key=lambda r: r["peak_anon"]))
+        row["lowest_peak"] = min(r["peak_anon"] for r in results)
+        row["range"] = f"{row['lowest_peak']:.0f}-{row['peak_anon']:.0f}"
+        row["seconds"] = min(r["seconds"] for r in results)
+        row["label"] = LABELS.get(row["case"], row["case"])
+        rows.append(row)
+    return rows
+
+
+def printed_table(rows, repeats):
+    """The table this script prints: the cases' peaks, with the range over the runs."""
+    return markdown_table(rows, [
+        ("case", "case", ""),
+        ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
+        ("range", f"range over {repeats} runs", ""),
+        ("above_baseline", "above the imports (MiB)", ".0f"),
+        ("vm_hwm", "VmHWM incl. file pages (MiB)", ".0f"),
+        ("seconds", "fit time, best (s)", ".1f"),
+    ])
+
+
+def guide_table(rows, setup):
+    """The user guide's table (reStructuredText): the setup in a sentence, then the cases.
+
+    ``setup``: ``n_samples``, ``n_features``, ``size_mb``, ``batch_size``, ``n_components``,
+    ``threads`` and ``repeats`` of the run.
+    """
+    batch_mb = setup["batch_size"] * setup["n_features"] * 4 / 2**20
+    spread = max(r["peak_anon"] - r["lowest_peak"] for r in rows)
+    # What the interpreter holds before fitting: the same in every case.
+    imports = rows[0]["peak_anon"] - rows[0]["above_baseline"]
+    caption = (
+        f"A {setup['n_samples']:,} x {setup['n_features']} float32 file of "
+        f"{setup['size_mb']:,.0f} MiB ({setup['size_mb'] / batch_mb:.0f} batches of "
+        f"{setup['batch_size']:,} rows); MatchingPursuitSAE with {setup['n_components']} atoms, "
+        f"k=8, one epoch, {setup['threads']} thread(s). Each case ran {setup['repeats']} times, "
+        f"each time in a fresh process; the table shows the largest peak (the runs of a case "
+        f"differed by at most {spread:.0f} MiB). The interpreter with numpy, torch and "
+        f"scikit-learn imported holds {imports:.0f} MiB."
+    )
+    table = rst_table(rows, [
+        ("label", "case", ""),
+        ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
+        ("above_baseline", "above the imports (MiB)", ".0f"),
+        ("vm_hwm", "VmHWM, file pages included (MiB)", ".0f"),
+        ("seconds", f"fit time, best of {setup['repeats']} (s)", ".1f"),
+    ], widths=(30, 18, 18, 18, 16))
+    return f"{caption}\n\n{table}"
+
+
+def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--n-samples", type=int, default=1_000_000)
     p.add_argument("--n-features", type=int, default=384)
@@ -134,7 +197,7 @@ def main():
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of the cases")
     p.add_argument("--repeats", type=int, default=2,
                    help="runs of each case, interleaved; the table gives the largest peak")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     params = {"n_components": args.n_components, "n_nonzero_coefs": 8,
               "batch_size": args.batch_size, "max_iter": 1, "random_state": 0, "device": "cpu"}
@@ -156,23 +219,14 @@ def main():
                       f"{results[-1]['seconds']:.1f} s", flush=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    rows = []
-    for results in runs.values():
-        # The worst run is the honest figure for "how much memory does this need".
-        row = dict(max(results, key=lambda r: r["peak_anon"]))
-        row["range"] = (f"{min(r['peak_anon'] for r in results):.0f}-"
-                        f"{max(r['peak_anon'] for r in results):.0f}")
-        row["seconds"] = min(r["seconds"] for r in results)
-        rows.append(row)
+    rows = summarise(runs)
     print()
-    print(markdown_table(rows, [
-        ("case", "case", ""),
-        ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
-        ("range", f"range over {args.repeats} runs", ""),
-        ("above_baseline", "above the imports (MiB)", ".0f"),
-        ("vm_hwm", "VmHWM incl. file pages (MiB)", ".0f"),
-        ("seconds", "fit time, best (s)", ".1f"),
-    ]))
+    print(printed_table(rows, args.repeats))
+    if not args.no_write:
+        setup = {"n_samples": args.n_samples, "n_features": args.n_features, "size_mb": size_mb,
+                 "batch_size": args.batch_size, "n_components": args.n_components,
+                 "threads": args.threads, "repeats": args.repeats}
+        write_table("memory", guide_table(rows, setup), page="memory_table.rst")
 
 
 if __name__ == "__main__":

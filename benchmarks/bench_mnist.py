@@ -163,7 +163,6 @@ def match_sweeps(rows):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds (splits and models)")
-    p.add_argument("--no-write", action="store_true", help="print the tables only")
     args = p.parse_args(argv)
     limit_threads(args.threads)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # LARS early stops

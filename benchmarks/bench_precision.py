@@ -9,11 +9,13 @@ on the same (float32-trained) dictionary.
 
 On a CPU the half-precision GEMMs are emulated (slow) but round exactly as a GPU's tensor cores
 do on their inputs, so the R2 effect measured here is the one to expect on a GPU; the speed is
-not (see ``bench_gpu.py``). Run: ``python benchmarks/bench_precision.py`` (about 10 minutes).
+not (see ``bench_gpu.py``). Writes the table ``precision`` of ``docs/performance.md``
+(``--no-write`` only prints it). Run: ``python benchmarks/bench_precision.py`` (about 10
+minutes).
 """
 
 import numpy as np
-from _common import limit_threads, markdown_table, mnist_split, parser
+from _common import limit_threads, markdown_table, mnist_split, parser, write_table
 
 from skmpsae import MatchingPursuitSAE
 
@@ -47,12 +49,20 @@ def main(argv=None):
                          "r2": np.mean(scores), "r2_sd": np.std(scores),
                          "same": np.mean(same) if same else None})
             print(rows[-1], flush=True)
-    print(f"\nMNIST 4k/1k, k=16, {args.epochs} epochs, mean of {args.seeds} seeds")
-    print(markdown_table(rows, [
+    table = precision_table(rows, args.epochs, args.seeds)
+    print(f"\n{table}")
+    if not args.no_write:
+        write_table("precision", table, page="performance.md")
+
+
+def precision_table(rows, epochs, seeds):
+    """Held-out R2 per dictionary size and selection dtype, and the rows whose atoms match."""
+    caption = f"MNIST 4k/1k, k=16, {epochs} epochs, mean of {seeds} seeds."
+    return caption + "\n\n" + markdown_table(rows, [
         ("K", "n_components", "d"), ("dtype", "selection_dtype", ""),
         ("r2", "held-out R2", ".4f"), ("r2_sd", "sd over seeds", ".4f"),
         ("same", "held-out rows with float32's atoms (same dictionary)", ".1%"),
-    ]))
+    ])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ coefficients, backward, Adam) with each selection path forced, and with the auto
 * ``gemm``: one correlation GEMM per step, as SAE libraries write the loop;
 * ``auto``: the cost model's choice within the default budget (what the estimator runs).
 
-Writes ``docs/selection_scaling.png`` and prints the table. ``--calibrate`` instead measures
-the cost model's constants (``skmpsae/_selection.py``) on this machine.
+Writes ``docs/selection_scaling.png`` and the table ``selection`` of ``docs/performance.md``
+(``--no-write`` only prints it). ``--calibrate`` instead measures the cost model's constants
+(``skmpsae/_selection.py``) on this machine, and only prints them.
 
 Run: ``python benchmarks/bench_selection.py`` (about 15 minutes with one thread);
 ``python benchmarks/bench_selection.py --calibrate`` (about a minute).
@@ -21,7 +22,15 @@ Run: ``python benchmarks/bench_selection.py`` (about 15 minutes with one thread)
 import time
 
 import torch
-from _common import activation_like, limit_threads, markdown_table, parser, save_figure, use_agg
+from _common import (
+    activation_like,
+    limit_threads,
+    markdown_table,
+    parser,
+    save_figure,
+    use_agg,
+    write_table,
+)
 
 import skmpsae._matching_pursuit as mp_module
 from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _BlockArgmax, _gram
@@ -91,15 +100,21 @@ def sweep():
                 row["distinct"] = distinct
             print(f"{n_components} atoms, {path}: {seconds:.2f}s", flush=True)
         rows.append(row)
-    print(f"\nOne training epoch: {N_ROWS} activation-like rows x {D_FEATURES} features, k="
-          f"{K_STEPS}, batches of {BATCH}, float32, {torch.get_num_threads()} thread(s)")
-    print(markdown_table(rows, [
+    return rows
+
+
+def sweep_table(rows, threads):
+    """The epoch times of every path, the automatic choice, and the per-step GEMM against it."""
+    rows = [{**row, "gemm_vs_auto": row["gemm"] / row["auto"]} for row in rows]
+    caption = (f"One training epoch: {N_ROWS} activation-like rows x {D_FEATURES} features, "
+               f"k={K_STEPS}, batches of {BATCH}, float32, {threads} thread(s).")
+    return caption + "\n\n" + markdown_table(rows, [
         ("K", "n_components", "d"), ("gram", "whole Gram (s)", ".2f"),
         ("rows", "Gram rows (s)", ".2f"), ("gemm", "GEMM per step (s)", ".2f"),
         ("auto", "automatic (s)", ".2f"), ("chosen", "chosen", ""),
         ("distinct", "distinct atoms in the last batch", "d"),
-    ]))
-    return rows
+        ("gemm_vs_auto", "GEMM per step / automatic", ".1f"),
+    ])
 
 
 def plot(rows):
@@ -168,6 +183,10 @@ def main(argv=None):
         calibrate()
         return
     rows = sweep()
+    table = sweep_table(rows, torch.get_num_threads())
+    print(f"\n{table}")
+    if not args.no_write:
+        write_table("selection", table, page="performance.md")
     if not args.no_plot:
         plot(rows)
 
