@@ -19,7 +19,7 @@ import torch
 from ._distributed import _ProcessGroup
 from ._modules import LossOutput
 from ._reader import _epoch_order, _prefers_buffer, _read_ahead
-from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor
+from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
 
 
 class _Schedule:
@@ -177,10 +177,9 @@ class _Trainer:
         )
         return LossOutput(loss, fired)
 
-    def _batch(self, X, start, batch_size):
-        """This rank's share of the batch of rows ``start:start + batch_size`` of the epoch's
-        order, scaled, and the number of rows in the whole batch."""
-        stop = min(start + batch_size, len(self._order))
+    def _batch(self, X, start, stop):
+        """This rank's share of the batch of rows ``start:stop`` of the epoch's order, scaled,
+        and the number of rows in the whole batch."""
         lo, hi = self.group.share(start, stop)
         rows = np.sort(self._order[lo:hi])
         return _as_tensor(X[rows], self.dtype, self.device) / self.scale, stop - start
@@ -227,10 +226,10 @@ class _Trainer:
         elif len(self._order) != n:
             raise ValueError(f"The epoch in progress covers {len(self._order)} rows, got {n}.")
         # The next batch is read and converted on a background thread during each step.
-        batches = _read_ahead(lambda start: self._batch(X, start, batch_size),
-                              range(self._next_row, n, batch_size))
+        bounds = [b for b in _batch_bounds(n, batch_size) if b[0] >= self._next_row]
+        batches = _read_ahead(lambda bound: self._batch(X, *bound), bounds)
         with contextlib.closing(batches):  # joins the reading thread, also on errors
-            for start, (x, rows) in batches:
+            for (start, _), (x, rows) in batches:
                 out = self.train_step(x, rows)
                 self._loss_sum += out.loss.detach() * rows
                 self._fired += out.fired

@@ -47,8 +47,20 @@ def _cached_tensors(cache, arrays, np_dtype, device, derive):
     return tensors
 
 
+def _batch_bounds(n_samples, batch_size):
+    """``(start, stop)`` of each batch of an epoch: ``batch_size`` rows each, except that a
+    last batch of fewer than half of that joins the batch before. A few rows alone would get a
+    step as large as any other (Adam's steps do not shrink with the batch) from a far noisier
+    gradient: with 3,600 MNIST rows in batches of 512, the 16-row last batch of every epoch
+    cost MatchingPursuitSAE 0.05 of held-out R2."""
+    starts = list(range(0, n_samples, batch_size))
+    if len(starts) > 1 and n_samples - starts[-1] < batch_size / 2:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n_samples], strict=True))
+
+
 def _n_batches(n_samples, batch_size):
-    return -(-n_samples // batch_size)
+    return len(_batch_bounds(n_samples, batch_size))
 
 
 def _torch_dtype(np_dtype):

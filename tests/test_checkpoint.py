@@ -131,7 +131,7 @@ def _small_data(n=100, seed=0):
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_resume_from_every_checkpoint_of_a_fit(name, tmp_path, monkeypatch):
     """Resuming from the checkpoint saved at any step gives the uninterrupted model."""
-    X = _small_data()
+    X = _small_data(116)  # batches of 32, 32, 32 and 20 rows
     straight = _small(name).fit(X)
     directory, saved = tmp_path / "ckpt", []
     save = _checkpoint.save_checkpoint
@@ -144,7 +144,7 @@ def test_resume_from_every_checkpoint_of_a_fit(name, tmp_path, monkeypatch):
     sae = _small(name).fit(X, checkpoint_dir=directory, checkpoint_every=1)
     monkeypatch.undo()
     _assert_same_model(sae, straight)
-    # 4 steps per epoch: a checkpoint after each step, and one more at each epoch's end.
+    # A checkpoint after each of the 4 steps of an epoch, and one more at each epoch's end.
     assert len(saved) == 3 * (4 + 1)
     for content in saved:
         (directory / "checkpoint.pt").write_bytes(content)

@@ -277,3 +277,14 @@ def test_mp_loss_adds_the_revival_term_of_the_given_dead_atoms_only():
     torch.testing.assert_close(module.loss(x, dead, 0.1).loss, expected)
     module.revival_coef = 0.0
     assert module.loss(x, dead).loss == out.loss
+
+
+def test_a_short_last_batch_joins_the_one_before():
+    from skmpsae._training import _batch_bounds, _n_batches
+
+    assert _batch_bounds(100, 32) == [(0, 32), (32, 64), (64, 100)]  # 4 rows left: joined
+    assert _batch_bounds(116, 32) == [(0, 32), (32, 64), (64, 96), (96, 116)]  # 20: kept
+    assert _batch_bounds(3600, 512)[-1] == (3072, 3600)
+    assert _batch_bounds(10, 32) == [(0, 10)] and _batch_bounds(64, 32) == [(0, 32), (32, 64)]
+    assert _n_batches(700, 512) == 1 and _n_batches(0, 32) == 0
+
