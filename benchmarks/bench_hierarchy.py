@@ -58,6 +58,10 @@ MP_VARIANTS = {
     "MP-SAE, batch_size=64": {"batch_size": 64},
     "MP-SAE, learning_rate=3e-2": {"learning_rate": 3e-2},
     "MP-SAE, k=3": {"n_nonzero_coefs": 3},
+    # The per-atom Adam's default rate (5e-2 up to 256 atoms), with more, smaller steps.
+    "MP-SAE, learning_rate=5e-2, batch_size=256, 100 epochs": {
+        "learning_rate": 5e-2, "batch_size": 256, "max_iter": 100,
+    },
 }
 KINDS = ("parent", "child", "singleton")
 
