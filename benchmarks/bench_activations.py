@@ -15,7 +15,7 @@ Every model is fitted with ``--seeds`` seeds (each also draws its own held-out p
 tables show mean ± sd and are written between the ``activations`` markers of
 ``docs/benchmarks.md``.
 
-Run: ``python benchmarks/bench_activations.py`` (about 10 minutes single-threaded once the
+Run: ``python benchmarks/bench_activations.py`` (about 5 minutes single-threaded once the
 activations are cached; making them takes about 1 more minute).
 """
 

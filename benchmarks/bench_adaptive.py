@@ -15,7 +15,7 @@
 
 Repeated over ``--seeds`` seeds (split and models); tables show mean ± sd and are written
 between the markers ``adaptive-k`` and ``adaptive-tol`` in ``docs/benchmarks.md``.
-Run: ``python benchmarks/bench_adaptive.py`` (about 3-5 minutes single-threaded).
+Run: ``python benchmarks/bench_adaptive.py`` (about 1.5 minutes single-threaded).
 """
 
 import numpy as np

@@ -4,7 +4,7 @@
 4,000/1,000 MNIST split, with ``early_stopping`` False and True (defaults otherwise:
 ``validation_fraction=0.1, n_iter_no_change=10, tol=1e-4``), ``--seeds`` seeds. Writes the
 table ``early-stopping`` of ``docs/benchmarks.md``.
-Run: ``python benchmarks/bench_early_stopping.py`` (about 2-4 minutes single-threaded).
+Run: ``python benchmarks/bench_early_stopping.py`` (about 1 minute single-threaded).
 """
 
 import numpy as np

@@ -12,7 +12,7 @@ L0. All models learn without an intercept (the data are exact non-negative combi
 features, with no offset) and with the settings in ``MODEL_PARAMS``. At the goal cosine (0.4),
 ``MP_VARIANTS`` tries other MP-SAE training settings on the same data and seeds.
 
-Run: ``python benchmarks/bench_hierarchy.py [--n-components 40]`` (about 10 minutes
+Run: ``python benchmarks/bench_hierarchy.py [--n-components 40]`` (about 3-5 minutes
 single-threaded); the figure goes to ``docs/hierarchy_recovery_<n_components>.png`` and the
 tables between the markers ``hierarchy-<n_components>-*`` in ``docs/benchmarks.md``.
 """

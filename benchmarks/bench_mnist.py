@@ -17,7 +17,7 @@ models; tables show mean ± sd over seeds). Compared:
 Within a seed the fits at k=16 of MP-SAE and MiniBatchDictionaryLearning run back to back, so
 their time ratio is measured under the same load. Writes the tables between the markers in
 ``docs/benchmarks.md`` (``--no-write`` only prints them).
-Run: ``python benchmarks/bench_mnist.py`` (about 15-25 minutes single-threaded).
+Run: ``python benchmarks/bench_mnist.py`` (about 9 minutes single-threaded).
 """
 
 import warnings

@@ -5,7 +5,7 @@ The activations of ``bench_activations.py`` (all-MiniLM-L6-v2, layer 3, cached),
 k=32, ``--epochs`` epochs (revival acts from the second epoch on: an atom counts as dead after
 an epoch's worth of samples without being chosen), ``--seeds`` seeds. Writes the table
 ``revival`` of ``docs/benchmarks.md``.
-Run: ``python benchmarks/bench_revival.py`` (about 8 minutes per seed single-threaded).
+Run: ``python benchmarks/bench_revival.py`` (about 80 seconds per seed single-threaded).
 """
 
 from _common import aggregate, limit_threads, markdown_table, parser, timed, write_table
