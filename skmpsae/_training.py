@@ -56,7 +56,7 @@ def _batch_bounds(n_samples, batch_size):
     starts = list(range(0, n_samples, batch_size))
     if len(starts) > 1 and n_samples - starts[-1] < batch_size / 2:
         starts.pop()
-    return list(zip(starts, starts[1:] + [n_samples], strict=True))
+    return list(zip(starts, starts[1:] + [n_samples], strict=False))
 
 
 def _n_batches(n_samples, batch_size):
