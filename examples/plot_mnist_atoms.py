@@ -32,7 +32,8 @@ X_train.shape, X_train.dtype
 # %%
 # Fit both autoencoders at k=16
 # -----------------------------
-# Six epochs keep this example quick; the defaults (50 epochs) reconstruct better.
+# Six epochs keep this example quick; the defaults (35 epochs for MP-SAE, 50 for TopK)
+# reconstruct better.
 mp = MatchingPursuitSAE(n_components=256, n_nonzero_coefs=16, max_iter=6, random_state=0)
 topk = TopKSAE(n_components=256, n_nonzero_coefs=16, max_iter=6, random_state=0)
 for model in (mp, topk):
