@@ -46,6 +46,8 @@ def worker(data, result):
     import torch
     import torch.distributed as dist
 
+    from skmpsae._distributed import destroy
+
     if "RANK" in os.environ:
         dist.init_process_group("gloo")
     epochs = []
@@ -58,8 +60,9 @@ def worker(data, result):
             "world_size": dist.get_world_size() if dist.is_initialized() else 1,
             "loss": sae.loss_curve_[-1],
         }))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    # destroy() waits at a barrier first: a rank that tears gloo down while its peer still
+    # talks aborts that peer (SIGABRT, as the test worker found).
+    destroy()
 
 
 def _run(variant, data, result):
