@@ -206,7 +206,9 @@ class MatchingPursuitSAE(_BaseSAE):
         memory traffic; the dictionary (the master weights), the coefficients, the gradients
         and the codes stay in the data's dtype and are exact for the atoms selected: only
         which atom wins a near tie can change. Matching pursuit only (OMP runs in full
-        precision). On a CPU, half-precision GEMMs are far slower: leave it None there.
+        precision). Training with small dictionaries, which computes the exact correlations
+        for its loss anyway, selects from those. On a CPU, half-precision GEMMs are far
+        slower: leave it None there.
         Measured effect on R2: see docs/performance.md.
     sparse_output : bool, default=False
         If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the
