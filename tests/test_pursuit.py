@@ -14,13 +14,8 @@ from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
 from skmpsae._matching_pursuit import _MatchingPursuitModule, _revival_term
-from skmpsae._pursuit import (
-    _decode_selected,
-    _mp_coefficients,
-    _mp_squared_error,
-    _scatter_codes,
-    _SelfProducts,
-)
+from skmpsae._pursuit import _decode_selected, _scatter_codes
+from skmpsae._pursuit_grad import _mp_coefficients, _mp_squared_error, _SelfProducts
 from skmpsae._reference import _naive_matching_pursuit
 from skmpsae._selection import _select_mp
 
