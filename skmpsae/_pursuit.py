@@ -27,7 +27,7 @@ from ._pursuit_steps import (
     _BlockArgmax,
 )
 from ._selection import _gram_source, _select_mp
-from ._utils import NotBoolInterval
+from ._utils import ARRAY_OR_SPARSE, NotBoolInterval
 
 __all__ = ["matching_pursuit", "orthogonal_matching_pursuit"]
 
@@ -164,8 +164,8 @@ def _prepare(X, dictionary, n_nonzero_coefs, tol):
 
 _FUNCTION_PARAMS = {
     # Sparse input passes here so that check_array can say that dense data is required.
-    "X": ["array-like", "sparse matrix"],
-    "dictionary": ["array-like", "sparse matrix"],
+    "X": ARRAY_OR_SPARSE,
+    "dictionary": ARRAY_OR_SPARSE,
     "n_nonzero_coefs": [NotBoolInterval(numbers.Integral, 1, None, closed="left"), None],
     "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     "positive": ["boolean"],

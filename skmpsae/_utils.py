@@ -64,3 +64,9 @@ class NotBoolInterval(Interval):
 
     def is_satisfied_by(self, val):
         return not isinstance(val, bool) and super().is_satisfied_by(val)
+
+
+# The constraint of an array parameter that admits sparse matrices: functions that read sparse
+# input take them, and the others leave it to check_array to say that dense data is required
+# (clearer than "not an array-like").
+ARRAY_OR_SPARSE = ["array-like", "sparse matrix"]

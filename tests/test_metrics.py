@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_validate
 from sklearn.preprocessing import FunctionTransformer
 
-from skmpsae import metrics
+from skmpsae import _dictionary_metrics
 from skmpsae.metrics import (
     babel,
     component_usage,
@@ -127,7 +127,7 @@ def test_babel_is_blockwise_consistent(monkeypatch):
     D = np.random.RandomState(0).randn(50, 10)
     full = [babel(D, p) for p in (1, 5, 49)]
     coherence = mutual_coherence(D)
-    monkeypatch.setattr(metrics, "_GRAM_BLOCK_ENTRIES", 120)  # blocks of 2 rows
+    monkeypatch.setattr(_dictionary_metrics, "_GRAM_BLOCK_ENTRIES", 120)  # blocks of 2 rows
     assert_allclose([babel(D, p) for p in (1, 5, 49)], full, rtol=1e-12)
     assert mutual_coherence(D) == pytest.approx(coherence, rel=1e-12)
     assert coherence == pytest.approx(full[0], rel=1e-12)
