@@ -84,7 +84,9 @@ class _BlockArgmax:
     def __init__(self, n_components, signed, device):
         self.signed = signed
         self.plain = n_components <= _PLAIN_MAX_COMPONENTS
-        self.width = min(_ARGMAX_BLOCK, n_components)
+        if self.plain:
+            return
+        self.width = _ARGMAX_BLOCK
         self.n_full = n_components // self.width
         self.has_tail = self.n_full * self.width < n_components
         starts = torch.arange(self.n_full + self.has_tail, device=device) * self.width
