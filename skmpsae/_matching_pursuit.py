@@ -165,10 +165,10 @@ class MatchingPursuitSAE(_BaseSAE):
         Measured in ``docs/benchmarks.md`` (dead atoms and held-out R2 with and without).
     max_iter : int, default=35
         Epochs (passes over the training data) in :meth:`fit`. On MNIST (256 atoms, k=16,
-        3 seeds) 30 epochs gave held-out R2 0.833 and 35 gave 0.834.
+        3 seeds) 30 epochs gave held-out R2 0.832 and 35 gave 0.835.
     batch_size : int or "auto", default="auto"
-        Samples per optimiser step. "auto" is 512 up to 2,048 atoms (tuned on MNIST: 256,
-        512, 640, 768 and 1,024 gave R2 0.833, 0.834, 0.831, 0.829 and 0.826 at 35 epochs),
+        Samples per optimiser step. "auto" is 512 up to 2,048 atoms (tuned on MNIST: 512,
+        640, 768 and 1,024 gave R2 0.834, 0.831, 0.829 and 0.826 at 35 epochs, 3 seeds),
         then ``n_components / 4`` up to 4,096 (4,096 from 16,384 atoms): a training step
         at large K costs the Gram matrix of the selected atoms (``2 K^2 d`` flops at most)
         whatever the batch, so larger batches spread it over more rows; at 16,384 atoms
@@ -176,10 +176,10 @@ class MatchingPursuitSAE(_BaseSAE):
     learning_rate : float or "auto", default="auto"
         Peak learning rate of the optimiser, Adam with one second-moment estimate per atom
         (so that a step turns each atom without distorting it); "auto" is
-        ``5e-2 * min(1, sqrt(256 / n_components))`` (on MNIST, 3.5e-2, 5e-2 and 7e-2 gave
-        the same R2 within 0.001). Reached after a linear warm-up over the first 5% of
-        steps (at most 100), decayed linearly to zero over the last half of the steps of a
-        fit (over the last 20%, R2 is 0.003 lower at 35 epochs).
+        ``5e-2 * min(1, sqrt(256 / n_components))`` (on MNIST at 30 epochs, 3.5e-2, 5e-2 and
+        7e-2 gave R2 within 0.001 of each other, 2 seeds). Reached after a linear warm-up over
+        the first 5% of steps (at most 100), decayed linearly to zero over the last half of
+        the steps of a fit (over the last 20%, R2 is 0.003 lower at 35 epochs).
     fit_intercept : bool, default=True
         Learn a bias ``b`` (initialised to the data mean): codes are computed from ``X - b`` and
         reconstructions are ``codes @ components_ + b``.
