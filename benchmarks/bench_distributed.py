@@ -29,8 +29,6 @@ from _common import markdown_table, write_table
 
 N_COMPONENTS, K, BATCH, N_FEATURES = 4096, 32, 256, 768
 VARIANTS = ("1 process x 2 threads", "2 processes x 1 thread (gloo)")
-# The checkpoint interval of ``skmpsae fit`` by default (--checkpoint-every).
-CHECKPOINT_EVERY = 1000
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -132,13 +130,19 @@ def epoch_table(runs, n_rows, repeats):
 def checkpoint_table(seconds, size, step):
     """What a checkpoint costs: ``seconds`` and ``size`` (bytes) of one, against ``step``, the
     seconds of one training step."""
+    import inspect
+
+    from skmpsae import MatchingPursuitSAE
+
+    # fit's default interval (the CLI's --checkpoint-every default is the same).
+    every = inspect.signature(MatchingPursuitSAE.fit).parameters["checkpoint_every"].default
     return markdown_table([{
         "ms": seconds * 1000, "mib": size / 2**20, "step_ms": step * 1000,
-        "every_default": seconds / (CHECKPOINT_EVERY * step), "every_step": seconds / step,
+        "every_default": seconds / (every * step), "every_step": seconds / step,
     }], [
         ("ms", "one checkpoint, median of 5 (ms)", ".0f"), ("mib", "size (MiB)", ".1f"),
         ("step_ms", "one training step, 1 thread (ms)", ".0f"),
-        ("every_default", f"added time, one every {CHECKPOINT_EVERY:,} steps (the default)",
+        ("every_default", f"added time, one every {every:,} steps (the default)",
          ".2%"),
         ("every_step", "added time, one every step", ".0%"),
     ])
