@@ -44,7 +44,7 @@ def worker(data, result):
     import torch
     import torch.distributed as dist
 
-    from skmpsae._distributed import destroy
+    from skmpsae._train.distributed import destroy
 
     if "RANK" in os.environ:
         dist.init_process_group("gloo")
@@ -82,7 +82,7 @@ def checkpoint_cost(data, directory):
     """Seconds and bytes of one checkpoint of the model being trained, and the step time."""
     import torch
 
-    from skmpsae._checkpoint import _Checkpointer
+    from skmpsae._train.checkpoint import _Checkpointer
 
     torch.set_num_threads(1)
     X = np.load(data, mmap_mode="r")

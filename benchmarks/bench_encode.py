@@ -6,7 +6,7 @@ pixel), 784 features, 4,096 atoms (centred, normalised digits), k=32, positive c
 * ``skmpsae`` Gram path with the Gram matrix cached, as a fitted ``MatchingPursuitSAE``'s
   ``transform`` runs it, and with ``D D^T`` computed in the call (``matching_pursuit``);
 * the unrolled loop of the MP-SAE papers' code (per step a full ``r @ D.T``, a one-hot code and
-  ``r -= onehot @ D``; ``skmpsae._reference._naive_matching_pursuit``);
+  ``r -= onehot @ D``; ``skmpsae._pursuit.reference._naive_matching_pursuit``);
 * a leaner loop with one GEMM per step (``r @ D.T``, argmax, ``r -= value * D[index]``).
 
 Then a sweep of the Gram path's row-chunk size, and the figure ``docs/encode_scaling.png``:
@@ -34,10 +34,10 @@ from _common import (
     write_table,
 )
 
-import skmpsae._pursuit_steps as steps
-from skmpsae._pursuit import _scatter_codes
-from skmpsae._reference import _naive_matching_pursuit
-from skmpsae._selection import _select_mp
+import skmpsae._pursuit.gram as steps
+from skmpsae._pursuit.encode import _scatter_codes
+from skmpsae._pursuit.reference import _naive_matching_pursuit
+from skmpsae._pursuit.selection import _select_mp
 from skmpsae.datasets import load_mnist
 
 N_ROWS, N_COMPONENTS, K = 2048, 4096, 32

@@ -78,7 +78,7 @@ if part == "epoch":
     distinct = []
     sae = MatchingPursuitSAE(n_components=16384, n_nonzero_coefs=32, max_iter=1,
                              random_state=0, device="cpu")
-    import skmpsae._matching_pursuit as mp
+    import skmpsae._models.matching_pursuit as mp
     forward = mp._MatchingPursuitModule.forward
     def counting_forward(self, x):
         result = forward(self, x)
@@ -134,7 +134,7 @@ def read_throughput(path, batch_size, buffered=None):
 
     import numpy as np
 
-    from skmpsae._reader import _epoch_order, _prefers_buffer
+    from skmpsae._train.reader import _epoch_order, _prefers_buffer
 
     X = np.load(path, mmap_mode="r")
     if buffered is None:

@@ -39,10 +39,10 @@ from _common import (
     write_table,
 )
 
-from skmpsae._matching_pursuit import _MatchingPursuitModule
-from skmpsae._pursuit import _scatter_codes
-from skmpsae._pursuit_steps import _gram
-from skmpsae._selection import _select_mp
+from skmpsae._models.matching_pursuit import _MatchingPursuitModule
+from skmpsae._pursuit.encode import _scatter_codes
+from skmpsae._pursuit.gram import _gram
+from skmpsae._pursuit.selection import _select_mp
 
 K, D_IN, STEPS = 16384, 768, 32
 BATCHES = (1024, 4096)

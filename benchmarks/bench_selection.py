@@ -32,9 +32,9 @@ from _common import (
     write_table,
 )
 
-import skmpsae._matching_pursuit as mp_module
-from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _BlockArgmax, _gram
-from skmpsae._selection import _select_mp
+import skmpsae._models.matching_pursuit as mp_module
+from skmpsae._pursuit.gram import _DEFAULT_MAX_BYTES, _BlockArgmax, _gram
+from skmpsae._pursuit.selection import _select_mp
 
 D_FEATURES, K_STEPS, BATCH, N_ROWS = 768, 32, 1024, 2048
 SIZES = (1024, 2048, 4096, 8192, 16384, 32768, 65536)

@@ -13,15 +13,15 @@ Modules
 metrics, datasets, plotting (needs matplotlib)
 """
 
-from ._batchtopk import BatchTopKSAE
-from ._jumprelu import JumpReLUSAE
-from ._matching_pursuit import MatchingPursuitSAE
-from ._matryoshka import MatryoshkaSAE
-from ._progress import EpochInfo
-from ._pursuit import matching_pursuit, orthogonal_matching_pursuit
-from ._relu import ReLUSAE
-from ._topk import TopKSAE
-from ._training import DivergenceError
+from ._models.batchtopk import BatchTopKSAE
+from ._models.jumprelu import JumpReLUSAE
+from ._models.matching_pursuit import MatchingPursuitSAE
+from ._models.matryoshka import MatryoshkaSAE
+from ._models.relu import ReLUSAE
+from ._models.topk import TopKSAE
+from ._pursuit.encode import matching_pursuit, orthogonal_matching_pursuit
+from ._train.progress import EpochInfo
+from ._train.tensors import DivergenceError
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._capture_file import _fingerprint, _resume_state, _RowFile, _save_state
-from ._splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
+from ._activations.capture_file import _fingerprint, _resume_state, _RowFile, _save_state
+from ._activations.splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 
 __all__ = ["capture", "load_model", "splice"]
 
@@ -210,7 +210,7 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
                 "n_texts": len(texts), "max_length": batcher.max_length,
                 "skip_special_tokens": bool(skip_special_tokens), "n_features": n_features}
     state_path, start, rows = _resume_state(output, settings, overwrite)
-    from ._progress import Progress
+    from ._train.progress import Progress
 
     starts = range(start, len(texts), batch_size)
     progress = Progress(len(starts), "capture", "batch", bool(verbose))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write
-from ._cli_parser import _MODELS, _PENALISED_MODELS, _build_parser
-from ._progress import Progress, describe_epoch
+from ._cli.parser import _MODELS, _PENALISED_MODELS, _build_parser
+from ._train.progress import Progress, describe_epoch
 
 
 class CommandError(Exception):
@@ -65,7 +65,7 @@ def _report(quiet):
 
 
 def _run_fit(args):
-    from ._distributed import destroy, init_from_environment, is_main_process
+    from ._train.distributed import destroy, init_from_environment, is_main_process
     from ._utils import resolve_device
 
     penalised = args.model in _PENALISED_MODELS
@@ -174,7 +174,7 @@ def _launch_workers(args):
 def _load_model(path):
     import joblib
 
-    from ._base import _BaseSAE
+    from ._models.base import _BaseSAE
 
     path = Path(path)
     if not path.is_file():
@@ -236,7 +236,7 @@ def _run_encode(args):
 
 
 def _run_compare(args):
-    from ._compare import (
+    from ._cli.compare import (
         DEFAULT_RELU_ALPHA,
         MODEL_NAMES,
         compare_models,

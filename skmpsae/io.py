@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io_common import (
+from ._io.saelens import from_saelens, from_sparsify, to_saelens
+from ._io.safetensors import (
     _check_arrays,
     _check_fitted_sae,
     _estimator_classes,
@@ -32,7 +33,6 @@ from ._io_common import (
     _versions,
     _write_safetensors,
 )
-from ._saelens import from_saelens, from_sparsify, to_saelens
 
 __all__ = ["from_saelens", "from_sparsify", "load", "save", "to_saelens"]
 

@@ -16,10 +16,11 @@ import scipy.sparse as sp
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, validate_params
 
+from ._activations.splice import spliced_embedding_cosine, spliced_lm_metrics
+
 # The metrics of a dictionary's geometry, and those of an SAE spliced into its model, live in
 # modules of their own; all are published here.
-from ._dictionary_metrics import babel, feature_recovery, mutual_coherence
-from ._splice import spliced_embedding_cosine, spliced_lm_metrics
+from ._metrics.dictionary import babel, feature_recovery, mutual_coherence
 from ._utils import ARRAY_OR_SPARSE
 
 __all__ = [

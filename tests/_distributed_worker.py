@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 
 from skmpsae import MatchingPursuitSAE
-from skmpsae._distributed import destroy
-from skmpsae._trainer import _Trainer
+from skmpsae._train.distributed import destroy
+from skmpsae._train.trainer import _Trainer
 
 PARAMS = {"n_components": 16, "n_nonzero_coefs": 3, "max_iter": 3, "batch_size": 50,
           "random_state": 0, "device": "cpu"}

@@ -7,9 +7,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from skmpsae import BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE, MatryoshkaSAE, TopKSAE
-from skmpsae._batchtopk import _batch_topk_mask, _BatchTopKModule
-from skmpsae._jumprelu import _JumpReLU, _JumpReLUModule, _Step
-from skmpsae._matryoshka import _default_prefix_sizes, _MatryoshkaModule
+from skmpsae._models.batchtopk import _batch_topk_mask, _BatchTopKModule
+from skmpsae._models.jumprelu import _JumpReLU, _JumpReLUModule, _Step
+from skmpsae._models.matryoshka import _default_prefix_sizes, _MatryoshkaModule
 
 F64 = torch.float64
 
@@ -250,7 +250,7 @@ def test_jumprelu_alpha_controls_sparsity_and_thresholds(digits):
 
 # -- MP-SAE dead-atom revival ---------------------------------------------------------------
 def test_revival_term_is_minus_the_mean_best_cosine_of_dead_atoms():
-    from skmpsae._matching_pursuit import _revival_term
+    from skmpsae._models.matching_pursuit import _revival_term
 
     gen = torch.Generator().manual_seed(12)
     residual = torch.randn(7, 5, generator=gen, dtype=F64)

@@ -19,9 +19,10 @@ import pytest
 import torch
 from scipy import sparse
 
-from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE, _checkpoint
+from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
 from skmpsae._atomic import atomic_write
-from skmpsae._checkpoint import CheckpointError
+from skmpsae._train import checkpoint as _checkpoint
+from skmpsae._train.checkpoint import CheckpointError
 from skmpsae.cli import main
 
 TIMEOUT = 240

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from skmpsae import MatchingPursuitSAE
-from skmpsae._distributed import _ProcessGroup
+from skmpsae._train.distributed import _ProcessGroup
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 # The worker imports this checkout's skmpsae, whatever else is installed.

@@ -4,7 +4,7 @@ estimators' behaviour with it."""
 import numpy as np
 import pytest
 
-from skmpsae._early_stopping import _EarlyStopping, _RowSubset, _validation_split
+from skmpsae._train.early_stopping import _EarlyStopping, _RowSubset, _validation_split
 
 
 def _mlp_rule(scores, n_iter_no_change, tol):

@@ -23,9 +23,9 @@ import torch
 from scipy import sparse
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit_steps import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
-from skmpsae._reference import _naive_matching_pursuit
-from skmpsae._selection import _plan_mp, _select_mp
+from skmpsae._pursuit.gram import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
+from skmpsae._pursuit.reference import _naive_matching_pursuit
+from skmpsae._pursuit.selection import _plan_mp, _select_mp
 
 N_ATOMS = 47_000  # 47,000**2 > 2**31; the issue's reproduction
 
@@ -43,7 +43,7 @@ def run_isolated(code):
 def test_csr_row_update_beyond_32_bit_offsets():
     result = run_isolated(f"""
         import torch
-        from skmpsae._pursuit_steps import _GramRowUpdate
+        from skmpsae._pursuit.gram import _GramRowUpdate
         K = {N_ATOMS}
         gram = torch.empty((K, K))  # 8.8 GB of address space; only the rows written are paid
         idx = torch.tensor([0, K - 1, K - 2, 1])
@@ -74,7 +74,7 @@ def test_functions_and_estimator_above_46341_atoms():
     result = run_isolated(f"""
         import numpy as np, torch
         from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-        from skmpsae._reference import _naive_matching_pursuit
+        from skmpsae._pursuit.reference import _naive_matching_pursuit
         rng = np.random.RandomState(0)
         X = rng.randn(64, 32)
         D = rng.randn({N_ATOMS}, 32)

@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_validate
 from sklearn.preprocessing import FunctionTransformer
 
-from skmpsae import _dictionary_metrics
+from skmpsae._metrics import dictionary as _dictionary_metrics
 from skmpsae.metrics import (
     babel,
     component_usage,

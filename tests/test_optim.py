@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skmpsae._optim import _AtomAdam
+from skmpsae._train.optim import _AtomAdam
 
 
 def gradients(shape, n_steps, seed=0):

@@ -13,11 +13,11 @@ import torch
 from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._matching_pursuit import _MatchingPursuitModule, _revival_term
-from skmpsae._pursuit import _decode_selected, _scatter_codes
-from skmpsae._pursuit_grad import _mp_coefficients, _mp_squared_error, _SelfProducts
-from skmpsae._reference import _naive_matching_pursuit
-from skmpsae._selection import _select_mp
+from skmpsae._models.matching_pursuit import _MatchingPursuitModule, _revival_term
+from skmpsae._pursuit.encode import _decode_selected, _scatter_codes
+from skmpsae._pursuit.grad import _mp_coefficients, _mp_squared_error, _SelfProducts
+from skmpsae._pursuit.reference import _naive_matching_pursuit
+from skmpsae._pursuit.selection import _select_mp
 
 # (method, max_bytes): the three paths, and the rows path with room for a few cached rows only.
 PATHS = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from skmpsae import MatchingPursuitSAE
-from skmpsae._reader import (
+from skmpsae._train.reader import (
     _BLOCK_ROWS,
     _BUFFER_BLOCKS,
     _epoch_order,

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from _helpers import ESTIMATORS, estimator_factory, low_rank_data
 from skmpsae import DivergenceError
-from skmpsae._modules import LossOutput
-from skmpsae._trainer import _Schedule
+from skmpsae._models.module import LossOutput
+from skmpsae._train.trainer import _Schedule
 
 N_SAMPLES, BATCH_SIZE = 96, 32  # three steps per epoch
 
@@ -263,7 +263,7 @@ def test_relu_loss_scales_the_l1_term_by_the_given_factor():
 
 
 def test_mp_loss_adds_the_revival_term_of_the_given_dead_atoms_only():
-    from skmpsae._matching_pursuit import _revival_term
+    from skmpsae._models.matching_pursuit import _revival_term
 
     module, x = fitted_module("mp", revival_coef=0.25)
     out = module.loss(x)
@@ -280,7 +280,7 @@ def test_mp_loss_adds_the_revival_term_of_the_given_dead_atoms_only():
 
 
 def test_a_short_last_batch_joins_the_one_before():
-    from skmpsae._training import _batch_bounds, _n_batches
+    from skmpsae._train.tensors import _batch_bounds, _n_batches
 
     assert _batch_bounds(100, 32) == [(0, 32), (32, 64), (64, 100)]  # 4 rows left: joined
     assert _batch_bounds(116, 32) == [(0, 32), (32, 64), (64, 96), (96, 116)]  # 20: kept

@@ -12,19 +12,19 @@ import torch
 from scipy import sparse
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import _BaseSAE
-from ._modules import LossOutput, _SAEModule
-from ._optim import _AtomAdam
-from ._pursuit import _decode_selected, _scatter_codes, _select_omp
-from ._pursuit_grad import (
+from .._pursuit.encode import _decode_selected, _scatter_codes, _select_omp
+from .._pursuit.grad import (
     _mp_coefficients,
     _mp_squared_error,
     _prefer_gram_products,
     _SelfProducts,
 )
-from ._pursuit_steps import _DEFAULT_MAX_BYTES, _gram
-from ._selection import _select_mp
-from ._utils import NotBoolInterval
+from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram
+from .._pursuit.selection import _select_mp
+from .._train.optim import _AtomAdam
+from .._utils import NotBoolInterval
+from .base import _BaseSAE
+from .module import LossOutput, _SAEModule
 
 
 class _MatchingPursuitModule(_SAEModule):

@@ -34,12 +34,12 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._checkpoint import _Checkpointer, state_as_arrays
-from ._early_stopping import _EarlyStopping, _validation_split
-from ._fitting import _TrainingMixin
-from ._training import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches
-from ._utils import NotBoolInterval, resolve_device
-from .metrics import explained_variance
+from .._train.checkpoint import _Checkpointer, state_as_arrays
+from .._train.early_stopping import _EarlyStopping, _validation_split
+from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches
+from .._utils import NotBoolInterval, resolve_device
+from ..metrics import explained_variance
+from .fitting import _TrainingMixin
 
 
 class _BaseSAE(

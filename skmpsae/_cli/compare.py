@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import (
+from .. import (
     BatchTopKSAE,
     JumpReLUSAE,
     MatchingPursuitSAE,
@@ -18,7 +18,7 @@ from . import (
     ReLUSAE,
     TopKSAE,
 )
-from .metrics import dead_components, explained_variance, l0
+from ..metrics import dead_components, explained_variance, l0
 
 # ReLUSAE has no k: its L0 emerges from the L1 weight. Its default alpha was chosen to give a
 # held-out L0 near 16 on MNIST (256 latents, 50 epochs), the k of the other models.
@@ -52,7 +52,7 @@ def load_comparison_data(data, random_state=0):
         n_train = round(0.8 * X.shape[0])
         name = "scikit-learn digits (8x8, scaled to [0, 1])"
     elif data == "mnist":
-        from .datasets import load_mnist
+        from ..datasets import load_mnist
 
         X = load_mnist().data
         n_train = 4000

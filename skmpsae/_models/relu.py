@@ -5,8 +5,8 @@ from numbers import Real
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
-from ._base import _BaseSAE
-from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from .base import _BaseSAE
+from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 
 
 def _relu_codes(x, weight, encoder_bias, bias):

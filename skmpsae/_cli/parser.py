@@ -53,8 +53,8 @@ def _non_negative_float(text):
 
 
 def _build_parser():
-    from . import __version__
-    from ._compare import MODEL_NAMES
+    from .. import __version__
+    from .compare import MODEL_NAMES
 
     parser = _ArgumentParser(
         prog="skmpsae",
@@ -144,7 +144,7 @@ def _build_parser():
     compare.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     compare.set_defaults(subparser=compare)
 
-    from .activations import _add_capture_command
+    from ..activations import _add_capture_command
 
     _add_capture_command(commands, _positive_int)
     return parser

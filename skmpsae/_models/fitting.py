@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from ._checkpoint import state_from_arrays
-from ._distributed import is_main_process
-from ._modules import initial_dictionary
-from ._progress import EpochInfo, print_epoch
-from ._trainer import _Trainer
-from ._training import (
+from .._train.checkpoint import state_from_arrays
+from .._train.distributed import is_main_process
+from .._train.progress import EpochInfo, print_epoch
+from .._train.tensors import (
     _OUTLIER_RATIO,
     _TRANSFORM_CHUNK,
     _as_tensor,
@@ -31,8 +29,10 @@ from ._training import (
     _sample_rows,
     _torch_dtype,
 )
-from ._utils import resolve_device, torch_generator
-from .metrics import explained_variance
+from .._train.trainer import _Trainer
+from .._utils import resolve_device, torch_generator
+from ..metrics import explained_variance
+from .module import initial_dictionary
 
 
 class _TrainingMixin:

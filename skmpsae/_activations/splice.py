@@ -16,7 +16,7 @@ from numbers import Integral
 import torch
 from sklearn.utils._param_validation import HasMethods, validate_params
 
-from ._utils import NotBoolInterval
+from .._utils import NotBoolInterval
 
 # Limits above this are tokenizers' "no limit" sentinels (e.g. 1e30), not a model's length.
 _MAX_SANE_LENGTH = 1_000_000

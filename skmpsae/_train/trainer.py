@@ -16,10 +16,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._distributed import _ProcessGroup
-from ._modules import LossOutput
-from ._reader import _epoch_order, _prefers_buffer, _read_ahead
-from ._training import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
+from .._models.module import LossOutput
+from .distributed import _ProcessGroup
+from .reader import _epoch_order, _prefers_buffer, _read_ahead
+from .tensors import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
 
 
 class _Schedule:

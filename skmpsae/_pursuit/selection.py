@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._pursuit_steps import (
+from .gram import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_SYNC_STEPS,
     _GRAM_BLOCK_ROWS,

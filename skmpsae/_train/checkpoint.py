@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._atomic import atomic_write
-from ._distributed import is_main_process
+from .._atomic import atomic_write
+from .distributed import is_main_process
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = "skmpsae-checkpoint"

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
-from ._base import _BaseSAE
-from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
-from ._pursuit import _decode_selected, _scatter_codes
-from ._topk import _check_k, _topk_codes
-from ._utils import NotBoolInterval
+from .._pursuit.encode import _decode_selected, _scatter_codes
+from .._utils import NotBoolInterval
+from .base import _BaseSAE
+from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from .topk import _check_k, _topk_codes
 
 # Weight of a new batch in the running estimate of the inference threshold: a time constant of
 # 50 steps, short against a default fit (800 steps on 4,000 samples) and long against the batch

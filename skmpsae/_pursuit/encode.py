@@ -20,14 +20,14 @@ import torch
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, validate_params
 
-from ._pursuit_steps import (
+from .._utils import ARRAY_OR_SPARSE, NotBoolInterval
+from .gram import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_CHUNK_BYTES,
     _OMP_CHUNK_BYTES,
     _BlockArgmax,
 )
-from ._selection import _gram_source, _select_mp
-from ._utils import ARRAY_OR_SPARSE, NotBoolInterval
+from .selection import _gram_source, _select_mp
 
 __all__ = ["matching_pursuit", "orthogonal_matching_pursuit"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
-from ._io_common import (
+from .._atomic import atomic_write
+from .safetensors import (
     _check_arrays,
     _check_fitted_sae,
     _read_safetensors,
@@ -65,7 +65,7 @@ def _mp_saelens_steps(estimator):
 def _encoder_saelens_config(estimator, dtype):
     """The SAELens architecture fields and extra tensors of an estimator with an encoder, or a
     ValueError saying why SAELens would encode differently."""
-    from . import BatchTopKSAE, JumpReLUSAE, TopKSAE
+    from .. import BatchTopKSAE, JumpReLUSAE, TopKSAE
 
     n_components = estimator.n_components
     if isinstance(estimator, (TopKSAE, BatchTopKSAE)) and (
@@ -257,7 +257,7 @@ def from_saelens(directory):
     its thresholds, skmpsae's does not: a negative threshold loads as zero, which gives the
     same codes.
     """
-    from . import JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
+    from .. import JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
 
     directory, cfg = _read_cfg(directory, _SAELENS_WEIGHTS, "SAELens")
     source = directory / _CFG
@@ -347,7 +347,7 @@ def from_sparsify(directory):
     --------
     from_saelens : Load a SAELens SAE.
     """
-    from . import TopKSAE
+    from .. import TopKSAE
 
     directory, cfg = _read_cfg(directory, _SPARSIFY_WEIGHTS, "sparsify")
     source = directory / _CFG

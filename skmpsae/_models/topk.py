@@ -5,10 +5,10 @@ from numbers import Integral, Real
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
-from ._base import _BaseSAE
-from ._modules import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
-from ._pursuit import _decode_selected, _scatter_codes
-from ._utils import NotBoolInterval
+from .._pursuit.encode import _decode_selected, _scatter_codes
+from .._utils import NotBoolInterval
+from .base import _BaseSAE
+from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
 
 
 def _topk_codes(x, weight, encoder_bias, bias, k):

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 
 def _estimator_classes():
-    from . import (
+    from .. import (
         BatchTopKSAE,
         JumpReLUSAE,
         MatchingPursuitSAE,
@@ -25,7 +25,7 @@ def _estimator_classes():
 def _check_fitted_sae(estimator, what):
     from sklearn.utils.validation import check_is_fitted
 
-    from ._base import _BaseSAE
+    from .._models.base import _BaseSAE
 
     if not isinstance(estimator, _BaseSAE):
         raise TypeError(
@@ -92,7 +92,7 @@ def _versions():
     import sklearn
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     return {"skmpsae": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
             "torch": torch.__version__}

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import validate_params
 
-from ._utils import ARRAY_OR_SPARSE, NotBoolInterval
+from .._utils import ARRAY_OR_SPARSE, NotBoolInterval
 
 # Gram blocks are built this many entries at a time (float64: 32 MiB).
 _GRAM_BLOCK_ENTRIES = 2**22
