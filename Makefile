@@ -22,9 +22,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m skmpsae compare --data mnist
 
-# Lint first, so that CI (which runs `make test`) fails on a lint error as on a failing test.
+# Lint first, so that CI (which runs `make test`) fails on a lint error or an unformatted file
+# as on a failing test.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: lint
 	$(PY) -m pytest -q

@@ -19,14 +19,17 @@ def parser(description):
     """An ``ArgumentParser`` with the options every benchmark takes."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="threads for torch and for BLAS (default 1: on a shared machine a second thread per "
         "process oversubscribes the cores and makes every timing meaningless; every method gets "
         "the same number, so time ratios stay fair)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--no-write", action="store_true",
-                   help="print the tables without writing them into docs/")
+    p.add_argument(
+        "--no-write", action="store_true", help="print the tables without writing them into docs/"
+    )
     return p
 
 
@@ -108,8 +111,9 @@ def rst_table(rows, columns, widths=None):
 def goal_table(rows, heading):
     """The goal summary of a benchmark: one row per goal, ``goal | measured | met``, each a
     string; ``heading`` names the goal column, e.g. "goal (issue 3)"."""
-    return markdown_table(rows, [("goal", heading, ""), ("measured", "measured", ""),
-                                 ("met", "met", "")])
+    return markdown_table(
+        rows, [("goal", heading, ""), ("measured", "measured", ""), ("met", "met", "")]
+    )
 
 
 class MeanSD:
@@ -213,8 +217,9 @@ def proc_status_mb(field):
     raise KeyError(field)
 
 
-def activation_like(n_samples, n_features=768, n_true=32768, n_active=32, seed=0,
-                    chunk_rows=20_000):
+def activation_like(
+    n_samples, n_features=768, n_true=32768, n_active=32, seed=0, chunk_rows=20_000
+):
     """Rows shaped like a transformer's residual stream, for large-dictionary benchmarks.
 
     Each row is a mean vector plus ``n_active`` of ``n_true`` random unit directions (drawn
@@ -239,8 +244,7 @@ def activation_like(n_samples, n_features=768, n_true=32768, n_active=32, seed=0
 
 def write_npy(path, n_samples, n_features=768, seed=0):
     """Write :func:`activation_like` rows to a ``.npy`` file chunk by chunk; return the path."""
-    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                  shape=(n_samples, n_features))
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_samples, n_features))
     start = 0
     for chunk in activation_like(n_samples, n_features, seed=seed):
         X[start : start + chunk.shape[0]] = chunk

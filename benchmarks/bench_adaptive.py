@@ -54,8 +54,10 @@ def is_monotonic(values, slack=0.0):
 def run_seed(seed):
     X_train, X_test = mnist_split(seed)
     mp, mp_t = timed(MatchingPursuitSAE(n_nonzero_coefs=TRAIN_K, random_state=seed).fit, X_train)
-    others = {name: cls(n_nonzero_coefs=TRAIN_K, random_state=seed).fit(X_train)
-              for name, cls in TOPK_FAMILY.items()}
+    others = {
+        name: cls(n_nonzero_coefs=TRAIN_K, random_state=seed).fit(X_train)
+        for name, cls in TOPK_FAMILY.items()
+    }
     print(f"seed {seed}: fitted at k={TRAIN_K} (MP-SAE in {mp_t:.1f}s)", flush=True)
     rows = []
     for k in KS:
@@ -92,24 +94,41 @@ def main(argv=None):
         per_seed_tol.extend(tol_rows)
     rows = aggregate(per_seed, ["k"])
     tol_rows = aggregate(per_seed_tol, ["fraction"])
-    labels = {"mp": "MP-SAE, MP encoding", "omp": "MP-SAE, OMP encoding", "topk": "TopK",
-              "batchtopk": "BatchTopK", "matryoshka": "Matryoshka"}
-    curves = {label: [(float(r[f"{key}_l0"]), float(r[f"{key}_r2"])) for r in rows]
-              for key, label in labels.items()}
+    labels = {
+        "mp": "MP-SAE, MP encoding",
+        "omp": "MP-SAE, OMP encoding",
+        "topk": "TopK",
+        "batchtopk": "BatchTopK",
+        "matryoshka": "Matryoshka",
+    }
+    curves = {
+        label: [(float(r[f"{key}_l0"]), float(r[f"{key}_r2"])) for r in rows]
+        for key, label in labels.items()
+    }
     curves["MP-SAE, residual tolerance"] = [(float(r["l0"]), float(r["r2"])) for r in tol_rows]
 
-    k_table = markdown_table(rows, [
-        ("k", "encode k", "d"),
-        ("mp_r2", "MP-SAE R2 (MP)", ".4f"), ("mp_l0", "L0", ".1f"),
-        ("omp_r2", "MP-SAE R2 (OMP)", ".4f"),
-        ("topk_r2", "TopK R2", ".4f"), ("topk_l0", "L0", ".1f"),
-        ("batchtopk_r2", "BatchTopK R2", ".4f"), ("batchtopk_l0", "L0", ".1f"),
-        ("matryoshka_r2", "Matryoshka R2", ".4f"),
-    ])
-    tol_table = markdown_table(tol_rows, [
-        ("fraction", "transform_tol / mean squared norm", ".2f"),
-        ("r2", "MP-SAE R2", ".4f"), ("l0", "mean L0 reached", ".2f"),
-    ])
+    k_table = markdown_table(
+        rows,
+        [
+            ("k", "encode k", "d"),
+            ("mp_r2", "MP-SAE R2 (MP)", ".4f"),
+            ("mp_l0", "L0", ".1f"),
+            ("omp_r2", "MP-SAE R2 (OMP)", ".4f"),
+            ("topk_r2", "TopK R2", ".4f"),
+            ("topk_l0", "L0", ".1f"),
+            ("batchtopk_r2", "BatchTopK R2", ".4f"),
+            ("batchtopk_l0", "L0", ".1f"),
+            ("matryoshka_r2", "Matryoshka R2", ".4f"),
+        ],
+    )
+    tol_table = markdown_table(
+        tol_rows,
+        [
+            ("fraction", "transform_tol / mean squared norm", ".2f"),
+            ("r2", "MP-SAE R2", ".4f"),
+            ("l0", "mean L0 reached", ".2f"),
+        ],
+    )
     print()
     print(k_table)
     print()
@@ -117,8 +136,10 @@ def main(argv=None):
     print()
     for key in ("mp", "omp", "topk", "batchtopk"):
         means = [float(r[f"{key}_r2"]) for r in rows]
-        print(f"{labels[key]}: monotonic over k={KS[0]}..{KS[-1]}: {is_monotonic(means)} "
-              f"({means[0]:.4f} -> {means[-1]:.4f}, best {max(means):.4f})")
+        print(
+            f"{labels[key]}: monotonic over k={KS[0]}..{KS[-1]}: {is_monotonic(means)} "
+            f"({means[0]:.4f} -> {means[-1]:.4f}, best {max(means):.4f})"
+        )
     if not args.no_write:
         write_table("adaptive-k", k_table)
         write_table("adaptive-tol", tol_table)
@@ -129,8 +150,9 @@ def main(argv=None):
 
         ax = plot_r2_vs_l0(curves, logx=True)
         ax.axvline(TRAIN_K, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(f"Trained at k={TRAIN_K}, encoded at other k (MNIST, held out)",
-                     fontsize="medium")
+        ax.set_title(
+            f"Trained at k={TRAIN_K}, encoded at other k (MNIST, held out)", fontsize="medium"
+        )
         ax.legend(fontsize="x-small")
         save_figure(ax.figure, "adaptive_sparsity.png")
         plt.close(ax.figure)

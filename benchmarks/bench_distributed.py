@@ -35,8 +35,14 @@ REPO = Path(__file__).resolve().parent.parent
 def _estimator():
     from skmpsae import MatchingPursuitSAE
 
-    return MatchingPursuitSAE(n_components=N_COMPONENTS, n_nonzero_coefs=K, batch_size=BATCH,
-                              max_iter=1, random_state=0, device="cpu")
+    return MatchingPursuitSAE(
+        n_components=N_COMPONENTS,
+        n_nonzero_coefs=K,
+        batch_size=BATCH,
+        max_iter=1,
+        random_state=0,
+        device="cpu",
+    )
 
 
 def worker(data, result):
@@ -52,28 +58,42 @@ def worker(data, result):
     sae = _estimator().set_params(callback=epochs.append)
     sae.fit(np.load(data, mmap_mode="r"))
     if not dist.is_initialized() or dist.get_rank() == 0:
-        Path(result).write_text(json.dumps({
-            "seconds": epochs[-1].seconds, "steps": sae.n_steps_,
-            "threads": torch.get_num_threads(),
-            "world_size": dist.get_world_size() if dist.is_initialized() else 1,
-            "loss": sae.loss_curve_[-1],
-        }))
+        Path(result).write_text(
+            json.dumps(
+                {
+                    "seconds": epochs[-1].seconds,
+                    "steps": sae.n_steps_,
+                    "threads": torch.get_num_threads(),
+                    "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+                    "loss": sae.loss_curve_[-1],
+                }
+            )
+        )
     # destroy() waits at a barrier first: a rank that tears gloo down while its peer still
     # talks aborts that peer (SIGABRT, as the test worker found).
     destroy()
 
 
 def _run(variant, data, result):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
-        "PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     script = [str(Path(__file__).resolve()), "--worker", str(data), str(result)]
     if variant == VARIANTS[0]:
         env["OMP_NUM_THREADS"] = "2"
         command = [sys.executable, *script]
     else:
         env["OMP_NUM_THREADS"] = "1"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc-per-node", "2", *script]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            *script,
+        ]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     return json.loads(Path(result).read_text())
 
@@ -111,20 +131,36 @@ def epoch_table(runs, n_rows, repeats):
     rows = []
     for variant, results in runs.items():
         best = min(results, key=lambda r: r["seconds"])
-        rows.append({"configuration": variant, **best,
-                     "ms_per_step": best["seconds"] / best["steps"] * 1000,
-                     "runs": ", ".join(f"{r['seconds']:.1f}" for r in results)})
+        rows.append(
+            {
+                "configuration": variant,
+                **best,
+                "ms_per_step": best["seconds"] / best["steps"] * 1000,
+                "runs": ", ".join(f"{r['seconds']:.1f}" for r in results),
+            }
+        )
     for row in rows:
         row["relative"] = row["seconds"] / rows[0]["seconds"]
-    caption = (f"One epoch of MatchingPursuitSAE ({N_COMPONENTS:,} atoms, k={K}, batches of "
-               f"{BATCH}) on a {n_rows:,} x {N_FEATURES} float32 memmap of Gaussian rows: "
-               f"{rows[0]['steps']} steps. The configurations alternate; best of {repeats}.")
-    return caption + "\n\n" + markdown_table(rows, [
-        ("configuration", "configuration", ""), ("seconds", f"epoch (s), best of {repeats}", ".1f"),
-        ("ms_per_step", "ms / step", ".0f"),
-        ("relative", f"time relative to {rows[0]['configuration']}", ".1f"),
-        ("runs", "each run (s)", ""), ("loss", "final loss", ".5f"),
-    ])
+    caption = (
+        f"One epoch of MatchingPursuitSAE ({N_COMPONENTS:,} atoms, k={K}, batches of "
+        f"{BATCH}) on a {n_rows:,} x {N_FEATURES} float32 memmap of Gaussian rows: "
+        f"{rows[0]['steps']} steps. The configurations alternate; best of {repeats}."
+    )
+    return (
+        caption
+        + "\n\n"
+        + markdown_table(
+            rows,
+            [
+                ("configuration", "configuration", ""),
+                ("seconds", f"epoch (s), best of {repeats}", ".1f"),
+                ("ms_per_step", "ms / step", ".0f"),
+                ("relative", f"time relative to {rows[0]['configuration']}", ".1f"),
+                ("runs", "each run (s)", ""),
+                ("loss", "final loss", ".5f"),
+            ],
+        )
+    )
 
 
 def checkpoint_table(seconds, size, step):
@@ -136,24 +172,33 @@ def checkpoint_table(seconds, size, step):
 
     # fit's default interval (the CLI's --checkpoint-every default is the same).
     every = inspect.signature(MatchingPursuitSAE.fit).parameters["checkpoint_every"].default
-    return markdown_table([{
-        "ms": seconds * 1000, "mib": size / 2**20, "step_ms": step * 1000,
-        "every_default": seconds / (every * step), "every_step": seconds / step,
-    }], [
-        ("ms", "one checkpoint, median of 5 (ms)", ".0f"), ("mib", "size (MiB)", ".1f"),
-        ("step_ms", "one training step, 1 thread (ms)", ".0f"),
-        ("every_default", f"added time, one every {every:,} steps (the default)",
-         ".2%"),
-        ("every_step", "added time, one every step", ".0%"),
-    ])
+    return markdown_table(
+        [
+            {
+                "ms": seconds * 1000,
+                "mib": size / 2**20,
+                "step_ms": step * 1000,
+                "every_default": seconds / (every * step),
+                "every_step": seconds / step,
+            }
+        ],
+        [
+            ("ms", "one checkpoint, median of 5 (ms)", ".0f"),
+            ("mib", "size (MiB)", ".1f"),
+            ("step_ms", "one training step, 1 thread (ms)", ".0f"),
+            ("every_default", f"added time, one every {every:,} steps (the default)", ".2%"),
+            ("every_step", "added time, one every step", ".0%"),
+        ],
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-write", action="store_true",
-                   help="print the tables without writing them into docs/")
+    p.add_argument(
+        "--no-write", action="store_true", help="print the tables without writing them into docs/"
+    )
     p.add_argument("--worker", nargs=2, metavar=("DATA", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -161,8 +206,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.npy"
         rng = np.random.RandomState(0)
-        X = np.lib.format.open_memmap(data, mode="w+", dtype=np.float32,
-                                      shape=(args.rows, N_FEATURES))
+        X = np.lib.format.open_memmap(
+            data, mode="w+", dtype=np.float32, shape=(args.rows, N_FEATURES)
+        )
         for start in range(0, args.rows, 10_000):
             stop = min(start + 10_000, args.rows)
             X[start:stop] = rng.randn(stop - start, N_FEATURES)

@@ -33,15 +33,28 @@ def main(argv=None):
             for early in (False, True):
                 model, t = timed(cls(256, early_stopping=early, random_state=seed).fit, X_train)
                 best = np.argmax(model.validation_scores_) + 1 if early else None
-                rows.append({"model": cls.__name__, "early_stopping": str(early),
-                             "r2": model.score(X_test), "epochs": model.n_iter_,
-                             "best_epoch": best, "fit_s": t})
+                rows.append(
+                    {
+                        "model": cls.__name__,
+                        "early_stopping": str(early),
+                        "r2": model.score(X_test),
+                        "epochs": model.n_iter_,
+                        "best_epoch": best,
+                        "fit_s": t,
+                    }
+                )
         print(f"seed {seed} done", flush=True)
-    table = markdown_table(aggregate(rows, ["model", "early_stopping"]), [
-        ("model", "model", ""), ("early_stopping", "early_stopping", ""),
-        ("r2", "held-out R2", ".4f"), ("epochs", "epochs run", ".1f"),
-        ("best_epoch", "best epoch", ".1f"), ("fit_s", "fit time (s)", ".1f"),
-    ])
+    table = markdown_table(
+        aggregate(rows, ["model", "early_stopping"]),
+        [
+            ("model", "model", ""),
+            ("early_stopping", "early_stopping", ""),
+            ("r2", "held-out R2", ".4f"),
+            ("epochs", "epochs run", ".1f"),
+            ("best_epoch", "best epoch", ".1f"),
+            ("fit_s", "fit time (s)", ".1f"),
+        ],
+    )
     print(table)
     if not args.no_write:
         write_table("early-stopping", table)

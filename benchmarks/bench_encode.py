@@ -115,24 +115,48 @@ def measure_main(repeats):
     rows = []
     for name in LABELS:
         same = ((codes[name] != 0) == (codes["naive"] != 0)).all(dim=1).float().mean()
-        rows.append({"name": name, "seconds": best[name], "same": float(same),
-                     "diff": float((codes[name] - codes["naive"]).abs().max())})
+        rows.append(
+            {
+                "name": name,
+                "seconds": best[name],
+                "same": float(same),
+                "diff": float((codes[name] - codes["naive"]).abs().max()),
+            }
+        )
     return rows, (X, D, gram)
 
 
 def main_table(rows, repeats):
     """The encoders' times, their speed-ups and how far their codes are from the naive loop's."""
     seconds = {row["name"]: row["seconds"] for row in rows}
-    rows = [{**row, "method": LABELS[row["name"]], "vs_naive": seconds["naive"] / row["seconds"],
-             "vs_gemm": seconds["one_gemm"] / row["seconds"]} for row in rows]
-    caption = (f"MP encoding: {N_ROWS} MNIST rows x 784 features, {N_COMPONENTS} atoms, k={K}, "
-               f"positive, float32; wall-clock best of {repeats}.")
-    return caption + "\n\n" + markdown_table(rows, [
-        ("method", "encoder", ""), ("seconds", "seconds", ".3f"),
-        ("vs_naive", "speed-up vs naive", ".1f"), ("vs_gemm", "speed-up vs one-GEMM loop", ".1f"),
-        ("same", "rows with the naive loop's atoms", ".2%"),
-        ("diff", "max abs code difference", ".1e"),
-    ])
+    rows = [
+        {
+            **row,
+            "method": LABELS[row["name"]],
+            "vs_naive": seconds["naive"] / row["seconds"],
+            "vs_gemm": seconds["one_gemm"] / row["seconds"],
+        }
+        for row in rows
+    ]
+    caption = (
+        f"MP encoding: {N_ROWS} MNIST rows x 784 features, {N_COMPONENTS} atoms, k={K}, "
+        f"positive, float32; wall-clock best of {repeats}."
+    )
+    return (
+        caption
+        + "\n\n"
+        + markdown_table(
+            rows,
+            [
+                ("method", "encoder", ""),
+                ("seconds", "seconds", ".3f"),
+                ("vs_naive", "speed-up vs naive", ".1f"),
+                ("vs_gemm", "speed-up vs one-GEMM loop", ".1f"),
+                ("same", "rows with the naive loop's atoms", ".2%"),
+                ("diff", "max abs code difference", ".1e"),
+            ],
+        )
+    )
 
 
 def goal_summary(rows):
@@ -142,18 +166,25 @@ def goal_summary(rows):
     cached, in_call = by_name["gram"], by_name["gram+G"]
     same = min(cached["same"], in_call["same"])
     met = naive / cached["seconds"] >= GOAL_SPEEDUP and same == 1
-    return goal_table([
-        {"goal": f"MP encoding, {N_ROWS:,} x 784, {N_COMPONENTS:,} atoms, k={K}: "
-                 f">= {GOAL_SPEEDUP}x faster than the naive unrolled loop, same codes",
-         "measured": f"**{naive / cached['seconds']:.1f}x** with the cached Gram matrix (fitted "
-                     f"estimator), {naive / in_call['seconds']:.1f}x when `D D^T` is computed "
-                     f"in the call; same atoms on {same:.2%} of rows",
-         "met": "yes" if met else "no"},
-        {"goal": "... and the ratio against a one-GEMM-per-step loop",
-         "measured": f"{gemm / cached['seconds']:.1f}x ({gemm / in_call['seconds']:.1f}x with "
-                     "`D D^T` in the call)",
-         "met": "(reported)"},
-    ], "goal (issue 3), `bench_encode.py`")
+    return goal_table(
+        [
+            {
+                "goal": f"MP encoding, {N_ROWS:,} x 784, {N_COMPONENTS:,} atoms, k={K}: "
+                f">= {GOAL_SPEEDUP}x faster than the naive unrolled loop, same codes",
+                "measured": f"**{naive / cached['seconds']:.1f}x** with the cached Gram matrix "
+                f"(fitted estimator), {naive / in_call['seconds']:.1f}x when `D D^T` is computed "
+                f"in the call; same atoms on {same:.2%} of rows",
+                "met": "yes" if met else "no",
+            },
+            {
+                "goal": "... and the ratio against a one-GEMM-per-step loop",
+                "measured": f"{gemm / cached['seconds']:.1f}x ({gemm / in_call['seconds']:.1f}x "
+                "with `D D^T` in the call)",
+                "met": "(reported)",
+            },
+        ],
+        "goal (issue 3), `bench_encode.py`",
+    )
 
 
 def chunk_sweep(X, D, gram, repeats):
@@ -163,8 +194,14 @@ def chunk_sweep(X, D, gram, repeats):
     for chunk_rows in (16, 64, 128, 256, 512, 2048):
         steps._CHUNK_BYTES = chunk_rows * row_bytes
         best, _ = best_of(repeats, {"t": lambda: gram_path(X, D, K, gram)})
-        rows.append({"rows": chunk_rows, "mb": chunk_rows * row_bytes / 2**20,
-                     "seconds": best["t"], "default_rows": default // row_bytes})
+        rows.append(
+            {
+                "rows": chunk_rows,
+                "mb": chunk_rows * row_bytes / 2**20,
+                "seconds": best["t"],
+                "default_rows": default // row_bytes,
+            }
+        )
         print(f"{chunk_rows} rows per chunk: {best['t']:.3f}s", flush=True)
     steps._CHUNK_BYTES = default
     return rows
@@ -177,9 +214,14 @@ def chunk_table(rows, repeats):
     return (
         f"Gram path by row-chunk size (default {rows[0]['default_rows']} rows); best of "
         f"{repeats}.\n\n"
-        + markdown_table(rows, [("rows", "rows per chunk", "d"),
-                                ("mb", "correlation block (MB)", ".2f"),
-                                ("seconds", "seconds", ".3f")])
+        + markdown_table(
+            rows,
+            [
+                ("rows", "rows per chunk", "d"),
+                ("mb", "correlation block (MB)", ".2f"),
+                ("seconds", "seconds", ".3f"),
+            ],
+        )
         + f"\n\nFastest: {fastest['rows']} rows per chunk ({fastest['mb']:.2f} MB of "
         f"correlations), {1 - fastest['seconds'] / one_block['seconds']:.0%} less time than one "
         f"block of all {N_ROWS} rows."
@@ -194,24 +236,38 @@ def scaling(repeats):
         for n_components in (512, 1024, 2048, 4096, 8192):
             X, D = digits(N_ROWS, n_components, pool, upsample)
             gram = steps._gram(D)
-            best, _ = best_of(repeats, {
-                "gemm": lambda X=X, D=D: X @ D.T,
-                "encode": lambda X=X, D=D, gram=gram: gram_path(X, D, K, gram),
-            })
+            best, _ = best_of(
+                repeats,
+                {
+                    "gemm": lambda X=X, D=D: X @ D.T,
+                    "encode": lambda X=X, D=D, gram=gram: gram_path(X, D, K, gram),
+                },
+            )
             per_step = (best["encode"] - best["gemm"]) / K
-            by_components.append({"features": label, "K": n_components, "gemm": best["gemm"],
-                                  "per_step": per_step})
-            print(f"n_features {label}, {n_components} atoms: first GEMM {best['gemm']:.3f}s, "
-                  f"{1e3 * per_step:.2f} ms per step", flush=True)
+            by_components.append(
+                {"features": label, "K": n_components, "gemm": best["gemm"], "per_step": per_step}
+            )
+            print(
+                f"n_features {label}, {n_components} atoms: first GEMM {best['gemm']:.3f}s, "
+                f"{1e3 * per_step:.2f} ms per step",
+                flush=True,
+            )
     by_k = []
     X, D = digits(N_ROWS, N_COMPONENTS)
     gram = steps._gram(D)
     for k in (4, 8, 16, 32, 64, 128):
-        best, _ = best_of(repeats, {"gram": lambda k=k: gram_path(X, D, k, gram),
-                                    "one_gemm": lambda k=k: one_gemm_per_step(X, D, k)})
+        best, _ = best_of(
+            repeats,
+            {
+                "gram": lambda k=k: gram_path(X, D, k, gram),
+                "one_gemm": lambda k=k: one_gemm_per_step(X, D, k),
+            },
+        )
         by_k.append({"k": k, "gram": best["gram"], "one_gemm": best["one_gemm"]})
-        print(f"k={k}: Gram path {best['gram']:.3f}s, one GEMM per step {best['one_gemm']:.3f}s",
-              flush=True)
+        print(
+            f"k={k}: Gram path {best['gram']:.3f}s, one GEMM per step {best['one_gemm']:.3f}s",
+            flush=True,
+        )
     return by_components, by_k
 
 
@@ -221,16 +277,26 @@ def scaling_tables(by_components, by_k):
     by_k = [{**row, "ratio": row["one_gemm"] / row["gram"]} for row in by_k]
     return (
         f"Per pursuit step ({N_ROWS} rows, k={K}): the encode time less the first GEMM, over k."
-        "\n\n" + markdown_table(by_components, [
-            ("features", "n_features", ""), ("K", "n_components", "d"),
-            ("gemm", "first GEMM (s)", ".3f"), ("ms", "ms per step", ".2f"),
-        ])
+        "\n\n"
+        + markdown_table(
+            by_components,
+            [
+                ("features", "n_features", ""),
+                ("K", "n_components", "d"),
+                ("gemm", "first GEMM (s)", ".3f"),
+                ("ms", "ms per step", ".2f"),
+            ],
+        )
         + f"\n\nEncode time against k ({N_ROWS} rows, {N_COMPONENTS} atoms, 784 features).\n\n"
-        + markdown_table(by_k, [
-            ("k", "k", "d"), ("gram", "Gram path (s)", ".3f"),
-            ("one_gemm", "one GEMM per step (s)", ".3f"),
-            ("ratio", "one GEMM per step / Gram path", ".1f"),
-        ])
+        + markdown_table(
+            by_k,
+            [
+                ("k", "k", "d"),
+                ("gram", "Gram path (s)", ".3f"),
+                ("one_gemm", "one GEMM per step (s)", ".3f"),
+                ("ratio", "one GEMM per step / Gram path", ".1f"),
+            ],
+        )
     )
 
 
@@ -238,18 +304,27 @@ def plot(by_components, by_k):
     plt = use_agg()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for label in dict.fromkeys(row["features"] for row in by_components):
-        points = np.array([(row["K"], row["per_step"]) for row in by_components
-                           if row["features"] == label])
+        points = np.array(
+            [(row["K"], row["per_step"]) for row in by_components if row["features"] == label]
+        )
         left.plot(points[:, 0], 1e3 * points[:, 1], "o-", label=f"n_features = {label}")
-    left.set(xlabel="n_components", ylabel="ms per pursuit step (2,048 rows)",
-             title="Per-step cost: linear in n_components,\nindependent of n_features")
+    left.set(
+        xlabel="n_components",
+        ylabel="ms per pursuit step (2,048 rows)",
+        title="Per-step cost: linear in n_components,\nindependent of n_features",
+    )
     left.set_ylim(bottom=0)
     left.legend()
     by_k = np.array([(row["k"], row["gram"], row["one_gemm"]) for row in by_k])
     right.plot(by_k[:, 0], by_k[:, 1], "o-", label="skmpsae Gram path")
     right.plot(by_k[:, 0], by_k[:, 2], "s--", label="one GEMM per step")
-    right.set(xscale="log", yscale="log", xlabel="k (pursuit steps)", ylabel="seconds",
-              title=f"Encode time, {N_ROWS} rows, {N_COMPONENTS} atoms, 784 features")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="k (pursuit steps)",
+        ylabel="seconds",
+        title=f"Encode time, {N_ROWS} rows, {N_COMPONENTS} atoms, 784 features",
+    )
     right.set_xticks(by_k[:, 0], [str(int(k)) for k in by_k[:, 0]])
     right.legend()
     fig.tight_layout()
@@ -259,8 +334,11 @@ def plot(by_components, by_k):
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--chunks-only", action="store_true",
-                   help="only the sweep of the row-chunk size (about a minute)")
+    p.add_argument(
+        "--chunks-only",
+        action="store_true",
+        help="only the sweep of the row-chunk size (about a minute)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads)
     write = not args.no_write

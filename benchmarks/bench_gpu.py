@@ -45,7 +45,9 @@ def run(name, make, X, X_test):
     seconds = time.perf_counter() - tic
     rows_per_s = X.shape[0] / seconds
     row = {
-        "model": name, "seconds": seconds, "rows_per_s": rows_per_s,
+        "model": name,
+        "seconds": seconds,
+        "rows_per_s": rows_per_s,
         "ten_million_min": 1e7 / rows_per_s / 60,
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
         "r2": model.score(X_test),
@@ -70,23 +72,47 @@ def main(argv=None):
         path = write_npy(os.path.join(tmp, "acts.npy"), args.rows + 20_000, D_IN)
         data = np.load(path, mmap_mode="r")
         X, X_test = data[: args.rows], np.asarray(data[args.rows :])
-        common = {"n_components": K, "n_nonzero_coefs": k, "max_iter": 1, "random_state": 0,
-                  "device": "cuda"}
+        common = {
+            "n_components": K,
+            "n_nonzero_coefs": k,
+            "max_iter": 1,
+            "random_state": 0,
+            "device": "cuda",
+        }
         rows = [
-            run("MatchingPursuitSAE, float32",
-                lambda: MatchingPursuitSAE(**common, cache_size=args.cache_size), X, X_test),
-            run("MatchingPursuitSAE, bfloat16 selection",
-                lambda: MatchingPursuitSAE(**common, cache_size=args.cache_size,
-                                           selection_dtype="bfloat16"), X, X_test),
+            run(
+                "MatchingPursuitSAE, float32",
+                lambda: MatchingPursuitSAE(**common, cache_size=args.cache_size),
+                X,
+                X_test,
+            ),
+            run(
+                "MatchingPursuitSAE, bfloat16 selection",
+                lambda: MatchingPursuitSAE(
+                    **common, cache_size=args.cache_size, selection_dtype="bfloat16"
+                ),
+                X,
+                X_test,
+            ),
             run("TopKSAE (reference)", lambda: TopKSAE(**common, batch_size=4096), X, X_test),
         ]
-    print(f"\nOne epoch, {args.rows} rows streamed from a .npy memmap, {K} atoms, k={k}, "
-          f"{D_IN} features, float32 weights")
-    print(markdown_table(rows, [
-        ("model", "model", ""), ("seconds", "epoch (s)", ".1f"),
-        ("rows_per_s", "rows/s", ",.0f"), ("ten_million_min", "10M rows (min)", ".1f"),
-        ("peak_gb", "peak GPU memory (GiB)", ".1f"), ("r2", "held-out R2", ".3f"),
-    ]))
+    print(
+        f"\nOne epoch, {args.rows} rows streamed from a .npy memmap, {K} atoms, k={k}, "
+        f"{D_IN} features, float32 weights"
+    )
+    print(
+        markdown_table(
+            rows,
+            [
+                ("model", "model", ""),
+                ("seconds", "epoch (s)", ".1f"),
+                ("rows_per_s", "rows/s", ",.0f"),
+                ("ten_million_min", "10M rows (min)", ".1f"),
+                ("peak_gb", "peak GPU memory (GiB)", ".1f"),
+                ("r2", "held-out R2", ".3f"),
+            ],
+        )
+    )
     return 0
 
 

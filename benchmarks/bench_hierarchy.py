@@ -60,7 +60,9 @@ MP_VARIANTS = {
     "MP-SAE, k=3": {"n_nonzero_coefs": 3},
     # The per-atom Adam's default rate (5e-2 up to 256 atoms), with more, smaller steps.
     "MP-SAE, learning_rate=5e-2, batch_size=256, 100 epochs": {
-        "learning_rate": 5e-2, "batch_size": 256, "max_iter": 100,
+        "learning_rate": 5e-2,
+        "batch_size": 256,
+        "max_iter": 100,
     },
 }
 KINDS = ("parent", "child", "singleton")
@@ -68,7 +70,10 @@ KINDS = ("parent", "child", "singleton")
 
 def run_one(cosine, noise, seed, n_samples, n_components, models=MODEL_PARAMS):
     X, features, _, tree = make_hierarchical_features(
-        n_samples, sibling_cosine=cosine, magnitude_noise=noise, random_state=seed,
+        n_samples,
+        sibling_cosine=cosine,
+        magnitude_noise=noise,
+        random_state=seed,
         return_tree=True,
     )
     X = X.astype(np.float32)
@@ -98,12 +103,19 @@ def main(argv=None):
     results = {}
     for noise in NOISES:
         for cosine in COSINES:
-            runs = [run_one(cosine, noise, seed, args.n_samples, args.n_components)
-                    for seed in range(args.seeds)]
+            runs = [
+                run_one(cosine, noise, seed, args.n_samples, args.n_components)
+                for seed in range(args.seeds)
+            ]
             results[noise, cosine] = {name: [r[name] for r in runs] for name in MODEL_PARAMS}
-            print(f"noise {noise}, cosine {cosine}: " + ", ".join(
-                f"{name} {np.mean([r['recovery'] for r in rs]):.3f}"
-                for name, rs in results[noise, cosine].items()), flush=True)
+            print(
+                f"noise {noise}, cosine {cosine}: "
+                + ", ".join(
+                    f"{name} {np.mean([r['recovery'] for r in rs]):.3f}"
+                    for name, rs in results[noise, cosine].items()
+                ),
+                flush=True,
+            )
 
     def stat(runs, key):
         return MeanSD([r[key] for r in runs])
@@ -113,13 +125,21 @@ def main(argv=None):
         row = {"noise": noise, "cosine": cosine}
         for name, runs in per_model.items():
             row[name] = stat(runs, "recovery")
-            detail.append({"noise": noise, "cosine": cosine, "model": name,
-                           **{key: stat(runs, key).mean for key in ("r2", "l0", *KINDS)}})
+            detail.append(
+                {
+                    "noise": noise,
+                    "cosine": cosine,
+                    "model": name,
+                    **{key: stat(runs, key).mean for key in ("r2", "l0", *KINDS)},
+                }
+            )
         row["best"] = max(per_model, key=lambda n: stat(per_model[n], "recovery").mean)
         rows.append(row)
 
-    variants = {name: (MatchingPursuitSAE, {**MODEL_PARAMS["MP-SAE"][1], **params})
-                for name, params in MP_VARIANTS.items()}
+    variants = {
+        name: (MatchingPursuitSAE, {**MODEL_PARAMS["MP-SAE"][1], **params})
+        for name, params in MP_VARIANTS.items()
+    }
     variant_rows = []
     for noise in NOISES:
         for seed in range(args.seeds):
@@ -131,21 +151,42 @@ def main(argv=None):
     variant_rows = aggregate(variant_rows, ["noise", "model"])
 
     n = args.n_components
-    recovery = markdown_table(rows, [("noise", "magnitude noise", ".2f"),
-                                     ("cosine", "sibling cosine", ".1f"),
-                                     *((name, name, ".3f") for name in MODEL_PARAMS),
-                                     ("best", "best", "")])
-    kinds = markdown_table(detail, [
-        ("noise", "noise", ".2f"), ("cosine", "cosine", ".1f"), ("model", "model", ""),
-        ("parent", "parents", ".3f"), ("child", "children", ".3f"),
-        ("singleton", "singletons", ".3f"), ("r2", "R2", ".4f"), ("l0", "L0", ".2f"),
-    ])
-    variant_table = markdown_table(variant_rows, [
-        ("noise", "noise", ".2f"), ("model", f"cosine {GOAL_COSINE}", ""),
-        ("recovery", "recovery", ".3f"), ("child", "children", ".3f"), ("r2", "R2", ".4f"),
-    ])
-    print(f"\nfeature recovery, mean ± sd over {args.seeds} seeds "
-          f"({args.n_samples} samples, n_components={n})")
+    recovery = markdown_table(
+        rows,
+        [
+            ("noise", "magnitude noise", ".2f"),
+            ("cosine", "sibling cosine", ".1f"),
+            *((name, name, ".3f") for name in MODEL_PARAMS),
+            ("best", "best", ""),
+        ],
+    )
+    kinds = markdown_table(
+        detail,
+        [
+            ("noise", "noise", ".2f"),
+            ("cosine", "cosine", ".1f"),
+            ("model", "model", ""),
+            ("parent", "parents", ".3f"),
+            ("child", "children", ".3f"),
+            ("singleton", "singletons", ".3f"),
+            ("r2", "R2", ".4f"),
+            ("l0", "L0", ".2f"),
+        ],
+    )
+    variant_table = markdown_table(
+        variant_rows,
+        [
+            ("noise", "noise", ".2f"),
+            ("model", f"cosine {GOAL_COSINE}", ""),
+            ("recovery", "recovery", ".3f"),
+            ("child", "children", ".3f"),
+            ("r2", "R2", ".4f"),
+        ],
+    )
+    print(
+        f"\nfeature recovery, mean ± sd over {args.seeds} seeds "
+        f"({args.n_samples} samples, n_components={n})"
+    )
     print(recovery)
     print("\nper feature kind (mean best |cosine|), training R2 and L0, averaged over seeds")
     print(kinds)
@@ -156,9 +197,11 @@ def main(argv=None):
         per_model = results[noise, GOAL_COSINE]
         mp = stat(per_model["MP-SAE"], "recovery").mean
         others = {m: stat(per_model[m], "recovery").mean for m in per_model if m != "MP-SAE"}
-        print(f"goal at cosine {GOAL_COSINE}, noise {noise}: MP-SAE {mp:.3f} >= {GOAL_SCORE}: "
-              f"{mp >= GOAL_SCORE}; better than "
-              + ", ".join(f"{m} ({v:.3f}): {mp > v}" for m, v in others.items()))
+        print(
+            f"goal at cosine {GOAL_COSINE}, noise {noise}: MP-SAE {mp:.3f} >= {GOAL_SCORE}: "
+            f"{mp >= GOAL_SCORE}; better than "
+            + ", ".join(f"{m} ({v:.3f}): {mp > v}" for m, v in others.items())
+        )
     if not args.no_write:
         write_table(f"hierarchy-{n}-recovery", recovery)
         write_table(f"hierarchy-{n}-kinds", kinds)
@@ -166,8 +209,9 @@ def main(argv=None):
 
     if not args.no_plot:
         plt = use_agg()
-        fig, axes = plt.subplots(1, len(NOISES), figsize=(9, 3.5), sharey=True,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            1, len(NOISES), figsize=(9, 3.5), sharey=True, layout="constrained"
+        )
         for ax, noise in zip(axes, NOISES, strict=False):
             for name in MODEL_PARAMS:
                 stats = [stat(results[noise, c][name], "recovery") for c in COSINES]

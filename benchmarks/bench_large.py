@@ -117,14 +117,19 @@ GOAL_HEADING = "goal (issue 9), `bench_large.py`"
 
 
 def run_child(part, path, threads):
-    env = {**os.environ, "BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", CHILD, part, str(path)], capture_output=True,
-                          text=True, env=env)
+    env = {
+        **os.environ,
+        "BENCH_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, part, str(path)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def read_throughput(path, batch_size, buffered=None):
@@ -149,8 +154,10 @@ def read_throughput(path, batch_size, buffered=None):
 
 def _quantities(rows):
     """A two-column table of (quantity, measured value) pairs."""
-    return markdown_table([{"quantity": q, "value": v} for q, v in rows],
-                          [("quantity", "quantity", ""), ("value", "measured", "")])
+    return markdown_table(
+        [{"quantity": q, "value": v} for q, v in rows],
+        [("quantity", "quantity", ""), ("value", "measured", "")],
+    )
 
 
 def epoch_tables(res, threads, load):
@@ -163,57 +170,84 @@ def epoch_tables(res, threads, load):
     # U K - U (U - 1) / 2 distinct entries by symmetry, 2 d flops each.
     gram = sum(2 * d * (U * K - U * (U - 1) / 2) for U in res["distinct"])
     peak_above = (res["peak_anon"] - res["baseline"]) / 2**20
-    caption = (f"16,384 atoms, k=32, 768 features, 100,000 rows from a .npy memmap, defaults "
-               f"otherwise (batch {res['batch_size']}); {threads} thread(s), load average "
-               f"{load:.1f} at the start.")
-    table = _quantities([
-        ("epoch", f"{seconds:.1f} s ({seconds / 60:.2f} min); {n / seconds:.0f} rows/s"),
-        ("last epoch loss", f"{res['loss']:.4f}"),
-        ("distinct atoms per batch", f"{min(res['distinct'])}-{max(res['distinct'])}"),
-        ("GEMM speed measured in the process", f"{rate / 1e9:.0f} GFLOP/s"),
-        ("FLOP-count lower bound at that speed",
-         f"first correlations {first / 1e12:.1f} TFLOP ({first / rate:.0f} s) + Gram entries of "
-         f"the distinct atoms {gram / 1e12:.1f} TFLOP ({gram / rate:.0f} s) = "
-         f"{(first + gram) / rate:.0f} s"),
-        ("peak anonymous memory above baseline", f"{peak_above:.0f} MB"),
-        ("data pages resident at the end", f"{res['rss_file'] / 2**20:.0f} MB"),
-        ("VmHWM", f"{res['vm_hwm'] / 2**20:.0f} MB"),
-        ("reading the file in the epoch's order, cold cache",
-         f"{res['read_rate']:.0f} rows/s ({res['read_rate'] * seconds / n:.0f}x the training "
-         "rate)"),
-    ])
+    caption = (
+        f"16,384 atoms, k=32, 768 features, 100,000 rows from a .npy memmap, defaults "
+        f"otherwise (batch {res['batch_size']}); {threads} thread(s), load average "
+        f"{load:.1f} at the start."
+    )
+    table = _quantities(
+        [
+            ("epoch", f"{seconds:.1f} s ({seconds / 60:.2f} min); {n / seconds:.0f} rows/s"),
+            ("last epoch loss", f"{res['loss']:.4f}"),
+            ("distinct atoms per batch", f"{min(res['distinct'])}-{max(res['distinct'])}"),
+            ("GEMM speed measured in the process", f"{rate / 1e9:.0f} GFLOP/s"),
+            (
+                "FLOP-count lower bound at that speed",
+                f"first correlations {first / 1e12:.1f} TFLOP ({first / rate:.0f} s) + Gram "
+                f"entries of the distinct atoms {gram / 1e12:.1f} TFLOP ({gram / rate:.0f} s) = "
+                f"{(first + gram) / rate:.0f} s",
+            ),
+            ("peak anonymous memory above baseline", f"{peak_above:.0f} MB"),
+            ("data pages resident at the end", f"{res['rss_file'] / 2**20:.0f} MB"),
+            ("VmHWM", f"{res['vm_hwm'] / 2**20:.0f} MB"),
+            (
+                "reading the file in the epoch's order, cold cache",
+                f"{res['read_rate']:.0f} rows/s ({res['read_rate'] * seconds / n:.0f}x the "
+                "training rate)",
+            ),
+        ]
+    )
     met = seconds / 60 <= GOAL_MINUTES and peak_above / 1024 <= GOAL_GB
-    goal = goal_table([{
-        "goal": f"16,384 atoms, k=32, 768 features, 100,000 rows from a `.npy` memmap, defaults "
-                f"otherwise: one epoch <= {GOAL_MINUTES} min, <= {GOAL_GB} GB above the data",
-        "measured": f"**{seconds / 60:.2f} min** ({seconds:.0f} s), peak anonymous memory "
-                    f"**+{peak_above / 1024:.1f} GB**",
-        "met": "yes" if met else "no",
-    }], GOAL_HEADING)
+    goal = goal_table(
+        [
+            {
+                "goal": f"16,384 atoms, k=32, 768 features, 100,000 rows from a `.npy` memmap, "
+                f"defaults otherwise: one epoch <= {GOAL_MINUTES} min, <= {GOAL_GB} GB above the "
+                "data",
+                "measured": f"**{seconds / 60:.2f} min** ({seconds:.0f} s), peak anonymous memory "
+                f"**+{peak_above / 1024:.1f} GB**",
+                "met": "yes" if met else "no",
+            }
+        ],
+        GOAL_HEADING,
+    )
     return f"{caption}\n\n{table}", goal
 
 
 def transform_tables(res, threads, load):
     """The 65,536-atom fit and transform's table and goal from the child's result ``res``."""
     hwm = res["vm_hwm"] / 2**30
-    caption = (f"65,536 atoms, 768 features, `sparse_output=True`; {threads} thread(s), load "
-               f"average {load:.1f} at the start of the run.")
-    table = _quantities([
-        ("fit on 4,096 rows (one step, k=16)", f"{res['fit_seconds']:.1f} s"),
-        ("transform of 10,000 rows to sparse codes",
-         f"{res['transform_seconds']:.1f} s ({res['format']}, {res['nnz']} non-zeros, "
-         f"{res['codes_mb']:.1f} MB)"),
-        ("peak memory (VmHWM, whole process)", f"{hwm:.2f} GB"),
-        ("peak anonymous memory above baseline",
-         f"{(res['peak_anon'] - res['baseline']) / 2**30:.2f} GB"),
-    ])
-    goal = goal_table([{
-        "goal": f"65,536 atoms: `transform` of 10,000 x 768 rows to sparse codes, peak <= "
+    caption = (
+        f"65,536 atoms, 768 features, `sparse_output=True`; {threads} thread(s), load "
+        f"average {load:.1f} at the start of the run."
+    )
+    table = _quantities(
+        [
+            ("fit on 4,096 rows (one step, k=16)", f"{res['fit_seconds']:.1f} s"),
+            (
+                "transform of 10,000 rows to sparse codes",
+                f"{res['transform_seconds']:.1f} s ({res['format']}, {res['nnz']} non-zeros, "
+                f"{res['codes_mb']:.1f} MB)",
+            ),
+            ("peak memory (VmHWM, whole process)", f"{hwm:.2f} GB"),
+            (
+                "peak anonymous memory above baseline",
+                f"{(res['peak_anon'] - res['baseline']) / 2**30:.2f} GB",
+            ),
+        ]
+    )
+    goal = goal_table(
+        [
+            {
+                "goal": f"65,536 atoms: `transform` of 10,000 x 768 rows to sparse codes, peak <= "
                 f"{GOAL_GB} GB",
-        "measured": f"**{hwm:.2f} GB** (`VmHWM`, whole process, after a one-step fit in the same "
-                    f"process), {res['format'].upper()} output {res['codes_mb']:.1f} MB",
-        "met": "yes" if hwm <= GOAL_GB else "no",
-    }], GOAL_HEADING)
+                "measured": f"**{hwm:.2f} GB** (`VmHWM`, whole process, after a one-step fit in "
+                f"the same process), {res['format'].upper()} output {res['codes_mb']:.1f} MB",
+                "met": "yes" if hwm <= GOAL_GB else "no",
+            }
+        ],
+        GOAL_HEADING,
+    )
     return f"{caption}\n\n{table}", goal
 
 
@@ -232,8 +266,11 @@ def main(argv=None):
         path = Path(tmp) / "activations.npy"
         write_npy(path, N_ROWS, N_FEATURES)
         load = os.getloadavg()[0]
-        print(f"data: {path.stat().st_size / 2**20:.0f} MB; load average {load:.1f}; "
-              f"{args.threads} thread(s)", flush=True)
+        print(
+            f"data: {path.stat().st_size / 2**20:.0f} MB; load average {load:.1f}; "
+            f"{args.threads} thread(s)",
+            flush=True,
+        )
         if args.part in ("epoch", "all"):
             drop_page_cache(path)
             res = run_child("epoch", path, args.threads)
@@ -260,8 +297,10 @@ def read_orders(tmpdir, n_rows=500_000):
         rates = []
         for buffered in (False, True, False, True):
             rates.append((buffered, read_throughput(path, 4096, buffered)))
-            print(f"  {'mixing buffer' if buffered else 'uniform order'}: {rates[-1][1]:,.0f} "
-                  "rows/s", flush=True)
+            print(
+                f"  {'mixing buffer' if buffered else 'uniform order'}: {rates[-1][1]:,.0f} rows/s",
+                flush=True,
+            )
     table = read_table(rates, n_rows, size_gib, load)
     print(f"\n{table}")
     return table
@@ -269,13 +308,22 @@ def read_orders(tmpdir, n_rows=500_000):
 
 def read_table(rates, n_rows, size_gib, load):
     """The read passes in order: ``rates`` holds (buffered, rows per second) pairs."""
-    caption = (f"{n_rows:,} rows x {N_FEATURES} float32 ({size_gib:.2f} GiB), batches of 4,096, "
-               f"page cache dropped before each pass (`posix_fadvise(DONTNEED)`); load average "
-               f"{load:.1f}.")
-    rows = [{"pass": i, "order": "mixing buffer" if buffered else "uniform order", "rate": rate}
-            for i, (buffered, rate) in enumerate(rates, start=1)]
-    return caption + "\n\n" + markdown_table(rows, [("pass", "pass", "d"), ("order", "order", ""),
-                                                     ("rate", "rows/s", ",.0f")])
+    caption = (
+        f"{n_rows:,} rows x {N_FEATURES} float32 ({size_gib:.2f} GiB), batches of 4,096, "
+        f"page cache dropped before each pass (`posix_fadvise(DONTNEED)`); load average "
+        f"{load:.1f}."
+    )
+    rows = [
+        {"pass": i, "order": "mixing buffer" if buffered else "uniform order", "rate": rate}
+        for i, (buffered, rate) in enumerate(rates, start=1)
+    ]
+    return (
+        caption
+        + "\n\n"
+        + markdown_table(
+            rows, [("pass", "pass", "d"), ("order", "order", ""), ("rate", "rows/s", ",.0f")]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -107,11 +107,18 @@ def read_anon(pid):
 
 
 def run_case(case, path, params, threads, interval=0.003):
-    env = {**os.environ, "BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "BENCH_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, case, str(path), json.dumps(params)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     peak = 0
     while child.poll() is None:
@@ -148,14 +155,17 @@ def summarise(runs):
 
 def printed_table(rows, repeats):
     """The table this script prints: the cases' peaks, with the range over the runs."""
-    return markdown_table(rows, [
-        ("case", "case", ""),
-        ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
-        ("range", f"range over {repeats} runs", ""),
-        ("above_baseline", "above the imports (MiB)", ".0f"),
-        ("vm_hwm", "VmHWM incl. file pages (MiB)", ".0f"),
-        ("seconds", "fit time, best (s)", ".1f"),
-    ])
+    return markdown_table(
+        rows,
+        [
+            ("case", "case", ""),
+            ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
+            ("range", f"range over {repeats} runs", ""),
+            ("above_baseline", "above the imports (MiB)", ".0f"),
+            ("vm_hwm", "VmHWM incl. file pages (MiB)", ".0f"),
+            ("seconds", "fit time, best (s)", ".1f"),
+        ],
+    )
 
 
 def guide_table(rows, setup):
@@ -177,13 +187,17 @@ def guide_table(rows, setup):
         f"differed by at most {spread:.0f} MiB). The interpreter with numpy, torch and "
         f"scikit-learn imported holds {imports:.0f} MiB."
     )
-    table = rst_table(rows, [
-        ("label", "case", ""),
-        ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
-        ("above_baseline", "above the imports (MiB)", ".0f"),
-        ("vm_hwm", "VmHWM, file pages included (MiB)", ".0f"),
-        ("seconds", f"fit time, best of {setup['repeats']} (s)", ".1f"),
-    ], widths=(30, 18, 18, 18, 16))
+    table = rst_table(
+        rows,
+        [
+            ("label", "case", ""),
+            ("peak_anon", "peak anonymous RSS (MiB)", ".0f"),
+            ("above_baseline", "above the imports (MiB)", ".0f"),
+            ("vm_hwm", "VmHWM, file pages included (MiB)", ".0f"),
+            ("seconds", f"fit time, best of {setup['repeats']} (s)", ".1f"),
+        ],
+        widths=(30, 18, 18, 18, 16),
+    )
     return f"{caption}\n\n{table}"
 
 
@@ -195,37 +209,58 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--tmpdir", default=None, help="where to write the file (default: system temp)")
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of the cases")
-    p.add_argument("--repeats", type=int, default=2,
-                   help="runs of each case, interleaved; the table gives the largest peak")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of each case, interleaved; the table gives the largest peak",
+    )
     args = p.parse_args(argv)
 
-    params = {"n_components": args.n_components, "n_nonzero_coefs": 8,
-              "batch_size": args.batch_size, "max_iter": 1, "random_state": 0, "device": "cpu"}
+    params = {
+        "n_components": args.n_components,
+        "n_nonzero_coefs": 8,
+        "batch_size": args.batch_size,
+        "max_iter": 1,
+        "random_state": 0,
+        "device": "cpu",
+    }
     directory = Path(tempfile.mkdtemp(prefix="skmpsae-bench-memory-", dir=args.tmpdir))
     try:
         path = directory / "activations.npy"
         write_file(path, args.n_samples, args.n_features)
         size_mb = path.stat().st_size / 2**20
         batch_mb = args.batch_size * args.n_features * 4 / 2**20
-        print(f"file: {args.n_samples} x {args.n_features} float32, {size_mb:.0f} MiB "
-              f"({size_mb / batch_mb:.0f} batches of {args.batch_size} rows, {batch_mb:.1f} MiB "
-              f"each); {args.n_components} atoms, k=8, one epoch, {args.threads} thread(s)")
+        print(
+            f"file: {args.n_samples} x {args.n_features} float32, {size_mb:.0f} MiB "
+            f"({size_mb / batch_mb:.0f} batches of {args.batch_size} rows, {batch_mb:.1f} MiB "
+            f"each); {args.n_components} atoms, k=8, one epoch, {args.threads} thread(s)"
+        )
         runs = {case.strip(): [] for case in args.cases.split(",")}
         for _ in range(args.repeats):
             for case, results in runs.items():
                 drop_page_cache(path)
                 results.append(run_case(case, path, params, args.threads))
-                print(f"  {case}: peak anonymous {results[-1]['peak_anon']:.0f} MiB, "
-                      f"{results[-1]['seconds']:.1f} s", flush=True)
+                print(
+                    f"  {case}: peak anonymous {results[-1]['peak_anon']:.0f} MiB, "
+                    f"{results[-1]['seconds']:.1f} s",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     rows = summarise(runs)
     print()
     print(printed_table(rows, args.repeats))
     if not args.no_write:
-        setup = {"n_samples": args.n_samples, "n_features": args.n_features, "size_mb": size_mb,
-                 "batch_size": args.batch_size, "n_components": args.n_components,
-                 "threads": args.threads, "repeats": args.repeats}
+        setup = {
+            "n_samples": args.n_samples,
+            "n_features": args.n_features,
+            "size_mb": size_mb,
+            "batch_size": args.batch_size,
+            "n_components": args.n_components,
+            "threads": args.threads,
+            "repeats": args.repeats,
+        }
         write_table("memory", guide_table(rows, setup), page="memory_table.rst")
 
 

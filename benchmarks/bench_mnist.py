@@ -100,7 +100,9 @@ def make_mbdl(seed):
 
 def make_dl(seed):
     return DictionaryLearning(
-        n_components=N_COMPONENTS, max_iter=DL_MAX_ITER, transform_algorithm="omp",
+        n_components=N_COMPONENTS,
+        max_iter=DL_MAX_ITER,
+        transform_algorithm="omp",
         random_state=seed,
     )
 
@@ -129,8 +131,9 @@ def run_seed(seed):
             if name == "MatchingPursuitSAE" and k == GOAL_K:
                 model, t = mp_goal, mp_t
             else:
-                model, t = timed(cls(N_COMPONENTS, n_nonzero_coefs=k, random_state=seed).fit,
-                                 X_train)
+                model, t = timed(
+                    cls(N_COMPONENTS, n_nonzero_coefs=k, random_state=seed).fit, X_train
+                )
             scores, codes = evaluate_sae(model, X_test)
             rows.append({"model": name, "k": k, "fit_s": t, **scores})
             if name == "MatchingPursuitSAE":
@@ -138,8 +141,15 @@ def run_seed(seed):
                     mp_goal_codes = codes
                 model.set_params(transform_algorithm="omp")
                 scores, _ = evaluate_sae(model, X_test)
-                rows.append({"model": "MatchingPursuitSAE, OMP encoding", "k": k, "fit_s": t,
-                             "note": "same fit, transform_algorithm='omp'", **scores})
+                rows.append(
+                    {
+                        "model": "MatchingPursuitSAE, OMP encoding",
+                        "k": k,
+                        "fit_s": t,
+                        "note": "same fit, transform_algorithm='omp'",
+                        **scores,
+                    }
+                )
         print(f"seed {seed}: {name} done", flush=True)
     for name, (cls, alphas) in SWEPT.items():
         for alpha in alphas:
@@ -149,11 +159,24 @@ def run_seed(seed):
         print(f"seed {seed}: {name} done", flush=True)
     dl, dl_t = timed(make_dl(seed).fit, Xc_train[:DL_SUBSET])
     for k in KS:
-        rows.append({"model": "MiniBatchDictionaryLearning", "k": k, "fit_s": mbdl_t,
-                     "note": "OMP encoding; one fit for all k", **evaluate_coder(mbdl, Xc_test, k)})
-        rows.append({"model": "DictionaryLearning", "k": k, "fit_s": dl_t,
-                     "note": f"{DL_SUBSET} training digits, max_iter={DL_MAX_ITER}; OMP encoding",
-                     **evaluate_coder(dl, Xc_test, k)})
+        rows.append(
+            {
+                "model": "MiniBatchDictionaryLearning",
+                "k": k,
+                "fit_s": mbdl_t,
+                "note": "OMP encoding; one fit for all k",
+                **evaluate_coder(mbdl, Xc_test, k),
+            }
+        )
+        rows.append(
+            {
+                "model": "DictionaryLearning",
+                "k": k,
+                "fit_s": dl_t,
+                "note": f"{DL_SUBSET} training digits, max_iter={DL_MAX_ITER}; OMP encoding",
+                **evaluate_coder(dl, Xc_test, k),
+            }
+        )
     print(f"seed {seed}: MP-SAE k={GOAL_K} {mp_t:.1f}s, MBDL {mbdl_t:.1f}s", flush=True)
     return rows, mp_goal, mp_goal_codes
 
@@ -202,6 +225,7 @@ def main(argv=None):
 
 def goal_summary(rows, n_seeds):
     """The k=16 goal: MP-SAE at defaults against MBDL, per seed and on average."""
+
     def pick(model):
         return [r for r in rows if r["model"] == model and r.get("k") == GOAL_K]
 
@@ -209,19 +233,31 @@ def goal_summary(rows, n_seeds):
     mbdl = pick("MiniBatchDictionaryLearning")
     ratios = [b["fit_s"] / a["fit_s"] for a, b in zip(mp, mbdl, strict=False)]
     summary = aggregate(
-        [{"model": "MatchingPursuitSAE (defaults)", "r2": a["r2"], "fit_s": a["fit_s"],
-          "ratio": q} for a, q in zip(mp, ratios, strict=False)]
-        + [{"model": "MiniBatchDictionaryLearning", "r2": b["r2"], "fit_s": b["fit_s"]}
-           for b in mbdl]
+        [
+            {
+                "model": "MatchingPursuitSAE (defaults)",
+                "r2": a["r2"],
+                "fit_s": a["fit_s"],
+                "ratio": q,
+            }
+            for a, q in zip(mp, ratios, strict=False)
+        ]
+        + [
+            {"model": "MiniBatchDictionaryLearning", "r2": b["r2"], "fit_s": b["fit_s"]}
+            for b in mbdl
+        ]
         + [{"model": "TopKSAE (defaults)", "r2": t["r2"], "fit_s": t["fit_s"]} for t in topk],
         ["model"],
     )
-    table = markdown_table(summary, [
-        ("model", f"k={GOAL_K}, {n_seeds} seeds", ""),
-        ("r2", "held-out R2", ".4f"),
-        ("fit_s", "fit time (s)", ".1f"),
-        ("ratio", "MBDL time / MP-SAE time (same seed)", ".2f"),
-    ])
+    table = markdown_table(
+        summary,
+        [
+            ("model", f"k={GOAL_K}, {n_seeds} seeds", ""),
+            ("r2", "held-out R2", ".4f"),
+            ("fit_s", "fit time (s)", ".1f"),
+            ("ratio", "MBDL time / MP-SAE time (same seed)", ".2f"),
+        ],
+    )
     mp_r2, mbdl_r2 = np.mean([r["r2"] for r in mp]), np.mean([r["r2"] for r in mbdl])
     speedup = np.mean([r["fit_s"] for r in mbdl]) / np.mean([r["fit_s"] for r in mp])
     verdict = (
@@ -247,8 +283,10 @@ def _plot(rows, mp_model, mp_codes):
     plt.close(ax.figure)
 
     fig = plot_atoms(mp_model, usage=mp_codes, n_atoms=64)
-    fig.suptitle(f"MatchingPursuitSAE atoms (k={GOAL_K}, seed 0), most used first; usage on "
-                 "held-out digits", fontsize="small")
+    fig.suptitle(
+        f"MatchingPursuitSAE atoms (k={GOAL_K}, seed 0), most used first; usage on held-out digits",
+        fontsize="small",
+    )
     save_figure(fig, "mnist_atoms.png")
     plt.close(fig)
 

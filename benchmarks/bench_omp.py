@@ -15,8 +15,10 @@ import numpy as np
 from _common import goal_table, limit_threads, markdown_table, parser, timed, write_table
 
 N_COMPONENTS, K, N_ROWS = 1024, 32, 10_000
-LABELS = {"skmpsae": "skmpsae.orthogonal_matching_pursuit (batched, torch)",
-          "sklearn": 'sklearn SparseCoder(transform_algorithm="omp")'}
+LABELS = {
+    "skmpsae": "skmpsae.orthogonal_matching_pursuit (batched, torch)",
+    "sklearn": 'sklearn SparseCoder(transform_algorithm="omp")',
+}
 # Issue 3's goal: batched OMP against scikit-learn's, same codes.
 GOAL_SPEEDUP = 10
 
@@ -37,37 +39,58 @@ def make_data():
 def summarise(times):
     """One row per encoder from its times (``times``: encoder -> seconds of each run)."""
     sklearn = min(times["sklearn"])
-    return [{"method": LABELS[name], "seconds": min(runs),
-             "per_sample_ms": 1e3 * min(runs) / N_ROWS, "speedup": sklearn / min(runs),
-             "range": f"{min(runs):.1f}-{max(runs):.1f}"} for name, runs in times.items()]
+    return [
+        {
+            "method": LABELS[name],
+            "seconds": min(runs),
+            "per_sample_ms": 1e3 * min(runs) / N_ROWS,
+            "speedup": sklearn / min(runs),
+            "range": f"{min(runs):.1f}-{max(runs):.1f}",
+        }
+        for name, runs in times.items()
+    ]
 
 
 def omp_table(rows, codes, threads, repeats):
     """The times, and how the codes compare (``codes``: ``same`` support fraction, largest
     code ``difference`` and ``largest`` code)."""
-    caption = (f"OMP, {N_ROWS} MNIST rows x 784 features, {N_COMPONENTS} atoms, k={K}, float32, "
-               f"{threads} thread(s); wall-clock best of {repeats}.")
-    table = markdown_table(rows, [
-        ("method", "encoder", ""), ("seconds", "seconds", ".2f"),
-        ("per_sample_ms", "ms / sample", ".3f"), ("speedup", "speed-up", ".1f"),
-        ("range", f"range over the {repeats} runs (s)", ""),
-    ])
-    same = (f"Same support as sklearn on {codes['same']:.2%} of rows; max |code difference| "
-            f"{codes['difference']:.2e} (largest code {codes['largest']:.2f}).")
+    caption = (
+        f"OMP, {N_ROWS} MNIST rows x 784 features, {N_COMPONENTS} atoms, k={K}, float32, "
+        f"{threads} thread(s); wall-clock best of {repeats}."
+    )
+    table = markdown_table(
+        rows,
+        [
+            ("method", "encoder", ""),
+            ("seconds", "seconds", ".2f"),
+            ("per_sample_ms", "ms / sample", ".3f"),
+            ("speedup", "speed-up", ".1f"),
+            ("range", f"range over the {repeats} runs (s)", ""),
+        ],
+    )
+    same = (
+        f"Same support as sklearn on {codes['same']:.2%} of rows; max |code difference| "
+        f"{codes['difference']:.2e} (largest code {codes['largest']:.2f})."
+    )
     return f"{caption}\n\n{table}\n\n{same}"
 
 
 def goal_summary(rows, codes):
     """Issue 3's OMP goal."""
     speedup = rows[0]["speedup"]
-    return goal_table([{
-        "goal": f"Batched OMP, {N_COMPONENTS:,} atoms, k={K}, {N_ROWS:,} rows: "
+    return goal_table(
+        [
+            {
+                "goal": f"Batched OMP, {N_COMPONENTS:,} atoms, k={K}, {N_ROWS:,} rows: "
                 f'>= {GOAL_SPEEDUP}x faster than `SparseCoder(transform_algorithm="omp")`, '
                 "same codes",
-        "measured": f"**{speedup:.1f}x**; same support on {codes['same']:.2%} of rows, codes "
-                    f"within {codes['difference']:.1e}",
-        "met": "yes" if speedup >= GOAL_SPEEDUP and codes["same"] == 1 else "no",
-    }], "goal (issue 3), `bench_omp.py`")
+                "measured": f"**{speedup:.1f}x**; same support on {codes['same']:.2%} of rows, "
+                f"codes within {codes['difference']:.1e}",
+                "met": "yes" if speedup >= GOAL_SPEEDUP and codes["same"] == 1 else "no",
+            }
+        ],
+        "goal (issue 3), `bench_omp.py`",
+    )
 
 
 def main(argv=None):
@@ -87,11 +110,16 @@ def main(argv=None):
         times["skmpsae"].append(seconds)
         theirs, seconds = timed(coder.transform, X)
         times["sklearn"].append(seconds)
-        print(f"repeat {repeat + 1}: skmpsae {times['skmpsae'][-1]:.2f}s, "
-              f"sklearn {times['sklearn'][-1]:.2f}s", flush=True)
-    codes = {"same": float(np.all((ours != 0) == (theirs != 0), axis=1).mean()),
-             "difference": float(np.abs(ours - theirs).max()),
-             "largest": float(np.abs(theirs).max())}
+        print(
+            f"repeat {repeat + 1}: skmpsae {times['skmpsae'][-1]:.2f}s, "
+            f"sklearn {times['sklearn'][-1]:.2f}s",
+            flush=True,
+        )
+    codes = {
+        "same": float(np.all((ours != 0) == (theirs != 0), axis=1).mean()),
+        "difference": float(np.abs(ours - theirs).max()),
+        "largest": float(np.abs(theirs).max()),
+    }
     rows = summarise(times)
     table, goal = omp_table(rows, codes, args.threads, args.repeats), goal_summary(rows, codes)
     print(f"\n{table}\n\n{goal}")

@@ -35,8 +35,13 @@ def main(argv=None):
         for dtype in DTYPES:
             scores, same = [], []
             for seed in range(args.seeds):
-                params = {"n_components": n_components, "n_nonzero_coefs": 16,
-                          "max_iter": args.epochs, "random_state": seed, "device": "cpu"}
+                params = {
+                    "n_components": n_components,
+                    "n_nonzero_coefs": 16,
+                    "max_iter": args.epochs,
+                    "random_state": seed,
+                    "device": "cpu",
+                }
                 sae = MatchingPursuitSAE(**params, selection_dtype=dtype).fit(X_train)
                 scores.append(sae.score(X_test))
                 if dtype is None:
@@ -45,9 +50,15 @@ def main(argv=None):
                     ref = full[seed].set_params(selection_dtype=None).transform(X_test) != 0
                     low = full[seed].set_params(selection_dtype=dtype).transform(X_test) != 0
                     same.append(np.all(ref == low, axis=1).mean())
-            rows.append({"K": n_components, "dtype": dtype or "float32 (None)",
-                         "r2": np.mean(scores), "r2_sd": np.std(scores),
-                         "same": np.mean(same) if same else None})
+            rows.append(
+                {
+                    "K": n_components,
+                    "dtype": dtype or "float32 (None)",
+                    "r2": np.mean(scores),
+                    "r2_sd": np.std(scores),
+                    "same": np.mean(same) if same else None,
+                }
+            )
             print(rows[-1], flush=True)
     table = precision_table(rows, args.epochs, args.seeds)
     print(f"\n{table}")
@@ -58,11 +69,20 @@ def main(argv=None):
 def precision_table(rows, epochs, seeds):
     """Held-out R2 per dictionary size and selection dtype, and the rows whose atoms match."""
     caption = f"MNIST 4k/1k, k=16, {epochs} epochs, mean of {seeds} seeds."
-    return caption + "\n\n" + markdown_table(rows, [
-        ("K", "n_components", "d"), ("dtype", "selection_dtype", ""),
-        ("r2", "held-out R2", ".4f"), ("r2_sd", "sd over seeds", ".4f"),
-        ("same", "held-out rows with float32's atoms (same dictionary)", ".1%"),
-    ])
+    return (
+        caption
+        + "\n\n"
+        + markdown_table(
+            rows,
+            [
+                ("K", "n_components", "d"),
+                ("dtype", "selection_dtype", ""),
+                ("r2", "held-out R2", ".4f"),
+                ("r2_sd", "sd over seeds", ".4f"),
+                ("same", "held-out rows with float32's atoms (same dictionary)", ".1%"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,18 +30,36 @@ def main(argv=None):
         held_out = split(passage, seed)
         X_train, X_test = X[~held_out], X[held_out]
         for coef in (0.0, 1 / 32):
-            model, t = timed(MatchingPursuitSAE(N_COMPONENTS, n_nonzero_coefs=K,
-                                                max_iter=args.epochs, revival_coef=coef,
-                                                random_state=seed).fit, X_train)
-            rows.append({"revival_coef": f"{coef:g}", "r2": model.score(X_test),
-                         "dead_test": dead_fraction(model.transform(X_test)),
-                         "dead_train": model.n_dead_components_ / N_COMPONENTS, "fit_s": t})
+            model, t = timed(
+                MatchingPursuitSAE(
+                    N_COMPONENTS,
+                    n_nonzero_coefs=K,
+                    max_iter=args.epochs,
+                    revival_coef=coef,
+                    random_state=seed,
+                ).fit,
+                X_train,
+            )
+            rows.append(
+                {
+                    "revival_coef": f"{coef:g}",
+                    "r2": model.score(X_test),
+                    "dead_test": dead_fraction(model.transform(X_test)),
+                    "dead_train": model.n_dead_components_ / N_COMPONENTS,
+                    "fit_s": t,
+                }
+            )
             print(f"seed {seed}, revival_coef={coef:g}: {rows[-1]}", flush=True)
-    table = markdown_table(aggregate(rows, ["revival_coef"]), [
-        ("revival_coef", "revival_coef", ""), ("r2", "held-out R2", ".4f"),
-        ("dead_test", "dead fraction (held out)", ".4f"),
-        ("dead_train", "dead fraction (last epoch)", ".4f"), ("fit_s", "fit time (s)", ".0f"),
-    ])
+    table = markdown_table(
+        aggregate(rows, ["revival_coef"]),
+        [
+            ("revival_coef", "revival_coef", ""),
+            ("r2", "held-out R2", ".4f"),
+            ("dead_test", "dead fraction (held out)", ".4f"),
+            ("dead_train", "dead fraction (last epoch)", ".4f"),
+            ("fit_s", "fit time (s)", ".0f"),
+        ],
+    )
     print(table)
     if not args.no_write:
         write_table("revival", table)

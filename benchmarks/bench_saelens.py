@@ -67,9 +67,14 @@ def saelens_models(W, b):
         MatchingPursuitTrainingSAEConfig,
     )
 
-    exact = {"max_iterations": STEPS, "residual_threshold": 0.0,
-             "stop_on_duplicate_support": False, "d_in": D_IN, "d_sae": K,
-             "apply_b_dec_to_input": True}
+    exact = {
+        "max_iterations": STEPS,
+        "residual_threshold": 0.0,
+        "stop_on_duplicate_support": False,
+        "d_in": D_IN,
+        "d_sae": K,
+        "apply_b_dec_to_input": True,
+    }
     train = MatchingPursuitTrainingSAE(MatchingPursuitTrainingSAEConfig(**exact))
     infer = MatchingPursuitSAE(MatchingPursuitSAEConfig(**exact))
     with torch.no_grad():
@@ -82,10 +87,15 @@ def saelens_models(W, b):
 def saelens_train_step(sae, optimizer, x):
     from sae_lens.saes.sae import TrainStepInput
 
-    out = sae.training_forward_pass(TrainStepInput(
-        sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0,
-        is_logging_step=False,
-    ))
+    out = sae.training_forward_pass(
+        TrainStepInput(
+            sae_in=x,
+            coefficients={},
+            dead_neuron_mask=None,
+            n_training_steps=0,
+            is_logging_step=False,
+        )
+    )
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -147,18 +157,28 @@ def main(argv=None):
                 best["sl_enc"] = min(best["sl_enc"], t)
                 (idx, val), t = timed(lambda: _select_mp(xc, W, STEPS, gram=gram))  # noqa: B023
                 best["our_enc"] = min(best["our_enc"], t)
-            print(f"batch {batch}, repeat {repeat + 1}: " + ", ".join(
-                f"{name} {seconds:.2f}s" for name, seconds in best.items()), flush=True)
+            print(
+                f"batch {batch}, repeat {repeat + 1}: "
+                + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in best.items()),
+                flush=True,
+            )
         ours_codes = _scatter_codes(idx, val, K)
         same = ((ours_codes != 0) == (sl_codes != 0)).all(dim=1).float().mean().item()
         bound = reuse(idx, val)
-        rows.append({
-            "batch": batch, "sl_train": best["sl_train"], "our_train": best["our_train"],
-            "train_ratio": best["sl_train"] / best["our_train"], "sl_enc": best["sl_enc"],
-            "our_enc": best["our_enc"], "enc_ratio": best["sl_enc"] / best["our_enc"],
-            "bound": bound, "same": same,
-            "diff": (ours_codes - sl_codes).abs().max().item(),
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "sl_train": best["sl_train"],
+                "our_train": best["our_train"],
+                "train_ratio": best["sl_train"] / best["our_train"],
+                "sl_enc": best["sl_enc"],
+                "our_enc": best["our_enc"],
+                "enc_ratio": best["sl_enc"] / best["our_enc"],
+                "bound": bound,
+                "same": same,
+                "diff": (ours_codes - sl_codes).abs().max().item(),
+            }
+        )
     table = comparison_table(rows, gram_seconds, torch.get_num_threads(), args.repeats)
     goal = goal_summary(rows)
     print(f"\n{table}\n\n{goal}")
@@ -169,18 +189,29 @@ def main(argv=None):
 
 def comparison_table(rows, gram_seconds, threads, repeats):
     """Both libraries' step and encoding times per batch size, with the codes compared."""
-    caption = (f"{K} atoms, k={STEPS} exact steps, {D_IN} features, float32, {threads} "
-               f"thread(s); best of {repeats}.")
-    table = markdown_table(rows, [
-        ("batch", "batch", "d"), ("sl_train", "SAELens train step (s)", ".2f"),
-        ("our_train", "skmpsae train step (s)", ".2f"), ("train_ratio", "training speed-up", ".1f"),
-        ("sl_enc", "SAELens encode (s)", ".2f"), ("our_enc", "skmpsae encode (s)", ".2f"),
-        ("enc_ratio", "encoding speed-up", ".1f"),
-        ("bound", "reuse bound (selections / distinct atoms)", ".1f"),
-        ("same", "rows with SAELens's atoms", ".1%"), ("diff", "max code difference", ".1e"),
-    ])
-    gram = (f"The cached Gram matrix behind skmpsae's encoding took {gram_seconds:.2f}s once per "
-            "fitted model (not in the encode times).")
+    caption = (
+        f"{K} atoms, k={STEPS} exact steps, {D_IN} features, float32, {threads} "
+        f"thread(s); best of {repeats}."
+    )
+    table = markdown_table(
+        rows,
+        [
+            ("batch", "batch", "d"),
+            ("sl_train", "SAELens train step (s)", ".2f"),
+            ("our_train", "skmpsae train step (s)", ".2f"),
+            ("train_ratio", "training speed-up", ".1f"),
+            ("sl_enc", "SAELens encode (s)", ".2f"),
+            ("our_enc", "skmpsae encode (s)", ".2f"),
+            ("enc_ratio", "encoding speed-up", ".1f"),
+            ("bound", "reuse bound (selections / distinct atoms)", ".1f"),
+            ("same", "rows with SAELens's atoms", ".1%"),
+            ("diff", "max code difference", ".1e"),
+        ],
+    )
+    gram = (
+        f"The cached Gram matrix behind skmpsae's encoding took {gram_seconds:.2f}s once per "
+        "fitted model (not in the encode times)."
+    )
     return f"{caption}\n\n{table}\n\n{gram}"
 
 
@@ -197,16 +228,20 @@ def goal_summary(rows):
                 met += f": the bound is below {GOAL_SPEEDUP}"
             if row["same"] < 1:
                 met += "; the codes differ"
-        goal = (f"Against SAELens's MP SAE ({K:,} atoms, k={STEPS} exact, batch "
-                f"{row['batch']:,}): training >= {GOAL_SPEEDUP}x, encoding >= {GOAL_SPEEDUP}x, "
-                "same codes")
-        goals.append({
-            "goal": f"... at batch {row['batch']:,}" if goals else goal,
-            "measured": f"training **{row['train_ratio']:.1f}x** (reuse bound "
-                        f"{row['bound']:.1f}x), encoding **{row['enc_ratio']:.1f}x**; same atoms "
-                        f"on {row['same']:.1%} of rows",
-            "met": met,
-        })
+        goal = (
+            f"Against SAELens's MP SAE ({K:,} atoms, k={STEPS} exact, batch "
+            f"{row['batch']:,}): training >= {GOAL_SPEEDUP}x, encoding >= {GOAL_SPEEDUP}x, "
+            "same codes"
+        )
+        goals.append(
+            {
+                "goal": f"... at batch {row['batch']:,}" if goals else goal,
+                "measured": f"training **{row['train_ratio']:.1f}x** (reuse bound "
+                f"{row['bound']:.1f}x), encoding **{row['enc_ratio']:.1f}x**; same atoms "
+                f"on {row['same']:.1%} of rows",
+                "met": met,
+            }
+        )
     return goal_table(goals, "goal (issue 9), `bench_saelens.py`")
 
 

@@ -50,8 +50,7 @@ def module_and_data(n_components, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         rows = torch.randint(0, N_ROWS, (n_components,), generator=g)
-        module.dictionary.copy_(X[rows] + 0.05 * torch.randn(n_components, D_FEATURES,
-                                                             generator=g))
+        module.dictionary.copy_(X[rows] + 0.05 * torch.randn(n_components, D_FEATURES, generator=g))
         module.normalize()
     return module, X
 
@@ -106,29 +105,49 @@ def sweep():
 def sweep_table(rows, threads):
     """The epoch times of every path, the automatic choice, and the per-step GEMM against it."""
     rows = [{**row, "gemm_vs_auto": row["gemm"] / row["auto"]} for row in rows]
-    caption = (f"One training epoch: {N_ROWS} activation-like rows x {D_FEATURES} features, "
-               f"k={K_STEPS}, batches of {BATCH}, float32, {threads} thread(s).")
-    return caption + "\n\n" + markdown_table(rows, [
-        ("K", "n_components", "d"), ("gram", "whole Gram (s)", ".2f"),
-        ("rows", "Gram rows (s)", ".2f"), ("gemm", "GEMM per step (s)", ".2f"),
-        ("auto", "automatic (s)", ".2f"), ("chosen", "chosen", ""),
-        ("distinct", "distinct atoms in the last batch", "d"),
-        ("gemm_vs_auto", "GEMM per step / automatic", ".1f"),
-    ])
+    caption = (
+        f"One training epoch: {N_ROWS} activation-like rows x {D_FEATURES} features, "
+        f"k={K_STEPS}, batches of {BATCH}, float32, {threads} thread(s)."
+    )
+    return (
+        caption
+        + "\n\n"
+        + markdown_table(
+            rows,
+            [
+                ("K", "n_components", "d"),
+                ("gram", "whole Gram (s)", ".2f"),
+                ("rows", "Gram rows (s)", ".2f"),
+                ("gemm", "GEMM per step (s)", ".2f"),
+                ("auto", "automatic (s)", ".2f"),
+                ("chosen", "chosen", ""),
+                ("distinct", "distinct atoms in the last batch", "d"),
+                ("gemm_vs_auto", "GEMM per step / automatic", ".1f"),
+            ],
+        )
+    )
 
 
 def plot(rows):
     plt = use_agg()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     styles = {"gram": "o-", "rows": "s-", "gemm": "^-", "auto": "k--"}
-    labels = {"gram": "whole Gram matrix", "rows": "Gram rows of selected atoms",
-              "gemm": "one correlation GEMM per step", "auto": "automatic choice"}
+    labels = {
+        "gram": "whole Gram matrix",
+        "rows": "Gram rows of selected atoms",
+        "gemm": "one correlation GEMM per step",
+        "auto": "automatic choice",
+    }
     for path in PATHS:
         points = [(r["K"], r[path]) for r in rows if path in r]
         ax.plot(*zip(*points, strict=False), styles[path], label=labels[path], alpha=0.85)
-    ax.set(xscale="log", yscale="log", xlabel="n_components",
-           ylabel=f"seconds per epoch ({N_ROWS} rows)",
-           title=f"MP-SAE training epoch, {D_FEATURES} features, k={K_STEPS}, batch {BATCH}")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n_components",
+        ylabel=f"seconds per epoch ({N_ROWS} rows)",
+        title=f"MP-SAE training epoch, {D_FEATURES} features, k={K_STEPS}, batch {BATCH}",
+    )
     ax.set_xticks(SIZES, [f"{k // 1024}k" for k in SIZES])
     ax.legend()
     fig.tight_layout()
@@ -169,8 +188,10 @@ def calibrate():
     print(f"GEMM of a batch ({n} x {d} x {K}): {2 * n * d * K / first / 1e9:.1f} GFLOP/s")
     print(f"GEMM of 64 Gram rows (64 x {d} x {K}): {2 * 64 * d * K / rows / 1e9:.1f} GFLOP/s")
     print(f"argmax + fused row update: {1e9 * step_entry:.2f} ns per (row, atom) and step")
-    print(f"argmax alone: {1e9 * t_argmax:.2f} ns per (row, atom); per-step GEMM path, "
-          f"beyond its GEMMs: {1e9 * (t_gemm - k * first) / (n * K * k):.2f} ns")
+    print(
+        f"argmax alone: {1e9 * t_argmax:.2f} ns per (row, atom); per-step GEMM path, "
+        f"beyond its GEMMs: {1e9 * (t_gemm - k * first) / (n * K * k):.2f} ns"
+    )
     print(f"rows path bookkeeping: {1e6 * rows_call:.0f} us per chunk and step")
 
 

@@ -36,8 +36,10 @@ from _common import (
 
 N_ROWS, N_COMPONENTS, K, BATCH = 4096, 4096, 32, 1024
 VARIANTS = ("gram", "naive")
-LABELS = {"gram": "Gram-path selection + recomputed coefficients",
-          "naive": "naive unrolled loop under autograd"}
+LABELS = {
+    "gram": "Gram-path selection + recomputed coefficients",
+    "naive": "naive unrolled loop under autograd",
+}
 # Issue 3's goal for the memory-light step against the naive loop.
 GOAL_SPEEDUP, GOAL_MEMORY = 10, 3
 
@@ -105,8 +107,11 @@ def worker(variant):
     last_loss = run_epoch(module, optimizer, X)
     seconds = time.perf_counter() - tic
     peak = proc_status_mb("VmHWM")
-    print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_mb": peak,
-                      "loss": last_loss}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "rss_before_mb": before, "peak_mb": peak, "loss": last_loss}
+        )
+    )
 
 
 def summarise(results):
@@ -114,14 +119,17 @@ def summarise(results):
     order): the best time and memory, and both against the naive loop."""
     rows = []
     for variant, runs in results.items():
-        rows.append({
-            "variant": variant, "method": LABELS[variant],
-            "seconds": min(r["seconds"] for r in runs),
-            "extra_mb": min(r["extra_mb"] for r in runs),
-            "peak_mb": min(r["peak_mb"] for r in runs),
-            "loss": runs[-1]["loss"],
-            "runs": ", ".join(f"{r['seconds']:.2f} s (+{r['extra_mb']:.0f} MB)" for r in runs),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "method": LABELS[variant],
+                "seconds": min(r["seconds"] for r in runs),
+                "extra_mb": min(r["extra_mb"] for r in runs),
+                "peak_mb": min(r["peak_mb"] for r in runs),
+                "loss": runs[-1]["loss"],
+                "runs": ", ".join(f"{r['seconds']:.2f} s (+{r['extra_mb']:.0f} MB)" for r in runs),
+            }
+        )
     naive = next(row for row in rows if row["variant"] == "naive")
     for row in rows:
         row["speedup"] = naive["seconds"] / row["seconds"]
@@ -130,14 +138,22 @@ def summarise(results):
 
 
 def epoch_table(rows, threads, repeats):
-    caption = (f"One epoch: {N_ROWS} MNIST rows, {N_COMPONENTS} atoms, k={K}, batch {BATCH}, "
-               f"float32, {threads} thread(s); best of {repeats}, one process per run.")
-    table = markdown_table(rows, [
-        ("method", "training step", ""), ("seconds", "epoch (s)", ".2f"),
-        ("speedup", "speed-up", ".1f"), ("extra_mb", "peak memory above start (MB)", ".0f"),
-        ("mem_ratio", "memory ratio", ".1f"), ("peak_mb", "peak RSS (MB)", ".0f"),
-        ("loss", "last batch loss", ".5f"),
-    ])
+    caption = (
+        f"One epoch: {N_ROWS} MNIST rows, {N_COMPONENTS} atoms, k={K}, batch {BATCH}, "
+        f"float32, {threads} thread(s); best of {repeats}, one process per run."
+    )
+    table = markdown_table(
+        rows,
+        [
+            ("method", "training step", ""),
+            ("seconds", "epoch (s)", ".2f"),
+            ("speedup", "speed-up", ".1f"),
+            ("extra_mb", "peak memory above start (MB)", ".0f"),
+            ("mem_ratio", "memory ratio", ".1f"),
+            ("peak_mb", "peak RSS (MB)", ".0f"),
+            ("loss", "last batch loss", ".5f"),
+        ],
+    )
     runs = "; ".join(f"{row['method']}: {row['runs']}" for row in rows)
     return f"{caption}\n\n{table}\n\nEach run in order, epoch and peak memory above start: {runs}."
 
@@ -146,14 +162,19 @@ def goal_summary(rows):
     """Issue 3's training goal: the Gram-path step against the naive loop."""
     gram, naive = (next(row for row in rows if row["variant"] == v) for v in ("gram", "naive"))
     met = gram["speedup"] >= GOAL_SPEEDUP and gram["mem_ratio"] >= GOAL_MEMORY
-    return goal_table([{
-        "goal": f"One training epoch, {N_ROWS:,} rows, {N_COMPONENTS:,} atoms, k={K}, batch "
-                f"{BATCH:,}: >= {GOAL_SPEEDUP}x faster, >= {GOAL_MEMORY}x less peak memory",
-        "measured": f"**{gram['speedup']:.1f}x** faster ({gram['seconds']:.1f} s against "
-                    f"{naive['seconds']:.1f} s), **{gram['mem_ratio']:.1f}x** less peak memory "
-                    f"(+{gram['extra_mb']:,.0f} MB against +{naive['extra_mb']:,.0f} MB)",
-        "met": "yes" if met else "no",
-    }], "goal (issue 3), `bench_train.py`")
+    return goal_table(
+        [
+            {
+                "goal": f"One training epoch, {N_ROWS:,} rows, {N_COMPONENTS:,} atoms, k={K}, "
+                f"batch {BATCH:,}: >= {GOAL_SPEEDUP}x faster, >= {GOAL_MEMORY}x less peak memory",
+                "measured": f"**{gram['speedup']:.1f}x** faster ({gram['seconds']:.1f} s against "
+                f"{naive['seconds']:.1f} s), **{gram['mem_ratio']:.1f}x** less peak memory "
+                f"(+{gram['extra_mb']:,.0f} MB against +{naive['extra_mb']:,.0f} MB)",
+                "met": "yes" if met else "no",
+            }
+        ],
+        "goal (issue 3), `bench_train.py`",
+    )
 
 
 def main(argv=None):
@@ -173,8 +194,11 @@ def main(argv=None):
             res = json.loads(done.stdout.strip().splitlines()[-1])
             res["extra_mb"] = res["peak_mb"] - res["rss_before_mb"]
             results[variant].append(res)
-            print(f"repeat {repeat + 1} {variant}: {res['seconds']:.2f}s, "
-                  f"peak +{res['extra_mb']:.0f} MB", flush=True)
+            print(
+                f"repeat {repeat + 1} {variant}: {res['seconds']:.2f}s, "
+                f"peak +{res['extra_mb']:.0f} MB",
+                flush=True,
+            )
     rows = summarise(results)
     table, goal = epoch_table(rows, args.threads, args.repeats), goal_summary(rows)
     print(f"\n{table}\n\n{goal}")

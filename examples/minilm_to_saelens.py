@@ -46,8 +46,10 @@ split = 400
 workdir = Path(tempfile.mkdtemp())
 X_train = capture(model, paragraphs[:split], hookpoint, workdir / "train.npy", max_length=64)
 X_test = capture(model, paragraphs[split:], hookpoint, workdir / "test.npy", max_length=64)
-print(f"{hookpoint}: {X_train.shape[0]} training tokens, {X_test.shape[0]} held out, "
-      f"{X_train.shape[1]} features")
+print(
+    f"{hookpoint}: {X_train.shape[0]} training tokens, {X_test.shape[0]} held out, "
+    f"{X_train.shape[1]} features"
+)
 
 # %%
 # Fit both SAEs at three sparsities, and splice each into the model
@@ -66,8 +68,7 @@ for k in (8, 16, 32):
         sae = Estimator(n_components=512, n_nonzero_coefs=k, max_iter=5, random_state=0)
         sae.fit(X_train)
         cosine = spliced_embedding_cosine(model, sae, hookpoint, held_out)
-        print(f"{Estimator.__name__:20s} {k:3d} {sae.score(X_test):12.3f} "
-              f"{cosine.mean():15.3f}")
+        print(f"{Estimator.__name__:20s} {k:3d} {sae.score(X_test):12.3f} {cosine.mean():15.3f}")
         fitted[Estimator.__name__, k] = sae
 
 # %%
@@ -92,8 +93,12 @@ for k in (8, 16, 32):
 from skmpsae import io
 
 for name in ("MatchingPursuitSAE", "TopKSAE"):
-    directory = io.to_saelens(fitted[name, 16], workdir / f"{name}_k16",
-                              hook_name=hookpoint, model_name="all-MiniLM-L6-v2")
+    directory = io.to_saelens(
+        fitted[name, 16],
+        workdir / f"{name}_k16",
+        hook_name=hookpoint,
+        model_name="all-MiniLM-L6-v2",
+    )
     print(name, "->", sorted(p.name for p in directory.iterdir()))
 io.save(fitted["MatchingPursuitSAE", 16], workdir / "mp_k16.safetensors")
 
@@ -106,6 +111,7 @@ else:
     sae_lens_model = SAE.load_from_disk(workdir / "MatchingPursuitSAE_k16")
     with torch.no_grad():
         codes = sae_lens_model.encode(torch.from_numpy(np.array(X_test[:1000]))).numpy()
-    same = np.allclose(codes, fitted["MatchingPursuitSAE", 16].transform(X_test[:1000]),
-                       rtol=1e-4, atol=1e-4)
+    same = np.allclose(
+        codes, fitted["MatchingPursuitSAE", 16].transform(X_test[:1000]), rtol=1e-4, atol=1e-4
+    )
     print(f"SAELens encodes like the estimator: {same}")

@@ -22,9 +22,7 @@ from skmpsae.datasets import load_mnist
 from skmpsae.metrics import l0
 
 X, y = load_mnist(return_X_y=True)
-X_train, X_test = train_test_split(
-    X, train_size=4000, test_size=1000, stratify=y, random_state=0
-)
+X_train, X_test = train_test_split(X, train_size=4000, test_size=1000, stratify=y, random_state=0)
 mp = MatchingPursuitSAE(n_nonzero_coefs=16, max_iter=5, random_state=0).fit(X_train)
 topk = TopKSAE(n_nonzero_coefs=16, max_iter=5, random_state=0).fit(X_train)
 
@@ -35,7 +33,9 @@ topk = TopKSAE(n_nonzero_coefs=16, max_iter=5, random_state=0).fit(X_train)
 results = {"MP-SAE": [], "MP-SAE, OMP encoding": [], "TopK": []}
 for k in (2, 4, 8, 16, 32, 64, 128):
     for label, model, algorithm in (
-        ("MP-SAE", mp, "mp"), ("MP-SAE, OMP encoding", mp, "omp"), ("TopK", topk, None)
+        ("MP-SAE", mp, "mp"),
+        ("MP-SAE, OMP encoding", mp, "omp"),
+        ("TopK", topk, None),
     ):
         if algorithm is not None:
             model.set_params(transform_algorithm=algorithm)

@@ -30,10 +30,12 @@ from sklearn.preprocessing import StandardScaler
 from skmpsae import MatchingPursuitSAE
 
 X = load_digits().data
-pipe = Pipeline([
-    ("scale", StandardScaler()),
-    ("sae", MatchingPursuitSAE(max_iter=10, random_state=0, device="cpu")),
-])
+pipe = Pipeline(
+    [
+        ("scale", StandardScaler()),
+        ("sae", MatchingPursuitSAE(max_iter=10, random_state=0, device="cpu")),
+    ]
+)
 grid = {"sae__n_nonzero_coefs": [2, 4, 8], "sae__n_components": [32, 128]}
 search = GridSearchCV(pipe, grid, cv=3, n_jobs=-1)
 
@@ -46,9 +48,13 @@ search = GridSearchCV(pipe, grid, cv=3, n_jobs=-1)
 # over the cores; the last line checks it. Worker processes re-import the script that starts
 # them, hence the ``__main__`` guards.
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster), \
-            joblib.parallel_config(backend="dask"):
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+        joblib.parallel_config(backend="dask"),
+    ):
         search.fit(X)
         threads = joblib.Parallel(n_jobs=-1)(
             joblib.delayed(torch.get_num_threads)() for _ in range(2)
@@ -67,8 +73,14 @@ if __name__ == "__main__":
     for n_components in grid["sae__n_components"]:
         mask = np.asarray(results["param_sae__n_components"]) == n_components
         ks = np.asarray(results["param_sae__n_nonzero_coefs"])[mask]
-        ax.errorbar(ks, results["mean_test_score"][mask], yerr=results["std_test_score"][mask],
-                    marker="o", capsize=3, label=f"{n_components} atoms")
+        ax.errorbar(
+            ks,
+            results["mean_test_score"][mask],
+            yerr=results["std_test_score"][mask],
+            marker="o",
+            capsize=3,
+            label=f"{n_components} atoms",
+        )
     ax.set_xlabel("n_nonzero_coefs (k)")
     ax.set_ylabel("cross-validated $R^2$")
     ax.set_xscale("log", base=2)

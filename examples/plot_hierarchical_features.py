@@ -54,8 +54,9 @@ for name, model in models.items():
 # Best absolute cosine of every true feature with an atom, grouped by its place in the tree.
 import matplotlib.pyplot as plt
 
-order = np.argsort([{"parent": 0, "child": 1, "singleton": 2}[kind] for kind in tree.kind],
-                   kind="stable")
+order = np.argsort(
+    [{"parent": 0, "child": 1, "singleton": 2}[kind] for kind in tree.kind], kind="stable"
+)
 fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
 width = 0.27
 for offset, (name, values) in enumerate(cosines.items()):

@@ -24,9 +24,7 @@ from skmpsae.datasets import load_mnist
 from skmpsae.metrics import dead_fraction, l0
 
 X, y = load_mnist(return_X_y=True)
-X_train, X_test = train_test_split(
-    X, train_size=4000, test_size=1000, stratify=y, random_state=0
-)
+X_train, X_test = train_test_split(X, train_size=4000, test_size=1000, stratify=y, random_state=0)
 X_train.shape, X_train.dtype
 
 # %%

@@ -42,8 +42,13 @@ paragraphs = [
 activations = []
 with torch.no_grad():
     for start in range(0, len(paragraphs), 32):
-        batch = tokenizer(paragraphs[start : start + 32], padding=True, truncation=True,
-                          max_length=64, return_tensors="pt")
+        batch = tokenizer(
+            paragraphs[start : start + 32],
+            padding=True,
+            truncation=True,
+            max_length=64,
+            return_tensors="pt",
+        )
         hidden = encoder(**batch, output_hidden_states=True).hidden_states[3]
         special = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
         activations.append(hidden[batch["attention_mask"].bool() & ~special].numpy())

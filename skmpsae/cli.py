@@ -88,9 +88,12 @@ def _run_fit(args):
         return _launch_workers(args)
     # Options left out keep the estimator's own defaults.
     options = {
-        "n_components": args.n_components, "batch_size": args.batch_size,
-        "max_iter": args.max_iter, "learning_rate": args.learning_rate,
-        "n_nonzero_coefs": args.k, "alpha": args.alpha,
+        "n_components": args.n_components,
+        "batch_size": args.batch_size,
+        "max_iter": args.max_iter,
+        "learning_rate": args.learning_rate,
+        "n_nonzero_coefs": args.k,
+        "alpha": args.alpha,
     }
     params = {name: value for name, value in options.items() if value is not None}
     import skmpsae
@@ -118,13 +121,19 @@ def _fit_and_save(args, estimator, output, main_process):
     report = _report(quiet)
     X = _as_float_for_training(_load_npy(args.data), args.data, report)
     verb = "resuming" if args.resume else "fitting"
-    report(f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
-           f"from {args.data}")
+    report(
+        f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
+        f"from {args.data}"
+    )
     progress = Progress(estimator.max_iter, type(estimator).__name__, "epoch", not quiet)
     estimator.set_params(callback=lambda info: progress.update(describe_epoch(info)))
     try:
-        estimator.fit(X, checkpoint_dir=args.checkpoint_dir,
-                      checkpoint_every=args.checkpoint_every, resume=args.resume)
+        estimator.fit(
+            X,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
     finally:
         progress.close()
         estimator.set_params(callback=None)  # a lambda neither pickles nor means anything later
@@ -157,8 +166,16 @@ def _launch_workers(args):
     _load_npy(args.data)  # one error here rather than one per worker
     # The workers get this very command line; inside the launcher they train instead of
     # launching again (see _run_fit).
-    launcher_argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node),
-                     "--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
+    launcher_argv = [
+        "--standalone",
+        "--nproc-per-node",
+        str(args.nproc_per_node),
+        "--monitor-interval",
+        "0.5",
+        "-m",
+        "skmpsae",
+        *args.argv,
+    ]
     try:
         run(get_args_parser().parse_args(launcher_argv))
     except ChildFailedError as exc:
@@ -248,8 +265,9 @@ def _run_compare(args):
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(models) - set(MODEL_NAMES))
     if unknown or not models:
-        args.subparser.error(f"--models takes a subset of {','.join(MODEL_NAMES)}, got "
-                             f"{args.models!r}")
+        args.subparser.error(
+            f"--models takes a subset of {','.join(MODEL_NAMES)}, got {args.models!r}"
+        )
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401 (only whether it is installed)
@@ -259,21 +277,31 @@ def _run_compare(args):
         _load_npy(args.data)  # the same one-line errors as fit and encode
     X_train, X_test, name = load_comparison_data(args.data, args.random_state)
     report = _report(args.quiet)
-    report(f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
-           f"{X_train.shape[1]} features, {args.n_components} atoms")
+    report(
+        f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
+        f"{X_train.shape[1]} features, {args.n_components} atoms"
+    )
     alpha = DEFAULT_RELU_ALPHA if args.alpha is None else args.alpha
     progress = Progress(len(models), "compare", "model", not args.quiet)
     try:
         rows = compare_models(
-            X_train, X_test, models=models, n_components=args.n_components, k=args.k,
-            alpha=alpha, max_iter=args.max_iter, device=args.device,
+            X_train,
+            X_test,
+            models=models,
+            n_components=args.n_components,
+            k=args.k,
+            alpha=alpha,
+            max_iter=args.max_iter,
+            device=args.device,
             random_state=args.random_state,
             on_result=lambda row: progress.update(f"{row['model']} {row['fit_seconds']:.1f}s"),
         )
     finally:
         progress.close()
-    print(f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
-          f"{X_train.shape[1]} features")
+    print(
+        f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
+        f"{X_train.shape[1]} features"
+    )
     print(format_table(rows))
     if args.plot is not None:
         plot_comparison(rows, args.plot, title=name)
@@ -293,8 +321,12 @@ def main(argv=None):
         args.argv = argv
         from .activations import _run_capture
 
-        runners = {"fit": _run_fit, "encode": _run_encode, "compare": _run_compare,
-                   "capture": _run_capture}
+        runners = {
+            "fit": _run_fit,
+            "encode": _run_encode,
+            "compare": _run_compare,
+            "capture": _run_capture,
+        }
         return _run(runners[args.command], args)
     except SystemExit as exit_:  # --help, --version and usage errors
         if exit_.code is None:

@@ -46,15 +46,23 @@ def _expected_shapes(estimator, n_features):
     import torch
 
     module = estimator._make_module(n_features, torch.float32, torch.device("meta"))
-    return {attr: tuple(getattr(module, name).shape)
-            for name, (attr, _) in estimator._published_params.items()}
+    return {
+        attr: tuple(getattr(module, name).shape)
+        for name, (attr, _) in estimator._published_params.items()
+    }
 
 
 # Fitted attributes that save writes and load restores by name; any other public attribute
 # ending in "_" that is not a published array (prefix_sizes_, validation_scores_, ...) is
 # saved generically by _json_attribute.
-_COUNTERS = ("n_features_in_", "n_iter_", "n_steps_", "loss_curve_", "n_dead_components_",
-             "feature_names_in_")
+_COUNTERS = (
+    "n_features_in_",
+    "n_iter_",
+    "n_steps_",
+    "loss_curve_",
+    "n_dead_components_",
+    "feature_names_in_",
+)
 
 
 def _json_attribute(name, value):
@@ -88,9 +96,14 @@ def _from_json_attribute(value):
 
 def _fitted_attributes(estimator):
     published = {attr for attr, _ in estimator._published_params.values()}
-    return {name: _json_attribute(name, value) for name, value in sorted(vars(estimator).items())
-            if name.endswith("_") and not name.startswith("_")
-            and name not in published and name not in _COUNTERS}
+    return {
+        name: _json_attribute(name, value)
+        for name, value in sorted(vars(estimator).items())
+        if name.endswith("_")
+        and not name.startswith("_")
+        and name not in published
+        and name not in _COUNTERS
+    }
 
 
 def _restore_fitted_attributes(fitted):
@@ -184,10 +197,13 @@ def save(estimator, path):
     """
     _check_fitted_sae(estimator, "save")
     # np.array, not np.ascontiguousarray, which turns BatchTopK's scalar threshold_ into 1-d.
-    tensors = {name: np.array(value, order="C")
-               for name, value in _published_arrays(estimator).items()}
-    params = {name: _json_param(name, value, tensors)
-              for name, value in estimator.get_params(deep=False).items()}
+    tensors = {
+        name: np.array(value, order="C") for name, value in _published_arrays(estimator).items()
+    }
+    params = {
+        name: _json_param(name, value, tensors)
+        for name, value in estimator.get_params(deep=False).items()
+    }
     attributes = {
         "n_features_in_": int(estimator.n_features_in_),
         "n_iter_": int(getattr(estimator, "n_iter_", 0)),
@@ -210,6 +226,7 @@ def save(estimator, path):
     path = Path(path)
     _write_safetensors(path, tensors, {"format": _FORMAT, _FORMAT: json.dumps(header)})
     return path
+
 
 def load(path):
     """Load an SAE saved by :func:`save` (or by ``skmpsae fit -o MODEL.safetensors``).
@@ -259,8 +276,10 @@ def load(path):
     if name not in classes:
         raise ValueError(f"{path}: unknown estimator {name!r}; expected one of {sorted(classes)}.")
     if set(digests) != set(arrays) or any(_digest(arrays[k]) != v for k, v in digests.items()):
-        raise ValueError(f"{path}: the tensors do not match their SHA-256 digests; the file was "
-                         "altered or corrupted.")
+        raise ValueError(
+            f"{path}: the tensors do not match their SHA-256 digests; the file was "
+            "altered or corrupted."
+        )
     if not isinstance(params, dict):
         raise ValueError(f"{path}: the skmpsae header is damaged (params is not a mapping).")
     try:
@@ -286,8 +305,13 @@ def load(path):
     if len(dtypes) != 1:
         raise ValueError(f"{path}: the tensors mix dtypes {sorted(map(str, dtypes))}.")
     return _set_fitted(
-        estimator, arrays, n_iter=attrs.get("n_iter_", 0), n_steps=attrs.get("n_steps_", 0),
-        loss_curve=attrs.get("loss_curve_", ()), n_dead=attrs.get("n_dead_components_"),
-        feature_names=attrs.get("feature_names_in_"), data_scale=attrs.get("data_scale", 1.0),
+        estimator,
+        arrays,
+        n_iter=attrs.get("n_iter_", 0),
+        n_steps=attrs.get("n_steps_", 0),
+        loss_curve=attrs.get("loss_curve_", ()),
+        n_dead=attrs.get("n_dead_components_"),
+        feature_names=attrs.get("feature_names_in_"),
+        data_scale=attrs.get("data_scale", 1.0),
         fitted=fitted,
     )

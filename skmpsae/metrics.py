@@ -38,6 +38,7 @@ __all__ = [
     "spliced_embedding_cosine",
 ]
 
+
 @validate_params(
     {"X": ARRAY_OR_SPARSE, "X_hat": ARRAY_OR_SPARSE}, prefer_skip_nested_validation=True
 )

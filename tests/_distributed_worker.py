@@ -21,8 +21,14 @@ from skmpsae import MatchingPursuitSAE
 from skmpsae._train.distributed import destroy
 from skmpsae._train.trainer import _Trainer
 
-PARAMS = {"n_components": 16, "n_nonzero_coefs": 3, "max_iter": 3, "batch_size": 50,
-          "random_state": 0, "device": "cpu"}
+PARAMS = {
+    "n_components": 16,
+    "n_nonzero_coefs": 3,
+    "max_iter": 3,
+    "batch_size": 50,
+    "random_state": 0,
+    "device": "cpu",
+}
 
 
 def main(mode, data, out_dir):
@@ -62,6 +68,7 @@ def main(mode, data, out_dir):
 
         sae._make_module = failing_module
     if mode == "raise-in-callback" and rank == 1:
+
         def callback(info):
             raise RuntimeError("injected failure in rank 1's callback")
 
@@ -73,10 +80,15 @@ def main(mode, data, out_dir):
         sae.partial_fit(X[:120])
     else:
         sae.fit(X)
-    np.savez(os.path.join(out_dir, f"rank{rank}.npz"), components=sae.components_,
-             intercept=sae.intercept_, loss_curve=np.asarray(sae.loss_curve_),
-             n_steps=sae.n_steps_, n_dead=sae.n_dead_components_,
-             rows_read=np.asarray(rows_read))
+    np.savez(
+        os.path.join(out_dir, f"rank{rank}.npz"),
+        components=sae.components_,
+        intercept=sae.intercept_,
+        loss_curve=np.asarray(sae.loss_curve_),
+        n_steps=sae.n_steps_,
+        n_dead=sae.n_dead_components_,
+        rows_read=np.asarray(rows_read),
+    )
     # A barrier before leaving: a rank that tears gloo down while its peer still talks aborts
     # the peer (SIGABRT, 'terminate called without an active exception').
     destroy()

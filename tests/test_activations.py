@@ -44,7 +44,8 @@ def _tokenizer(special):
     kwargs = {"unk_token": "[UNK]"}
     if special:  # BERT-like: [CLS] text [SEP], and a pad token
         backend.post_processor = tokenizers.processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
         kwargs.update(pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
     return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
 
@@ -52,17 +53,29 @@ def _tokenizer(special):
 @pytest.fixture(scope="module")
 def gpt2():
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=40,
-                                     n_positions=64, bos_token_id=None, eos_token_id=None)
+    config = transformers.GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=40,
+        n_positions=64,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     return transformers.GPT2LMHeadModel(config).eval(), _tokenizer(special=False)
 
 
 @pytest.fixture(scope="module")
 def bert():
     torch.manual_seed(0)
-    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                                     intermediate_size=64, vocab_size=40,
-                                     max_position_embeddings=64)
+    config = transformers.BertConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=40,
+        max_position_embeddings=64,
+    )
     return transformers.BertModel(config).eval(), _tokenizer(special=True)
 
 
@@ -74,11 +87,21 @@ def minilm():
 
 
 def _alone(model, tokenizer, hookpoint, tmp_path, **kwargs):
-    return np.concatenate([
-        np.asarray(capture(model, [text], hookpoint, tmp_path / f"alone{i}.npy",
-                           tokenizer=tokenizer, **kwargs))
-        for i, text in enumerate(TEXTS)
-    ])
+    return np.concatenate(
+        [
+            np.asarray(
+                capture(
+                    model,
+                    [text],
+                    hookpoint,
+                    tmp_path / f"alone{i}.npy",
+                    tokenizer=tokenizer,
+                    **kwargs,
+                )
+            )
+            for i, text in enumerate(TEXTS)
+        ]
+    )
 
 
 def _n_tokens(tokenizer, special=False):
@@ -89,8 +112,15 @@ def _n_tokens(tokenizer, special=False):
 @pytest.mark.parametrize("kwargs", [{}, {"capture_input": True}])
 def test_gpt2_batched_capture_equals_each_text_alone(gpt2, kwargs, tmp_path):
     model, tokenizer = gpt2
-    X = capture(model, TEXTS, "transformer.h.0", tmp_path / "acts.npy", tokenizer=tokenizer,
-                batch_size=3, **kwargs)
+    X = capture(
+        model,
+        TEXTS,
+        "transformer.h.0",
+        tmp_path / "acts.npy",
+        tokenizer=tokenizer,
+        batch_size=3,
+        **kwargs,
+    )
     assert X.dtype == np.float32 and X.shape == (_n_tokens(tokenizer), 32)
     alone = _alone(model, tokenizer, "transformer.h.0", tmp_path, **kwargs)
     np.testing.assert_allclose(X, alone, **TOL)
@@ -100,17 +130,25 @@ def test_gpt2_batched_capture_equals_each_text_alone(gpt2, kwargs, tmp_path):
     with torch.no_grad():
         states = model(**ids, output_hidden_states=True).hidden_states
     expected = states[0 if kwargs else 1][0].numpy()
-    np.testing.assert_array_equal(alone[-len(expected):], expected)
+    np.testing.assert_array_equal(alone[-len(expected) :], expected)
 
 
 def test_bert_batched_capture_drops_padding_and_special_tokens(bert, tmp_path):
     model, tokenizer = bert
-    X = capture(model, TEXTS, "encoder.layer.0", tmp_path / "acts.npy", tokenizer=tokenizer,
-                batch_size=4)
+    X = capture(
+        model, TEXTS, "encoder.layer.0", tmp_path / "acts.npy", tokenizer=tokenizer, batch_size=4
+    )
     assert X.shape == (_n_tokens(tokenizer, special=True), 32)
     np.testing.assert_allclose(X, _alone(model, tokenizer, "encoder.layer.0", tmp_path), **TOL)
-    words = capture(model, TEXTS, "encoder.layer.0", tmp_path / "words.npy", tokenizer=tokenizer,
-                    batch_size=4, skip_special_tokens=True)
+    words = capture(
+        model,
+        TEXTS,
+        "encoder.layer.0",
+        tmp_path / "words.npy",
+        tokenizer=tokenizer,
+        batch_size=4,
+        skip_special_tokens=True,
+    )
     assert words.shape == (_n_tokens(tokenizer), 32)
     # Dropping [CLS] and [SEP] removes the first and last row of each text, nothing else.
     keep, start = [], 0
@@ -125,8 +163,7 @@ def test_minilm_batched_capture_equals_each_text_alone(minilm, tmp_path):
     model, tokenizer = minilm
     X = capture(model, TEXTS, "0.model.encoder.layer.3", tmp_path / "acts.npy", batch_size=4)
     assert X.shape[1] == 384
-    np.testing.assert_allclose(X, _alone(model, None, "0.model.encoder.layer.3", tmp_path),
-                               **TOL)
+    np.testing.assert_allclose(X, _alone(model, None, "0.model.encoder.layer.3", tmp_path), **TOL)
     features = tokenizer(TEXTS[:1], return_tensors="pt")
     with torch.no_grad():
         states = model[0].model(**features, output_hidden_states=True).hidden_states
@@ -146,8 +183,16 @@ def test_forward_stops_after_the_hooked_module(gpt2, tmp_path):
 
 def test_interrupted_capture_resumes(gpt2, tmp_path):
     model, tokenizer = gpt2
-    full = np.asarray(capture(model, TEXTS, "transformer.h.0", tmp_path / "full.npy",
-                              tokenizer=tokenizer, batch_size=2))
+    full = np.asarray(
+        capture(
+            model,
+            TEXTS,
+            "transformer.h.0",
+            tmp_path / "full.npy",
+            tokenizer=tokenizer,
+            batch_size=2,
+        )
+    )
     out = tmp_path / "acts.npy"
     calls = []
 
@@ -169,15 +214,15 @@ def test_interrupted_capture_resumes(gpt2, tmp_path):
     with open(out, "ab") as f:
         f.write(b"\0" * 100)  # half a row written when the process died
     with pytest.raises(ValueError, match="other settings \\(max_length differ"):
-        capture(model, TEXTS, "transformer.h.0", out, tokenizer=tokenizer, batch_size=2,
-                max_length=10)
+        capture(
+            model, TEXTS, "transformer.h.0", out, tokenizer=tokenizer, batch_size=2, max_length=10
+        )
     resumed = capture(model, TEXTS, "transformer.h.0", out, tokenizer=tokenizer, batch_size=2)
     np.testing.assert_array_equal(resumed, full)
     assert not (tmp_path / "acts.npy.capture.json").exists()
     with pytest.raises(FileExistsError, match="overwrite=True"):
         capture(model, TEXTS, "transformer.h.0", out, tokenizer=tokenizer)
-    again = capture(model, TEXTS[:2], "transformer.h.0", out, tokenizer=tokenizer,
-                    overwrite=True)
+    again = capture(model, TEXTS[:2], "transformer.h.0", out, tokenizer=tokenizer, overwrite=True)
     np.testing.assert_array_equal(again, full[: sum(len(t.split()) for t in TEXTS[:2])])
 
 
@@ -188,11 +233,11 @@ def test_capture_bad_input(gpt2, bert, tmp_path):
     with pytest.raises(ValueError, match="not one row per token"):
         capture(bert[0], TEXTS, "pooler", tmp_path / "a.npy", tokenizer=bert[1])
     with pytest.raises(ValueError, match=r"texts \[1\] are empty"):
-        capture(model, ["the cat", ""], "transformer.h.0", tmp_path / "a.npy",
-                tokenizer=tokenizer)
+        capture(model, ["the cat", ""], "transformer.h.0", tmp_path / "a.npy", tokenizer=tokenizer)
     with pytest.raises(ValueError, match="text 1 has no tokens"):
-        spliced_lm_metrics(model, _zero_sae(32), "transformer.h.0", ["the cat", "  "],
-                           tokenizer=tokenizer)
+        spliced_lm_metrics(
+            model, _zero_sae(32), "transformer.h.0", ["the cat", "  "], tokenizer=tokenizer
+        )
     with pytest.raises(TypeError, match="needs its tokenizer"):
         capture(model, TEXTS, "transformer.h.0", tmp_path / "a.npy")
     with pytest.raises(TypeError, match="sequence of strings"):
@@ -210,11 +255,19 @@ def test_load_model_from_a_saved_directory_and_the_cli(gpt2, tmp_path, capsys):
     tokenizer.save_pretrained(tmp_path / "gpt2")
     loaded, loaded_tokenizer = load_model(tmp_path / "gpt2")
     assert isinstance(loaded, transformers.GPT2LMHeadModel)
-    expected = capture(model, TEXTS, "transformer.h.1", tmp_path / "api.npy",
-                       tokenizer=tokenizer)
+    expected = capture(model, TEXTS, "transformer.h.1", tmp_path / "api.npy", tokenizer=tokenizer)
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS[:3]) + "\n\n" + "\n".join(TEXTS[3:]))
-    args = ["capture", str(tmp_path / "gpt2"), "--hookpoint", "transformer.h.1", "--texts",
-            str(tmp_path / "texts.txt"), "-o", str(tmp_path / "cli.npy"), "-q"]
+    args = [
+        "capture",
+        str(tmp_path / "gpt2"),
+        "--hookpoint",
+        "transformer.h.1",
+        "--texts",
+        str(tmp_path / "texts.txt"),
+        "-o",
+        str(tmp_path / "cli.npy"),
+        "-q",
+    ]
     assert main(args) == 0
     assert "1 blank lines skipped" in capsys.readouterr().out
     np.testing.assert_allclose(np.load(tmp_path / "cli.npy"), expected, **TOL)
@@ -228,9 +281,12 @@ def test_load_model_from_a_saved_directory_and_the_cli(gpt2, tmp_path, capsys):
 def _identity_sae(width, dtype=np.float32):
     """A TopK SAE that reconstructs exactly: codes relu(x) and relu(-x) on atoms +e_i, -e_i."""
     eye = np.eye(width, dtype=dtype)
-    arrays = {"components_": np.vstack([eye, -eye]), "intercept_": np.zeros(width, dtype),
-              "encoder_weights_": np.vstack([eye, -eye]),
-              "encoder_intercept_": np.zeros(2 * width, dtype)}
+    arrays = {
+        "components_": np.vstack([eye, -eye]),
+        "intercept_": np.zeros(width, dtype),
+        "encoder_weights_": np.vstack([eye, -eye]),
+        "encoder_intercept_": np.zeros(2 * width, dtype),
+    }
     return io._set_fitted(TopKSAE(2 * width, n_nonzero_coefs=2 * width), arrays)
 
 
@@ -242,12 +298,14 @@ def _zero_sae(width):
 
 def test_splice_replaces_the_output_with_the_reconstruction(gpt2, tmp_path):
     model, tokenizer = gpt2
-    clean = np.asarray(capture(model, TEXTS, "transformer.h.0", tmp_path / "clean.npy",
-                               tokenizer=tokenizer))
+    clean = np.asarray(
+        capture(model, TEXTS, "transformer.h.0", tmp_path / "clean.npy", tokenizer=tokenizer)
+    )
     sae = TopKSAE(16, n_nonzero_coefs=3, max_iter=2, random_state=0).fit(clean)
     with splice(model, "transformer.h.0", sae):
-        seen = capture(model, TEXTS, "transformer.h.0", tmp_path / "spliced.npy",
-                       tokenizer=tokenizer)
+        seen = capture(
+            model, TEXTS, "transformer.h.0", tmp_path / "spliced.npy", tokenizer=tokenizer
+        )
     np.testing.assert_allclose(seen, sae.inverse_transform(sae.transform(clean)), **TOL)
     after = capture(model, TEXTS, "transformer.h.0", tmp_path / "after.npy", tokenizer=tokenizer)
     np.testing.assert_array_equal(after, clean)  # the hook is gone
@@ -278,17 +336,20 @@ def _naive_cross_entropy(model, tokenizer, texts, hook=None):
 def test_spliced_lm_metrics_equal_the_naive_loop(gpt2):
     model, tokenizer = gpt2
     ce_clean, n = _naive_cross_entropy(model, tokenizer, TEXTS)
-    ce_zero, _ = _naive_cross_entropy(model, tokenizer, TEXTS,
-                                      hook=lambda m, a, out: torch.zeros_like(out))
-    perfect = spliced_lm_metrics(model, _identity_sae(32), "transformer.h.0", TEXTS,
-                                 tokenizer=tokenizer, batch_size=3)
+    ce_zero, _ = _naive_cross_entropy(
+        model, tokenizer, TEXTS, hook=lambda m, a, out: torch.zeros_like(out)
+    )
+    perfect = spliced_lm_metrics(
+        model, _identity_sae(32), "transformer.h.0", TEXTS, tokenizer=tokenizer, batch_size=3
+    )
     assert perfect["n_tokens"] == n
     assert perfect["ce_clean"] == pytest.approx(ce_clean, rel=1e-6)
     assert perfect["ce_zero_ablation"] == pytest.approx(ce_zero, rel=1e-6)
     assert abs(perfect["ce_increase"]) < 1e-5 and abs(perfect["kl_divergence"]) < 1e-6
     assert perfect["ce_recovered"] == pytest.approx(1.0, abs=1e-3)
-    useless = spliced_lm_metrics(model, _zero_sae(32), "transformer.h.0", TEXTS,
-                                 tokenizer=tokenizer)
+    useless = spliced_lm_metrics(
+        model, _zero_sae(32), "transformer.h.0", TEXTS, tokenizer=tokenizer
+    )
     assert useless["ce_spliced"] == pytest.approx(ce_zero, rel=1e-6)
     assert useless["ce_recovered"] == pytest.approx(0.0, abs=1e-6)
     assert useless["kl_divergence"] > 1e-4
@@ -298,8 +359,7 @@ def test_spliced_lm_metrics_equal_the_naive_loop(gpt2):
 
 def test_spliced_embedding_cosine_on_minilm(minilm):
     model, _ = minilm
-    perfect = spliced_embedding_cosine(model, _identity_sae(384), "0.model.encoder.layer.3",
-                                       TEXTS)
+    perfect = spliced_embedding_cosine(model, _identity_sae(384), "0.model.encoder.layer.3", TEXTS)
     assert perfect.shape == (len(TEXTS),)
     np.testing.assert_allclose(perfect, 1.0, atol=1e-5)
     zero = spliced_embedding_cosine(model, _zero_sae(384), "0.model.encoder.layer.3", TEXTS)

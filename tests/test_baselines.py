@@ -53,8 +53,9 @@ def test_batch_topk_loss_and_gradients_match_a_naive_computation():
     loss.backward()
     got = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
 
-    params = {n: p.detach().clone().requires_grad_(p.requires_grad)
-              for n, p in module.named_parameters()}
+    params = {
+        n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in module.named_parameters()
+    }
     pre = (x - params["bias"]) @ params["encoder_weight"].T + params["encoder_bias"]
     acts = torch.relu(pre)
     order = np.argsort(-acts.detach().numpy(), axis=None)[: 2 * x.shape[0]]
@@ -69,8 +70,9 @@ def test_batch_topk_loss_and_gradients_match_a_naive_computation():
     expected.backward()
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
     for name, grad in got.items():
-        np.testing.assert_allclose(grad.numpy(), params[name].grad.numpy(), rtol=1e-10,
-                                   atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            grad.numpy(), params[name].grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name
+        )
     np.testing.assert_array_equal(fired.numpy(), (z > 0).sum(dim=0).numpy())
 
 
@@ -91,8 +93,9 @@ def test_batch_topk_threshold_is_a_running_average_of_the_smallest_kept_activati
 
 
 def test_batch_topk_inference_keeps_about_k_latents_per_digit(digits):
-    sae = BatchTopKSAE(64, n_nonzero_coefs=6, max_iter=15, batch_size=64, random_state=0,
-                       device="cpu").fit(digits)
+    sae = BatchTopKSAE(
+        64, n_nonzero_coefs=6, max_iter=15, batch_size=64, random_state=0, device="cpu"
+    ).fit(digits)
     codes = sae.transform(digits)
     l0 = (codes != 0).sum(axis=1)
     assert 4.5 < l0.mean() < 8.0  # the threshold reproduces the training budget on average
@@ -108,8 +111,9 @@ def test_batch_topk_inference_keeps_about_k_latents_per_digit(digits):
 def test_batch_topk_reconstructs_digits_better_than_topk(digits):
     # The published claim, at equal mean L0, on a held-out half.
     X_train, X_test = digits[::2], digits[1::2]
-    kw = dict(n_components=64, n_nonzero_coefs=6, max_iter=20, batch_size=64, random_state=0,
-              device="cpu")
+    kw = dict(
+        n_components=64, n_nonzero_coefs=6, max_iter=20, batch_size=64, random_state=0, device="cpu"
+    )
     batch = BatchTopKSAE(**kw).fit(X_train)
     topk = TopKSAE(**kw).fit(X_train)
     assert (batch.transform(X_test) != 0).sum(axis=1).mean() < 7.0
@@ -142,15 +146,17 @@ def test_matryoshka_loss_and_gradients_match_naive_prefix_reconstructions():
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
     for name, p in module.named_parameters():
         if name in got:
-            np.testing.assert_allclose(got[name].numpy(), p.grad.numpy(), rtol=1e-10,
-                                       atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(
+                got[name].numpy(), p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name
+            )
 
 
 def test_matryoshka_first_latents_alone_reconstruct(digits):
     # The point of the nested loss: the first 8 of 64 latents are a model of their own, far
     # better than the first 8 latents of a BatchTopK SAE, which are an arbitrary subset.
-    kw = dict(n_components=64, n_nonzero_coefs=6, max_iter=15, batch_size=64, random_state=0,
-              device="cpu")
+    kw = dict(
+        n_components=64, n_nonzero_coefs=6, max_iter=15, batch_size=64, random_state=0, device="cpu"
+    )
     nested = MatryoshkaSAE(prefix_sizes=[8, 32], **kw).fit(digits)
     flat = BatchTopKSAE(**kw).fit(digits)
     assert nested.prefix_sizes_ == (8, 32, 64)
@@ -181,8 +187,9 @@ def test_jumprelu_forward_and_pre_activation_gradient_are_exact():
         out.detach().numpy(), np.where(pre.detach() > threshold, pre.detach(), 0.0)
     )
     # Away from the jumps the function is smooth in pre: finite differences agree.
-    assert torch.autograd.gradcheck(lambda p: _JumpReLU.apply(p, threshold, 0.1), (pre,),
-                                    eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradcheck(
+        lambda p: _JumpReLU.apply(p, threshold, 0.1), (pre,), eps=1e-6, atol=1e-8
+    )
     # The step function's output carries no gradient to the pre-activations.
     (_Step.apply(pre, threshold, 0.1).sum()).backward()
     assert pre.grad is None or float(pre.grad.abs().max()) == 0.0
@@ -244,8 +251,12 @@ def test_jumprelu_alpha_controls_sparsity_and_thresholds(digits):
     assert np.median(sparse_.threshold_) > np.median(dense.threshold_)
     # Codes are pre-activations above each latent's threshold, unshrunk.
     pre = (digits - sparse_.intercept_) @ sparse_.encoder_weights_.T + sparse_.encoder_intercept_
-    np.testing.assert_allclose(sparse_.transform(digits),
-                               np.where(pre > sparse_.threshold_, pre, 0.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        sparse_.transform(digits),
+        np.where(pre > sparse_.threshold_, pre, 0.0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # -- MP-SAE dead-atom revival ---------------------------------------------------------------
@@ -280,8 +291,16 @@ def test_revival_brings_dead_atoms_back(digits):
     init = np.abs(rng.randn(32, digits.shape[1]))
     init[:16, blank] = 0
     init[16:, ~blank] = 0
-    kw = dict(n_components=32, n_nonzero_coefs=4, max_iter=12, batch_size=64,
-              fit_intercept=False, dict_init=init, random_state=0, device="cpu")
+    kw = dict(
+        n_components=32,
+        n_nonzero_coefs=4,
+        max_iter=12,
+        batch_size=64,
+        fit_intercept=False,
+        dict_init=init,
+        random_state=0,
+        device="cpu",
+    )
     without = MatchingPursuitSAE(revival_coef=0.0, **kw).fit(digits)
     revived = MatchingPursuitSAE(**kw).fit(digits)
     assert without.n_dead_components_ >= 16

@@ -30,8 +30,9 @@ def _writers():
                 continue
             name = call.args[0]
             parts = name.values if isinstance(name, ast.JoinedStr) else [name]
-            pattern = "".join(re.escape(p.value) if isinstance(p, ast.Constant) else ".+"
-                              for p in parts)
+            pattern = "".join(
+                re.escape(p.value) if isinstance(p, ast.Constant) else ".+" for p in parts
+            )
             pages = [k.value.value for k in call.keywords if k.arg == "page"]
             writers.append((pattern, pages[0] if pages else "benchmarks.md"))
     return writers
@@ -68,7 +69,7 @@ def test_the_measured_pages_have_generated_tables():
 
 def test_the_list_of_commands_names_every_generated_table():
     text = (REPO / "docs" / "benchmarks.md").read_text()
-    commands = text[text.index("## Reproducing: which command writes which table"):]
+    commands = text[text.index("## Reproducing: which command writes which table") :]
     for name, page in _marked_tables():
         assert f"`{name}`" in commands, f"{page}: table {name!r} is missing from the list"
 
@@ -90,8 +91,10 @@ def test_write_table_in_rst_uses_comment_markers_set_off_by_blank_lines(tmp_path
     monkeypatch.setattr(_common, "DOCS", tmp_path)
     monkeypatch.setattr(_common, "REPO", tmp_path)
     page = tmp_path / "page.rst"
-    page.write_text("intro\n\n.. begin table t\n\nold\n\n.. end table t\n\n"
-                    ".. begin table t-goal\n\n.. end table t-goal\n\noutro\n")
+    page.write_text(
+        "intro\n\n.. begin table t\n\nold\n\n.. end table t\n\n"
+        ".. begin table t-goal\n\n.. end table t-goal\n\noutro\n"
+    )
     _common.write_table("t", "new\n", page="page.rst")
     assert page.read_text() == (
         "intro\n\n.. begin table t\n\nnew\n\n.. end table t\n\n"
@@ -157,11 +160,28 @@ def _written(tmp_path, monkeypatch, page, tables):
 def test_bench_memory_writes_the_user_guide_table(tmp_path, monkeypatch):
     import bench_memory
 
-    runs = {case: [{"case": case, "peak_anon": 400.0 + extra, "above_baseline": 190.0 + extra,
-                    "vm_hwm": 2000.0, "seconds": 30.0 + extra} for extra in (0.0, 5.0)]
-            for case in bench_memory.CASES}
-    setup = {"n_samples": 1000, "n_features": 8, "size_mb": 0.03, "batch_size": 100,
-             "n_components": 4, "threads": 1, "repeats": 2}
+    runs = {
+        case: [
+            {
+                "case": case,
+                "peak_anon": 400.0 + extra,
+                "above_baseline": 190.0 + extra,
+                "vm_hwm": 2000.0,
+                "seconds": 30.0 + extra,
+            }
+            for extra in (0.0, 5.0)
+        ]
+        for case in bench_memory.CASES
+    }
+    setup = {
+        "n_samples": 1000,
+        "n_features": 8,
+        "size_mb": 0.03,
+        "batch_size": 100,
+        "n_components": 4,
+        "threads": 1,
+        "repeats": 2,
+    }
     text = bench_memory.guide_table(bench_memory.summarise(runs), setup)
     assert "differed by at most 5 MiB" in text and "imported holds 210 MiB" in text
     page = _written(tmp_path, monkeypatch, "memory_table.rst", {"memory": text})
@@ -171,37 +191,55 @@ def test_bench_memory_writes_the_user_guide_table(tmp_path, monkeypatch):
 def test_bench_distributed_writes_the_epoch_and_checkpoint_tables(tmp_path, monkeypatch):
     import bench_distributed as bench
 
-    runs = {variant: [{"seconds": seconds, "steps": 10, "loss": 0.5} for seconds in (best, 9.0)]
-            for variant, best in zip(bench.VARIANTS, (2.0, 4.0), strict=True)}
+    runs = {
+        variant: [{"seconds": seconds, "steps": 10, "loss": 0.5} for seconds in (best, 9.0)]
+        for variant, best in zip(bench.VARIANTS, (2.0, 4.0), strict=True)
+    }
     epochs = bench.epoch_table(runs, n_rows=2560, repeats=2)
     assert "| 2 processes x 1 thread (gloo) | 4.0 | 400 | 2.0 | 4.0, 9.0 | 0.50000 |" in epochs
     checkpoint = bench.checkpoint_table(seconds=0.05, size=2**20, step=0.5)
     assert checkpoint.endswith("| 50 | 1.0 | 500 | 0.01% | 10% |")
-    page = _written(tmp_path, monkeypatch, "distributed.md",
-                    {"distributed": epochs, "distributed-checkpoint": checkpoint})
+    page = _written(
+        tmp_path,
+        monkeypatch,
+        "distributed.md",
+        {"distributed": epochs, "distributed-checkpoint": checkpoint},
+    )
     assert epochs in page and checkpoint in page
 
 
 def test_bench_encode_writes_its_goal_and_tables(tmp_path, monkeypatch):
     import bench_encode as bench
 
-    rows = [{"name": name, "seconds": seconds, "same": 1.0, "diff": 0.0} for name, seconds in
-            (("gram", 1.0), ("gram+G", 2.0), ("one_gemm", 10.0), ("naive", 30.0))]
+    rows = [
+        {"name": name, "seconds": seconds, "same": 1.0, "diff": 0.0}
+        for name, seconds in (("gram", 1.0), ("gram+G", 2.0), ("one_gemm", 10.0), ("naive", 30.0))
+    ]
     goal = bench.goal_summary(rows)
     assert "**30.0x** with the cached Gram matrix (fitted estimator), 15.0x when" in goal
     assert "| 10.0x (5.0x with `D D^T` in the call) | (reported) |" in goal
     assert goal.count("| yes |") == 1
     assert "| no |" in bench.goal_summary([{**rows[0], "same": 0.99}, *rows[1:]])  # not same codes
-    chunks = [{"rows": rows_, "mb": rows_ / 64, "seconds": seconds, "default_rows": 256}
-              for rows_, seconds in ((256, 0.8), (512, 0.6), (2048, 1.0))]
+    chunks = [
+        {"rows": rows_, "mb": rows_ / 64, "seconds": seconds, "default_rows": 256}
+        for rows_, seconds in ((256, 0.8), (512, 0.6), (2048, 1.0))
+    ]
     chunks = bench.chunk_table(chunks, repeats=3)
-    assert chunks.endswith("Fastest: 512 rows per chunk (8.00 MB of correlations), 40% less "
-                           "time than one block of all 2048 rows.")
-    scaling = bench.scaling_tables([{"features": "784", "K": 512, "gemm": 0.01, "per_step": 2e-3}],
-                                   [{"k": 4, "gram": 0.2, "one_gemm": 0.8}])
+    assert chunks.endswith(
+        "Fastest: 512 rows per chunk (8.00 MB of correlations), 40% less "
+        "time than one block of all 2048 rows."
+    )
+    scaling = bench.scaling_tables(
+        [{"features": "784", "K": 512, "gemm": 0.01, "per_step": 2e-3}],
+        [{"k": 4, "gram": 0.2, "one_gemm": 0.8}],
+    )
     assert "| 784 | 512 | 0.010 | 2.00 |" in scaling and "| 4 | 0.200 | 0.800 | 4.0 |" in scaling
-    tables = {"encode-goal": goal, "encode": bench.main_table(rows, repeats=3),
-              "encode-chunks": chunks, "encode-scaling": scaling}
+    tables = {
+        "encode-goal": goal,
+        "encode": bench.main_table(rows, repeats=3),
+        "encode-chunks": chunks,
+        "encode-scaling": scaling,
+    }
     page = _written(tmp_path, monkeypatch, "performance.md", tables)
     assert all(text in page for text in tables.values())
 
@@ -210,14 +248,18 @@ def test_bench_train_writes_its_goal_and_table(tmp_path, monkeypatch):
     import bench_train as bench
 
     def runs(*pairs):
-        return [{"seconds": s, "extra_mb": mb, "peak_mb": mb + 100, "loss": 0.01}
-                for s, mb in pairs]
+        return [
+            {"seconds": s, "extra_mb": mb, "peak_mb": mb + 100, "loss": 0.01} for s, mb in pairs
+        ]
 
-    rows = bench.summarise({"gram": runs((2.0, 100), (1.0, 120)),
-                            "naive": runs((20.0, 500), (30.0, 400))})
+    rows = bench.summarise(
+        {"gram": runs((2.0, 100), (1.0, 120)), "naive": runs((20.0, 500), (30.0, 400))}
+    )
     goal = bench.goal_summary(rows)
-    assert ("| **20.0x** faster (1.0 s against 20.0 s), **4.0x** less peak memory (+100 MB "
-            "against +400 MB) | yes |") in goal
+    assert (
+        "| **20.0x** faster (1.0 s against 20.0 s), **4.0x** less peak memory (+100 MB "
+        "against +400 MB) | yes |"
+    ) in goal
     table = bench.epoch_table(rows, threads=1, repeats=2)
     naive = "| naive unrolled loop under autograd | 20.00 | 1.0 | 400 | 1.0 | 500 | 0.01000 |"
     assert naive in table
@@ -243,12 +285,28 @@ def test_bench_omp_writes_its_goal_and_table(tmp_path, monkeypatch):
 def test_bench_selection_writes_its_table(tmp_path, monkeypatch):
     import bench_selection as bench
 
-    table = bench.sweep_table([
-        {"K": 1024, "gram": 0.3, "rows": 0.4, "gemm": 1.2, "auto": 0.3, "chosen": "gram",
-         "distinct": 1000},
-        {"K": 65536, "rows": 150.0, "gemm": 120.0, "auto": 150.0, "chosen": "rows",
-         "distinct": 25000},  # no whole-Gram run at this size
-    ], threads=1)
+    table = bench.sweep_table(
+        [
+            {
+                "K": 1024,
+                "gram": 0.3,
+                "rows": 0.4,
+                "gemm": 1.2,
+                "auto": 0.3,
+                "chosen": "gram",
+                "distinct": 1000,
+            },
+            {
+                "K": 65536,
+                "rows": 150.0,
+                "gemm": 120.0,
+                "auto": 150.0,
+                "chosen": "rows",
+                "distinct": 25000,
+            },  # no whole-Gram run at this size
+        ],
+        threads=1,
+    )
     assert "| 1024 | 0.30 | 0.40 | 1.20 | 0.30 | gram | 1000 | 4.0 |" in table
     assert "| 65536 | - | 150.00 | 120.00 | 150.00 | rows | 25000 | 0.8 |" in table
     assert table in _written(tmp_path, monkeypatch, "performance.md", {"selection": table})
@@ -258,23 +316,45 @@ def test_bench_large_writes_each_part_and_its_goal(tmp_path, monkeypatch):
     import bench_large as bench
 
     mb, gb = 2**20, 2**30
-    epoch = {"gemm_rate": 1e11, "baseline": mb, "seconds": 600.0, "distinct": [1000, 2000],
-             "batch_size": 4096, "loss": 0.5, "rss_file": 10 * mb, "vm_hwm": 3000 * mb,
-             "peak_anon": 2049 * mb, "read_rate": 16670.0}
+    epoch = {
+        "gemm_rate": 1e11,
+        "baseline": mb,
+        "seconds": 600.0,
+        "distinct": [1000, 2000],
+        "batch_size": 4096,
+        "loss": 0.5,
+        "rss_file": 10 * mb,
+        "vm_hwm": 3000 * mb,
+        "peak_anon": 2049 * mb,
+        "read_rate": 16670.0,
+    }
     table, goal = bench.epoch_tables(epoch, threads=2, load=1.5)
     assert "| epoch | 600.0 s (10.00 min); 167 rows/s |" in table
     assert "| distinct atoms per batch | 1000-2000 |" in table
     assert "| 16670 rows/s (100x the training rate) |" in table
     assert goal.endswith("| **10.00 min** (600 s), peak anonymous memory **+2.0 GB** | no |")
-    transform = {"baseline": 0, "fit_seconds": 1.0, "transform_seconds": 2.0, "nnz": 10,
-                 "codes_mb": 0.1, "format": "csr", "vm_hwm": 3.5 * gb, "peak_anon": 3 * gb}
+    transform = {
+        "baseline": 0,
+        "fit_seconds": 1.0,
+        "transform_seconds": 2.0,
+        "nnz": 10,
+        "codes_mb": 0.1,
+        "format": "csr",
+        "vm_hwm": 3.5 * gb,
+        "peak_anon": 3 * gb,
+    }
     transform_table, transform_goal = bench.transform_tables(transform, threads=2, load=1.5)
     assert "| 2.0 s (csr, 10 non-zeros, 0.1 MB) |" in transform_table
     assert "| **3.50 GB** (`VmHWM`" in transform_goal and transform_goal.endswith("| yes |")
     read = bench.read_table([(False, 1000.0), (True, 2500.4)], 10, size_gib=0.5, load=1.5)
     assert read.endswith("| 1 | uniform order | 1,000 |\n| 2 | mixing buffer | 2,500 |")
-    tables = {"large-epoch": table, "large-epoch-goal": goal, "large-transform": transform_table,
-              "large-transform-goal": transform_goal, "large-read": read}
+    tables = {
+        "large-epoch": table,
+        "large-epoch-goal": goal,
+        "large-transform": transform_table,
+        "large-transform-goal": transform_goal,
+        "large-read": read,
+    }
     page = _written(tmp_path, monkeypatch, "performance.md", tables)
     assert all(text in page for text in tables.values())
 
@@ -283,32 +363,50 @@ def test_bench_saelens_writes_its_goal_and_table(tmp_path, monkeypatch):
     import bench_saelens as bench
 
     def row(batch, train_ratio, enc_ratio, bound, same=1.0):
-        return {"batch": batch, "sl_train": 1.0, "our_train": 1.0, "train_ratio": train_ratio,
-                "sl_enc": 1.0, "our_enc": 1.0, "enc_ratio": enc_ratio, "bound": bound,
-                "same": same, "diff": 1e-6}
+        return {
+            "batch": batch,
+            "sl_train": 1.0,
+            "our_train": 1.0,
+            "train_ratio": train_ratio,
+            "sl_enc": 1.0,
+            "our_enc": 1.0,
+            "enc_ratio": enc_ratio,
+            "bound": bound,
+            "same": same,
+            "diff": 1e-6,
+        }
 
-    goal = bench.goal_summary([row(1024, 2.7, 14.8, 2.4), row(4096, 6.3, 13.2, 8.0),
-                               row(8192, 3.0, 5.0, 9.0, same=0.5)])
+    goal = bench.goal_summary(
+        [row(1024, 2.7, 14.8, 2.4), row(4096, 6.3, 13.2, 8.0), row(8192, 3.0, 5.0, 9.0, same=0.5)]
+    )
     rows = goal.splitlines()[2:]
     assert rows[0].endswith("| encoding yes; training no: the bound is below 4 |")
     assert rows[1].startswith("| ... at batch 4,096 | training **6.3x** (reuse bound 8.0x), ")
     assert rows[1].endswith("| yes |")
     assert rows[2].endswith("| encoding yes; training no; the codes differ |")
-    table = bench.comparison_table([row(1024, 2.7, 14.8, 2.4)], gram_seconds=1.5, threads=2,
-                                   repeats=2)
+    table = bench.comparison_table(
+        [row(1024, 2.7, 14.8, 2.4)], gram_seconds=1.5, threads=2, repeats=2
+    )
     assert table.endswith("took 1.50s once per fitted model (not in the encode times).")
-    page = _written(tmp_path, monkeypatch, "performance.md", {"saelens-goal": goal,
-                                                              "saelens": table})
+    page = _written(
+        tmp_path, monkeypatch, "performance.md", {"saelens-goal": goal, "saelens": table}
+    )
     assert goal in page and table in page
 
 
 def test_bench_precision_writes_its_table(tmp_path, monkeypatch):
     import bench_precision as bench
 
-    table = bench.precision_table([
-        {"K": 256, "dtype": "float32 (None)", "r2": 0.8, "r2_sd": 0.001, "same": None},
-        {"K": 256, "dtype": "bfloat16", "r2": 0.79, "r2_sd": 0.002, "same": 0.8},
-    ], epochs=10, seeds=2)
-    assert table.endswith("| 256 | float32 (None) | 0.8000 | 0.0010 | - |\n"
-                          "| 256 | bfloat16 | 0.7900 | 0.0020 | 80.0% |")
+    table = bench.precision_table(
+        [
+            {"K": 256, "dtype": "float32 (None)", "r2": 0.8, "r2_sd": 0.001, "same": None},
+            {"K": 256, "dtype": "bfloat16", "r2": 0.79, "r2_sd": 0.002, "same": 0.8},
+        ],
+        epochs=10,
+        seeds=2,
+    )
+    assert table.endswith(
+        "| 256 | float32 (None) | 0.8000 | 0.0010 | - |\n"
+        "| 256 | bfloat16 | 0.7900 | 0.0020 | 80.0% |"
+    )
     assert table in _written(tmp_path, monkeypatch, "performance.md", {"precision": table})

@@ -27,8 +27,21 @@ from skmpsae.cli import main
 
 TIMEOUT = 240
 ROOT = str(Path(__file__).resolve().parents[1])
-FIT_ARGS = ["--n-components", "16", "--k", "3", "--max-iter", "8", "--batch-size", "50",
-            "--random-state", "0", "--device", "cpu", "-q"]
+FIT_ARGS = [
+    "--n-components",
+    "16",
+    "--k",
+    "3",
+    "--max-iter",
+    "8",
+    "--batch-size",
+    "50",
+    "--random-state",
+    "0",
+    "--device",
+    "cpu",
+    "-q",
+]
 N_STEPS = 8 * 40  # 2,000 rows in batches of 50
 
 
@@ -42,13 +55,23 @@ def data_file(tmp_path):
 
 
 def _env():
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def _cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "skmpsae", *args], env=_env(), text=True,
-                          capture_output=True, timeout=TIMEOUT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "skmpsae", *args],
+        env=_env(),
+        text=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -63,10 +86,24 @@ def _checkpoint_step(directory):
 
 def _fit_killed_after(data, directory, output, step, resume):
     """Start a checkpointing CLI fit; SIGKILL it once its checkpoint has reached ``step``."""
-    args = ["fit", str(data), *FIT_ARGS, "--checkpoint-dir", str(directory),
-            "--checkpoint-every", "1", "-o", str(output)] + (["--resume"] if resume else [])
-    proc = subprocess.Popen([sys.executable, "-m", "skmpsae", *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = [
+        "fit",
+        str(data),
+        *FIT_ARGS,
+        "--checkpoint-dir",
+        str(directory),
+        "--checkpoint-every",
+        "1",
+        "-o",
+        str(output),
+    ] + (["--resume"] if resume else [])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skmpsae", *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while _checkpoint_step(directory) < step:
@@ -89,7 +126,9 @@ def _assert_same_model(a, b):
         np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
     assert a.loss_curve_ == b.loss_curve_
     assert (a.n_iter_, a.n_steps_, a.n_dead_components_) == (
-        b.n_iter_, b.n_steps_, b.n_dead_components_
+        b.n_iter_,
+        b.n_steps_,
+        b.n_dead_components_,
     )
 
 
@@ -103,9 +142,18 @@ def test_killed_fit_resumes_bit_identically(kill_steps, data_file, tmp_path):
     for i, step in enumerate(kill_steps):
         _fit_killed_after(data_file, directory, output, step, resume=i > 0)
     assert 0 < _checkpoint_step(directory) < N_STEPS
-    status, _, stderr = _cli("fit", str(data_file), *FIT_ARGS, "--checkpoint-dir",
-                             str(directory), "--checkpoint-every", "1", "--resume",
-                             "-o", str(output))
+    status, _, stderr = _cli(
+        "fit",
+        str(data_file),
+        *FIT_ARGS,
+        "--checkpoint-dir",
+        str(directory),
+        "--checkpoint-every",
+        "1",
+        "--resume",
+        "-o",
+        str(output),
+    )
     assert status == 0, stderr
     _assert_same_model(joblib.load(output), straight)
     assert _checkpoint_step(directory) == N_STEPS
@@ -117,8 +165,7 @@ ESTIMATORS = {"mp": MatchingPursuitSAE, "topk": TopKSAE, "relu": ReLUSAE}
 
 
 def _small(name, **params):
-    base = {"n_components": 12, "max_iter": 3, "batch_size": 32, "random_state": 0,
-            "device": "cpu"}
+    base = {"n_components": 12, "max_iter": 3, "batch_size": 32, "random_state": 0, "device": "cpu"}
     base.update({"alpha": 0.5} if name == "relu" else {"n_nonzero_coefs": 3})
     base.update(params)
     return ESTIMATORS[name](**base)
@@ -159,21 +206,26 @@ def test_resume_refuses_another_run(tmp_path):
         _small("mp", n_components=8).fit(X, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="is of a MatchingPursuitSAE, not a TopKSAE"):
         _small("topk").fit(X, checkpoint_dir=tmp_path, resume=True)
-    with pytest.raises(CheckpointError, match=r"shape \(100, 10\) \(float32\), got \(100, 10\) "
-                                              r"\(float64\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape \(100, 10\) \(float32\), got \(100, 10\) "
+        r"\(float64\)",
+    ):
         _small("mp").fit(X.astype(np.float64), checkpoint_dir=tmp_path, resume=True)
     # verbose, callback and device do not change what is computed.
-    resumed = _small("mp", verbose=0, callback=print).fit(X, checkpoint_dir=tmp_path,
-                                                           resume=True)
+    resumed = _small("mp", verbose=0, callback=print).fit(X, checkpoint_dir=tmp_path, resume=True)
     _assert_same_model(resumed, _small("mp").fit(X))
 
 
-@pytest.mark.parametrize("kwargs, error, fragment", [
-    ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive integer"),
-    ({"checkpoint_every": True}, ValueError, "checkpoint_every must be a positive integer"),
-    ({"resume": True}, ValueError, "resume=True needs the checkpoint_dir"),
-    ({"resume": "yes", "checkpoint_dir": "x"}, TypeError, "resume must be True or False"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive integer"),
+        ({"checkpoint_every": True}, ValueError, "checkpoint_every must be a positive integer"),
+        ({"resume": True}, ValueError, "resume=True needs the checkpoint_dir"),
+        ({"resume": "yes", "checkpoint_dir": "x"}, TypeError, "resume must be True or False"),
+    ],
+)
 def test_bad_checkpoint_arguments(kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
         _small("mp").fit(_small_data(), **kwargs)
@@ -219,10 +271,24 @@ def small_run(tmp_path):
     data = tmp_path / "small.npy"
     np.save(data, _small_data(200))
     directory = tmp_path / "ckpt"
-    args = ["fit", str(data), "--n-components", "12", "--k", "3", "--max-iter", "2",
-            "--batch-size", "50", "--random-state", "0", "--device", "cpu", "-q"]
-    assert main([*args, "--checkpoint-dir", str(directory), "-o",
-                 str(tmp_path / "m.joblib")]) == 0
+    args = [
+        "fit",
+        str(data),
+        "--n-components",
+        "12",
+        "--k",
+        "3",
+        "--max-iter",
+        "2",
+        "--batch-size",
+        "50",
+        "--random-state",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    assert main([*args, "--checkpoint-dir", str(directory), "-o", str(tmp_path / "m.joblib")]) == 0
     return data, directory, args
 
 
@@ -232,16 +298,19 @@ def test_resume_without_checkpoint_dir_is_a_usage_error(small_run, tmp_path, cap
     assert status == 2 and "--resume needs --checkpoint-dir" in stderr
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ("missing directory", ["no such checkpoint directory"]),
-    ("empty directory", ["no checkpoint to resume from", "checkpoint.pt is missing"]),
-    ("other model", ["other parameters", "n_components=12 there, 8 here"]),
-    ("other estimator", ["is of a MatchingPursuitSAE, not a TopKSAE"]),
-    ("other data", ["data of shape (200, 10) (float32), got (150, 10) (float32)"]),
-    ("truncated file", ["corrupted or not a skmpsae checkpoint"]),
-    ("garbage file", ["corrupted or not a skmpsae checkpoint"]),
-    ("foreign torch file", ["not a skmpsae checkpoint"]),
-])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("missing directory", ["no such checkpoint directory"]),
+        ("empty directory", ["no checkpoint to resume from", "checkpoint.pt is missing"]),
+        ("other model", ["other parameters", "n_components=12 there, 8 here"]),
+        ("other estimator", ["is of a MatchingPursuitSAE, not a TopKSAE"]),
+        ("other data", ["data of shape (200, 10) (float32), got (150, 10) (float32)"]),
+        ("truncated file", ["corrupted or not a skmpsae checkpoint"]),
+        ("garbage file", ["corrupted or not a skmpsae checkpoint"]),
+        ("foreign torch file", ["not a skmpsae checkpoint"]),
+    ],
+)
 def test_bad_resume_inputs_give_one_line_errors(case, fragments, small_run, tmp_path, capsys):
     data, directory, args = small_run
     args = list(args)
@@ -265,8 +334,9 @@ def test_bad_resume_inputs_give_one_line_errors(case, fragments, small_run, tmp_
         torch.save({"weights": torch.zeros(3)}, buffer)
         checkpoint.write_bytes(buffer.getvalue())
     output = tmp_path / "out.joblib"
-    status, stderr = _run_main(capsys, *args, "--checkpoint-dir", str(directory), "--resume",
-                               "-o", str(output))
+    status, stderr = _run_main(
+        capsys, *args, "--checkpoint-dir", str(directory), "--resume", "-o", str(output)
+    )
     assert status == 1
     _assert_one_line_error(stderr, *fragments)
     assert not output.exists()
@@ -274,8 +344,15 @@ def test_bad_resume_inputs_give_one_line_errors(case, fragments, small_run, tmp_
 
 def test_resume_of_a_finished_fit_gives_its_model(small_run, tmp_path, capsys):
     data, directory, args = small_run
-    status, _ = _run_main(capsys, *args, "--checkpoint-dir", str(directory), "--resume",
-                          "-o", str(tmp_path / "again.joblib"))
+    status, _ = _run_main(
+        capsys,
+        *args,
+        "--checkpoint-dir",
+        str(directory),
+        "--resume",
+        "-o",
+        str(tmp_path / "again.joblib"),
+    )
     assert status == 0
     _assert_same_model(joblib.load(tmp_path / "again.joblib"), joblib.load(tmp_path / "m.joblib"))
 
@@ -304,8 +381,9 @@ def test_sigkill_while_encode_writes_leaves_no_partial_file(previous, tmp_path):
     X = rng.randn(40000, 32).astype(np.float32)
     data = tmp_path / "data.npy"
     np.save(data, X)
-    model = MatchingPursuitSAE(n_components=128, n_nonzero_coefs=16, max_iter=1,
-                               random_state=0, device="cpu").fit(X[:500])
+    model = MatchingPursuitSAE(
+        n_components=128, n_nonzero_coefs=16, max_iter=1, random_state=0, device="cpu"
+    ).fit(X[:500])
     joblib.dump(model, tmp_path / "model.joblib")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -318,9 +396,22 @@ def test_sigkill_while_encode_writes_leaves_no_partial_file(previous, tmp_path):
         return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out_dir.iterdir()}
 
     before = snapshot()
-    proc = subprocess.Popen([sys.executable, "-m", "skmpsae", "encode", str(tmp_path /
-                             "model.joblib"), str(data), "-o", str(output), "-q"], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "skmpsae",
+            "encode",
+            str(tmp_path / "model.joblib"),
+            str(data),
+            "-o",
+            str(output),
+            "-q",
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         # Kill the moment the output directory changes: the write has begun.

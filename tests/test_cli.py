@@ -13,8 +13,20 @@ from scipy import sparse
 from skmpsae import MatchingPursuitSAE, ReLUSAE, TopKSAE
 from skmpsae.cli import main
 
-FIT_ARGS = ["--n-components", "12", "--k", "3", "--max-iter", "3", "--batch-size", "128",
-            "--random-state", "0", "--device", "cpu"]
+FIT_ARGS = [
+    "--n-components",
+    "12",
+    "--k",
+    "3",
+    "--max-iter",
+    "3",
+    "--batch-size",
+    "128",
+    "--random-state",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture
@@ -34,8 +46,9 @@ def _run_cli(*args, script=False):
     else:
         command = [sys.executable, "-m", "skmpsae", *args]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
-                          check=False)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, check=False
+    )
 
 
 def _assert_one_line_error(stderr, *fragments):
@@ -59,8 +72,16 @@ def test_fit_then_encode_in_subprocesses(data_file, tmp_path):
     assert model.components_.shape == (12, 10) and model.n_iter_ == 3
     assert model.verbose == 0 and model.callback is None  # the progress hook is not saved
 
-    encode = _run_cli("encode", str(model_path), str(path), "-o", str(codes_path),
-                      "--chunk-size", "256", script=True)
+    encode = _run_cli(
+        "encode",
+        str(model_path),
+        str(path),
+        "-o",
+        str(codes_path),
+        "--chunk-size",
+        "256",
+        script=True,
+    )
     assert encode.returncode == 0, encode.stderr
     codes = sparse.load_npz(codes_path)
     assert sparse.isspmatrix_csr(codes) or isinstance(codes, sparse.csr_array)
@@ -77,11 +98,28 @@ def test_missing_file_in_subprocess_is_one_line(tmp_path):
 
 def test_cli_fit_is_the_python_fit(data_file, tmp_path, capsys):
     path, X = data_file
-    assert main(["fit", str(path), "--model", "relu", "--alpha", "0.3", *FIT_ARGS[:2],
-                 *FIT_ARGS[4:], "-q", "-o", str(tmp_path / "m.joblib")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--model",
+                "relu",
+                "--alpha",
+                "0.3",
+                *FIT_ARGS[:2],
+                *FIT_ARGS[4:],
+                "-q",
+                "-o",
+                str(tmp_path / "m.joblib"),
+            ]
+        )
+        == 0
+    )
     fitted = joblib.load(tmp_path / "m.joblib")
-    expected = ReLUSAE(n_components=12, alpha=0.3, max_iter=3, batch_size=128, random_state=0,
-                       device="cpu").fit(X)
+    expected = ReLUSAE(
+        n_components=12, alpha=0.3, max_iter=3, batch_size=128, random_state=0, device="cpu"
+    ).fit(X)
     np.testing.assert_array_equal(fitted.components_, expected.components_)
     np.testing.assert_array_equal(fitted.encoder_weights_, expected.encoder_weights_)
     assert capsys.readouterr().err == ""  # --quiet
@@ -105,13 +143,32 @@ def test_plain_epoch_lines_without_tqdm(data_file, tmp_path, capsys, monkeypatch
     )
 
 
-@pytest.mark.parametrize("model, Estimator", [("mp", MatchingPursuitSAE), ("topk", TopKSAE),
-                                              ("relu", ReLUSAE)])
+@pytest.mark.parametrize(
+    "model, Estimator", [("mp", MatchingPursuitSAE), ("topk", TopKSAE), ("relu", ReLUSAE)]
+)
 def test_fit_takes_its_defaults_from_the_estimator(data_file, tmp_path, model, Estimator):
     path, _ = data_file
     out = tmp_path / "m.joblib"
-    assert main(["fit", str(path), "--model", model, "--max-iter", "1", "--device", "cpu",
-                 "--random-state", "0", "-q", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--model",
+                model,
+                "--max-iter",
+                "1",
+                "--device",
+                "cpu",
+                "--random-state",
+                "0",
+                "-q",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     params = joblib.load(out).get_params()
     defaults = Estimator().get_params()
     for name in ("max_iter", "device", "random_state"):
@@ -125,8 +182,19 @@ def test_non_float_data_is_converted(tmp_path, capsys):
     model = tmp_path / "m.joblib"
     assert main(["fit", str(tmp_path / "pixels.npy"), *FIT_ARGS, "-o", str(model)]) == 0
     assert "converting it to float32 in memory" in capsys.readouterr().err
-    assert main(["encode", str(model), str(tmp_path / "pixels.npy"), "-q",
-                 "-o", str(tmp_path / "codes")]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(model),
+                str(tmp_path / "pixels.npy"),
+                "-q",
+                "-o",
+                str(tmp_path / "codes"),
+            ]
+        )
+        == 0
+    )
     codes = sparse.load_npz(tmp_path / "codes.npz")  # the suffix save_npz adds
     expected = joblib.load(model).transform(X.astype(np.float32))
     np.testing.assert_allclose(codes.toarray(), expected, rtol=1e-6, atol=1e-7)
@@ -182,14 +250,40 @@ def test_runtime_errors_exit_1(data_file, tmp_path, capsys):
 
 def test_compare_prints_one_table_and_a_figure(tmp_path, capsys):
     png = tmp_path / "compare.png"
-    argv = ["compare", "--data", "digits", "--n-components", "24", "--k", "4", "--max-iter",
-            "4", "--alpha", "0.5", "--device", "cpu", "--plot", str(png), "-q"]
+    argv = [
+        "compare",
+        "--data",
+        "digits",
+        "--n-components",
+        "24",
+        "--k",
+        "4",
+        "--max-iter",
+        "4",
+        "--alpha",
+        "0.5",
+        "--device",
+        "cpu",
+        "--plot",
+        str(png),
+        "-q",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()
-            if line.split() and line.split()[0].endswith(("SAE", "Learning"))}
-    assert set(rows) == {"MatchingPursuitSAE", "TopKSAE", "BatchTopKSAE", "MatryoshkaSAE",
-                         "JumpReLUSAE", "ReLUSAE", "MiniBatchDictionaryLearning"}
+    rows = {
+        line.split()[0]: line
+        for line in out.splitlines()
+        if line.split() and line.split()[0].endswith(("SAE", "Learning"))
+    }
+    assert set(rows) == {
+        "MatchingPursuitSAE",
+        "TopKSAE",
+        "BatchTopKSAE",
+        "MatryoshkaSAE",
+        "JumpReLUSAE",
+        "ReLUSAE",
+        "MiniBatchDictionaryLearning",
+    }
     assert "alpha=0.5, L0 emergent" in rows["ReLUSAE"]
     assert "L0 emergent" in rows["JumpReLUSAE"]
     for name, line in rows.items():

@@ -25,8 +25,14 @@ WORKER = Path(__file__).with_name("_distributed_worker.py")
 ROOT = str(Path(__file__).resolve().parents[1])
 TIMEOUT = 240  # seconds; a two-rank run takes 3-10 s on an idle 2-core machine
 # Parameters of the worker's MatchingPursuitSAE (see _distributed_worker.py).
-PARAMS = {"n_components": 16, "n_nonzero_coefs": 3, "max_iter": 3, "batch_size": 50,
-          "random_state": 0, "device": "cpu"}
+PARAMS = {
+    "n_components": 16,
+    "n_nonzero_coefs": 3,
+    "max_iter": 3,
+    "batch_size": 50,
+    "random_state": 0,
+    "device": "cpu",
+}
 N_SAMPLES = 525  # ten full batches of 50 and a last one of 25 split over the two ranks
 
 
@@ -52,14 +58,25 @@ def _run_ranks(mode, data, out_dir, world_size=2):
     procs = []
     try:
         for rank in range(world_size):
-            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                   "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-            procs.append(subprocess.Popen(
-                [sys.executable, str(WORKER), mode, str(data), str(out_dir)], env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": "1",
+                "CUDA_VISIBLE_DEVICES": "",
+                "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), mode, str(data), str(out_dir)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         deadline = time.monotonic() + TIMEOUT
         results = []
         for proc in procs:
@@ -131,15 +148,18 @@ def message_of(mode):
     return "injected failure"
 
 
-@pytest.mark.parametrize("mode, message", [
-    # Inside a step the failure is agreed through the step's all-reduce: the other rank
-    # raises too, with a message naming the cause.
-    ("raise-in-step", "other process(es) of the process group failed"),
-    # Between steps the failing process exits; the peer's next collective fails.
-    ("raise-in-callback", None),
-    # Ranks given different data refuse it together.
-    ("different-data", "the ranks got between 500 and 525 rows"),
-])
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        # Inside a step the failure is agreed through the step's all-reduce: the other rank
+        # raises too, with a message naming the cause.
+        ("raise-in-step", "other process(es) of the process group failed"),
+        # Between steps the failing process exits; the peer's next collective fails.
+        ("raise-in-callback", None),
+        # Ranks given different data refuse it together.
+        ("different-data", "the ranks got between 500 and 525 rows"),
+    ],
+)
 def test_a_failing_rank_stops_every_rank(mode, message, data_file, tmp_path):
     tic = time.monotonic()
     (status0, stderr0), (status1, stderr1) = _run_ranks(mode, data_file, tmp_path)
@@ -152,15 +172,33 @@ def test_a_failing_rank_stops_every_rank(mode, message, data_file, tmp_path):
     assert not (tmp_path / "rank0.npz").exists() and not (tmp_path / "rank1.npz").exists()
 
 
-FIT_ARGS = ["--n-components", "16", "--k", "3", "--max-iter", "3", "--batch-size", "50",
-            "--random-state", "0", "--device", "cpu", "-q"]
+FIT_ARGS = [
+    "--n-components",
+    "16",
+    "--k",
+    "3",
+    "--max-iter",
+    "3",
+    "--batch-size",
+    "50",
+    "--random-state",
+    "0",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def _cli(*args, timeout=TIMEOUT):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "skmpsae", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skmpsae", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
@@ -171,8 +209,15 @@ def _cli(*args, timeout=TIMEOUT):
 
 
 def test_cli_nproc_per_node_equals_one_process(data_file, tmp_path):
-    status, stdout, stderr = _cli("fit", str(data_file), *FIT_ARGS, "--nproc-per-node", "2",
-                                  "-o", str(tmp_path / "two.joblib"))
+    status, stdout, stderr = _cli(
+        "fit",
+        str(data_file),
+        *FIT_ARGS,
+        "--nproc-per-node",
+        "2",
+        "-o",
+        str(tmp_path / "two.joblib"),
+    )
     assert status == 0, stderr
     assert stdout.count("saved to") == 1, stdout  # only rank 0 reports and writes
     two = joblib.load(tmp_path / "two.joblib")
@@ -185,9 +230,18 @@ def test_cli_nproc_per_node_equals_one_process(data_file, tmp_path):
 def test_cli_failing_workers_give_one_error(data_file, tmp_path):
     # A --resume without a checkpoint fails in every worker; the launcher stops them all and
     # the command exits 1 with a line naming the failure.
-    status, _, stderr = _cli("fit", str(data_file), *FIT_ARGS, "--nproc-per-node", "2",
-                             "--checkpoint-dir", str(tmp_path / "none"), "--resume",
-                             "-o", str(tmp_path / "m.joblib"))
+    status, _, stderr = _cli(
+        "fit",
+        str(data_file),
+        *FIT_ARGS,
+        "--nproc-per-node",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path / "none"),
+        "--resume",
+        "-o",
+        str(tmp_path / "m.joblib"),
+    )
     assert status == 1
     assert "no such checkpoint directory" in stderr
     assert "skmpsae fit: error: worker rank" in stderr.strip().splitlines()[-1]

@@ -22,15 +22,35 @@ def test_docs_build_without_warnings(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=ignore)
     env = {**os.environ, "SKMPSAE_DOCS_RUN_GALLERY": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q",
-         str(tmp_path / "docs"), str(tmp_path / "html")],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-b",
+            "html",
+            "-q",
+            str(tmp_path / "docs"),
+            str(tmp_path / "html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     html = tmp_path / "html"
-    for page in ("index.html", "user_guide.html", "design.html", "api.html",
-                 "generated/skmpsae.MatchingPursuitSAE.html", "auto_examples/index.html",
-                 "auto_examples/plot_dask_grid_search.html"):
+    for page in (
+        "index.html",
+        "user_guide.html",
+        "design.html",
+        "api.html",
+        "generated/skmpsae.MatchingPursuitSAE.html",
+        "auto_examples/index.html",
+        "auto_examples/plot_dask_grid_search.html",
+    ):
         assert (html / page).is_file(), page
     api_page = (html / "generated" / "skmpsae.MatchingPursuitSAE.html").read_text()
     assert "n_nonzero_coefs" in api_page and "partial_fit" in api_page  # numpydoc rendered

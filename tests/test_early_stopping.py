@@ -60,8 +60,7 @@ def test_validation_split_holds_out_a_random_fraction():
 
 
 def test_memmap_training_rows_are_read_on_demand(tmp_path):
-    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
-                                  shape=(50, 3))
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(50, 3))
     X[:] = np.arange(150, dtype=np.float32).reshape(50, 3)
     X_train, X_val = _validation_split(X, 0.2, 0)
     assert isinstance(X_train, _RowSubset) and X_train.shape == (40, 3)
@@ -75,8 +74,14 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 import skmpsae  # noqa: E402
 
-ALL = [skmpsae.MatchingPursuitSAE, skmpsae.TopKSAE, skmpsae.BatchTopKSAE, skmpsae.MatryoshkaSAE,
-       skmpsae.JumpReLUSAE, skmpsae.ReLUSAE]
+ALL = [
+    skmpsae.MatchingPursuitSAE,
+    skmpsae.TopKSAE,
+    skmpsae.BatchTopKSAE,
+    skmpsae.MatryoshkaSAE,
+    skmpsae.JumpReLUSAE,
+    skmpsae.ReLUSAE,
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +91,16 @@ def digits():
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
 def test_fit_stops_early_and_keeps_the_best_epoch(cls, digits):
-    sae = cls(n_components=32, max_iter=60, batch_size=128, early_stopping=True,
-              n_iter_no_change=2, tol=5e-3, random_state=0, device="cpu").fit(digits)
+    sae = cls(
+        n_components=32,
+        max_iter=60,
+        batch_size=128,
+        early_stopping=True,
+        n_iter_no_change=2,
+        tol=5e-3,
+        random_state=0,
+        device="cpu",
+    ).fit(digits)
     scores = sae.validation_scores_
     assert len(scores) == sae.n_iter_ == len(sae.loss_curve_) < 60  # it stopped early
     assert sae.best_validation_score_ == max(scores)
@@ -99,8 +112,9 @@ def test_fit_stops_early_and_keeps_the_best_epoch(cls, digits):
 
 
 def test_without_early_stopping_there_is_no_validation(digits):
-    sae = skmpsae.MatchingPursuitSAE(n_components=16, max_iter=3, random_state=0,
-                                     device="cpu").fit(digits)
+    sae = skmpsae.MatchingPursuitSAE(n_components=16, max_iter=3, random_state=0, device="cpu").fit(
+        digits
+    )
     assert sae.validation_scores_ is None and sae.best_validation_score_ is None
     assert sae.n_iter_ == 3
     # partial_fit trains on everything it is given, as MLPRegressor's does.

@@ -169,9 +169,7 @@ def test_mp_transform_tol_stops_each_sample_at_its_residual(mp_mnist, mnist_spli
 
 def test_mp_estimator_matches_public_function(mp_mnist, mnist_split):
     _, X_test = mnist_split
-    codes = matching_pursuit(
-        X_test - mp_mnist.intercept_, mp_mnist.components_, n_nonzero_coefs=8
-    )
+    codes = matching_pursuit(X_test - mp_mnist.intercept_, mp_mnist.components_, n_nonzero_coefs=8)
     np.testing.assert_allclose(mp_mnist.transform(X_test), codes, atol=1e-5)
 
 

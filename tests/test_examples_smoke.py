@@ -42,11 +42,17 @@ def test_run_all_lists_every_benchmark():
     scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--list"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert out == scripts
-    assert {"bench_mnist.py", "bench_adaptive.py", "bench_hierarchy.py",
-            "bench_activations.py"} <= set(out)
+    assert {
+        "bench_mnist.py",
+        "bench_adaptive.py",
+        "bench_hierarchy.py",
+        "bench_activations.py",
+    } <= set(out)
 
 
 def test_markdown_table_formats_rows():

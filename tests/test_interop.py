@@ -46,19 +46,29 @@ def _encode_decode(sae, X):
         return codes.numpy(), sae.decode(codes).numpy()
 
 
-@pytest.mark.parametrize("estimator, architecture", [
-    (TopKSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "TopKSAE"),
-    (ReLUSAE(48, alpha=1.0, max_iter=3, random_state=0), "StandardSAE"),
-    (MatchingPursuitSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0),
-     "MatchingPursuitSAE"),
-    (BatchTopKSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "JumpReLUSAE"),
-    (MatryoshkaSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "JumpReLUSAE"),
-    (JumpReLUSAE(48, max_iter=3, random_state=0), "JumpReLUSAE"),
-    (BatchTopKSAE(48, n_nonzero_coefs=6, transform_n_nonzero_coefs=5, max_iter=3,
-                  random_state=0), "TopKSAE"),
-])
-def test_export_loaded_by_saelens_encodes_like_the_estimator(estimator, architecture, X,
-                                                              sae_lens, tmp_path):
+@pytest.mark.parametrize(
+    "estimator, architecture",
+    [
+        (TopKSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "TopKSAE"),
+        (ReLUSAE(48, alpha=1.0, max_iter=3, random_state=0), "StandardSAE"),
+        (
+            MatchingPursuitSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0),
+            "MatchingPursuitSAE",
+        ),
+        (BatchTopKSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "JumpReLUSAE"),
+        (MatryoshkaSAE(48, n_nonzero_coefs=6, max_iter=3, random_state=0), "JumpReLUSAE"),
+        (JumpReLUSAE(48, max_iter=3, random_state=0), "JumpReLUSAE"),
+        (
+            BatchTopKSAE(
+                48, n_nonzero_coefs=6, transform_n_nonzero_coefs=5, max_iter=3, random_state=0
+            ),
+            "TopKSAE",
+        ),
+    ],
+)
+def test_export_loaded_by_saelens_encodes_like_the_estimator(
+    estimator, architecture, X, sae_lens, tmp_path
+):
     estimator.fit(X)
     if isinstance(estimator, MatchingPursuitSAE):
         estimator.set_params(transform_n_nonzero_coefs=9)  # inference steps are exported
@@ -80,12 +90,15 @@ def _random_saelens(sae_lens, architecture, apply_b_dec_to_input=True, **cfg):
     from sae_lens.saes.standard_sae import StandardSAEConfig
     from sae_lens.saes.topk_sae import TopKSAEConfig
 
-    config = {"standard": StandardSAEConfig, "topk": TopKSAEConfig,
-              "matching_pursuit": MatchingPursuitSAEConfig,
-              "jumprelu": JumpReLUSAEConfig}[architecture]
-    sae = sae_lens.SAE.from_dict(config(d_in=16, d_sae=40,
-                                        apply_b_dec_to_input=apply_b_dec_to_input,
-                                        **cfg).to_dict())
+    config = {
+        "standard": StandardSAEConfig,
+        "topk": TopKSAEConfig,
+        "matching_pursuit": MatchingPursuitSAEConfig,
+        "jumprelu": JumpReLUSAEConfig,
+    }[architecture]
+    sae = sae_lens.SAE.from_dict(
+        config(d_in=16, d_sae=40, apply_b_dec_to_input=apply_b_dec_to_input, **cfg).to_dict()
+    )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in sae.named_parameters():
@@ -94,18 +107,25 @@ def _random_saelens(sae_lens, architecture, apply_b_dec_to_input=True, **cfg):
     return sae
 
 
-@pytest.mark.parametrize("architecture, cfg, apply_b_dec", [
-    ("standard", {}, True),
-    ("standard", {}, False),
-    ("topk", {"k": 7}, True),
-    ("topk", {"k": 7}, False),
-    ("matching_pursuit", {"max_iterations": 8, "residual_threshold": 0.0,
-                          "stop_on_duplicate_support": False}, True),
-    ("jumprelu", {}, True),
-    ("jumprelu", {}, False),
-])
-def test_saved_by_saelens_loads_with_the_same_codes(architecture, cfg, apply_b_dec, X,
-                                                    sae_lens, tmp_path):
+@pytest.mark.parametrize(
+    "architecture, cfg, apply_b_dec",
+    [
+        ("standard", {}, True),
+        ("standard", {}, False),
+        ("topk", {"k": 7}, True),
+        ("topk", {"k": 7}, False),
+        (
+            "matching_pursuit",
+            {"max_iterations": 8, "residual_threshold": 0.0, "stop_on_duplicate_support": False},
+            True,
+        ),
+        ("jumprelu", {}, True),
+        ("jumprelu", {}, False),
+    ],
+)
+def test_saved_by_saelens_loads_with_the_same_codes(
+    architecture, cfg, apply_b_dec, X, sae_lens, tmp_path
+):
     sae = _random_saelens(sae_lens, architecture, apply_b_dec, **cfg)
     if architecture == "jumprelu":  # thresholds of both signs, on the pre-activations' scale
         with torch.no_grad():
@@ -129,8 +149,7 @@ def test_saelens_defaults_for_matching_pursuit_are_refused(sae_lens, tmp_path):
 def test_saelens_other_architecture_is_refused(sae_lens, tmp_path):
     from sae_lens.saes.gated_sae import GatedSAEConfig
 
-    sae_lens.SAE.from_dict(GatedSAEConfig(d_in=16, d_sae=40).to_dict()).save_model(
-        tmp_path / "sae")
+    sae_lens.SAE.from_dict(GatedSAEConfig(d_in=16, d_sae=40).to_dict()).save_model(tmp_path / "sae")
     with pytest.raises(ValueError, match="'gated' has no skmpsae estimator"):
         io.from_saelens(tmp_path / "sae")
 
@@ -140,8 +159,9 @@ def test_saelens_trained_batchtopk_saved_for_inference_loads(sae_lens, X, tmp_pa
     threshold on every latent; that file loads with the same codes."""
     from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 
-    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
-        d_in=16, d_sae=40, k=4, rescale_acts_by_decoder_norm=False))
+    sae = BatchTopKTrainingSAE(
+        BatchTopKTrainingSAEConfig(d_in=16, d_sae=40, k=4, rescale_acts_by_decoder_norm=False)
+    )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in sae.named_parameters():
@@ -162,8 +182,9 @@ def test_saelens_trained_batchtopk_saved_for_inference_loads(sae_lens, X, tmp_pa
 def test_saved_by_sparsify_loads_with_the_same_codes(normalize_decoder, X, tmp_path):
     sparsify = pytest.importorskip("sparsify")
     torch.manual_seed(0)  # sparsify initialises from torch's global generator
-    coder = sparsify.SparseCoder(16, sparsify.SparseCoderConfig(
-        num_latents=48, k=6, normalize_decoder=normalize_decoder))
+    coder = sparsify.SparseCoder(
+        16, sparsify.SparseCoderConfig(num_latents=48, k=6, normalize_decoder=normalize_decoder)
+    )
     with torch.no_grad():
         coder.encoder.bias.normal_(0, 0.3)
         coder.b_dec.normal_(0, 0.3)
@@ -182,8 +203,8 @@ def test_saved_by_sparsify_loads_with_the_same_codes(normalize_decoder, X, tmp_p
 
 def test_sparsify_skip_connection_is_refused(tmp_path):
     sparsify = pytest.importorskip("sparsify")
-    sparsify.SparseCoder(16, sparsify.SparseCoderConfig(num_latents=32, k=4,
-                                                        skip_connection=True)).save_to_disk(
-        tmp_path / "sae")
+    sparsify.SparseCoder(
+        16, sparsify.SparseCoderConfig(num_latents=32, k=4, skip_connection=True)
+    ).save_to_disk(tmp_path / "sae")
     with pytest.raises(ValueError, match="skip_connection"):
         io.from_sparsify(tmp_path / "sae")

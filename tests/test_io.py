@@ -19,8 +19,10 @@ from skmpsae import io
 
 _make = estimator_factory(n_components=24, n_nonzero_coefs=4, max_iter=3, random_state=0)
 # ReLU's L1 weight; JumpReLU keeps its own default L0 weight.
-ESTIMATORS = {name: (lambda name=name: _make(name, **({"alpha": 0.5} if name == "relu" else {})))
-              for name in ESTIMATOR_CLASSES}
+ESTIMATORS = {
+    name: (lambda name=name: _make(name, **({"alpha": 0.5} if name == "relu" else {})))
+    for name in ESTIMATOR_CLASSES
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def _edit_skmpsae(edit):
         inner = json.loads(header["__metadata__"]["skmpsae"])
         edit(inner)
         header["__metadata__"]["skmpsae"] = json.dumps(inner)
+
     return apply
 
 
@@ -71,6 +74,7 @@ def test_save_load_round_trip_encodes_identically(name, dtype, X, tmp_path):
 
 def _assert_same_fitted_attributes(loaded, estimator):
     """Every public fitted attribute (name ending in "_"), with its type and value."""
+
     def public(obj):
         return {k: v for k, v in vars(obj).items() if k.endswith("_") and not k.startswith("_")}
 
@@ -206,8 +210,11 @@ def test_load_tampered_header_or_other_architecture(fitted, tmp_path):
         io.load(path)
 
     path = io.save(fitted["matryoshka"], tmp_path / "fitted.safetensors")
-    for bad in ({"__class__": 1}, {"prefix_sizes_": {"array": [1], "dtype": "O"}},
-                {"prefix_sizes_": {"eval": "1"}}):
+    for bad in (
+        {"__class__": 1},
+        {"prefix_sizes_": {"array": [1], "dtype": "O"}},
+        {"prefix_sizes_": {"eval": "1"}},
+    ):
         _rewrite_header(path, _edit_skmpsae(lambda h, bad=bad: h["attributes"].update(fitted=bad)))
         with pytest.raises(ValueError, match="header is damaged"):
             io.load(path)
@@ -246,8 +253,9 @@ def test_to_saelens_files_encode_like_the_estimator(name, fitted, X, tmp_path):
     weights = load_file(str(directory / "sae_weights.safetensors"))
     assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
     assert (cfg["d_in"], cfg["d_sae"]) == (10, 24)
-    np.testing.assert_allclose(_saelens_encode(cfg, weights, X), estimator.transform(X),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _saelens_encode(cfg, weights, X), estimator.transform(X), rtol=1e-5, atol=1e-5
+    )
     assert (estimator.transform(X) != 0).any()  # a model with no active code proves nothing
     back = io.from_saelens(directory)
     np.testing.assert_array_equal(back.transform(X), estimator.transform(X))
@@ -262,20 +270,21 @@ def test_to_saelens_threshold_models_edge_cases(fitted, X, tmp_path):
     from safetensors.numpy import load_file
 
     # BatchTopK with a fixed k at inference encodes as TopK, and is exported so.
-    estimator = BatchTopKSAE(24, n_nonzero_coefs=4, transform_n_nonzero_coefs=3, max_iter=1,
-                             random_state=0).fit(X)
+    estimator = BatchTopKSAE(
+        24, n_nonzero_coefs=4, transform_n_nonzero_coefs=3, max_iter=1, random_state=0
+    ).fit(X)
     cfg = json.loads((io.to_saelens(estimator, tmp_path / "k") / "cfg.json").read_text())
     assert (cfg["architecture"], cfg["k"]) == ("topk", 3)
-    np.testing.assert_array_equal(io.from_saelens(tmp_path / "k").transform(X),
-                                  estimator.transform(X))
+    np.testing.assert_array_equal(
+        io.from_saelens(tmp_path / "k").transform(X), estimator.transform(X)
+    )
     # A negative BatchTopK threshold keeps every positive activation: exported as 0.
     estimator.set_params(transform_n_nonzero_coefs=None)
     estimator.threshold_ = np.float32(-1.0)
     directory = io.to_saelens(estimator, tmp_path / "neg")
     weights = load_file(str(directory / "sae_weights.safetensors"))
     np.testing.assert_array_equal(weights["threshold"], np.zeros(24, np.float32))
-    np.testing.assert_array_equal(io.from_saelens(directory).transform(X),
-                                  estimator.transform(X))
+    np.testing.assert_array_equal(io.from_saelens(directory).transform(X), estimator.transform(X))
     # A negative JumpReLU threshold gives negative codes, which SAELens's ReLU would zero.
     jump = io.load(io.save(fitted["jumprelu"], tmp_path / "j.safetensors"))
     jump.threshold_[0] = -0.5
@@ -307,9 +316,11 @@ def test_to_saelens_matching_pursuit_settings(fitted, X, tmp_path):
     assert cfg["stop_on_duplicate_support"] is False and cfg["residual_threshold"] == 0
     back = io.from_saelens(tmp_path / "a")
     np.testing.assert_array_equal(back.transform(X), estimator.transform(X))
-    for params, match in [({"positive_code": False}, "positive codes only"),
-                          ({"transform_algorithm": "omp"}, "orthogonal matching pursuit"),
-                          ({"transform_tol": 1.0}, "transform_tol is not exported")]:
+    for params, match in [
+        ({"positive_code": False}, "positive codes only"),
+        ({"transform_algorithm": "omp"}, "orthogonal matching pursuit"),
+        ({"transform_tol": 1.0}, "transform_tol is not exported"),
+    ]:
         refused = MatchingPursuitSAE(24, max_iter=1, random_state=0, **params).fit(X)
         with pytest.raises(ValueError, match=match):
             io.to_saelens(refused, tmp_path / "refused")
@@ -324,19 +335,26 @@ def test_from_saelens_folds_b_dec_when_not_subtracted(fitted, X, tmp_path):
     from safetensors.numpy import load_file
 
     weights = load_file(str(directory / "sae_weights.safetensors"))
-    np.testing.assert_allclose(io.from_saelens(directory).transform(X),
-                               _saelens_encode(cfg, weights, X), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        io.from_saelens(directory).transform(X),
+        _saelens_encode(cfg, weights, X),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"architecture": "gated"}, "'gated' has no skmpsae estimator"),
-    ({"architecture": "batchtopk"}, "saves it for inference as 'jumprelu'"),
-    ({"architecture": "jumprelu"}, r"missing \['threshold'\]"),
-    ({"d_in": 11}, "shape"),
-    ({"d_sae": 0}, "d_sae must be a positive integer"),
-    ({"normalize_activations": "expected_average_only_in"}, "normalize_activations"),
-    ({"rescale_acts_by_decoder_norm": True}, "rescale_acts_by_decoder_norm"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"architecture": "gated"}, "'gated' has no skmpsae estimator"),
+        ({"architecture": "batchtopk"}, "saves it for inference as 'jumprelu'"),
+        ({"architecture": "jumprelu"}, r"missing \['threshold'\]"),
+        ({"d_in": 11}, "shape"),
+        ({"d_sae": 0}, "d_sae must be a positive integer"),
+        ({"normalize_activations": "expected_average_only_in"}, "normalize_activations"),
+        ({"rescale_acts_by_decoder_norm": True}, "rescale_acts_by_decoder_norm"),
+    ],
+)
 def test_from_saelens_refuses_what_it_cannot_represent(edit, match, fitted, tmp_path):
     directory = io.to_saelens(fitted["topk"], tmp_path / "sl")
     cfg = json.loads((directory / "cfg.json").read_text())
@@ -368,9 +386,17 @@ def test_from_sparsify_by_its_documented_semantics(X, tmp_path):
     rng = np.random.RandomState(0)
     W_enc, W_dec = rng.randn(40, 10).astype(np.float32), rng.randn(40, 10).astype(np.float32)
     b_enc, b_dec = rng.randn(40).astype(np.float32), rng.randn(10).astype(np.float32)
-    cfg = {"activation": "topk", "expansion_factor": 4, "normalize_decoder": False,
-           "num_latents": 0, "k": 5, "multi_topk": False, "skip_connection": False,
-           "transcode": False, "d_in": 10}
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": 4,
+        "normalize_decoder": False,
+        "num_latents": 0,
+        "k": 5,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": 10,
+    }
     tensors = {"encoder.weight": W_enc, "encoder.bias": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     _write_sparsify(tmp_path / "sp", cfg, tensors)
     estimator = io.from_sparsify(tmp_path / "sp")
@@ -380,12 +406,15 @@ def test_from_sparsify_by_its_documented_semantics(X, tmp_path):
     top = np.argsort(-pre, axis=1)[:, :5]
     np.put_along_axis(expected, top, np.take_along_axis(pre, top, 1), 1)
     np.testing.assert_allclose(estimator.transform(X), expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(estimator.inverse_transform(expected), expected @ W_dec + b_dec,
-                               rtol=1e-5, atol=1e-4)
-    for edit, match in [({"transcode": True}, "transcoder"),
-                        ({"skip_connection": True}, "skip connection"),
-                        ({"activation": "groupmax"}, "groupmax"),
-                        ({"d_in": 12}, "shape")]:
+    np.testing.assert_allclose(
+        estimator.inverse_transform(expected), expected @ W_dec + b_dec, rtol=1e-5, atol=1e-4
+    )
+    for edit, match in [
+        ({"transcode": True}, "transcoder"),
+        ({"skip_connection": True}, "skip connection"),
+        ({"activation": "groupmax"}, "groupmax"),
+        ({"d_in": 12}, "shape"),
+    ]:
         _write_sparsify(tmp_path / "bad", {**cfg, **edit}, tensors)
         with pytest.raises(ValueError, match=match):
             io.from_sparsify(tmp_path / "bad")
@@ -400,18 +429,39 @@ def test_cli_fit_writes_and_encode_reads_safetensors(X, tmp_path, capsys):
 
     np.save(tmp_path / "X.npy", X)
     model = tmp_path / "model.safetensors"
-    args = ["fit", str(tmp_path / "X.npy"), "--model", "topk", "--n-components", "16", "--k",
-            "3", "--max-iter", "2", "--random-state", "0", "--device", "cpu", "-q"]
+    args = [
+        "fit",
+        str(tmp_path / "X.npy"),
+        "--model",
+        "topk",
+        "--n-components",
+        "16",
+        "--k",
+        "3",
+        "--max-iter",
+        "2",
+        "--random-state",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     assert main([*args, "-o", str(model)]) == 0
     estimator = io.load(model)
-    assert main(["encode", str(model), str(tmp_path / "X.npy"), "-o",
-                 str(tmp_path / "codes.npz"), "-q"]) == 0
+    assert (
+        main(
+            ["encode", str(model), str(tmp_path / "X.npy"), "-o", str(tmp_path / "codes.npz"), "-q"]
+        )
+        == 0
+    )
     codes = sparse.load_npz(tmp_path / "codes.npz").toarray()
     np.testing.assert_array_equal(codes, estimator.transform(X))
 
     model.write_bytes(model.read_bytes()[:-50])
     capsys.readouterr()
-    assert main(["encode", str(model), str(tmp_path / "X.npy"), "-o",
-                 str(tmp_path / "c2.npz"), "-q"]) == 1
+    assert (
+        main(["encode", str(model), str(tmp_path / "X.npy"), "-o", str(tmp_path / "c2.npz"), "-q"])
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "truncated, corrupted" in err[0]

@@ -33,8 +33,11 @@ N_ATOMS = 47_000  # 47,000**2 > 2**31; the issue's reproduction
 def run_isolated(code):
     """Run ``code`` in a fresh interpreter; return its last stdout line as a dict."""
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
     )
     assert done.returncode == 0, f"exit code {done.returncode}\n{done.stderr[-3000:]}"
     return eval(done.stdout.strip().splitlines()[-1])
@@ -110,8 +113,7 @@ def test_budget_too_small_names_the_budget():
     with pytest.raises(ValueError, match=r"budget of 0\.05 MiB \(cache_size\)"):
         orthogonal_matching_pursuit(X, D, n_nonzero_coefs=4, cache_size=0.05)
     with pytest.raises(ValueError, match=r"cache_size.*Gram matrix"):
-        _select_mp(torch.from_numpy(X), torch.from_numpy(D), 4, method="gram",
-                   max_bytes=100 << 20)
+        _select_mp(torch.from_numpy(X), torch.from_numpy(D), 4, method="gram", max_bytes=100 << 20)
     # Enough for a few rows: still the exact codes, on the per-step GEMM or recomputed rows.
     codes = matching_pursuit(X, D, n_nonzero_coefs=4, cache_size=0.5)
     Dn = D / np.linalg.norm(D, axis=1, keepdims=True)
@@ -136,8 +138,17 @@ def test_budget_too_small_names_the_budget():
     ],
 )
 def test_plan_picks_the_cheap_path(n, n_components, k, gram_given, distinct, expected):
-    plan = _plan_mp(n, n_components, 768, k, 4, torch.device("cpu"), _DEFAULT_MAX_BYTES,
-                    gram_given=gram_given, distinct=distinct)
+    plan = _plan_mp(
+        n,
+        n_components,
+        768,
+        k,
+        4,
+        torch.device("cpu"),
+        _DEFAULT_MAX_BYTES,
+        gram_given=gram_given,
+        distinct=distinct,
+    )
     assert plan.method in expected.split("|"), plan.costs
     # Nothing n_components wide exceeds the budget.
     row_bytes = n_components * 4
@@ -152,9 +163,10 @@ def test_no_full_gram_beyond_the_budget():
     assert plan.capacity * 65536 * 4 <= _DEFAULT_MAX_BYTES
 
 
-@pytest.mark.skipif(not os.environ.get("SKMPSAE_SLOW_TESTS"),
-                    reason="builds a 47,000 x 47,000 float32 Gram matrix (8.8 GB); set "
-                    "SKMPSAE_SLOW_TESTS=1 to run")
+@pytest.mark.skipif(
+    not os.environ.get("SKMPSAE_SLOW_TESTS"),
+    reason="builds a 47,000 x 47,000 float32 Gram matrix (8.8 GB); set SKMPSAE_SLOW_TESTS=1 to run",
+)
 def test_full_gram_path_above_46341_atoms():
     rng = np.random.RandomState(0)
     X = torch.from_numpy(rng.randn(64, 32).astype(np.float32))
@@ -175,14 +187,22 @@ def test_estimator_caches_a_gram_matrix_only_within_the_budget(algorithm):
     X = np.random.RandomState(0).randn(40, 16).astype(np.float32)
     codes = {}
     for n_components in (64, 20_000):  # 20,000**2 float32 entries: 1.5 GiB
-        sae = MatchingPursuitSAE(n_components=n_components, n_nonzero_coefs=4, max_iter=1,
-                                 transform_algorithm=algorithm, random_state=0, device="cpu")
+        sae = MatchingPursuitSAE(
+            n_components=n_components,
+            n_nonzero_coefs=4,
+            max_iter=1,
+            transform_algorithm=algorithm,
+            random_state=0,
+            device="cpu",
+        )
         sae.fit(X)
         gram = sae._params_as_tensors(np.float32)["gram"]
         assert (gram is None) == (n_components > 64)
         codes[n_components] = sae.transform(X)
         want = (matching_pursuit if algorithm == "mp" else orthogonal_matching_pursuit)(
-            X - sae.intercept_, sae.components_, n_nonzero_coefs=4,
+            X - sae.intercept_,
+            sae.components_,
+            n_nonzero_coefs=4,
             **({} if algorithm == "mp" else {"positive": True}),
         )
         np.testing.assert_allclose(codes[n_components], want, rtol=1e-4, atol=1e-5)
@@ -198,16 +218,18 @@ def test_blocked_gram_equals_one_product():
 
 def test_sparse_output_equals_dense_codes():
     X = np.random.RandomState(1).randn(300, 12)
-    sae = MatchingPursuitSAE(n_components=40, n_nonzero_coefs=6, max_iter=2, random_state=0,
-                             positive_code=False)
+    sae = MatchingPursuitSAE(
+        n_components=40, n_nonzero_coefs=6, max_iter=2, random_state=0, positive_code=False
+    )
     dense = sae.fit_transform(X)
     sae.set_params(sparse_output=True)
     codes = sae.transform(X)
     assert sparse.issparse(codes) and codes.format == "csr" and codes.dtype == X.dtype
     np.testing.assert_array_equal(codes.toarray(), dense)
     assert codes.nnz == np.count_nonzero(dense)  # repeated atoms summed, zeros dropped
-    np.testing.assert_allclose(sae.inverse_transform(codes), sae.inverse_transform(dense),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        sae.inverse_transform(codes), sae.inverse_transform(dense), rtol=1e-12, atol=1e-12
+    )
     want = 1 - ((X - sae.inverse_transform(dense)) ** 2).sum() / ((X - X.mean(0)) ** 2).sum()
     assert sae.score(X) == pytest.approx(want, rel=1e-10)
     sae.set_params(transform_algorithm="omp")
@@ -246,8 +268,10 @@ def test_sparse_transform_at_65536_atoms_builds_no_dense_codes():
 
 
 def test_auto_batch_size_and_budget_errors():
-    sizes = {K: MatchingPursuitSAE(n_components=K)._batch_size()
-             for K in (256, 1024, 2048, 4096, 16384, 65536)}
+    sizes = {
+        K: MatchingPursuitSAE(n_components=K)._batch_size()
+        for K in (256, 1024, 2048, 4096, 16384, 65536)
+    }
     assert sizes == {256: 512, 1024: 512, 2048: 512, 4096: 1024, 16384: 4096, 65536: 4096}
     assert MatchingPursuitSAE(n_components=16384, batch_size=100)._batch_size() == 100
     X = np.random.RandomState(0).randn(700, 8).astype(np.float32)
@@ -280,8 +304,14 @@ def test_half_precision_selection_keeps_most_atoms(method):
 
 def test_estimator_half_precision_selection_gives_exact_codes_for_its_atoms():
     X = np.random.RandomState(0).randn(400, 24).astype(np.float32)
-    sae = MatchingPursuitSAE(n_components=64, n_nonzero_coefs=6, max_iter=3, random_state=0,
-                             selection_dtype="bfloat16", device="cpu")
+    sae = MatchingPursuitSAE(
+        n_components=64,
+        n_nonzero_coefs=6,
+        max_iter=3,
+        random_state=0,
+        selection_dtype="bfloat16",
+        device="cpu",
+    )
     half = sae.fit(X).transform(X)
     full = sae.set_params(selection_dtype=None).transform(X)
     same = np.all((half != 0) == (full != 0), axis=1)
@@ -311,9 +341,16 @@ def test_cuda_selection_paths_equal_the_cpu(method):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bfloat16_selection_trains():
     X = np.random.RandomState(0).randn(2000, 32).astype(np.float32)
-    full = MatchingPursuitSAE(n_components=256, n_nonzero_coefs=8, max_iter=3,
-                              random_state=0, device="cuda").fit(X)
-    half = MatchingPursuitSAE(n_components=256, n_nonzero_coefs=8, max_iter=3,
-                              random_state=0, device="cuda", selection_dtype="bfloat16").fit(X)
+    full = MatchingPursuitSAE(
+        n_components=256, n_nonzero_coefs=8, max_iter=3, random_state=0, device="cuda"
+    ).fit(X)
+    half = MatchingPursuitSAE(
+        n_components=256,
+        n_nonzero_coefs=8,
+        max_iter=3,
+        random_state=0,
+        device="cuda",
+        selection_dtype="bfloat16",
+    ).fit(X)
     assert half.components_.dtype == np.float32
     assert half.score(X) == pytest.approx(full.score(X), abs=0.02)

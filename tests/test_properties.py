@@ -140,7 +140,11 @@ def _fitted(kind, dtype):
     X = (rng.rand(200, 3) @ rng.randn(3, 8) + 0.1 * rng.randn(200, 8)).astype(dtype)
     estimator = MatchingPursuitSAE if kind == "mp" else TopKSAE
     return estimator(
-        n_components=24, n_nonzero_coefs=4, max_iter=3, batch_size=100, random_state=0,
+        n_components=24,
+        n_nonzero_coefs=4,
+        max_iter=3,
+        batch_size=100,
+        random_state=0,
         device="cpu",
     ).fit(X)
 

@@ -115,8 +115,7 @@ def test_positive_stop_matches_naive_loop(mnist, path):
 
 def prefix_codes(X, D, steps, positive, path="gram"):
     """Codes after the first ``steps[i]`` steps of an untruncated 64-step run, row by row."""
-    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 64, path,
-                             positive=positive)
+    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 64, path, positive=positive)
     values = values * (torch.arange(64)[None, :] < torch.as_tensor(steps)[:, None])
     return _scatter_codes(indices, values, D.shape[0]).numpy()
 
@@ -127,8 +126,9 @@ def test_tol_stops_each_sample_at_its_own_step(mnist, positive, path):
     X, D = centred_problem(mnist, 200, 150)
     resid = reference_residuals(X, D, 64, positive)
     tol = np.median(resid[:, 10])
-    indices, values = select(torch.from_numpy(X), torch.from_numpy(D), 64, path,
-                             positive=positive, tol=tol)
+    indices, values = select(
+        torch.from_numpy(X), torch.from_numpy(D), 64, path, positive=positive, tol=tol
+    )
     codes = _scatter_codes(indices, values, 200).numpy()
     public = matching_pursuit(X, D, n_nonzero_coefs=64, tol=tol, positive=positive)
     np.testing.assert_allclose(codes, public, rtol=1e-9, atol=1e-12)
@@ -136,8 +136,9 @@ def test_tol_stops_each_sample_at_its_own_step(mnist, positive, path):
     below = resid[:, 1:] <= tol
     expected_steps = np.where(below.any(axis=1), below.argmax(axis=1) + 1, 64)
     assert len(np.unique(expected_steps)) >= 5
-    np.testing.assert_allclose(codes, prefix_codes(X, D, expected_steps, positive, path),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        codes, prefix_codes(X, D, expected_steps, positive, path), rtol=1e-9, atol=1e-12
+    )
     final = np.sum((X - codes @ D) ** 2, axis=1)
     assert np.all(final[expected_steps < 64] <= tol * (1 + 1e-9))
 
@@ -214,15 +215,24 @@ def test_closed_form_error_equals_naive_loop_along_the_sphere(mnist, positive):
         centred = torch.from_numpy(X) - bt
         correlations = centred @ Dt.T
     gram = _SelfProducts.apply(Dt)
-    indices, values = select(centred, Dt.detach(), 16, "gram", positive=positive,
-                             gram=gram.detach(), correlations=correlations.clone())
-    error, coefs = _mp_squared_error(centred, bt, Dt, gram, correlations, indices,
-                                     (values != 0).to(centred.dtype))
+    indices, values = select(
+        centred,
+        Dt.detach(),
+        16,
+        "gram",
+        positive=positive,
+        gram=gram.detach(),
+        correlations=correlations.clone(),
+    )
+    error, coefs = _mp_squared_error(
+        centred, bt, Dt, gram, correlations, indices, (values != 0).to(centred.dtype)
+    )
     (error / X.shape[0]).backward()
     np.testing.assert_allclose(error.item() / X.shape[0], ref_loss, rtol=1e-10)
     np.testing.assert_allclose(coefs.detach().numpy(), values.numpy(), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(bt.grad.numpy(), ref_bias_grad, rtol=1e-9,
-                               atol=1e-12 * np.abs(ref_bias_grad).max())
+    np.testing.assert_allclose(
+        bt.grad.numpy(), ref_bias_grad, rtol=1e-9, atol=1e-12 * np.abs(ref_bias_grad).max()
+    )
     ours, want = along_sphere(Dt.grad.numpy(), D), along_sphere(ref_dict_grad, D)
     assert np.abs(want).max() > 1e-3
     np.testing.assert_allclose(ours, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
@@ -231,8 +241,9 @@ def test_closed_form_error_equals_naive_loop_along_the_sphere(mnist, positive):
 @pytest.mark.parametrize("n_components", [32, 4096])  # closed form, and decoded (gathered)
 def test_module_loss_is_the_decoded_reconstruction_error(mnist, n_components):
     X = torch.from_numpy(mnist[:256])
-    module = _MatchingPursuitModule(n_components, X.shape[1], 8, True, True, torch.float64,
-                                    "cpu", revival_coef=0.5)
+    module = _MatchingPursuitModule(
+        n_components, X.shape[1], 8, True, True, torch.float64, "cpu", revival_coef=0.5
+    )
     atoms = torch.from_numpy(mnist[-n_components:] - mnist.mean(axis=0))
     module.initialize(X.mean(dim=0) + 0.01, atoms / atoms.norm(dim=1, keepdim=True))
     dead = torch.zeros(n_components, dtype=torch.bool)
@@ -247,11 +258,13 @@ def test_module_loss_is_the_decoded_reconstruction_error(mnist, n_components):
         got = torch.autograd.grad(out.loss, list(module.parameters()))
         torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=0)
         D = module.dictionary.detach().numpy()
-        np.testing.assert_allclose(along_sphere(got[0].numpy(), D),
-                                   along_sphere(want[0].numpy(), D), rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(
+            along_sphere(got[0].numpy(), D), along_sphere(want[0].numpy(), D), rtol=1e-8, atol=1e-14
+        )
         np.testing.assert_allclose(got[1].numpy(), want[1].numpy(), rtol=1e-8, atol=1e-14)
         fired = torch.zeros(n_components, dtype=torch.long).index_add_(
-            0, indices.flatten(), active.flatten().long())
+            0, indices.flatten(), active.flatten().long()
+        )
         assert torch.equal(out.fired, fired)
 
 
@@ -286,8 +299,9 @@ def test_public_functions_handle_scaled_and_zero_atoms(mnist):
         assert np.all(codes[:, [5, 77]] == 0)
         if positive:
             # Choosing by cosine: the same atoms as on the unit-norm dictionary, rescaled.
-            np.testing.assert_allclose(codes[:, scales > 0] * scales[scales > 0], unit_codes,
-                                       rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(
+                codes[:, scales > 0] * scales[scales > 0], unit_codes, rtol=1e-9, atol=1e-12
+            )
         omp = orthogonal_matching_pursuit(X, scaled, n_nonzero_coefs=12, positive=positive)
         assert np.all(omp[:, [5, 77]] == 0)
         residual = X - omp @ scaled
@@ -308,8 +322,9 @@ def test_estimator_omp_transform(mnist):
     omp_codes = sae.transform(X)
     assert omp_codes.shape == (600, 48) and omp_codes.dtype == np.float32
     assert (omp_codes != 0).sum(axis=1).max() <= 8
-    want = orthogonal_matching_pursuit(X - sae.intercept_, sae.components_, n_nonzero_coefs=8,
-                                       positive=True)
+    want = orthogonal_matching_pursuit(
+        X - sae.intercept_, sae.components_, n_nonzero_coefs=8, positive=True
+    )
     np.testing.assert_allclose(omp_codes, want, rtol=1e-4, atol=1e-5)
     # Least squares on the chosen atoms: the OMP residual is orthogonal to them.
     residual = X - sae.inverse_transform(omp_codes)

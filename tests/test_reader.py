@@ -32,16 +32,19 @@ def test_buffered_order_is_a_permutation_that_reads_one_buffer_at_a_time():
     # Blocks are visited in a random order, not front to back.
     assert order[:buffer_rows].max() > buffer_rows
     # Unbuffered (and small) inputs: the uniform permutation, as drawn before.
-    np.testing.assert_array_equal(_epoch_order(n, np.random.RandomState(0), buffered=False),
-                                  np.random.RandomState(0).permutation(n))
+    np.testing.assert_array_equal(
+        _epoch_order(n, np.random.RandomState(0), buffered=False),
+        np.random.RandomState(0).permutation(n),
+    )
 
 
 def test_only_large_memory_maps_take_the_buffer(tmp_path):
     small = tmp_path / "small.npy"
     np.save(small, np.zeros((100, 4), np.float32))
     assert not _prefers_buffer(np.load(small, mmap_mode="r"))
-    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
-                                    shape=(2**28 + 1, 1))  # sparse file: no disk written
+    big = np.lib.format.open_memmap(
+        tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(2**28 + 1, 1)
+    )  # sparse file: no disk written
     assert _prefers_buffer(np.load(tmp_path / "big.npy", mmap_mode="r"))
     assert _prefers_buffer(big[1:])  # a view of the map
     assert not _prefers_buffer(np.zeros((2**28 + 1, 1), np.float32)[:10])
@@ -69,8 +72,14 @@ def test_read_ahead_keeps_order_overlaps_and_propagates_errors():
 
 def test_training_with_read_ahead_is_reproducible():
     X = np.random.RandomState(0).randn(500, 6).astype(np.float32)
-    params = {"n_components": 12, "n_nonzero_coefs": 3, "max_iter": 2, "batch_size": 64,
-              "random_state": 0, "device": "cpu"}
+    params = {
+        "n_components": 12,
+        "n_nonzero_coefs": 3,
+        "max_iter": 2,
+        "batch_size": 64,
+        "random_state": 0,
+        "device": "cpu",
+    }
     a = MatchingPursuitSAE(**params).fit(X)
     b = MatchingPursuitSAE(**params).fit(X)
     np.testing.assert_array_equal(a.components_, b.components_)

@@ -44,8 +44,14 @@ def _numpy_peak(func):
 
 def test_fit_and_partial_fit_stream_a_memmap(memmap_file):
     X_disk = np.load(memmap_file, mmap_mode="r")
-    params = {"n_components": 8, "n_nonzero_coefs": 2, "max_iter": 1, "batch_size": 32768,
-              "random_state": 0, "device": "cpu"}
+    params = {
+        "n_components": 8,
+        "n_nonzero_coefs": 2,
+        "max_iter": 1,
+        "batch_size": 32768,
+        "random_state": 0,
+        "device": "cpu",
+    }
     MatchingPursuitSAE(**params).fit(X_disk[:500])  # lazy imports would count in the peak
 
     streamed = MatchingPursuitSAE(**params)
@@ -71,8 +77,9 @@ def test_fit_and_partial_fit_stream_a_memmap(memmap_file):
 def test_memmap_is_never_written(memmap_file):
     X_disk = np.load(memmap_file, mmap_mode="r")
     before = np.array(X_disk[:1000])
-    sae = ReLUSAE(n_components=8, alpha=0.5, max_iter=1, batch_size=8192, random_state=0,
-                  device="cpu").fit(X_disk[:40_000])
+    sae = ReLUSAE(
+        n_components=8, alpha=0.5, max_iter=1, batch_size=8192, random_state=0, device="cpu"
+    ).fit(X_disk[:40_000])
     assert sae.transform(X_disk[:1000]).shape == (1000, 8)
     np.testing.assert_array_equal(np.load(memmap_file, mmap_mode="r")[:1000], before)
 
@@ -124,9 +131,18 @@ def _transform_in_cpu_only_subprocess(tmp_path, models, X):
         pickle.dump((models, X), f)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_TRANSFORM, str(tmp_path / "models.pkl"),
-         str(tmp_path / "codes.npy")],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            sys.executable,
+            "-c",
+            _LOAD_AND_TRANSFORM,
+            str(tmp_path / "models.pkl"),
+            str(tmp_path / "codes.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return np.load(tmp_path / "codes.npy")
@@ -135,8 +151,11 @@ def _transform_in_cpu_only_subprocess(tmp_path, models, X):
 def test_pickles_hold_arrays_only_and_load_without_cuda(tmp_path):
     X = np.random.RandomState(0).rand(300, 6)
     models = []
-    for Estimator, extra in [(MatchingPursuitSAE, {"n_nonzero_coefs": 3}),
-                             (TopKSAE, {"n_nonzero_coefs": 3}), (ReLUSAE, {"alpha": 0.3})]:
+    for Estimator, extra in [
+        (MatchingPursuitSAE, {"n_nonzero_coefs": 3}),
+        (TopKSAE, {"n_nonzero_coefs": 3}),
+        (ReLUSAE, {"alpha": 0.3}),
+    ]:
         model = Estimator(n_components=10, max_iter=2, random_state=0, **extra).fit(X)
         model.partial_fit(X)  # leaves live torch training state behind
         model.transform(X)  # and a cache of tensors
@@ -145,8 +164,9 @@ def test_pickles_hold_arrays_only_and_load_without_cuda(tmp_path):
         assert list(_torch_free_objects(state)) == [], Estimator.__name__
         published = [value for key, value in state.items() if key.endswith("_")]
         assert any(isinstance(value, np.ndarray) for value in published)
-        opcodes = [arg for op, arg, _ in pickletools.genops(pickle.dumps(model))
-                   if isinstance(arg, str)]
+        opcodes = [
+            arg for op, arg, _ in pickletools.genops(pickle.dumps(model)) if isinstance(arg, str)
+        ]
         assert not any(arg.startswith("torch") for arg in opcodes), Estimator.__name__
     codes = _transform_in_cpu_only_subprocess(tmp_path, models, X)
     for model, model_codes in zip(models, codes, strict=True):
@@ -157,8 +177,14 @@ def test_pickles_hold_arrays_only_and_load_without_cuda(tmp_path):
 def test_gpu_fit_loads_and_transforms_on_cpu_only_machine(tmp_path, memmap_file):
     X_disk = np.load(memmap_file, mmap_mode="r")
     torch.cuda.reset_peak_memory_stats()
-    model = MatchingPursuitSAE(n_components=32, n_nonzero_coefs=4, max_iter=1, batch_size=4096,
-                               random_state=0, device="cuda").fit(X_disk)
+    model = MatchingPursuitSAE(
+        n_components=32,
+        n_nonzero_coefs=4,
+        max_iter=1,
+        batch_size=4096,
+        random_state=0,
+        device="cuda",
+    ).fit(X_disk)
     # Only batches go to the GPU, never the whole array.
     assert torch.cuda.max_memory_allocated() < X_disk.nbytes / 2
     assert list(_torch_free_objects(model.__getstate__())) == []
@@ -186,13 +212,23 @@ def test_dict_init_from_dictionary_learning():
     learned = DictionaryLearning(n_components=12, max_iter=5, random_state=0).fit(X - X.mean(0))
     atoms = learned.components_ / np.linalg.norm(learned.components_, axis=1, keepdims=True)
     # A vanishing learning rate leaves the dictionary where dict_init put it...
-    kept = MatchingPursuitSAE(n_components=12, dict_init=learned.components_, max_iter=1,
-                              learning_rate=1e-12, random_state=0).fit(X)
+    kept = MatchingPursuitSAE(
+        n_components=12,
+        dict_init=learned.components_,
+        max_iter=1,
+        learning_rate=1e-12,
+        random_state=0,
+    ).fit(X)
     np.testing.assert_allclose(kept.components_, atoms, atol=1e-8)
     # ...and an ordinary fit trains on from it.
-    trained = MatchingPursuitSAE(n_components=12, n_nonzero_coefs=4, batch_size=32,
-                                 dict_init=learned.components_, max_iter=20,
-                                 random_state=0).fit(X)
+    trained = MatchingPursuitSAE(
+        n_components=12,
+        n_nonzero_coefs=4,
+        batch_size=32,
+        dict_init=learned.components_,
+        max_iter=20,
+        random_state=0,
+    ).fit(X)
     assert not np.allclose(trained.components_, atoms, atol=1e-3)
     assert trained.score(X) > 0.6
 
@@ -200,8 +236,14 @@ def test_dict_init_from_dictionary_learning():
 def test_sparse_coder_reproduces_omp_codes():
     X = np.random.RandomState(0).rand(200, 10)
     k = 4
-    sae = MatchingPursuitSAE(n_components=20, n_nonzero_coefs=k, positive_code=False,
-                             transform_algorithm="omp", max_iter=3, random_state=0).fit(X)
+    sae = MatchingPursuitSAE(
+        n_components=20,
+        n_nonzero_coefs=k,
+        positive_code=False,
+        transform_algorithm="omp",
+        max_iter=3,
+        random_state=0,
+    ).fit(X)
     coder = sae.to_sparse_coder(transform_algorithm="omp", transform_n_nonzero_coefs=k)
     centred = X - sae.intercept_
     sklearn_codes = coder.transform(centred)
@@ -211,8 +253,11 @@ def test_sparse_coder_reproduces_omp_codes():
         atol=1e-8,
     )
     np.testing.assert_allclose(sklearn_codes, sae.transform(X), atol=1e-8)
-    np.testing.assert_allclose(sklearn_codes @ coder.dictionary + sae.intercept_,
-                               sae.inverse_transform(sae.transform(X)), atol=1e-8)
+    np.testing.assert_allclose(
+        sklearn_codes @ coder.dictionary + sae.intercept_,
+        sae.inverse_transform(sae.transform(X)),
+        atol=1e-8,
+    )
     assert (np.count_nonzero(sklearn_codes, axis=1) == k).all()
 
 
@@ -224,16 +269,25 @@ def test_grid_search_on_a_dask_cluster_without_oversubscription():
     from sklearn.preprocessing import StandardScaler
 
     X = np.random.RandomState(0).rand(240, 8)
-    pipe = Pipeline([
-        ("scale", StandardScaler()),
-        ("sae", MatchingPursuitSAE(n_components=8, max_iter=3, random_state=0, device="cpu")),
-    ])
+    pipe = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("sae", MatchingPursuitSAE(n_components=8, max_iter=3, random_state=0, device="cpu")),
+        ]
+    )
     grid = {"sae__n_nonzero_coefs": [1, 4]}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=50) as cluster, \
-            distributed.Client(cluster) as client, \
-            joblib.parallel_config(backend="dask"), \
-            distributed.get_task_stream(client) as tasks:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=50,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        joblib.parallel_config(backend="dask"),
+        distributed.get_task_stream(client) as tasks,
+    ):
         search = GridSearchCV(pipe, grid, cv=2, n_jobs=-1).fit(X)
         worker_threads = joblib.Parallel(n_jobs=-1)(
             joblib.delayed(torch.get_num_threads)() for _ in range(4)
@@ -247,8 +301,9 @@ def test_grid_search_on_a_dask_cluster_without_oversubscription():
     assert search.best_params_ == {"sae__n_nonzero_coefs": 4}  # more steps, better R2
 
     local = GridSearchCV(pipe, grid, cv=2).fit(X)
-    np.testing.assert_allclose(search.cv_results_["mean_test_score"],
-                               local.cv_results_["mean_test_score"], rtol=1e-5)
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-5
+    )
 
 
 def test_loky_workers_split_the_cores_between_torch_threads():

@@ -133,8 +133,14 @@ def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
     def recording_loss(x, dead_mask=None, sparsity_scale=1.0):
         if torch.is_grad_enabled():
             expected_dead = trainer.samples_since_fired >= trainer.dead_window
-            seen.append((trainer.step, sparsity_scale, torch.equal(dead_mask, expected_dead),
-                         trainer.optimizer.param_groups[0]["lr"]))
+            seen.append(
+                (
+                    trainer.step,
+                    sparsity_scale,
+                    torch.equal(dead_mask, expected_dead),
+                    trainer.optimizer.param_groups[0]["lr"],
+                )
+            )
         return loss(x, dead_mask, sparsity_scale)
 
     module.loss = recording_loss
@@ -173,7 +179,7 @@ def test_callback_gets_one_call_per_epoch_with_the_published_numbers(name, capsy
     ]
     calls.clear()
     sae.partial_fit(X)
-    (info, fitted), = calls
+    ((info, fitted),) = calls
     assert (info.epoch, info.n_epochs, info.n_steps) == (4, 1, 12) and fitted
     assert sae.loss_curve_[-1] == info.loss and sae.n_iter_ == 4
 
@@ -287,4 +293,3 @@ def test_a_short_last_batch_joins_the_one_before():
     assert _batch_bounds(3600, 512)[-1] == (3072, 3600)
     assert _batch_bounds(10, 32) == [(0, 10)] and _batch_bounds(64, 32) == [(0, 32), (32, 64)]
     assert _n_batches(700, 512) == 1 and _n_batches(0, 32) == 0
-

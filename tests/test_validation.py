@@ -109,8 +109,10 @@ def test_inverse_transform_rejects_bad_codes(fitted):
     # Sparse codes are accepted (documented): same result as dense, up to the float32
     # rounding of sums of terms of order 1 (an entry near zero has no relative precision).
     np.testing.assert_allclose(
-        fitted.inverse_transform(sp.csr_matrix(good)), fitted.inverse_transform(good),
-        rtol=1e-6, atol=1e-6,
+        fitted.inverse_transform(sp.csr_matrix(good)),
+        fitted.inverse_transform(good),
+        rtol=1e-6,
+        atol=1e-6,
     )
 
 
@@ -360,7 +362,9 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
     # One real process: exit status 1, one line on stderr, no traceback.
     done = subprocess.run(
         [sys.executable, "-m", "skmpsae", *fit, str(tmp_path / "nan.npy"), "-q", "-o", str(model)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
     assert "contains NaN" in done.stderr and "Traceback" not in done.stderr

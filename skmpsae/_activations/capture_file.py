@@ -77,8 +77,9 @@ def _resume_state(output, settings, overwrite):
         saved = {key: state[key] for key in settings}
         texts_done, rows = int(state["texts_done"]), int(state["rows"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{state_path}: damaged resume state ({exc!r}); delete it and "
-                         f"{output} to start again.") from None
+        raise ValueError(
+            f"{state_path}: damaged resume state ({exc!r}); delete it and {output} to start again."
+        ) from None
     changed = [key for key in settings if saved[key] != settings[key]]
     if changed:
         raise ValueError(
@@ -88,8 +89,10 @@ def _resume_state(output, settings, overwrite):
     if not Path(output).is_file() or Path(output).stat().st_size < (
         _HEADER_BYTES + rows * settings["n_features"] * 4
     ):
-        raise ValueError(f"{output}: shorter than its resume state says; delete it and "
-                         f"{state_path} to start again.")
+        raise ValueError(
+            f"{output}: shorter than its resume state says; delete it and "
+            f"{state_path} to start again."
+        )
     return state_path, texts_done, rows
 
 

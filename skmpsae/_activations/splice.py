@@ -44,8 +44,10 @@ def _hidden_tensor(value, ids_shape, hookpoint):
     """The per-token tensor in a module's output (a tensor, or the first item of a tuple)."""
     if isinstance(value, (tuple, list)) and value:
         value = value[0]
-    if not isinstance(value, torch.Tensor) or value.ndim < 3 or (
-        ids_shape is not None and tuple(value.shape[:2]) != tuple(ids_shape)
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.ndim < 3
+        or (ids_shape is not None and tuple(value.shape[:2]) != tuple(ids_shape))
     ):
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(
@@ -75,11 +77,14 @@ class _TokenBatcher:
         self.skip_special_tokens = skip_special_tokens
         self.lower = self.sentence_transformer and bool(getattr(model[0], "do_lower_case", False))
         if max_length is None:
-            limits = [getattr(model, "max_seq_length", None) if self.sentence_transformer
-                      else None, getattr(tokenizer, "model_max_length", None)]
+            limits = [
+                getattr(model, "max_seq_length", None) if self.sentence_transformer else None,
+                getattr(tokenizer, "model_max_length", None),
+            ]
             config = getattr(model, "config", None)
-            limits += [getattr(config, key, None) for key in ("max_position_embeddings",
-                                                              "n_positions")]
+            limits += [
+                getattr(config, key, None) for key in ("max_position_embeddings", "n_positions")
+            ]
             limits = [n for n in limits if isinstance(n, int) and 0 < n < _MAX_SANE_LENGTH]
             max_length = min(limits) if limits else None
         self.max_length = max_length
@@ -87,14 +92,17 @@ class _TokenBatcher:
     def __call__(self, texts, offset=0):
         texts = [t.lower() for t in texts] if self.lower else list(texts)
         encoded = self.tokenizer(
-            texts, truncation=self.max_length is not None, max_length=self.max_length,
-            padding=False, return_special_tokens_mask=True, return_attention_mask=True,
+            texts,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            padding=False,
+            return_special_tokens_mask=True,
+            return_attention_mask=True,
         )
         ids = encoded["input_ids"]
         lengths = [len(row) for row in ids]
         if min(lengths) == 0:
-            raise ValueError(f"text {offset + lengths.index(0)} has no tokens; remove empty "
-                             "texts.")
+            raise ValueError(f"text {offset + lengths.index(0)} has no tokens; remove empty texts.")
         width = max(lengths)
         pad_id = self.tokenizer.pad_token_id
         keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
@@ -106,8 +114,9 @@ class _TokenBatcher:
         inputs["attention_mask"] = mask
         keep = mask.bool()
         if self.skip_special_tokens:
-            special = torch.tensor([row + [1] * (width - len(row))
-                                    for row in encoded["special_tokens_mask"]])
+            special = torch.tensor(
+                [row + [1] * (width - len(row)) for row in encoded["special_tokens_mask"]]
+            )
             keep &= ~special.bool()
         device = _device_of(self.model)
         return {k: v.to(device) for k, v in inputs.items()}, keep
@@ -197,8 +206,10 @@ def splice(model, hookpoint, estimator):
 def _log_probs(outputs):
     logits = getattr(outputs, "logits", None)
     if logits is None:
-        raise TypeError("spliced_lm_metrics needs a causal language model whose output has "
-                        ".logits (e.g. a ...ForCausalLM from transformers).")
+        raise TypeError(
+            "spliced_lm_metrics needs a causal language model whose output has "
+            ".logits (e.g. a ...ForCausalLM from transformers)."
+        )
     return torch.log_softmax(logits.to(torch.float64), dim=-1)
 
 
@@ -214,8 +225,9 @@ def _log_probs(outputs):
     },
     prefer_skip_nested_validation=True,
 )
-def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, batch_size=8,
-                       max_length=None):
+def spliced_lm_metrics(
+    model, estimator, hookpoint, texts, *, tokenizer=None, batch_size=8, max_length=None
+):
     """How much a causal language model's next-token predictions suffer with the SAE spliced in.
 
     Each text is scored on its next-token predictions (position ``t`` predicts token
@@ -279,14 +291,23 @@ def spliced_lm_metrics(model, estimator, hookpoint, texts, *, tokenizer=None, ba
     gap = ce["zero"] - ce["clean"]
     recovered = None
     if abs(gap) <= 1e-12 * max(1.0, abs(ce["clean"])):
-        warnings.warn("zero-ablating the hookpoint does not change the loss; ce_recovered is "
-                      "undefined (None).", UserWarning, stacklevel=2)
+        warnings.warn(
+            "zero-ablating the hookpoint does not change the loss; ce_recovered is "
+            "undefined (None).",
+            UserWarning,
+            stacklevel=2,
+        )
     else:
         recovered = (ce["zero"] - ce["spliced"]) / gap
-    return {"ce_clean": ce["clean"], "ce_spliced": ce["spliced"],
-            "ce_zero_ablation": ce["zero"], "ce_increase": ce["spliced"] - ce["clean"],
-            "kl_divergence": totals["kl"] / n_tokens, "ce_recovered": recovered,
-            "n_tokens": n_tokens}
+    return {
+        "ce_clean": ce["clean"],
+        "ce_spliced": ce["spliced"],
+        "ce_zero_ablation": ce["zero"],
+        "ce_increase": ce["spliced"] - ce["clean"],
+        "kl_divergence": totals["kl"] / n_tokens,
+        "ce_recovered": recovered,
+        "n_tokens": n_tokens,
+    }
 
 
 @validate_params(
@@ -327,8 +348,10 @@ def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=3
     spliced_lm_metrics : The measures for causal language models.
     """
     if not _is_sentence_transformer(model):
-        raise TypeError("spliced_embedding_cosine takes a sentence_transformers."
-                        f"SentenceTransformer, got {type(model).__name__}.")
+        raise TypeError(
+            "spliced_embedding_cosine takes a sentence_transformers."
+            f"SentenceTransformer, got {type(model).__name__}."
+        )
     texts = list(texts)
     if not texts:
         raise ValueError("texts is empty.")

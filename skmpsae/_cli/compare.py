@@ -77,14 +77,15 @@ def _make_estimators(models, n_components, k, alpha, max_iter, device, random_st
         "batchtopk": lambda: (BatchTopKSAE(n_nonzero_coefs=k, **common), f"k={k} per batch"),
         "matryoshka": lambda: (MatryoshkaSAE(n_nonzero_coefs=k, **common), f"k={k} per batch"),
         # JumpReLU's default L0 weight was chosen for a held-out L0 near 16 on MNIST too.
-        "jumprelu": lambda: (
-            JumpReLUSAE(**common), f"alpha={JumpReLUSAE().alpha:g}, L0 emergent"
-        ),
+        "jumprelu": lambda: (JumpReLUSAE(**common), f"alpha={JumpReLUSAE().alpha:g}, L0 emergent"),
         "relu": lambda: (ReLUSAE(alpha=alpha, **common), f"alpha={alpha:g}, L0 emergent"),
         "mbdl": lambda: (
             MiniBatchDictionaryLearning(
-                n_components=n_components, transform_algorithm="omp",
-                transform_n_nonzero_coefs=k, batch_size=256, random_state=random_state,
+                n_components=n_components,
+                transform_algorithm="omp",
+                transform_n_nonzero_coefs=k,
+                batch_size=256,
+                random_state=random_state,
             ),
             f"OMP k={k}",
         ),
@@ -93,8 +94,17 @@ def _make_estimators(models, n_components, k, alpha, max_iter, device, random_st
 
 
 def compare_models(
-    X_train, X_test, *, models=MODEL_NAMES, n_components=256, k=16, alpha=DEFAULT_RELU_ALPHA,
-    max_iter=None, device="auto", random_state=0, on_result=None,
+    X_train,
+    X_test,
+    *,
+    models=MODEL_NAMES,
+    n_components=256,
+    k=16,
+    alpha=DEFAULT_RELU_ALPHA,
+    max_iter=None,
+    device="auto",
+    random_state=0,
+    on_result=None,
 ):
     """Fit each model on ``X_train`` and score it on ``X_test``.
 
@@ -150,8 +160,12 @@ def format_table(rows):
     header = ("model", "sparsity set by", "held-out R2", "mean L0", "dead atoms", "fit s")
     lines = [
         (
-            r["model"], r["sparsity"], f"{r['r2']:.3f}", f"{r['l0']:.1f}",
-            f"{r['dead']}/{r['n_components']}", f"{r['fit_seconds']:.1f}",
+            r["model"],
+            r["sparsity"],
+            f"{r['r2']:.3f}",
+            f"{r['l0']:.1f}",
+            f"{r['dead']}/{r['n_components']}",
+            f"{r['fit_seconds']:.1f}",
         )
         for r in rows
     ]
@@ -178,7 +192,10 @@ def plot_comparison(rows, path, title=""):
         ax_quality.scatter(row["l0"], row["r2"], s=40, label=row["model"])
         ax_quality.annotate(
             row["model"].replace("MiniBatchDictionaryLearning", "MBDL"),
-            (row["l0"], row["r2"]), textcoords="offset points", xytext=(5, 4), fontsize=8,
+            (row["l0"], row["r2"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
         )
     ax_quality.set_xlabel("mean L0 (held out)")
     ax_quality.set_ylabel("held-out $R^2$")

@@ -136,14 +136,24 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     _check_fitted_sae(estimator, "to_saelens")
     name = type(estimator).__name__
     W_dec = estimator.components_
-    cfg = {"d_in": int(W_dec.shape[1]), "d_sae": int(W_dec.shape[0]),
-           "dtype": str(W_dec.dtype), "device": "cpu", "apply_b_dec_to_input": True,
-           "normalize_activations": "none", "reshape_activations": "none"}
+    cfg = {
+        "d_in": int(W_dec.shape[1]),
+        "d_sae": int(W_dec.shape[0]),
+        "dtype": str(W_dec.dtype),
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+    }
     tensors = {"W_dec": W_dec, "b_dec": estimator.intercept_}
     if name == "MatchingPursuitSAE":
         steps = _mp_saelens_steps(estimator)
-        cfg.update(architecture="matching_pursuit", residual_threshold=0.0,
-                   max_iterations=steps, stop_on_duplicate_support=False)
+        cfg.update(
+            architecture="matching_pursuit",
+            residual_threshold=0.0,
+            max_iterations=steps,
+            stop_on_duplicate_support=False,
+        )
     else:
         tensors.update(W_enc=estimator.encoder_weights_.T, b_enc=estimator.encoder_intercept_)
         fields, extra = _encoder_saelens_config(estimator, W_dec.dtype)
@@ -162,8 +172,9 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
         cfg["metadata"]["skmpsae_prefix_sizes"] = [int(s) for s in estimator.prefix_sizes_]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(directory / _SAELENS_WEIGHTS,
-                       {k: np.array(v, order="C") for k, v in tensors.items()})
+    _write_safetensors(
+        directory / _SAELENS_WEIGHTS, {k: np.array(v, order="C") for k, v in tensors.items()}
+    )
     with atomic_write(directory / _CFG) as file:
         file.write(json.dumps(cfg, indent=2).encode())
     return directory
@@ -207,11 +218,15 @@ def _saelens_architecture(cfg, source):
         elif activation == "relu":
             architecture = "standard"
         else:
-            raise ValueError(f"{source}: activation function {activation!r} has no skmpsae "
-                             "estimator.")
+            raise ValueError(
+                f"{source}: activation function {activation!r} has no skmpsae estimator."
+            )
     if architecture not in ("standard", "topk", "matching_pursuit", "jumprelu"):
-        hint = (" (a training SAE: SAELens saves it for inference as 'jumprelu', which loads)"
-                if "batchtopk" in str(architecture) else "")
+        hint = (
+            " (a training SAE: SAELens saves it for inference as 'jumprelu', which loads)"
+            if "batchtopk" in str(architecture)
+            else ""
+        )
         raise ValueError(
             f"{source}: SAELens architecture {architecture!r} has no skmpsae estimator{hint} "
             "(supported: 'standard' -> ReLUSAE, 'topk' -> TopKSAE, 'jumprelu' -> JumpReLUSAE, "
@@ -286,8 +301,9 @@ def from_saelens(directory):
             )
         steps = cfg.get("max_iterations") or d_in
         _check_arrays(weights, shapes, directory / _SAELENS_WEIGHTS)
-        estimator = MatchingPursuitSAE(n_components=d_sae, n_nonzero_coefs=int(steps),
-                                       fit_intercept=subtract_b_dec)
+        estimator = MatchingPursuitSAE(
+            n_components=d_sae, n_nonzero_coefs=int(steps), fit_intercept=subtract_b_dec
+        )
         arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"]}
         if not subtract_b_dec:
             arrays["intercept_"] = np.zeros_like(weights["b_dec"])
@@ -305,14 +321,19 @@ def from_saelens(directory):
     if not subtract_b_dec:
         b_enc = b_enc + weights["b_dec"] @ weights["W_enc"]
     if architecture == "topk":
-        estimator = TopKSAE(n_components=d_sae,
-                            n_nonzero_coefs=_positive_int_field(cfg, "k", source))
+        estimator = TopKSAE(
+            n_components=d_sae, n_nonzero_coefs=_positive_int_field(cfg, "k", source)
+        )
     elif architecture == "jumprelu":
         estimator = JumpReLUSAE(n_components=d_sae)
     else:
         estimator = ReLUSAE(n_components=d_sae)
-    arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"],
-              "encoder_weights_": weights["W_enc"].T, "encoder_intercept_": b_enc}
+    arrays = {
+        "components_": weights["W_dec"],
+        "intercept_": weights["b_dec"],
+        "encoder_weights_": weights["W_enc"].T,
+        "encoder_intercept_": b_enc,
+    }
     if architecture == "jumprelu":
         # relu(pre) * (pre > t) == pre * (pre > max(t, 0)), skmpsae's encoding.
         arrays["threshold_"] = np.maximum(weights["threshold"], 0)
@@ -353,20 +374,30 @@ def from_sparsify(directory):
     source = directory / _CFG
     d_in = _positive_int_field(cfg, "d_in", source)
     k = _positive_int_field(cfg, "k", source)
-    for key, why in (("transcode", "a transcoder predicts another module's output"),
-                     ("skip_connection", "its linear skip connection has no skmpsae equivalent")):
+    for key, why in (
+        ("transcode", "a transcoder predicts another module's output"),
+        ("skip_connection", "its linear skip connection has no skmpsae equivalent"),
+    ):
         if cfg.get(key, False):
             raise ValueError(f"{source}: {key}=true: {why}; only plain SAEs load.")
     if cfg.get("activation", "topk") != "topk":
         raise ValueError(f"{source}: activation {cfg['activation']!r}; only 'topk' loads.")
     n_latents = cfg.get("num_latents") or d_in * _positive_int_field(
-        cfg, "expansion_factor", source)
+        cfg, "expansion_factor", source
+    )
     weights, _ = _read_safetensors(directory / _SPARSIFY_WEIGHTS, "sparsify weights")
-    shapes = {"encoder.weight": (n_latents, d_in), "encoder.bias": (n_latents,),
-              "W_dec": (n_latents, d_in), "b_dec": (d_in,)}
+    shapes = {
+        "encoder.weight": (n_latents, d_in),
+        "encoder.bias": (n_latents,),
+        "W_dec": (n_latents, d_in),
+        "b_dec": (d_in,),
+    }
     _check_arrays(weights, shapes, directory / _SPARSIFY_WEIGHTS)
-    arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"],
-              "encoder_weights_": weights["encoder.weight"],
-              "encoder_intercept_": weights["encoder.bias"]}
+    arrays = {
+        "components_": weights["W_dec"],
+        "intercept_": weights["b_dec"],
+        "encoder_weights_": weights["encoder.weight"],
+        "encoder_intercept_": weights["encoder.bias"],
+    }
     estimator = TopKSAE(n_components=int(n_latents), n_nonzero_coefs=k)
     return _set_fitted(estimator, _same_dtype(arrays))

@@ -18,8 +18,10 @@ def _estimator_classes():
         TopKSAE,
     )
 
-    return {cls.__name__: cls for cls in (MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE,
-                                          MatryoshkaSAE, JumpReLUSAE)}
+    return {
+        cls.__name__: cls
+        for cls in (MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE, MatryoshkaSAE, JumpReLUSAE)
+    }
 
 
 def _check_fitted_sae(estimator, what):
@@ -37,7 +39,6 @@ def _check_fitted_sae(estimator, what):
 
 def _published_arrays(estimator):
     return {attr: getattr(estimator, attr) for attr, _ in estimator._published_params.values()}
-
 
 
 def _check_arrays(arrays, expected, source):
@@ -61,8 +62,18 @@ def _check_arrays(arrays, expected, source):
             raise ValueError(f"{source}: tensor {name!r} holds NaN or infinite values.")
 
 
-def _set_fitted(estimator, arrays, *, n_iter=0, n_steps=0, loss_curve=(), n_dead=None,
-                feature_names=None, data_scale=1.0, fitted=None):
+def _set_fitted(
+    estimator,
+    arrays,
+    *,
+    n_iter=0,
+    n_steps=0,
+    loss_curve=(),
+    n_dead=None,
+    feature_names=None,
+    data_scale=1.0,
+    fitted=None,
+):
     """Make ``estimator`` fitted from its published arrays (already checked).
 
     The published attributes are the estimators' documented state; ``_data_scale`` (the RMS
@@ -94,9 +105,12 @@ def _versions():
 
     from .. import __version__
 
-    return {"skmpsae": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-            "torch": torch.__version__}
-
+    return {
+        "skmpsae": __version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def _write_safetensors(path, tensors, metadata=None):
@@ -106,7 +120,6 @@ def _write_safetensors(path, tensors, metadata=None):
 
     with atomic_write(path) as file:
         file.write(save(tensors, metadata=metadata))
-
 
 
 def _read_safetensors(path, what):
@@ -143,8 +156,6 @@ def _torch():
     return torch
 
 
-
 def _same_dtype(arrays):
     dtype = np.result_type(*arrays.values())
     return {k: np.array(v, dtype=dtype, order="C") for k, v in arrays.items()}
-

@@ -180,8 +180,14 @@ class _BaseSAE(
             trainer = self._checkpointed_trainer(X, checkpointer, n_steps)
         else:
             trainer = self._new_trainer(X, n_steps)
-        self._train(X, trainer, self.max_iter - trainer.epoch, new_input=new_input,
-                    checkpointer=checkpointer, early=(stopper, X_validation))
+        self._train(
+            X,
+            trainer,
+            self.max_iter - trainer.epoch,
+            new_input=new_input,
+            checkpointer=checkpointer,
+            early=(stopper, X_validation),
+        )
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)

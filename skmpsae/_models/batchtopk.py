@@ -286,8 +286,13 @@ class BatchTopKSAE(_BaseSAE):
 
     def _make_module(self, n_features, dtype, device):
         return _BatchTopKModule(
-            self.n_components, n_features, self.n_nonzero_coefs, self.fit_intercept, dtype,
-            device, aux_coef=self.aux_coef,
+            self.n_components,
+            n_features,
+            self.n_nonzero_coefs,
+            self.fit_intercept,
+            dtype,
+            device,
+            aux_coef=self.aux_coef,
         )
 
     def _encode(self, X, params):

@@ -122,13 +122,27 @@ class _TrainingMixin:
 
     def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):
         return _Trainer(
-            module, learning_rate=self._learning_rate(), n_steps=n_steps, scale=scale,
-            shuffle_seed=shuffle_seed, dead_window=dead_window, step=step, epoch=epoch,
+            module,
+            learning_rate=self._learning_rate(),
+            n_steps=n_steps,
+            scale=scale,
+            shuffle_seed=shuffle_seed,
+            dead_window=dead_window,
+            step=step,
+            epoch=epoch,
             name=type(self).__name__,
         )
 
-    def _train(self, X, trainer, n_epochs, loss_curve=(), new_input=None, checkpointer=None,
-               early=(None, None)):
+    def _train(
+        self,
+        X,
+        trainer,
+        n_epochs,
+        loss_curve=(),
+        new_input=None,
+        checkpointer=None,
+        early=(None, None),
+    ):
         """Run ``n_epochs`` epochs, then publish the model and the counters; ``loss_curve``
         holds the losses of earlier epochs, ``checkpointer`` (if any) saves checkpoints and
         holds the losses of the epochs before a resumed checkpoint.
@@ -198,8 +212,9 @@ class _TrainingMixin:
         X_hat = np.empty_like(X_validation)
         with torch.no_grad():
             for start in range(0, X_validation.shape[0], _TRANSFORM_CHUNK):
-                chunk = _as_tensor(X_validation[start : start + _TRANSFORM_CHUNK], trainer.dtype,
-                                   trainer.device)
+                chunk = _as_tensor(
+                    X_validation[start : start + _TRANSFORM_CHUNK], trainer.dtype, trainer.device
+                )
                 codes = self._encode(chunk, params)
                 recon = codes @ params["components_"] + params["intercept_"]
                 X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()

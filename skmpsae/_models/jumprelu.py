@@ -282,12 +282,20 @@ class JumpReLUSAE(_BaseSAE):
 
     def _make_module(self, n_features, dtype, device):
         return _JumpReLUModule(
-            self.n_components, n_features, self.alpha, self.bandwidth, self.fit_intercept,
-            dtype, device,
+            self.n_components,
+            n_features,
+            self.alpha,
+            self.bandwidth,
+            self.fit_intercept,
+            dtype,
+            device,
         )
 
     def _encode(self, X, params):
         return _jumprelu_codes(
-            X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"],
+            X,
+            params["encoder_weights_"],
+            params["encoder_intercept_"],
+            params["intercept_"],
             params["threshold_"],
         )

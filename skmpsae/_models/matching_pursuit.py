@@ -37,8 +37,17 @@ class _MatchingPursuitModule(_SAEModule):
     """
 
     def __init__(
-        self, n_components, n_features, n_nonzero_coefs, positive, fit_intercept, dtype, device,
-        max_bytes=_DEFAULT_MAX_BYTES, selection_dtype=None, revival_coef=0.0,
+        self,
+        n_components,
+        n_features,
+        n_nonzero_coefs,
+        positive,
+        fit_intercept,
+        dtype,
+        device,
+        max_bytes=_DEFAULT_MAX_BYTES,
+        selection_dtype=None,
+        revival_coef=0.0,
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -61,10 +70,15 @@ class _MatchingPursuitModule(_SAEModule):
         """The atoms (n, k) matching pursuit selects for the centred rows, without autograd,
         and the float mask of the steps taken."""
         indices, values = _select_mp(
-            centred.detach(), self.dictionary.detach(), self.n_nonzero_coefs,
-            positive=self.positive, gram=None if gram is None else gram.detach(),
-            distinct=self.n_distinct, max_bytes=self.max_bytes,
-            compute_dtype=self.selection_dtype, correlations=correlations,
+            centred.detach(),
+            self.dictionary.detach(),
+            self.n_nonzero_coefs,
+            positive=self.positive,
+            gram=None if gram is None else gram.detach(),
+            distinct=self.n_distinct,
+            max_bytes=self.max_bytes,
+            compute_dtype=self.selection_dtype,
+            correlations=correlations,
         )
         taken = values != 0
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
@@ -98,8 +112,9 @@ class _MatchingPursuitModule(_SAEModule):
                 correlations = centred @ self.dictionary.T
             gram = _SelfProducts.apply(self.dictionary)
             indices, active = self._select(centred, gram, correlations.clone())
-            error, coefs = _mp_squared_error(centred, self.bias, self.dictionary, gram,
-                                             correlations, indices, active)
+            error, coefs = _mp_squared_error(
+                centred, self.bias, self.dictionary, gram, correlations, indices, active
+            )
             x_hat = None
             if revive:
                 with torch.no_grad():
@@ -389,9 +404,16 @@ class MatchingPursuitSAE(_BaseSAE):
 
     def _make_module(self, n_features, dtype, device):
         return _MatchingPursuitModule(
-            self.n_components, n_features, self.n_nonzero_coefs, self.positive_code,
-            self.fit_intercept, dtype, device, max_bytes=self._max_bytes(),
-            selection_dtype=self._compute_dtype(), revival_coef=self.revival_coef,
+            self.n_components,
+            n_features,
+            self.n_nonzero_coefs,
+            self.positive_code,
+            self.fit_intercept,
+            dtype,
+            device,
+            max_bytes=self._max_bytes(),
+            selection_dtype=self._compute_dtype(),
+            revival_coef=self.revival_coef,
         )
 
     def _derived_tensors(self, tensors):
@@ -434,11 +456,20 @@ class MatchingPursuitSAE(_BaseSAE):
         if gram is not None and gram.numel() * gram.element_size() > max_bytes // 2:
             gram = None  # cached under a larger cache_size than the current one
         if omp:
-            return _select_omp(X, dictionary, min(k, max_steps), self.positive_code, tol, gram,
-                               max_bytes=max_bytes)
+            return _select_omp(
+                X, dictionary, min(k, max_steps), self.positive_code, tol, gram, max_bytes=max_bytes
+            )
         compute_dtype = self._compute_dtype()
-        indices, values = _select_mp(X, dictionary, k, self.positive_code, tol, gram,
-                                     max_bytes=max_bytes, compute_dtype=compute_dtype)
+        indices, values = _select_mp(
+            X,
+            dictionary,
+            k,
+            self.positive_code,
+            tol,
+            gram,
+            max_bytes=max_bytes,
+            compute_dtype=compute_dtype,
+        )
         if compute_dtype is not None:
             # The values came from half-precision correlations: recompute them exactly for the
             # atoms selected (the steps not taken stay 0).

@@ -234,8 +234,12 @@ class MatryoshkaSAE(BatchTopKSAE):
             return _default_prefix_sizes(n)
         # dtype=object keeps each entry as given, so a bool or a float is seen as one.
         sizes = np.asarray(self.prefix_sizes, dtype=object)
-        if sizes.ndim != 1 or sizes.size == 0 or not all(
-            isinstance(s, Integral) and not isinstance(s, (bool, np.bool_)) for s in sizes
+        if (
+            sizes.ndim != 1
+            or sizes.size == 0
+            or not all(
+                isinstance(s, Integral) and not isinstance(s, (bool, np.bool_)) for s in sizes
+            )
         ):
             raise ValueError(
                 f"prefix_sizes must be a non-empty 1-d sequence of ints, got {self.prefix_sizes!r}."
@@ -251,8 +255,14 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def _make_module(self, n_features, dtype, device):
         return _MatryoshkaModule(
-            self.n_components, n_features, self.n_nonzero_coefs, self._check_prefix_sizes(),
-            self.fit_intercept, dtype, device, aux_coef=self.aux_coef,
+            self.n_components,
+            n_features,
+            self.n_nonzero_coefs,
+            self._check_prefix_sizes(),
+            self.fit_intercept,
+            dtype,
+            device,
+            aux_coef=self.aux_coef,
         )
 
     def _publish(self, trainer, *args, **kwargs):

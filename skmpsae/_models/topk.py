@@ -59,9 +59,7 @@ class _TopKModule(_EncoderModule):
             # the live latents explain all but 1e-4 of that, the residual is rounding noise:
             # normalising by it would turn a tiny aux_hat into a loss of 1e5 and more (seen on
             # constant data, reported as a divergence).
-            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(
-                1e-4 * n_features
-            )
+            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(1e-4 * n_features)
             loss = loss + self.aux_coef * aux
         return LossOutput(loss, self.fired_counts(indices, values > 0))
 
@@ -234,9 +232,13 @@ class TopKSAE(_BaseSAE):
 
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(
-            self.n_components, n_features, self.n_nonzero_coefs,
+            self.n_components,
+            n_features,
+            self.n_nonzero_coefs,
             self.fit_intercept,
-            dtype, device, aux_coef=self.aux_coef,
+            dtype,
+            device,
+            aux_coef=self.aux_coef,
         )
 
     def _encode(self, X, params):

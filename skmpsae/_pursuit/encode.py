@@ -39,8 +39,16 @@ def _decode_selected(indices, values, dictionary):
     )
 
 
-def _select_omp(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=None, *,
-                max_bytes=_DEFAULT_MAX_BYTES):
+def _select_omp(
+    X,
+    dictionary,
+    n_nonzero_coefs,
+    positive=False,
+    tol=None,
+    gram=None,
+    *,
+    max_bytes=_DEFAULT_MAX_BYTES,
+):
     """Batched orthogonal matching pursuit in the Gram formulation (Batch-OMP).
 
     The selected atoms are orthonormalised as they come (Gram-Schmidt, i.e. a Cholesky factor
@@ -138,9 +146,7 @@ def _select_omp(X, dictionary, n_nonzero_coefs, positive=False, tol=None, gram=N
 
 
 def _scatter_codes(indices, values, n_components):
-    codes = torch.zeros(
-        (indices.shape[0], n_components), dtype=values.dtype, device=values.device
-    )
+    codes = torch.zeros((indices.shape[0], n_components), dtype=values.dtype, device=values.device)
     return codes.scatter_add_(1, indices, values)
 
 
@@ -171,7 +177,6 @@ _FUNCTION_PARAMS = {
     "positive": ["boolean"],
     "cache_size": [Interval(numbers.Real, 0, None, closed="neither")],
 }
-
 
 
 @validate_params(_FUNCTION_PARAMS, prefer_skip_nested_validation=True)
@@ -291,4 +296,3 @@ def orthogonal_matching_pursuit(
     indices, values = _select_omp(Xt, unit, k, positive=positive, tol=tol, max_bytes=max_bytes)
     codes = _scatter_codes(indices, values, unit.shape[0]).numpy()
     return codes / norms
-

@@ -149,7 +149,9 @@ class _SelectedCorrelations(torch.autograd.Function):
             if centred.device.type == "cpu":
                 rows = torch.arange(n, device=centred.device).repeat_interleave(k)
                 weights_t = torch.sparse_coo_tensor(
-                    torch.stack([indices.flatten(), rows]), grad.flatten(), (K, n),
+                    torch.stack([indices.flatten(), rows]),
+                    grad.flatten(),
+                    (K, n),
                     check_invariants=False,
                 )
                 grad_dictionary = torch.sparse.mm(weights_t, centred)
@@ -175,5 +177,3 @@ class _SquaredNorm(torch.autograd.Function):
     def backward(ctx, grad):
         (row_sum,) = ctx.saved_tensors
         return -2 * grad * row_sum, None
-
-

@@ -149,7 +149,10 @@ class _GramRowUpdate:
 
     def _selector(self, m, indices, values):
         return torch.sparse_csr_tensor(
-            self.row_starts[: m + 1], indices, values, (m, self.rows.shape[0]),
+            self.row_starts[: m + 1],
+            indices,
+            values,
+            (m, self.rows.shape[0]),
             check_invariants=False,
         )
 

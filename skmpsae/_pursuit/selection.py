@@ -63,8 +63,18 @@ def _expected_distinct(n_selections, n_components):
     return n_components * -math.expm1(n_selections * math.log1p(-1.0 / n_components))
 
 
-def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
-             gram_given=False, method="auto", distinct=None):
+def _plan_mp(
+    n,
+    n_components,
+    n_features,
+    k,
+    element_size,
+    device,
+    max_bytes,
+    gram_given=False,
+    method="auto",
+    distinct=None,
+):
     """Choose the selection path and its sizes; raise ValueError if none fits ``max_bytes``.
 
     ``distinct``, if known (e.g. measured on the previous training batch), is the number of
@@ -98,11 +108,17 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
     # Atoms beyond the cache have their row computed at each selection.
     recomputed = (n * k) * (1 - kept / distinct) if distinct > kept else 0.0
     n_calls = -(-n // chunk) * k
-    costs["rows"] = (first + steps + 2.0 * (kept + recomputed) * K * n_features
-                     * _SECONDS_PER_ROW_FLOP + n_calls * _SECONDS_PER_ROWS_CALL)
+    costs["rows"] = (
+        first
+        + steps
+        + 2.0 * (kept + recomputed) * K * n_features * _SECONDS_PER_ROW_FLOP
+        + n_calls * _SECONDS_PER_ROWS_CALL
+    )
     # The per-step GEMMs run on chunks of rows, at the speed of the rows' GEMMs.
-    costs["gemm"] = (2.0 * k * n * n_features * K * _SECONDS_PER_ROW_FLOP
-                     + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY)
+    costs["gemm"] = (
+        2.0 * k * n * n_features * K * _SECONDS_PER_ROW_FLOP
+        + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY
+    )
     if method == "auto":
         method = min(costs, key=costs.get)
     elif method not in costs:
@@ -114,9 +130,21 @@ def _plan_mp(n, n_components, n_features, k, element_size, device, max_bytes,
     return _Plan(method, chunk, capacity, costs)
 
 
-def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=None, *,
-               max_bytes=_DEFAULT_MAX_BYTES, method="auto", distinct=None, compute_dtype=None,
-               correlations=None, info=None):
+def _select_mp(
+    X,
+    dictionary,
+    n_nonzero_coefs,
+    positive=True,
+    tol=None,
+    gram=None,
+    *,
+    max_bytes=_DEFAULT_MAX_BYTES,
+    method="auto",
+    distinct=None,
+    compute_dtype=None,
+    correlations=None,
+    info=None,
+):
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
     Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
@@ -150,8 +178,18 @@ def _select_mp(X, dictionary, n_nonzero_coefs, positive=True, tol=None, gram=Non
         values = torch.zeros((k, n), dtype=dtype, device=device)
         if n == 0 or k == 0:
             return indices.T, values.T
-        plan = _plan_mp(n, n_components, X.shape[1], k, X.element_size(), device, max_bytes,
-                        gram_given=gram is not None, method=method, distinct=distinct)
+        plan = _plan_mp(
+            n,
+            n_components,
+            X.shape[1],
+            k,
+            X.element_size(),
+            device,
+            max_bytes,
+            gram_given=gram is not None,
+            method=method,
+            distinct=distinct,
+        )
         chunk = plan.chunk
         low = None if compute_dtype is None else dictionary.to(compute_dtype)
 

@@ -110,8 +110,12 @@ def run_description(estimator, X):
 def save_checkpoint(directory, run, trainer_state, loss_curve, n_dead):
     """Write the checkpoint of ``run`` (from :func:`run_description`) atomically."""
     payload = {
-        "format": _FORMAT, "version": _VERSION, "run": run, "trainer": trainer_state,
-        "loss_curve": [float(v) for v in loss_curve], "n_dead": n_dead,
+        "format": _FORMAT,
+        "version": _VERSION,
+        "run": run,
+        "trainer": trainer_state,
+        "loss_curve": [float(v) for v in loss_curve],
+        "n_dead": n_dead,
     }
     with atomic_write(checkpoint_path(directory)) as file:
         torch.save(_encode(payload), file)
@@ -157,11 +161,10 @@ def _check_same_run(path, saved, current):
     if changed:
         raise CheckpointError(
             f"{path}: the checkpoint is of a model with other parameters ("
-            + "; ".join(changed) + ")"
+            + "; ".join(changed)
+            + ")"
         )
-    if (saved["data_shape"], saved["data_dtype"]) != (
-        current["data_shape"], current["data_dtype"]
-    ):
+    if (saved["data_shape"], saved["data_dtype"]) != (current["data_shape"], current["data_dtype"]):
         raise CheckpointError(
             f"{path}: the checkpoint was taken on data of shape {tuple(saved['data_shape'])} "
             f"({saved['data_dtype']}), got {tuple(current['data_shape'])} "
@@ -171,11 +174,22 @@ def _check_same_run(path, saved, current):
 
 def _same(a, b):
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-                and a.shape == b.shape and np.array_equal(a, b))
-    return type(a) is type(b) and a == b or (
-        isinstance(a, numbers.Number) and isinstance(b, numbers.Number)
-        and not isinstance(a, bool) and not isinstance(b, bool) and a == b
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and np.array_equal(a, b)
+        )
+    return (
+        type(a) is type(b)
+        and a == b
+        or (
+            isinstance(a, numbers.Number)
+            and isinstance(b, numbers.Number)
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+            and a == b
+        )
     )
 
 
@@ -233,5 +247,6 @@ class _Checkpointer:
                 for stale in self.directory.glob(f".{CHECKPOINT_NAME}.*.tmp"):
                     stale.unlink(missing_ok=True)
                 self._cleaned = True
-            save_checkpoint(self.directory, self.run, trainer.state_dict(), self.loss_curve,
-                            self.n_dead)
+            save_checkpoint(
+                self.directory, self.run, trainer.state_dict(), self.loss_curve, self.n_dead
+            )

@@ -73,8 +73,7 @@ class _ProcessGroup:
         share out batches of one row order, which only works over the same data."""
         if not self.distributed:
             return
-        buffer = torch.tensor([n_rows, -n_rows], dtype=torch.float64,
-                              device=_collective_device())
+        buffer = torch.tensor([n_rows, -n_rows], dtype=torch.float64, device=_collective_device())
         torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.MAX)
         most, fewest = int(buffer[0]), -int(buffer[1])
         if most != fewest:
@@ -107,13 +106,15 @@ class _ProcessGroup:
         # gradient of the batch's mean loss.
         weight = local_rows / global_rows
         pieces = [
-            p.grad.flatten() * weight if contributes and p.grad is not None
+            p.grad.flatten() * weight
+            if contributes and p.grad is not None
             else torch.zeros(p.numel(), dtype=dtype, device=device)
             for p in with_grad
         ]
         if contributes:
-            scalars = torch.stack([out.loss.detach() * local_rows,
-                                   torch.zeros((), dtype=dtype, device=device)])
+            scalars = torch.stack(
+                [out.loss.detach() * local_rows, torch.zeros((), dtype=dtype, device=device)]
+            )
             counts = out.fired.to(dtype)
         else:
             scalars = torch.tensor([0.0, float(error is not None)], dtype=dtype, device=device)

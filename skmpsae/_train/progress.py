@@ -90,8 +90,11 @@ class Progress:
             self.bar.update(1)
         elif self.enabled:
             suffix = f": {info}" if info else ""
-            print(f"{self.desc} {self.unit} {self.count}/{self.total}{suffix}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"{self.desc} {self.unit} {self.count}/{self.total}{suffix}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self):
         if self.bar is not None:

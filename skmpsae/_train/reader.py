@@ -51,10 +51,12 @@ def _epoch_order(n, rng, buffered):
     order = []
     blocks = rng.permutation(n_blocks)
     for first in range(0, n_blocks, _BUFFER_BLOCKS):
-        rows = np.concatenate([
-            np.arange(b * _BLOCK_ROWS, min((b + 1) * _BLOCK_ROWS, n))
-            for b in blocks[first : first + _BUFFER_BLOCKS]
-        ])
+        rows = np.concatenate(
+            [
+                np.arange(b * _BLOCK_ROWS, min((b + 1) * _BLOCK_ROWS, n))
+                for b in blocks[first : first + _BUFFER_BLOCKS]
+            ]
+        )
         order.append(rows[rng.permutation(rows.shape[0])])
     return np.concatenate(order)
 

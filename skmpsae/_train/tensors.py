@@ -36,8 +36,10 @@ def _cached_tensors(cache, arrays, np_dtype, device, derive):
     # The entry is read and replaced as one tuple: concurrent transforms (e.g. one float32,
     # one float64) must never see another call's half-written entry.
     entry = cache.get("entry")
-    if entry is not None and entry[0] == key and all(
-        np.array_equal(entry[1][name], array) for name, array in arrays.items()
+    if (
+        entry is not None
+        and entry[0] == key
+        and all(np.array_equal(entry[1][name], array) for name, array in arrays.items())
     ):
         return entry[2]
     dtype = _torch_dtype(np_dtype)
@@ -87,13 +89,17 @@ def _outlier_rows(X, ratio=_OUTLIER_RATIO):
     X = np.asarray(X)
     exponent = _peak_exponent(X)
     # The median of a few hundred rows is a centre no single row can move.
-    centre = np.median(np.ldexp(X[:: max(1, X.shape[0] // 512)].astype(np.float64), -exponent),
-                       axis=0)
-    distance = np.concatenate([
-        np.linalg.norm(np.ldexp(X[start : start + 1024].astype(np.float64), -exponent) - centre,
-                       axis=1)
-        for start in range(0, X.shape[0], 1024)
-    ])
+    centre = np.median(
+        np.ldexp(X[:: max(1, X.shape[0] // 512)].astype(np.float64), -exponent), axis=0
+    )
+    distance = np.concatenate(
+        [
+            np.linalg.norm(
+                np.ldexp(X[start : start + 1024].astype(np.float64), -exponent) - centre, axis=1
+            )
+            for start in range(0, X.shape[0], 1024)
+        ]
+    )
     typical = np.median(distance)
     if typical <= 0:
         return np.empty(0, dtype=np.intp), distance

@@ -87,8 +87,19 @@ class _Trainer:
     (see ``_distributed.py``).
     """
 
-    def __init__(self, module, *, learning_rate, n_steps, scale, shuffle_seed, dead_window,
-                 step=0, epoch=0, name="SAE"):
+    def __init__(
+        self,
+        module,
+        *,
+        learning_rate,
+        n_steps,
+        scale,
+        shuffle_seed,
+        dead_window,
+        step=0,
+        epoch=0,
+        name="SAE",
+    ):
         self.group = _ProcessGroup()
         # Every rank starts from rank 0's model, scale and data order (they differ when
         # random_state is None).
@@ -172,7 +183,11 @@ class _Trainer:
         except Exception as exc:
             error = exc
         loss, fired = self.group.reduce_step(
-            list(self.module.parameters()), x.shape[0], batch_rows, out, error,
+            list(self.module.parameters()),
+            x.shape[0],
+            batch_rows,
+            out,
+            error,
             self.samples_since_fired.shape[0],
         )
         return LossOutput(loss, fired)
@@ -296,8 +311,12 @@ class _Trainer:
 
         in_epoch = None
         if self._order is not None:
-            in_epoch = {"order": self._order.copy(), "next_row": self._next_row,
-                        "loss_sum": cpu(self._loss_sum), "fired": cpu(self._fired)}
+            in_epoch = {
+                "order": self._order.copy(),
+                "next_row": self._next_row,
+                "loss_sum": cpu(self._loss_sum),
+                "fired": cpu(self._fired),
+            }
         optimizer = copy.deepcopy(self.optimizer.state_dict())
         for state in optimizer["state"].values():
             for key, value in state.items():
@@ -306,9 +325,11 @@ class _Trainer:
         return {
             "module": {k: cpu(v) for k, v in self.module.state_dict().items()},
             "optimizer": optimizer,
-            "schedule": {"learning_rate": self.schedule.learning_rate,
-                         "n_steps": self.schedule.n_steps,
-                         "decay_fraction": self.schedule.decay_fraction},
+            "schedule": {
+                "learning_rate": self.schedule.learning_rate,
+                "n_steps": self.schedule.n_steps,
+                "decay_fraction": self.schedule.decay_fraction,
+            },
             "scale": self.scale,
             "step": self.step,
             "epoch": self.epoch,
