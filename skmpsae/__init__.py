@@ -22,8 +22,7 @@ from ._models.topk import TopKSAE
 from ._pursuit.encode import matching_pursuit, orthogonal_matching_pursuit
 from ._train.progress import EpochInfo
 from ._train.tensors import DivergenceError
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "BatchTopKSAE",

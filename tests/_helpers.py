@@ -5,24 +5,10 @@ Import them as ``from _helpers import ...``: pytest puts this folder on ``sys.pa
 
 import numpy as np
 
-from skmpsae import (
-    BatchTopKSAE,
-    JumpReLUSAE,
-    MatchingPursuitSAE,
-    MatryoshkaSAE,
-    ReLUSAE,
-    TopKSAE,
-)
+from skmpsae._models.registry import estimator_specs
 
-# Every estimator, by the short name that test ids use. A new estimator is added here once.
-ESTIMATOR_CLASSES = {
-    "mp": MatchingPursuitSAE,
-    "topk": TopKSAE,
-    "batchtopk": BatchTopKSAE,
-    "matryoshka": MatryoshkaSAE,
-    "jumprelu": JumpReLUSAE,
-    "relu": ReLUSAE,
-}
+# Every estimator, by the short name that test ids use, from the package's one registry.
+ESTIMATOR_CLASSES = {name: spec.estimator for name, spec in estimator_specs().items()}
 ESTIMATORS = list(ESTIMATOR_CLASSES)
 
 

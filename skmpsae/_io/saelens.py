@@ -65,7 +65,9 @@ def _mp_saelens_steps(estimator):
 def _encoder_saelens_config(estimator, dtype):
     """The SAELens architecture fields and extra tensors of an estimator with an encoder, or a
     ValueError saying why SAELens would encode differently."""
-    from .. import BatchTopKSAE, JumpReLUSAE, TopKSAE
+    from .._models.batchtopk import BatchTopKSAE
+    from .._models.jumprelu import JumpReLUSAE
+    from .._models.topk import TopKSAE
 
     n_components = estimator.n_components
     if isinstance(estimator, (TopKSAE, BatchTopKSAE)) and (
@@ -272,7 +274,10 @@ def from_saelens(directory):
     its thresholds, skmpsae's does not: a negative threshold loads as zero, which gives the
     same codes.
     """
-    from .. import JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE
+    from .._models.jumprelu import JumpReLUSAE
+    from .._models.matching_pursuit import MatchingPursuitSAE
+    from .._models.relu import ReLUSAE
+    from .._models.topk import TopKSAE
 
     directory, cfg = _read_cfg(directory, _SAELENS_WEIGHTS, "SAELens")
     source = directory / _CFG
@@ -368,7 +373,7 @@ def from_sparsify(directory):
     --------
     from_saelens : Load a SAELens SAE.
     """
-    from .. import TopKSAE
+    from .._models.topk import TopKSAE
 
     directory, cfg = _read_cfg(directory, _SPARSIFY_WEIGHTS, "sparsify")
     source = directory / _CFG

@@ -6,22 +6,11 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from .._models.registry import estimator_specs
 
 
 def _estimator_classes():
-    from .. import (
-        BatchTopKSAE,
-        JumpReLUSAE,
-        MatchingPursuitSAE,
-        MatryoshkaSAE,
-        ReLUSAE,
-        TopKSAE,
-    )
-
-    return {
-        cls.__name__: cls
-        for cls in (MatchingPursuitSAE, TopKSAE, ReLUSAE, BatchTopKSAE, MatryoshkaSAE, JumpReLUSAE)
-    }
+    return {spec.estimator.__name__: spec.estimator for spec in estimator_specs().values()}
 
 
 def _check_fitted_sae(estimator, what):
@@ -103,7 +92,7 @@ def _versions():
     import sklearn
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "skmpsae": __version__,

@@ -1,0 +1,99 @@
+"""``skmpsae encode``: a ``.npy`` file's codes under a fitted model, as a sparse ``.npz``."""
+
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_write
+from .._train.progress import Progress
+from .common import CommandError, _load_npy, _positive_int
+
+# Rows encoded at a time by `skmpsae encode` (the default of --chunk-size).
+_ENCODE_CHUNK = 4096
+
+
+def add_parser(commands):
+    encode = commands.add_parser(
+        "encode",
+        help="encode a .npy file with a fitted model into a sparse .npz matrix",
+        description="Encode DATA.npy chunk by chunk and save the codes as a scipy sparse CSR "
+        "matrix (load it with scipy.sparse.load_npz).",
+    )
+    encode.add_argument(
+        "model", metavar="MODEL", help="a .safetensors or .joblib file written by 'skmpsae fit'"
+    )
+    encode.add_argument("data", metavar="DATA.npy")
+    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
+    encode.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=_ENCODE_CHUNK,
+        help=f"rows encoded at a time (default: {_ENCODE_CHUNK})",
+    )
+    encode.add_argument("--device", default=None, help="override the model's device")
+    encode.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    encode.set_defaults(subparser=encode, run=run)
+
+
+def _load_model(path):
+    import joblib
+
+    from .._models.base import _BaseSAE
+
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from ..io import load
+
+        return load(path)
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling fails with many exception types
+        raise CommandError(
+            f"{path}: not a model saved by 'skmpsae fit' ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(model, _BaseSAE) or not hasattr(model, "components_"):
+        raise CommandError(f"{path}: not a fitted skmpsae model (got {type(model).__name__})")
+    return model
+
+
+def run(args):
+    from scipy import sparse
+
+    model = _load_model(args.model)
+    if args.device is not None:
+        model.set_params(device=args.device)
+    X = _load_npy(args.data)
+    if X.shape[1] != model.n_features_in_:
+        raise CommandError(
+            f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
+            f"{model.n_features_in_}"
+        )
+    output = Path(args.output)
+    if output.suffix != ".npz":
+        output = output.with_name(output.name + ".npz")  # where save_npz would write anyway
+    if not output.parent.is_dir():
+        raise CommandError(f"{output.parent}: no such directory for the output codes")
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
+    starts = range(0, X.shape[0], args.chunk_size)
+    progress = Progress(len(starts), "encode", "chunk", not args.quiet)
+    blocks = []
+    try:
+        for start in starts:
+            # Only this chunk is read from the file (and converted, for other dtypes).
+            chunk = np.asarray(X[start : start + args.chunk_size], dtype=dtype)
+            # The sparse path: no dense (chunk, n_components) codes, whatever the model's
+            # sparse_output says (at 65,536 atoms a dense chunk of 4,096 rows is 1 GB).
+            blocks.append(model._sparse_codes(chunk))
+            progress.update()
+    finally:
+        progress.close()
+    codes = sparse.vstack(blocks, format="csr")
+    with atomic_write(output) as file:
+        sparse.save_npz(file, codes)
+    print(
+        f"encoded {codes.shape[0]} samples into {codes.shape[1]} components, mean L0 "
+        f"{codes.nnz / codes.shape[0]:.2f}; saved to {output}"
+    )
+    return 0
