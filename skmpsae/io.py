@@ -27,9 +27,7 @@ from ._io.safetensors import (
     _check_arrays,
     _check_fitted_sae,
     _estimator_classes,
-    _published_arrays,
     _read_safetensors,
-    _set_fitted,
     _versions,
     _write_safetensors,
 )
@@ -38,18 +36,6 @@ __all__ = ["from_saelens", "from_sparsify", "load", "save", "to_saelens"]
 
 _FORMAT = "skmpsae"
 _FORMAT_VERSION = 1
-
-
-def _expected_shapes(estimator, n_features):
-    """{attribute: shape} of the published arrays, read from the estimator's own module built
-    on the meta device (no memory), so that a new estimator or parameter needs no table here."""
-    import torch
-
-    module = estimator._make_module(n_features, torch.float32, torch.device("meta"))
-    return {
-        attr: tuple(getattr(module, name).shape)
-        for name, (attr, _) in estimator._published_params.items()
-    }
 
 
 # Fitted attributes that save writes and load restores by name; any other public attribute
@@ -95,7 +81,7 @@ def _from_json_attribute(value):
 
 
 def _fitted_attributes(estimator):
-    published = {attr for attr, _ in estimator._published_params.values()}
+    published = set(estimator._published_arrays())
     return {
         name: _json_attribute(name, value)
         for name, value in sorted(vars(estimator).items())
@@ -198,7 +184,7 @@ def save(estimator, path):
     _check_fitted_sae(estimator, "save")
     # np.array, not np.ascontiguousarray, which turns BatchTopK's scalar threshold_ into 1-d.
     tensors = {
-        name: np.array(value, order="C") for name, value in _published_arrays(estimator).items()
+        name: np.array(value, order="C") for name, value in estimator._published_arrays().items()
     }
     params = {
         name: _json_param(name, value, tensors)
@@ -293,7 +279,7 @@ def load(path):
         estimator = cls(**params)
         estimator._validate_params()
         n_features = int(attrs["n_features_in_"])
-        expected = _expected_shapes(estimator, n_features)
+        expected = estimator._published_shapes(n_features)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{path}: invalid hyper-parameters for {name} ({exc}).") from None
     try:
@@ -304,14 +290,13 @@ def load(path):
     dtypes = {value.dtype for value in arrays.values()}
     if len(dtypes) != 1:
         raise ValueError(f"{path}: the tensors mix dtypes {sorted(map(str, dtypes))}.")
-    return _set_fitted(
-        estimator,
+    return estimator._set_fitted_state(
         arrays,
         n_iter=attrs.get("n_iter_", 0),
         n_steps=attrs.get("n_steps_", 0),
         loss_curve=attrs.get("loss_curve_", ()),
         n_dead=attrs.get("n_dead_components_"),
-        feature_names=attrs.get("feature_names_in_"),
+        feature_names_in_=attrs.get("feature_names_in_"),
         data_scale=attrs.get("data_scale", 1.0),
         fitted=fitted,
     )

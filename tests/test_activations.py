@@ -287,7 +287,7 @@ def _identity_sae(width, dtype=np.float32):
         "encoder_weights_": np.vstack([eye, -eye]),
         "encoder_intercept_": np.zeros(2 * width, dtype),
     }
-    return io._set_fitted(TopKSAE(2 * width, n_nonzero_coefs=2 * width), arrays)
+    return TopKSAE(2 * width, n_nonzero_coefs=2 * width)._set_fitted_state(arrays)
 
 
 def _zero_sae(width):

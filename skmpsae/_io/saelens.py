@@ -19,7 +19,6 @@ from .safetensors import (
     _check_fitted_sae,
     _read_safetensors,
     _same_dtype,
-    _set_fitted,
     _versions,
     _write_safetensors,
 )
@@ -312,7 +311,7 @@ def from_saelens(directory):
         arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"]}
         if not subtract_b_dec:
             arrays["intercept_"] = np.zeros_like(weights["b_dec"])
-        return _set_fitted(estimator, _same_dtype(arrays))
+        return estimator._set_fitted_state(_same_dtype(arrays))
     if cfg.get("rescale_acts_by_decoder_norm", False):
         raise ValueError(
             f"{source}: rescale_acts_by_decoder_norm=true ranks latents by pre-activation times "
@@ -342,7 +341,7 @@ def from_saelens(directory):
     if architecture == "jumprelu":
         # relu(pre) * (pre > t) == pre * (pre > max(t, 0)), skmpsae's encoding.
         arrays["threshold_"] = np.maximum(weights["threshold"], 0)
-    return _set_fitted(estimator, _same_dtype(arrays))
+    return estimator._set_fitted_state(_same_dtype(arrays))
 
 
 # -- sparsify ----------------------------------------------------------------------------------
@@ -405,4 +404,4 @@ def from_sparsify(directory):
         "encoder_intercept_": weights["encoder.bias"],
     }
     estimator = TopKSAE(n_components=int(n_latents), n_nonzero_coefs=k)
-    return _set_fitted(estimator, _same_dtype(arrays))
+    return estimator._set_fitted_state(_same_dtype(arrays))

@@ -4,6 +4,7 @@ writing safetensors files, checking tensors, and making an estimator fitted from
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .._atomic import atomic_write
 from .._models.registry import estimator_specs
@@ -24,10 +25,6 @@ def _check_fitted_sae(estimator, what):
             f"got {type(estimator).__name__}."
         )
     check_is_fitted(estimator)
-
-
-def _published_arrays(estimator):
-    return {attr: getattr(estimator, attr) for attr, _ in estimator._published_params.values()}
 
 
 def _check_arrays(arrays, expected, source):
@@ -51,46 +48,8 @@ def _check_arrays(arrays, expected, source):
             raise ValueError(f"{source}: tensor {name!r} holds NaN or infinite values.")
 
 
-def _set_fitted(
-    estimator,
-    arrays,
-    *,
-    n_iter=0,
-    n_steps=0,
-    loss_curve=(),
-    n_dead=None,
-    feature_names=None,
-    data_scale=1.0,
-    fitted=None,
-):
-    """Make ``estimator`` fitted from its published arrays (already checked).
-
-    The published attributes are the estimators' documented state; ``_data_scale`` (the RMS
-    deviation the optimiser divides the data by) lets :meth:`partial_fit` continue training.
-    ``fitted`` maps the names of further fitted attributes (``prefix_sizes_``,
-    ``validation_scores_``, ...) to their values.
-    """
-    for name, value in arrays.items():
-        # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar, as fit does.
-        value = np.array(value, order="C")
-        setattr(estimator, name, value if value.ndim else value[()])
-    estimator.n_features_in_ = int(arrays["components_"].shape[1])
-    if feature_names is not None:
-        estimator.feature_names_in_ = np.asarray(feature_names, dtype=object)
-    estimator.n_iter_ = int(n_iter)
-    estimator.n_steps_ = int(n_steps)
-    estimator.loss_curve_ = [float(v) for v in loss_curve]
-    if n_dead is not None:
-        estimator.n_dead_components_ = int(n_dead)
-    estimator._data_scale = float(data_scale)
-    for name, value in (fitted or {}).items():
-        setattr(estimator, name, value)
-    return estimator
-
-
 def _versions():
     import sklearn
-    import torch
 
     from .._version import __version__
 
@@ -133,16 +92,10 @@ def _read_safetensors(path, what):
     for name, tensor in tensors.items():
         if not tensor.is_floating_point():
             raise ValueError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, not a float.")
-        if tensor.dtype not in (_torch().float32, _torch().float64):
+        if tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()  # float16 and bfloat16 widen exactly to float32
         arrays[name] = tensor.numpy()
     return arrays, meta
-
-
-def _torch():
-    import torch
-
-    return torch
 
 
 def _same_dtype(arrays):

@@ -1,9 +1,11 @@
 """The estimator base shared by every SAE: parameters, validation and the scikit-learn API.
 
-A model file supplies a torch module (its parameters and its loss, see ``_modules.py``) and an
-encoder over plain tensors; training runs in a ``_Trainer`` (``_trainer.py``), built, run and
-published by ``_TrainingMixin`` (``_fitting.py``); everything a scikit-learn user touches lives
-here, once.
+A model file supplies a torch module (its parameters and its loss, see ``module.py``) and an
+encoder over plain tensors. ``fit`` and ``partial_fit`` build a ``_Trainer`` from explicit
+settings (``_train/trainer.py``), run it through ``_train.loop.train_epochs`` and publish what
+comes back with :meth:`_BaseSAE._set_fitted_state`, the one writer of fitted state (``io.load``,
+``from_saelens`` and ``from_sparsify`` use it too). Everything a scikit-learn user touches
+lives here, once.
 
 Fitted state is published as numpy arrays in the data's own units (``components_``,
 ``intercept_``, ...), never as pickled torch objects, so a model fitted on a GPU loads on a
@@ -12,8 +14,10 @@ deviation: the default learning rate then means the same thing for pixels in [0,
 activations around 1e6 and for signals around 1e-6.
 """
 
+import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +28,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils import metadata_routing
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import (
@@ -34,16 +38,35 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .._train.checkpoint import _Checkpointer, state_as_arrays
+from .._train.checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
+from .._train.distributed import is_main_process
 from .._train.early_stopping import _EarlyStopping, _validation_split
-from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches
+from .._train.loop import train_epochs
+from .._train.progress import EpochInfo, print_epoch
+from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches, _torch_dtype
+from .._train.trainer import _Trainer
 from .._utils import NotBoolInterval, resolve_device
 from ..metrics import explained_variance
-from .fitting import _TrainingMixin
+from .training import initialize_module, load_published, module_arrays, module_tensors
+
+
+class _LiveTrainer(NamedTuple):
+    """The trainer of the last training call and the ``components_`` it published: the next
+    ``partial_fit`` goes on with it (Adam's moments included) while they are still published."""
+
+    trainer: Any
+    components: np.ndarray
+
+
+def _chunks(X, device, dtype=None):
+    """``(start, rows)`` for each chunk of ``_TRANSFORM_CHUNK`` rows of ``X``, as tensors on
+    ``device``: encoding never builds the codes of all of ``X`` at once, and a memmap is read
+    one chunk at a time."""
+    for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
+        yield start, _as_tensor(X[start : start + _TRANSFORM_CHUNK], dtype, device)
 
 
 class _BaseSAE(
-    _TrainingMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     BaseEstimator,
@@ -113,6 +136,17 @@ class _BaseSAE(
         """Rows per training step: ``batch_size``, or the model's rule for "auto"."""
         return self.batch_size
 
+    def _learning_rate(self):
+        """Peak learning rate; "auto" is the model's ``_auto_learning_rate`` up to 256 atoms,
+        scaled down as 1/sqrt(n_components) beyond (the usual rule for SAEs, which keeps the
+        size of an Adam step relative to the typical gradient as the dictionary grows)."""
+        if self.learning_rate == "auto":
+            return self._auto_learning_rate * min(1.0, np.sqrt(256 / self.n_components))
+        return self.learning_rate
+
+    def _shuffle_seed(self):
+        return check_random_state(self.random_state).randint(2**31 - 1)
+
     # -- public API ------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, checkpoint_dir=None, checkpoint_every=1000, resume=False):
@@ -168,10 +202,9 @@ class _BaseSAE(
         True
         """
         X, new_input = self._validate_new_data(X)
-        stopper = X_validation = None
+        X_validation = None
         if self.early_stopping:
             X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
-            stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
         checkpointer = _Checkpointer.from_fit_args(
             self, X, checkpoint_dir, checkpoint_every, resume
         )
@@ -186,7 +219,7 @@ class _BaseSAE(
             self.max_iter - trainer.epoch,
             new_input=new_input,
             checkpointer=checkpointer,
-            early=(stopper, X_validation),
+            X_validation=X_validation,
         )
         return self
 
@@ -219,13 +252,15 @@ class _BaseSAE(
             self._train(X, trainer, 1, new_input=new_input)
             return self
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        trainer = getattr(self, "_trainer", None)
-        if trainer is None or trainer.published is not self.components_:
+        live = self.__dict__.get("_live_trainer")
+        if live is not None and live.components is self.components_:
+            trainer = live.trainer
+        else:
             trainer = self._resume_trainer()
         # Reproducible shuffles that still differ from one partial_fit call to the next.
         seed = (self._shuffle_seed() + self.n_iter_) % (2**31 - 1)
         trainer.start_call(self._learning_rate(), None, seed, X.shape[0])
-        self._train(X, trainer, 1, loss_curve=list(self.loss_curve_))
+        self._train(X, trainer, 1)
         return self
 
     def transform(self, X):
@@ -248,11 +283,9 @@ class _BaseSAE(
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         params = self._params_as_tensors(X.dtype)
-        device = params["components_"].device
         out = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
         with torch.no_grad():
-            for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
-                chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
+            for start, chunk in _chunks(X, params["components_"].device):
                 out[start : start + chunk.shape[0]] = self._encode(chunk, params).cpu().numpy()
         return out
 
@@ -261,12 +294,11 @@ class _BaseSAE(
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         params = self._params_as_tensors(X.dtype)
-        device = params["components_"].device
-        blocks = []
         with torch.no_grad():
-            for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
-                chunk = _as_tensor(X[start : start + _TRANSFORM_CHUNK], None, device)
-                blocks.append(self._encode_sparse(chunk, params))
+            blocks = [
+                self._encode_sparse(chunk, params)
+                for _, chunk in _chunks(X, params["components_"].device)
+            ]
         return sparse.vstack(blocks, format="csr", dtype=X.dtype)
 
     def inverse_transform(self, X):
@@ -365,11 +397,231 @@ class _BaseSAE(
         # Torch objects are tied to a device and a torch version: the trainer travels as its
         # state_dict in numpy arrays, so that partial_fit after unpickling continues with its
         # Adam moments and the pickle still holds no torch object.
-        trainer = state.pop("_trainer", None)
+        live = state.pop("_live_trainer", None)
         state.pop("_tensor_cache", None)
-        if trainer is not None and trainer.published is self.components_:
-            state["_trainer_state"] = state_as_arrays(trainer.state_dict())
+        if live is not None and live.components is self.components_:
+            state["_trainer_state"] = state_as_arrays(live.trainer.state_dict())
         return state
+
+    # -- training: the trainer gets explicit settings, the estimator publishes its result ---
+    def _new_trainer(self, X, n_steps):
+        """The trainer ``fit`` runs: a new module started from a sample of ``X``, ``n_steps``
+        planned steps (None for ``partial_fit``). Tests build one to drive it step by step."""
+        module = self._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
+        scale = initialize_module(
+            module,
+            X,
+            fit_intercept=self.fit_intercept,
+            dict_init=self.dict_init,
+            init_from_samples=self._init_from_samples,
+            random_state=self.random_state,
+            name=type(self).__name__,
+        )
+        module.to(resolve_device(self.device))
+        return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
+
+    def _resume_trainer(self):
+        """A trainer over the published parameters, with the Adam moments and counters saved
+        when the estimator was pickled if they belong to these parameters; else fresh."""
+        dtype = _torch_dtype(self.components_.dtype)
+        module = self._make_module(self.n_features_in_, dtype, resolve_device(self.device))
+        load_published(module, self._published_arrays(), self._published_params, self._data_scale)
+        trainer = self._make_trainer(
+            module, self._data_scale, None, 0, 1, self.n_steps_, self.n_iter_
+        )
+        state = getattr(self, "_trainer_state", None)
+        if state is not None and np.array_equal(
+            state["module"]["dictionary"]["__tensor__"], self.components_
+        ):
+            trainer.load_state_dict(state_from_arrays(state))
+        return trainer
+
+    def _checkpointed_trainer(self, X, checkpointer, n_steps):
+        """A trainer restored from ``checkpointer``'s checkpoint, for ``fit(..., resume=True)``."""
+        state = checkpointer.resume()
+        module = self._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
+        module.to(resolve_device(self.device))
+        trainer = self._make_trainer(module, state["scale"], n_steps, 0, X.shape[0])
+        trainer.load_state_dict(state)
+        return trainer
+
+    def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):
+        return _Trainer(
+            module,
+            learning_rate=self._learning_rate(),
+            n_steps=n_steps,
+            scale=scale,
+            shuffle_seed=shuffle_seed,
+            dead_window=dead_window,
+            step=step,
+            epoch=epoch,
+            name=type(self).__name__,
+        )
+
+    def _train(self, X, trainer, n_epochs, new_input=None, checkpointer=None, X_validation=None):
+        """Run ``n_epochs`` epochs of ``trainer`` and publish the result.
+
+        Nothing is published unless an epoch completes: on divergence or another error the
+        estimator is left as it was and the error propagates. Ctrl-C is handled here, once: it
+        keeps the last completed epoch with a warning; before one completes, a new model
+        (``new_input`` from :meth:`_validate_new_data`) re-raises it and a published model
+        being trained further is kept as it was, with a warning.
+        """
+        # What the callback reports as the epochs of this call: all of a resumed fit's.
+        total_epochs = n_epochs if checkpointer is None else self.max_iter
+
+        def report(trainer, result):
+            info = EpochInfo(self, trainer.epoch, total_epochs, trainer.step, *result)
+            if self.verbose and is_main_process():
+                print_epoch(info)
+            if self.callback is not None:
+                self.callback(info)
+
+        early_stopping = None
+        if X_validation is not None:
+            stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
+            early_stopping = (stopper, lambda trainer: self._module_score(trainer, X_validation))
+        previous = getattr(self, "loss_curve_", []) if new_input is None else []
+        try:
+            result = train_epochs(
+                trainer,
+                X,
+                n_epochs,
+                batch_size=self._batch_size(),
+                loss_curve=previous,
+                n_dead=getattr(self, "n_dead_components_", None),
+                report=report,
+                checkpointer=checkpointer,
+                early_stopping=early_stopping,
+            )
+        except BaseException:
+            self._forget_trainer(trainer)
+            raise
+        if result.interrupted and result.n_epochs == 0:
+            self._forget_trainer(trainer)
+            if new_input is not None:
+                raise KeyboardInterrupt  # a new model with no completed epoch: nothing to keep
+            warnings.warn(
+                f"Training interrupted; {type(self).__name__} keeps the model it had before "
+                f"this call ({self.n_iter_} epochs in all).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        if result.interrupted:
+            warnings.warn(
+                f"Training interrupted; {type(self).__name__} keeps the model of the last "
+                f"completed epoch ({trainer.epoch} epochs in all).",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._publish(trainer, result, new_input)
+
+    def _module_score(self, trainer, X_validation):
+        """Held-out R2 of the module being trained, encoded as ``transform`` would."""
+        params = module_tensors(trainer.module, self._published_params, trainer.scale)
+        params.update(self._derived_tensors(params))
+        X_hat = np.empty_like(X_validation)
+        with torch.no_grad():
+            for start, chunk in _chunks(X_validation, trainer.device, trainer.dtype):
+                codes = self._encode(chunk, params)
+                recon = codes @ params["components_"] + params["intercept_"]
+                X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
+        return explained_variance(X_validation, X_hat)
+
+    def _forget_trainer(self, trainer):
+        # A live trainer that a failed call has half-updated must not be trained further:
+        # the next partial_fit rebuilds one from the published arrays.
+        live = self.__dict__.get("_live_trainer")
+        if live is not None and live.trainer is trainer:
+            del self._live_trainer
+
+    def _publish(self, trainer, result, new_input):
+        """Publish what a completed training call learned, and keep its trainer live for the
+        next ``partial_fit``."""
+        if new_input is None:  # training went on: the input description stays
+            new_input = {
+                "n_features_in_": self.n_features_in_,
+                "feature_names_in_": getattr(self, "feature_names_in_", None),
+            }
+        self._set_fitted_state(
+            module_arrays(trainer.module, self._published_params, trainer.scale),
+            **new_input,
+            n_iter=trainer.epoch,
+            n_steps=trainer.step,
+            loss_curve=result.loss_curve,
+            n_dead=result.n_dead,
+            data_scale=trainer.scale,
+            fitted={
+                "validation_scores_": result.validation_scores,
+                "best_validation_score_": result.best_validation_score,
+                **self._fitted_extras(trainer.module),
+            },
+        )
+        self._live_trainer = _LiveTrainer(trainer, self.components_)
+
+    def _fitted_extras(self, module):
+        """Further fitted attributes a model publishes from its trained module."""
+        return {}
+
+    # -- fitted state: one writer -----------------------------------------------------------
+    def _published_arrays(self):
+        """The published parameters, {attribute: array}."""
+        return {attr: getattr(self, attr) for attr, _ in self._published_params.values()}
+
+    def _published_shapes(self, n_features):
+        """{attribute: shape} of the published arrays for ``n_features`` inputs, read from the
+        model's own module built on the meta device (no memory)."""
+        module = self._make_module(n_features, torch.float32, torch.device("meta"))
+        return {
+            attr: tuple(getattr(module, name).shape)
+            for name, (attr, _) in self._published_params.items()
+        }
+
+    def _set_fitted_state(
+        self,
+        arrays,
+        *,
+        n_features_in_=None,
+        feature_names_in_=None,
+        n_iter=0,
+        n_steps=0,
+        loss_curve=(),
+        n_dead=None,
+        data_scale=1.0,
+        fitted=None,
+    ):
+        """Make the estimator fitted: the one place fitted state is written, by ``fit``,
+        ``partial_fit``, :func:`skmpsae.io.load`, ``from_saelens`` and ``from_sparsify``.
+
+        ``arrays`` are the published parameters (already checked), ``feature_names_in_`` the
+        input's column names or None, ``data_scale`` the RMS deviation the optimiser divides
+        the data by (so that ``partial_fit`` can go on), and ``fitted`` further fitted
+        attributes by name (``prefix_sizes_``, ``validation_scores_``, ...).
+        """
+        for name, value in arrays.items():
+            # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar.
+            value = np.array(value, order="C")
+            setattr(self, name, value if value.ndim else value[()])
+        self.n_features_in_ = int(
+            arrays["components_"].shape[1] if n_features_in_ is None else n_features_in_
+        )
+        if feature_names_in_ is not None:
+            self.feature_names_in_ = np.asarray(feature_names_in_, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+        self.n_iter_ = int(n_iter)
+        self.n_steps_ = int(n_steps)
+        self.loss_curve_ = [float(v) for v in loss_curve]
+        self.n_dead_components_ = None if n_dead is None else int(n_dead)
+        self._data_scale = float(data_scale)
+        for name, value in (fitted or {}).items():
+            setattr(self, name, value)
+        # Derived tensors, the live trainer and Adam moments of an earlier model go stale.
+        self.__dict__.setdefault("_tensor_cache", {}).clear()
+        self.__dict__.pop("_trainer_state", None)
+        self.__dict__.pop("_live_trainer", None)
+        return self
 
     # -- validation ------------------------------------------------------------------------
     def _validate_new_data(self, X):

@@ -265,7 +265,6 @@ class MatryoshkaSAE(BatchTopKSAE):
             aux_coef=self.aux_coef,
         )
 
-    def _publish(self, trainer, *args, **kwargs):
-        super()._publish(trainer, *args, **kwargs)
+    def _fitted_extras(self, module):
         # Published with the rest, so that a failed fit leaves no trace of it.
-        self.prefix_sizes_ = trainer.module.prefix_sizes
+        return {"prefix_sizes_": module.prefix_sizes}

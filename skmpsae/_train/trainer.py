@@ -10,7 +10,6 @@ never reach into the loop.
 import contextlib
 import copy
 import time
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -119,7 +118,6 @@ class _Trainer:
             module.dictionary.shape[0], dtype=torch.long, device=self.device
         )
         self.reseed(shuffle_seed)
-        self.published = None  # the components_ array this state was last published as
 
     def start_call(self, learning_rate, n_steps, shuffle_seed, dead_window):
         """Prepare a ``fit`` or ``partial_fit`` call: its schedule (the step count goes on), its
@@ -260,11 +258,13 @@ class _Trainer:
 
     def run(self, X, batch_size, n_epochs, on_epoch=None, on_step=None):
         """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each (and ``on_step``
-        as :meth:`run_epoch` does); return the list of the completed epochs' _EpochResult.
-        Stops early when ``on_epoch`` returns True (early stopping).
+        as :meth:`run_epoch` does). Stops early when ``on_epoch`` returns True (early stopping).
 
-        Ctrl-C (in an epoch or in ``on_epoch``) after an epoch has completed returns to the end
-        of the last completed epoch, warns and returns early; before that, it propagates.
+        Returns ``(results, interrupted)``: the completed epochs' _EpochResult, and whether
+        Ctrl-C stopped the run. Ctrl-C (in an epoch or in ``on_epoch``) returns to the end of
+        the last completed epoch; before any epoch completes, the parameters are half-updated
+        and the caller must discard this trainer. What an interruption means for the model is
+        the caller's to say (the estimators warn, or re-raise).
         """
         results, snapshot = [], None
         try:
@@ -274,18 +274,12 @@ class _Trainer:
                 if on_epoch is not None and on_epoch(results[-1]):
                     break
         except KeyboardInterrupt:
-            if snapshot is None:
-                raise
-            self.rollback(snapshot)  # the interrupted epoch's steps are discarded
-            warnings.warn(
-                f"Training interrupted; {self.name} keeps the model of the last completed "
-                f"epoch ({self.epoch} epochs in all).",
-                UserWarning,
-                stacklevel=2,
-            )
+            if snapshot is not None:
+                self.rollback(snapshot)  # the interrupted epoch's steps are discarded
+            return results, True
         if results:
             self.check_model(X, batch_size)
-        return results
+        return results, False
 
     # -- snapshots and checkpoints -------------------------------------------------------
     def snapshot(self):
@@ -294,11 +288,13 @@ class _Trainer:
         return {"params": params, "step": self.step, "epoch": self.epoch}
 
     @torch.no_grad()
-    def rollback(self, snapshot):
-        """Return to ``snapshot``'s parameters and counters (Adam's moments are kept)."""
+    def rollback(self, snapshot, counters=True):
+        """Return to ``snapshot``'s parameters and, with ``counters``, to its step and epoch
+        counts (Adam's moments are kept). Early stopping keeps the counts of the epochs run."""
         for name, p in self.module.named_parameters():
             p.copy_(snapshot["params"][name].to(p.device))
-        self.step, self.epoch = snapshot["step"], snapshot["epoch"]
+        if counters:
+            self.step, self.epoch = snapshot["step"], snapshot["epoch"]
         self._end_epoch()
 
     def state_dict(self):
