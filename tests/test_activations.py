@@ -19,7 +19,6 @@ from skmpsae.cli import main
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
-from skmpsae import io  # noqa: E402
 from skmpsae.activations import capture, load_model, splice  # noqa: E402
 from skmpsae.metrics import spliced_embedding_cosine, spliced_lm_metrics  # noqa: E402
 

@@ -181,9 +181,11 @@ def test_mp_sae_residual_never_grows_with_transform_steps(dtype, algorithm, X):
 def test_topk_sae_codes_have_at_most_k_nonzeros(dtype, k, n_samples):
     sae = _fitted("topk", dtype)
     X = np.random.RandomState(k).randn(n_samples, 8).astype(dtype)
-    if k > 24:  # more latents than the encoder has: a clear error, not a silent cap
-        with pytest.raises(ValueError, match="larger than n_components=24"):
-            sae.set_params(transform_n_nonzero_coefs=k).transform(X)
+    if k > 24:  # more latents than the encoder has: every latent is kept, with a warning
+        with pytest.warns(UserWarning, match="larger than n_components=24"):
+            codes = sae.set_params(transform_n_nonzero_coefs=k).transform(X)
+        every = sae.set_params(transform_n_nonzero_coefs=24).transform(X)
+        np.testing.assert_array_equal(codes, every)
         sae.set_params(transform_n_nonzero_coefs=None)
         return
     codes = sae.set_params(transform_n_nonzero_coefs=k).transform(X)

@@ -5,27 +5,9 @@ from sklearn.base import clone
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skmpsae import (
-    BatchTopKSAE,
-    JumpReLUSAE,
-    MatchingPursuitSAE,
-    MatryoshkaSAE,
-    ReLUSAE,
-    TopKSAE,
-)
+from _helpers import sklearn_check_estimators
 
-# Small models so that the ~50 checks per estimator stay fast; the checks use tiny data sets.
-# Some checks set n_components=1, and a TopK encoder cannot keep more latents than it has
-# (a clear error): the TopK family keeps one latent here. Matryoshka's default prefixes (for
-# 8 latents 1, 2, 4, 8) adapt to n_components=1.
-ESTIMATORS = [
-    MatchingPursuitSAE(n_components=8, n_nonzero_coefs=3, max_iter=5, random_state=0, device="cpu"),
-    TopKSAE(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0, device="cpu"),
-    BatchTopKSAE(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0, device="cpu"),
-    MatryoshkaSAE(n_components=8, n_nonzero_coefs=1, max_iter=5, random_state=0, device="cpu"),
-    JumpReLUSAE(n_components=8, max_iter=5, random_state=0, device="cpu"),
-    ReLUSAE(n_components=8, max_iter=5, random_state=0, device="cpu"),
-]
+ESTIMATORS = sklearn_check_estimators()
 
 # Every check must pass: no expected failures.
 EXPECTED_FAILED_CHECKS = {}

@@ -1,17 +1,12 @@
 """BatchTopK SAE: TopK over a whole batch in training, a learned threshold at inference
 (Bussmann, Leask & Nanda, 2024)."""
 
-from numbers import Integral, Real
-
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
 
 from .._pursuit.encode import _decode_selected, _scatter_codes
-from .._utils import NotBoolInterval
-from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
-from .topk import _check_k, _topk_codes
+from .module import LossOutput, _EncoderModule
+from .topk import _KSparseSAE, _topk_codes
 
 # Weight of a new batch in the running estimate of the inference threshold: a time constant of
 # 50 steps, short against a default fit (800 steps on 4,000 samples) and long against the batch
@@ -107,7 +102,7 @@ class _BatchTopKModule(_EncoderModule):
             self.threshold.lerp_(smallest, _THRESHOLD_MOMENTUM)
 
 
-class BatchTopKSAE(_BaseSAE):
+class BatchTopKSAE(_KSparseSAE):
     """Sparse autoencoder with a BatchTopK encoder (Bussmann, Leask & Nanda, 2024).
 
     In training, the ``n_nonzero_coefs * batch_size`` largest activations
@@ -125,11 +120,12 @@ class BatchTopKSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     n_nonzero_coefs : int, default=16
-        k, the mean number of latents kept per sample in training; at most ``n_components``.
+        k, the mean number of latents kept per sample in training; a k over ``n_components``
+        keeps every latent, with a warning (as :class:`TopKSAE`).
     transform_n_nonzero_coefs : int, default=None
         None: :meth:`transform` keeps the activations above ``threshold_`` (the published
-        method). An int: keep the k largest per sample instead, as :class:`TopKSAE` does; at
-        most ``n_components``.
+        method). An int: keep the k largest per sample instead, as :class:`TopKSAE` does
+        (capped at ``n_components`` in the same way).
     aux_coef : float, default=1/32
         Weight of the AuxK loss (0 disables it).
     max_iter : int, default=50
@@ -228,67 +224,16 @@ class BatchTopKSAE(_BaseSAE):
     True
     """
 
-    _parameter_constraints: dict = {
-        **_BaseSAE._parameter_constraints,
-        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
-        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
-        "aux_coef": [Interval(Real, 0, None, closed="left")],
-    }
-
     _published_params = {
-        **_BaseSAE._published_params,
-        **_ENCODER_PUBLISHED_PARAMS,
+        **_KSparseSAE._published_params,
         "threshold": ("threshold_", True),
     }
-
-    def __init__(
-        self,
-        n_components=256,
-        *,
-        n_nonzero_coefs=16,
-        transform_n_nonzero_coefs=None,
-        aux_coef=1 / 32,
-        max_iter=50,
-        batch_size=256,
-        learning_rate="auto",
-        fit_intercept=True,
-        dict_init=None,
-        random_state=None,
-        device="auto",
-        verbose=0,
-        callback=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        tol=1e-4,
-    ):
-        self.n_components = n_components
-        self.n_nonzero_coefs = n_nonzero_coefs
-        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
-        self.aux_coef = aux_coef
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.fit_intercept = fit_intercept
-        self.dict_init = dict_init
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.callback = callback
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-
-    def _validate_params(self):
-        super()._validate_params()
-        _check_k(self, self.n_nonzero_coefs, "n_nonzero_coefs")
 
     def _make_module(self, n_features, dtype, device):
         return _BatchTopKModule(
             self.n_components,
             n_features,
-            self.n_nonzero_coefs,
+            self._k(self.n_nonzero_coefs, "n_nonzero_coefs"),
             self.fit_intercept,
             dtype,
             device,
@@ -300,8 +245,6 @@ class BatchTopKSAE(_BaseSAE):
         if self.transform_n_nonzero_coefs is None:
             pre = _pre_activations(X, weight, encoder_bias, params["intercept_"])
             return _threshold_codes(pre, params["threshold_"])
-        _check_k(self, self.transform_n_nonzero_coefs, "transform_n_nonzero_coefs")
-        values, indices, _ = _topk_codes(
-            X, weight, encoder_bias, params["intercept_"], self.transform_n_nonzero_coefs
-        )
+        k = self._k(self.transform_n_nonzero_coefs, "transform_n_nonzero_coefs")
+        values, indices, _ = _topk_codes(X, weight, encoder_bias, params["intercept_"], k)
         return _scatter_codes(indices, values, self.n_components)

@@ -73,10 +73,11 @@ class MatryoshkaSAE(BatchTopKSAE):
         nested groups. The nesting costs reconstruction: on MNIST (256 latents, k=16, 3 seeds)
         held-out R2 0.7779 against BatchTopK's 0.7898.
     n_nonzero_coefs : int, default=16
-        k, the mean number of latents kept per sample in training; at most ``n_components``.
+        k, the mean number of latents kept per sample in training; a k over ``n_components``
+        keeps every latent, with a warning (as :class:`TopKSAE`).
     transform_n_nonzero_coefs : int, default=None
         None: :meth:`transform` keeps the activations above ``threshold_``. An int: keep the k
-        largest per sample instead; at most ``n_components``.
+        largest per sample instead (capped at ``n_components``, as :class:`TopKSAE`).
     aux_coef : float, default=1/32
         Weight of the AuxK loss (0 disables it).
     max_iter : int, default=50
@@ -257,7 +258,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         return _MatryoshkaModule(
             self.n_components,
             n_features,
-            self.n_nonzero_coefs,
+            self._k(self.n_nonzero_coefs, "n_nonzero_coefs"),
             self._check_prefix_sizes(),
             self.fit_intercept,
             dtype,

@@ -1,5 +1,6 @@
 """TopK SAE: a one-layer encoder that keeps the k largest pre-activations (Gao et al., 2024)."""
 
+import warnings
 from numbers import Integral, Real
 
 import torch.nn.functional as F
@@ -16,15 +17,6 @@ def _topk_codes(x, weight, encoder_bias, bias, k):
     pre = (x - bias) @ weight.T + encoder_bias
     values, indices = pre.topk(k, dim=1)
     return F.relu(values), indices, pre
-
-
-def _check_k(estimator, k, name):
-    """A TopK encoder cannot keep more latents than it has: say so instead of capping."""
-    if k > estimator.n_components:
-        raise ValueError(
-            f"{name}={k} is larger than n_components={estimator.n_components}: a TopK encoder "
-            f"cannot keep more latents than it has. Use {name} <= n_components."
-        )
 
 
 class _TopKModule(_EncoderModule):
@@ -64,7 +56,74 @@ class _TopKModule(_EncoderModule):
         return LossOutput(loss, self.fired_counts(indices, values > 0))
 
 
-class TopKSAE(_BaseSAE):
+class _KSparseSAE(_BaseSAE):
+    """What the TopK family (TopKSAE, BatchTopKSAE, MatryoshkaSAE) shares: an encoder with a
+    learned bias, ``n_nonzero_coefs`` latents kept in training (per sample or per batch on
+    average), the AuxK loss and their parameters."""
+
+    _parameter_constraints: dict = {
+        **_BaseSAE._parameter_constraints,
+        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
+        "aux_coef": [Interval(Real, 0, None, closed="left")],
+    }
+
+    _published_params = {**_BaseSAE._published_params, **_ENCODER_PUBLISHED_PARAMS}
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        n_nonzero_coefs=16,
+        transform_n_nonzero_coefs=None,
+        aux_coef=1 / 32,
+        max_iter=50,
+        batch_size=256,
+        learning_rate="auto",
+        fit_intercept=True,
+        dict_init=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+        callback=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+    ):
+        self.n_components = n_components
+        self.n_nonzero_coefs = n_nonzero_coefs
+        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
+        self.aux_coef = aux_coef
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.fit_intercept = fit_intercept
+        self.dict_init = dict_init
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.callback = callback
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+
+    def _k(self, k, name):
+        """``k`` latents to keep, at most ``n_components``: a larger k keeps every latent
+        (the encoder is then a plain ReLU), with a warning naming both numbers."""
+        if k > self.n_components:
+            warnings.warn(
+                f"{type(self).__name__}: {name}={k} is larger than n_components="
+                f"{self.n_components}; every latent is kept (k={self.n_components}).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return self.n_components
+        return k
+
+
+class TopKSAE(_KSparseSAE):
     """Sparse autoencoder with a TopK encoder (Makhzani & Frey, 2013; Gao et al., 2024).
 
     Codes are ``topk(relu(W_enc (x - b) + b_enc))``: only the ``n_nonzero_coefs`` largest
@@ -77,10 +136,12 @@ class TopKSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     n_nonzero_coefs : int, default=16
-        k, the number of latents kept per sample in training, at most ``n_components`` (a k of
-        ``n_components`` keeps every latent: the encoder is then a plain ReLU).
+        k, the number of latents kept per sample in training. A k of ``n_components`` or more
+        keeps every latent (the encoder is then a plain ReLU); a larger k warns, naming both
+        numbers, so that the defaults work at any ``n_components``.
     transform_n_nonzero_coefs : int, default=None
-        k at inference, at most ``n_components``; None means ``n_nonzero_coefs``.
+        k at inference (capped at ``n_components`` in the same way); None means
+        ``n_nonzero_coefs``.
         Unlike matching pursuit, a TopK encoder is not trained for other values: on MNIST a
         model trained at k=16 stops improving once k passes ~41, the number of latents with a
         positive pre-activation (docs/benchmarks.md).
@@ -178,63 +239,11 @@ class TopKSAE(_BaseSAE):
     True
     """
 
-    _parameter_constraints: dict = {
-        **_BaseSAE._parameter_constraints,
-        "n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left")],
-        "transform_n_nonzero_coefs": [NotBoolInterval(Integral, 1, None, closed="left"), None],
-        "aux_coef": [Interval(Real, 0, None, closed="left")],
-    }
-
-    _published_params = {**_BaseSAE._published_params, **_ENCODER_PUBLISHED_PARAMS}
-
-    def __init__(
-        self,
-        n_components=256,
-        *,
-        n_nonzero_coefs=16,
-        transform_n_nonzero_coefs=None,
-        aux_coef=1 / 32,
-        max_iter=50,
-        batch_size=256,
-        learning_rate="auto",
-        fit_intercept=True,
-        dict_init=None,
-        random_state=None,
-        device="auto",
-        verbose=0,
-        callback=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        tol=1e-4,
-    ):
-        self.n_components = n_components
-        self.n_nonzero_coefs = n_nonzero_coefs
-        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
-        self.aux_coef = aux_coef
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.fit_intercept = fit_intercept
-        self.dict_init = dict_init
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.callback = callback
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-
-    def _validate_params(self):
-        super()._validate_params()
-        _check_k(self, self.n_nonzero_coefs, "n_nonzero_coefs")
-
     def _make_module(self, n_features, dtype, device):
         return _TopKModule(
             self.n_components,
             n_features,
-            self.n_nonzero_coefs,
+            self._k(self.n_nonzero_coefs, "n_nonzero_coefs"),
             self.fit_intercept,
             dtype,
             device,
@@ -242,8 +251,10 @@ class TopKSAE(_BaseSAE):
         )
 
     def _encode(self, X, params):
-        k = self.transform_n_nonzero_coefs or self.n_nonzero_coefs
-        _check_k(self, k, "transform_n_nonzero_coefs")
+        if self.transform_n_nonzero_coefs is None:
+            k = self._k(self.n_nonzero_coefs, "n_nonzero_coefs")
+        else:
+            k = self._k(self.transform_n_nonzero_coefs, "transform_n_nonzero_coefs")
         values, indices, _ = _topk_codes(
             X, params["encoder_weights_"], params["encoder_intercept_"], params["intercept_"], k
         )
