@@ -76,6 +76,10 @@ def run(args):
     if not output.parent.is_dir():
         raise CommandError(f"{output.parent}: no such directory for the output codes")
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
+    if "sparse_output" in model.get_params():
+        # No dense (chunk, n_components) codes: at 65,536 atoms a dense chunk of 4,096 rows
+        # is 1 GB. The other models encode a chunk densely anyway.
+        model.set_params(sparse_output=True)
     starts = range(0, X.shape[0], args.chunk_size)
     progress = Progress(len(starts), "encode", "chunk", not args.quiet)
     blocks = []
@@ -83,9 +87,8 @@ def run(args):
         for start in starts:
             # Only this chunk is read from the file (and converted, for other dtypes).
             chunk = np.asarray(X[start : start + args.chunk_size], dtype=dtype)
-            # The sparse path: no dense (chunk, n_components) codes, whatever the model's
-            # sparse_output says (at 65,536 atoms a dense chunk of 4,096 rows is 1 GB).
-            blocks.append(model._sparse_codes(chunk))
+            codes = model.transform(chunk)
+            blocks.append(codes if sparse.issparse(codes) else sparse.csr_matrix(codes))
             progress.update()
     finally:
         progress.close()

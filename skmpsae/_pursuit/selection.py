@@ -33,8 +33,6 @@ from .gram import (
     _LazyGramRows,
 )
 
-_METHODS = ("gram", "rows", "gemm")
-
 # Cost model (seconds), measured with one thread by ``benchmarks/bench_selection.py
 # --calibrate`` (float32, 768 features, 16,384 atoms; 2-core AMD EPYC): GEMMs of a batch
 # (~90 GFLOP/s) and of one chunk's rows (~75 GFLOP/s), an argmax with the fused Gram-row

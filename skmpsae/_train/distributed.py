@@ -152,11 +152,6 @@ def is_main_process():
     return not _group_initialized() or torch.distributed.get_rank() == 0
 
 
-def launched_by_torchrun():
-    """Whether this process is one worker of several started by ``torchrun``."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
 def init_from_environment(device, timeout_seconds=600):
     """Initialise the default process group from torchrun's environment variables: nccl for
     a CUDA ``device`` (each worker on the GPU of its ``LOCAL_RANK``), gloo for the CPU.
