@@ -102,7 +102,7 @@ def checkpoint_cost(data, directory):
     """Seconds and bytes of one checkpoint of the model being trained, and the step time."""
     import torch
 
-    from skmpsae._train.checkpoint import _Checkpointer
+    from skmpsae._train.checkpoint import _Checkpointer, run_description
 
     torch.set_num_threads(1)
     X = np.load(data, mmap_mode="r")
@@ -116,7 +116,9 @@ def checkpoint_cost(data, directory):
         trainer.train_step(x, rows)
         steps.append(time.perf_counter() - tic)
         trainer._next_row = (i + 1) * BATCH
-    checkpointer = _Checkpointer.from_fit_args(sae, X, directory, 1, False)
+    checkpointer = _Checkpointer.from_fit_args(
+        run_description(type(sae).__name__, sae.get_params(deep=False), X), directory, 1, False
+    )
     saves = []
     for _ in range(5):
         tic = time.perf_counter()

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from _helpers import ESTIMATORS, estimator_factory, low_rank_data
 from skmpsae import DivergenceError
-from skmpsae._models.module import LossOutput
-from skmpsae._train.trainer import _Schedule
+from skmpsae._train.trainer import LossOutput, _Schedule
 
 N_SAMPLES, BATCH_SIZE = 96, 32  # three steps per epoch
 

@@ -38,7 +38,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .._train.checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
+from .._metrics.reconstruction import explained_variance
+from .._train.checkpoint import (
+    _Checkpointer,
+    run_description,
+    state_as_arrays,
+    state_from_arrays,
+)
 from .._train.distributed import is_main_process
 from .._train.early_stopping import _EarlyStopping, _validation_split
 from .._train.loop import train_epochs
@@ -46,7 +52,6 @@ from .._train.progress import EpochInfo, print_epoch
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches, _torch_dtype
 from .._train.trainer import _Trainer
 from .._utils import NotBoolInterval, resolve_device
-from ..metrics import explained_variance
 from .training import initialize_module, load_published, module_arrays, module_tensors
 
 
@@ -205,9 +210,8 @@ class _BaseSAE(
         X_validation = None
         if self.early_stopping:
             X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
-        checkpointer = _Checkpointer.from_fit_args(
-            self, X, checkpoint_dir, checkpoint_every, resume
-        )
+        run = run_description(type(self).__name__, self.get_params(deep=False), X)
+        checkpointer = _Checkpointer.from_fit_args(run, checkpoint_dir, checkpoint_every, resume)
         n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
         if resume:
             trainer = self._checkpointed_trainer(X, checkpointer, n_steps)

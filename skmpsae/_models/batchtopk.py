@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from .._pursuit.encode import _decode_selected, _scatter_codes
-from .module import LossOutput, _EncoderModule
+from .._train.trainer import LossOutput
+from .module import _EncoderModule
 from .topk import _KSparseSAE, _topk_codes
 
 # Weight of a new batch in the running estimate of the inference threshold: a time constant of

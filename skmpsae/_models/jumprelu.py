@@ -6,8 +6,9 @@ from numbers import Real
 import torch
 from sklearn.utils._param_validation import Interval
 
+from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
 
 # Initial threshold, in units of the data's RMS deviation: low enough that about half the
 # latents fire on the first batches (the encoder starts as the transposed dictionary), so that

@@ -22,9 +22,10 @@ from .._pursuit.grad import (
 from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram
 from .._pursuit.selection import _select_mp
 from .._train.optim import _AtomAdam
+from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
-from .module import LossOutput, _SAEModule
+from .module import _SAEModule
 
 
 class _MatchingPursuitModule(_SAEModule):

@@ -6,8 +6,8 @@ from numbers import Integral
 import numpy as np
 import torch
 
+from .._train.trainer import LossOutput
 from .batchtopk import BatchTopKSAE, _BatchTopKModule
-from .module import LossOutput
 
 
 def _default_prefix_sizes(n_components):

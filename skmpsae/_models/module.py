@@ -1,29 +1,13 @@
 """The torch modules under the estimators: what every SAE shares, and the untied encoder.
 
 A module owns its parameters, initialises them and computes its training loss from explicit
-inputs; it never reads the trainer. Its ``loss`` returns a :class:`LossOutput`.
+inputs; it never reads the trainer. Its ``loss`` returns the trainer's
+:class:`~skmpsae._train.trainer.LossOutput`.
 """
-
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_array
-
-
-class LossOutput(NamedTuple):
-    """What a module's ``loss`` returns for one batch.
-
-    Attributes
-    ----------
-    loss : torch.Tensor
-        Scalar training loss (differentiable), relative to the data variance.
-    fired : torch.Tensor of dtype int64 and shape (n_components,)
-        How many samples of the batch gave each latent a non-zero code.
-    """
-
-    loss: torch.Tensor
-    fired: torch.Tensor
 
 
 class _SAEModule(torch.nn.Module):

@@ -5,8 +5,9 @@ from numbers import Real
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
+from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
 
 
 def _relu_codes(x, weight, encoder_bias, bias):

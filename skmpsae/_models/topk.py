@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval
 
 from .._pursuit.encode import _decode_selected, _scatter_codes
+from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, LossOutput, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
 
 
 def _topk_codes(x, weight, encoder_bias, bias, k):

@@ -97,10 +97,11 @@ def _describe_param(value):
     return f"<{type(value).__name__}>"
 
 
-def run_description(estimator, X):
-    params = estimator.get_params(deep=False)
+def run_description(name, params, X):
+    """What a checkpoint records of its run, to check a resume against: the estimator's class
+    ``name``, its ``params`` (``get_params(deep=False)``) and the data's shape and dtype."""
     return {
-        "estimator": type(estimator).__name__,
+        "estimator": name,
         "params": {k: _describe_param(v) for k, v in params.items() if k not in _FREE_PARAMS},
         "data_shape": list(X.shape),
         "data_dtype": np.dtype(X.dtype).name,
@@ -206,8 +207,9 @@ class _Checkpointer:
         self._cleaned = False
 
     @classmethod
-    def from_fit_args(cls, estimator, X, checkpoint_dir, checkpoint_every, resume):
-        """Check ``fit``'s checkpoint arguments; None when no checkpoints are asked for."""
+    def from_fit_args(cls, run, checkpoint_dir, checkpoint_every, resume):
+        """Check ``fit``'s checkpoint arguments; None when no checkpoints are asked for.
+        ``run`` is the fit's :func:`run_description`."""
         every = checkpoint_every
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"checkpoint_every must be a positive integer, got {every!r}.")
@@ -220,7 +222,7 @@ class _Checkpointer:
         directory = Path(checkpoint_dir)
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"checkpoint_dir {str(directory)!r} exists and is not a directory.")
-        return cls(directory, int(checkpoint_every), run_description(estimator, X))
+        return cls(directory, int(checkpoint_every), run)
 
     def resume(self):
         """The saved trainer state, and the losses and dead count of the completed epochs."""

@@ -15,10 +15,24 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .._models.module import LossOutput
 from .distributed import _ProcessGroup
 from .reader import _epoch_order, _prefers_buffer, _read_ahead
 from .tensors import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
+
+
+class LossOutput(NamedTuple):
+    """What a module's ``loss`` returns for one batch.
+
+    Attributes
+    ----------
+    loss : torch.Tensor
+        Scalar training loss (differentiable), relative to the data variance.
+    fired : torch.Tensor of dtype int64 and shape (n_components,)
+        How many samples of the batch gave each latent a non-zero code.
+    """
+
+    loss: torch.Tensor
+    fired: torch.Tensor
 
 
 class _Schedule:

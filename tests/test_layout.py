@@ -1,0 +1,112 @@
+"""The package's import graph: layers import downwards only, nothing imports the package root,
+and there is no cycle. Read from the source (lazy imports inside functions included)."""
+
+import ast
+from pathlib import Path
+
+import skmpsae
+
+PACKAGE = Path(skmpsae.__file__).parent
+
+# Lowest first. A module may import modules of its own layer or below, never above.
+LAYERS = [
+    {"_utils", "_atomic", "_version"},
+    {"_pursuit", "_metrics"},
+    {"_train"},
+    {"_models"},
+    {"_io", "_activations"},
+    {"metrics", "datasets", "plotting", "io", "activations", "inspect"},
+    {"_cli", "cli", "__main__"},
+]
+
+
+def _module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path):
+    """The skmpsae modules ``path`` imports, resolved to absolute names."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("skmpsae")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("skmpsae"):
+                target = node.module
+            else:
+                continue
+            # "from . import x" names a module when x is one; else the package itself.
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if _is_module(candidate) else target)
+    return found
+
+
+def _is_module(name):
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _layer(name):
+    top = name.split(".")[1] if "." in name else "__init__"
+    for rank, members in enumerate(LAYERS):
+        if top in members:
+            return rank
+    raise AssertionError(f"{name}: in no layer of tests/test_layout.py; add it to one")
+
+
+def _graph():
+    return {
+        _module_name(path): {m for m in _imports(path) if m != _module_name(path)}
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def test_no_module_imports_the_package_root():
+    offenders = sorted(m for m, deps in _graph().items() if m != "skmpsae" and "skmpsae" in deps)
+    assert not offenders, f"these modules import the package root: {offenders}"
+
+
+def test_imports_go_down_the_layers():
+    upward = [
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        if module != "skmpsae"
+        for dep in deps
+        if dep != "skmpsae" and _layer(dep) > _layer(module)
+    ]
+    assert not upward, "upward imports:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_checks_see_imports():
+    """The walker itself: it finds relative, absolute and lazy imports."""
+    deps = _graph()
+    assert "skmpsae._models.base" in deps["skmpsae._models.topk"]
+    assert "skmpsae._train.trainer" in deps["skmpsae._models.base"]
+    assert "skmpsae.activations" in deps["skmpsae._cli.capture"]  # inside a function
+    assert _layer("skmpsae._cli.fit") > _layer("skmpsae._models.base")
