@@ -35,54 +35,69 @@ def checkpoint_path(directory):
     return Path(directory) / CHECKPOINT_NAME
 
 
-def _encode(obj):
-    """``obj`` with numpy arrays and scalars turned into what ``weights_only`` loading accepts."""
+_DESCEND = object()
+
+
+def _rebuild(obj, convert):
+    """``obj`` rebuilt through its nested dicts, lists and tuples, each node replaced by
+    ``convert(node)`` unless that returns ``_DESCEND`` (then its items are rebuilt)."""
+    replaced = convert(obj)
+    if replaced is not _DESCEND:
+        return replaced
+    if isinstance(obj, dict):
+        return {key: _rebuild(value, convert) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebuild(value, convert) for value in obj)
+    return obj
+
+
+def _encode_node(obj):
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             return {"__strings__": [str(v) for v in obj]}
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj).copy())}
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, dict):
-        return {key: _encode(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_encode(value) for value in obj)
-    return obj
+    return _DESCEND
+
+
+def _decode_node(obj):
+    if isinstance(obj, dict) and set(obj) == {"__ndarray__"}:
+        return obj["__ndarray__"].numpy()
+    if isinstance(obj, dict) and set(obj) == {"__strings__"}:
+        return np.asarray(obj["__strings__"], dtype=object)
+    return _DESCEND
+
+
+def _encode(obj):
+    """``obj`` with numpy arrays and scalars turned into what ``weights_only`` loading accepts."""
+    return _rebuild(obj, _encode_node)
 
 
 def _decode(obj):
-    if isinstance(obj, dict):
-        if set(obj) == {"__ndarray__"}:
-            return obj["__ndarray__"].numpy()
-        if set(obj) == {"__strings__"}:
-            return np.asarray(obj["__strings__"], dtype=object)
-        return {key: _decode(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_decode(value) for value in obj)
-    return obj
+    return _rebuild(obj, _decode_node)
 
 
 def state_as_arrays(obj):
     """A trainer state with every tensor as a numpy array (marked, so that
     :func:`state_from_arrays` restores it): what an estimator's pickle carries, which then
     holds no torch object and loads on any machine."""
-    if isinstance(obj, torch.Tensor):
-        return {"__tensor__": obj.detach().cpu().numpy().copy()}
-    if isinstance(obj, dict):
-        return {key: state_as_arrays(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(state_as_arrays(value) for value in obj)
-    return obj
+
+    def to_array(node):
+        if isinstance(node, torch.Tensor):
+            return {"__tensor__": node.detach().cpu().numpy().copy()}
+        return _DESCEND
+
+    return _rebuild(obj, to_array)
 
 
 def state_from_arrays(obj):
-    if isinstance(obj, dict):
-        if set(obj) == {"__tensor__"}:
-            return torch.from_numpy(obj["__tensor__"].copy())
-        return {key: state_from_arrays(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(state_from_arrays(value) for value in obj)
-    return obj
+    def to_tensor(node):
+        if isinstance(node, dict) and set(node) == {"__tensor__"}:
+            return torch.from_numpy(node["__tensor__"].copy())
+        return _DESCEND
+
+    return _rebuild(obj, to_tensor)
 
 
 def _describe_param(value):
