@@ -13,7 +13,7 @@ coefficients, backward, Adam) with each selection path forced, and with the auto
 
 Writes ``docs/selection_scaling.png`` and the table ``selection`` of ``docs/performance.md``
 (``--no-write`` only prints it). ``--calibrate`` instead measures the cost model's constants
-(``skmpsae/_selection.py``) on this machine, and only prints them.
+(``skmpsae/_pursuit/selection.py``) on this machine, and only prints them.
 
 Run: ``python benchmarks/bench_selection.py`` (about 15 minutes with one thread);
 ``python benchmarks/bench_selection.py --calibrate`` (about a minute).
@@ -164,7 +164,7 @@ def best(fn, repeats=3):
 
 
 def calibrate():
-    """Measure the cost model's constants (see ``skmpsae/_selection.py``)."""
+    """Measure the cost model's constants (see ``skmpsae/_pursuit/selection.py``)."""
     g = torch.Generator().manual_seed(0)
     n, K, d, k = 1024, 16384, D_FEATURES, K_STEPS
     D = torch.randn(K, d, generator=g)

@@ -5,7 +5,8 @@ encoder over plain tensors. ``fit`` and ``partial_fit`` build a ``_Trainer`` fro
 settings (``_train/trainer.py``), run it through ``_train.loop.train_epochs`` and publish what
 comes back with :meth:`_BaseSAE._set_fitted_state`, the one writer of fitted state (``io.load``,
 ``from_saelens`` and ``from_sparsify`` use it too). Everything a scikit-learn user touches
-lives here, once.
+lives here, once: the public methods with their numpydoc (half of the file), the trainer's
+construction and the writing of fitted state, which is why the file is over 400 lines.
 
 Fitted state is published as numpy arrays in the data's own units (``components_``,
 ``intercept_``, ...), never as pickled torch objects, so a model fitted on a GPU loads on a

@@ -64,7 +64,7 @@ class _MatchingPursuitModule(_SAEModule):
     lr_decay_fraction = 0.5
 
     def make_optimizer(self, learning_rate):
-        """Adam with one second moment per atom (see ``_optim.py``)."""
+        """Adam with one second moment per atom (see ``_train/optim.py``)."""
         return _AtomAdam(self.parameters(), lr=learning_rate)
 
     def _select(self, centred, gram=None, correlations=None):

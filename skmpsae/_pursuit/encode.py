@@ -4,8 +4,8 @@ Both encoders work in the Gram formulation (Rubinstein, Zibulevsky & Elad 2008, 
 one GEMM gives the first correlations ``c = (X - b) D^T``, after which every step only reads a
 row of the Gram matrix ``G = D D^T`` per sample, so a step costs O(n_components) per sample and
 nothing in ``n_features``. Matching pursuit's atom selection, and how it avoids the whole Gram
-matrix at large n_components, is in ``_selection.py``, and the differentiable coefficients that
-training recomputes from the selected atoms in ``_pursuit_grad.py``; this module has batched
+matrix at large n_components, is in ``selection.py``, and the differentiable coefficients that
+training recomputes from the selected atoms in ``grad.py``; this module has batched
 OMP, decoding and the public functions.
 
 The public functions take and return numpy arrays; the underscored helpers take torch tensors

@@ -2,7 +2,7 @@
 selected beforehand, with exact gradients.
 
 Training never unrolls the pursuit under autograd. The atoms are selected without gradients
-(``_selection.py``), and then the coefficients of the selected atoms are recomputed here as the
+(``selection.py``), and then the coefficients of the selected atoms are recomputed here as the
 solution of a small triangular system per sample, which gives the unrolled loop's values and
 gradients (``tests/test_pursuit.py`` checks both against the loop in float64). For small
 dictionaries, :func:`_mp_squared_error` goes further and computes the error itself in closed

@@ -97,7 +97,7 @@ class _Trainer:
     Under an initialised ``torch.distributed`` process group the trainer is data-parallel:
     rank 0's initial parameters, scale and data order are broadcast, each rank trains on its
     share of every batch and the gradients are summed across ranks in :meth:`train_step`
-    (see ``_distributed.py``).
+    (see ``_train/distributed.py``).
     """
 
     def __init__(
