@@ -465,3 +465,17 @@ def test_cli_fit_writes_and_encode_reads_safetensors(X, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "truncated, corrupted" in err[0]
+
+
+def test_pickling_leaves_the_estimator_as_it_was():
+    """Pickling reads the estimator: its live trainer (and so the next partial_fit, and the
+    collectives of a data-parallel run) must be the same after pickle.dumps as before."""
+    import pickle
+
+    X = np.random.RandomState(0).rand(64, 6).astype(np.float32)
+    sae = MatchingPursuitSAE(n_components=8, n_nonzero_coefs=2, max_iter=2, random_state=0)
+    sae.fit(X)
+    before = dict(vars(sae))
+    pickle.dumps(sae)
+    assert vars(sae).keys() == before.keys()
+    assert all(vars(sae)[name] is value for name, value in before.items())

@@ -2,9 +2,13 @@
 and there is no cycle. Read from the source (lazy imports inside functions included)."""
 
 import ast
+import sys
 from pathlib import Path
 
+import numpy as np
+
 import skmpsae
+from skmpsae import MatchingPursuitSAE
 
 PACKAGE = Path(skmpsae.__file__).parent
 
@@ -110,3 +114,50 @@ def test_the_checks_see_imports():
     assert "skmpsae._train.trainer" in deps["skmpsae._models.base"]
     assert "skmpsae.activations" in deps["skmpsae._cli.capture"]  # inside a function
     assert _layer("skmpsae._cli.fit") > _layer("skmpsae._models.base")
+
+
+def _reentries(run):
+    """Calls during ``run()`` into a package file already on the call stack below another
+    file: a lower layer calling back up into one it was called from."""
+    stack, found = [], set()
+
+    def profile(frame, event, arg):
+        path = Path(frame.f_code.co_filename)
+        inside = PACKAGE in path.parents
+        if event == "call":
+            name = str(path.relative_to(PACKAGE)) if inside else None
+            files = [f for i, f in enumerate(stack) if f and (i == 0 or f != stack[i - 1])]
+            files = [f for i, f in enumerate(files) if i == 0 or f != files[i - 1]]
+            if name and name in files and files[-1] != name:
+                found.add(" -> ".join([*files, name]))
+            stack.append(name)
+        elif event == "return" and stack:
+            stack.pop()
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return sorted(found)
+
+
+def test_fit_goes_down_and_back_without_reentering_a_file(tmp_path):
+    """fit on MP: estimator -> trainer -> model loss -> pursuit kernels and back, with early
+    stopping, a callback and checkpoints; no file calls back up into one below it."""
+    X = np.random.RandomState(0).rand(300, 12).astype(np.float32)
+    seen = []
+    sae = MatchingPursuitSAE(
+        n_components=16,
+        n_nonzero_coefs=3,
+        max_iter=3,
+        random_state=0,
+        device="cpu",
+        early_stopping=True,
+        callback=seen.append,
+    )
+    found = _reentries(lambda: sae.fit(X, checkpoint_dir=tmp_path, checkpoint_every=2))
+    assert len(seen) == 3  # the walk covered every epoch's reporting
+    assert not found, "re-entries:\n" + "\n".join(found)
+    found = _reentries(lambda: sae.partial_fit(X))
+    assert not found, "re-entries:\n" + "\n".join(found)

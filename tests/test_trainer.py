@@ -91,13 +91,13 @@ def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
 
     saved = {}
 
-    def save(trainer):
-        if trainer.step == save_at:
-            saved["state"] = round_trip(trainer.state_dict())
+    def save(state):
+        if state["step"] == save_at:
+            saved["state"] = round_trip(state)
 
     interrupted = make_estimator(name)._new_trainer(X, n_steps)
     for _ in range(2):
-        interrupted.run_epoch(X, BATCH_SIZE, on_step=save)
+        interrupted.run_epoch(X, BATCH_SIZE, checkpoint=(1, save))
     assert saved["state"]["in_epoch"]["next_row"] == (save_at - 3) * BATCH_SIZE
 
     resumed = make_estimator(name, random_state=5)._new_trainer(X, n_steps)

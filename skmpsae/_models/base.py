@@ -17,6 +17,7 @@ activations around 1e6 and for signals around 1e-6.
 
 import warnings
 from abc import ABCMeta, abstractmethod
+from functools import partial
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -49,11 +50,11 @@ from .._train.checkpoint import (
 from .._train.distributed import is_main_process
 from .._train.early_stopping import _EarlyStopping, _validation_split
 from .._train.loop import train_epochs
-from .._train.progress import EpochInfo, print_epoch
+from .._train.progress import epoch_reporter
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches, _torch_dtype
 from .._train.trainer import _Trainer
 from .._utils import NotBoolInterval, resolve_device
-from .training import initialize_module, load_published, module_arrays, module_tensors
+from .training import initialize_module, load_published, module_arrays, validation_score
 
 
 class _LiveTrainer(NamedTuple):
@@ -398,7 +399,8 @@ class _BaseSAE(
         return tags
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the live __dict__, which must not lose its trainer.
+        state = dict(super().__getstate__())
         # Torch objects are tied to a device and a torch version: the trainer travels as its
         # state_dict in numpy arrays, so that partial_fit after unpickling continues with its
         # Adam moments and the pickle still holds no torch object.
@@ -474,18 +476,19 @@ class _BaseSAE(
         """
         # What the callback reports as the epochs of this call: all of a resumed fit's.
         total_epochs = n_epochs if checkpointer is None else self.max_iter
-
-        def report(trainer, result):
-            info = EpochInfo(self, trainer.epoch, total_epochs, trainer.step, *result)
-            if self.verbose and is_main_process():
-                print_epoch(info)
-            if self.callback is not None:
-                self.callback(info)
-
+        report = epoch_reporter(
+            self, total_epochs, self.verbose, self.callback, main_process=is_main_process()
+        )
         early_stopping = None
         if X_validation is not None:
-            stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
-            early_stopping = (stopper, lambda trainer: self._module_score(trainer, X_validation))
+            score = partial(
+                validation_score,
+                X_validation=X_validation,
+                encode=self._encode,
+                derive=self._derived_tensors,
+                published_params=self._published_params,
+            )
+            early_stopping = (_EarlyStopping(self.n_iter_no_change, self.tol), score)
         previous = getattr(self, "loss_curve_", []) if new_input is None else []
         try:
             result = train_epochs(
@@ -521,18 +524,6 @@ class _BaseSAE(
                 stacklevel=3,
             )
         self._publish(trainer, result, new_input)
-
-    def _module_score(self, trainer, X_validation):
-        """Held-out R2 of the module being trained, encoded as ``transform`` would."""
-        params = module_tensors(trainer.module, self._published_params, trainer.scale)
-        params.update(self._derived_tensors(params))
-        X_hat = np.empty_like(X_validation)
-        with torch.no_grad():
-            for start, chunk in _chunks(X_validation, trainer.device, trainer.dtype):
-                codes = self._encode(chunk, params)
-                recon = codes @ params["components_"] + params["intercept_"]
-                X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
-        return explained_variance(X_validation, X_hat)
 
     def _forget_trainer(self, trainer):
         # A live trainer that a failed call has half-updated must not be trained further:

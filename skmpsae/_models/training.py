@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from .._metrics.reconstruction import explained_variance
 from .._train.tensors import (
     _OUTLIER_RATIO,
+    _TRANSFORM_CHUNK,
     _as_tensor,
     _outlier_rows,
     _rms_scale,
@@ -92,3 +94,20 @@ def module_arrays(module, published_params, scale):
         attr: tensor.cpu().numpy().astype(np_dtype, copy=True)
         for attr, tensor in module_tensors(module, published_params, scale).items()
     }
+
+
+@torch.no_grad()
+def validation_score(trainer, *, X_validation, encode, derive, published_params):
+    """Held-out R2 of the ``trainer``'s module on ``X_validation``, encoded as the estimator's
+    ``transform`` would: ``encode(X, params)`` and ``derive(params)`` are the estimator's
+    encoder and its derived tensors."""
+    module = trainer.module
+    params = module_tensors(module, published_params, trainer.scale)
+    params.update(derive(params))
+    dtype, device = module.dictionary.dtype, module.dictionary.device
+    X_hat = np.empty_like(X_validation)
+    for start in range(0, X_validation.shape[0], _TRANSFORM_CHUNK):
+        chunk = _as_tensor(X_validation[start : start + _TRANSFORM_CHUNK], dtype, device)
+        recon = encode(chunk, params) @ params["components_"] + params["intercept_"]
+        X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
+    return explained_variance(X_validation, X_hat)

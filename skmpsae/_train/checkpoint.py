@@ -246,16 +246,12 @@ class _Checkpointer:
         self.n_dead = payload["n_dead"]
         return payload["trainer"]
 
-    def on_step(self, trainer):
-        if trainer.step % self.every == 0:
-            self.save(trainer)
-
-    def on_epoch(self, trainer, loss, n_dead):
+    def on_epoch(self, trainer_state, loss, n_dead):
         self.loss_curve.append(loss)
         self.n_dead = n_dead
-        self.save(trainer)
+        self.save(trainer_state)
 
-    def save(self, trainer):
+    def save(self, trainer_state):
         if is_main_process():
             self.directory.mkdir(parents=True, exist_ok=True)
             if not self._cleaned:
@@ -264,6 +260,4 @@ class _Checkpointer:
                 for stale in self.directory.glob(f".{CHECKPOINT_NAME}.*.tmp"):
                     stale.unlink(missing_ok=True)
                 self._cleaned = True
-            save_checkpoint(
-                self.directory, self.run, trainer.state_dict(), self.loss_curve, self.n_dead
-            )
+            save_checkpoint(self.directory, self.run, trainer_state, self.loss_curve, self.n_dead)

@@ -13,7 +13,7 @@ class TrainingResult(NamedTuple):
     loss_curve: list  # the losses of every completed epoch, earlier calls' included
     n_dead: int | None  # latents that fired for no sample in the last completed epoch
     n_epochs: int  # epochs completed by this call
-    interrupted: bool  # stopped by Ctrl-C (see _Trainer.run)
+    interrupted: bool  # stopped by Ctrl-C
     validation_scores: list | None  # one per epoch of this call, with early stopping
     best_validation_score: float | None
 
@@ -55,17 +55,28 @@ def train_epochs(
     loss_curve = list(loss_curve)
     stopper, score = early_stopping if early_stopping is not None else (None, None)
 
-    def on_epoch(result):
-        if checkpointer is not None:
-            checkpointer.on_epoch(trainer, result.loss, result.n_dead)
-        if report is not None:
-            report(trainer, result)
-        if stopper is not None:
-            return stopper.update(score(trainer), trainer.snapshot)
-        return False
-
-    on_step = None if checkpointer is None else checkpointer.on_step
-    results, interrupted = trainer.run(X, batch_size, n_epochs, on_epoch, on_step)
+    every = None if checkpointer is None else (checkpointer.every, checkpointer.save)
+    results, snapshot, interrupted = [], None, False
+    # Ctrl-C (in an epoch or in what follows it) returns to the end of the last completed
+    # epoch; before one completes, the parameters are half-updated and the caller must discard
+    # the trainer. What an interruption means for the model is the caller's to say.
+    try:
+        for _ in range(n_epochs):
+            result = trainer.run_epoch(X, batch_size, every)
+            results.append(result)
+            snapshot = trainer.snapshot()
+            if checkpointer is not None:
+                checkpointer.on_epoch(trainer.state_dict(), result.loss, result.n_dead)
+            if report is not None:
+                report(trainer, result)
+            if stopper is not None and stopper.update(score(trainer), trainer.snapshot):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        if snapshot is not None:
+            trainer.rollback(snapshot)  # the interrupted epoch's steps are discarded
+    if results:
+        trainer.check_model(X, batch_size)
     if stopper is not None and stopper.best_state is not None:
         # The best epoch's parameters; the counters keep the epochs and steps run.
         trainer.rollback(stopper.best_state, counters=False)

@@ -53,6 +53,21 @@ class EpochInfo(NamedTuple):
     seconds: float
 
 
+def epoch_reporter(estimator, n_epochs, verbose, callback, main_process=True):
+    """``report(trainer, epoch_result)`` for :func:`~skmpsae._train.loop.train_epochs`: an
+    :class:`EpochInfo` for ``estimator``'s ``callback``, and a line if ``verbose`` (on the
+    main process only)."""
+
+    def report(trainer, result):
+        info = EpochInfo(estimator, trainer.epoch, n_epochs, trainer.step, *result)
+        if verbose and main_process:
+            print_epoch(info)
+        if callback is not None:
+            callback(info)
+
+    return report
+
+
 def describe_epoch(info):
     """``"loss 0.12345, dead atoms 2/256, 0.50s"`` for an :class:`EpochInfo`."""
     return (

@@ -235,15 +235,16 @@ class _Trainer:
                 "check the input for extreme outliers."
             )
 
-    def run_epoch(self, X, batch_size, on_step=None):
+    def run_epoch(self, X, batch_size, checkpoint=None):
         """One pass over ``X`` (unscaled rows) in a fresh random order, or the rest of the pass
         in progress (after :meth:`load_state_dict` of a mid-epoch state). Data-parallel, every
         rank passes the same ``X`` and reads only its share of each batch.
 
-        ``on_step(trainer)``, if given, is called after each step (e.g. to save a checkpoint).
+        ``checkpoint``, if given, is ``(every, save)``: ``save(self.state_dict())`` after each
+        step whose count is a multiple of ``every``.
         Raises DivergenceError if the epoch's loss is not finite or exploding (each loss is
-        taken before its step: :meth:`run` checks the model after the last one); returns an
-        _EpochResult.
+        taken before its step: :meth:`check_model` checks the model after the last one);
+        returns an _EpochResult.
         """
         tic = time.perf_counter()
         n = X.shape[0]
@@ -261,39 +262,14 @@ class _Trainer:
                 self._loss_sum += out.loss.detach() * rows
                 self._fired += out.fired
                 self._next_row = start + rows
-                if on_step is not None:
-                    on_step(self)
+                if checkpoint is not None and self.step % checkpoint[0] == 0:
+                    checkpoint[1](self.state_dict())
         epoch_loss = float(self._loss_sum) / n
         self._check_loss(epoch_loss, self.epoch + 1)
         n_dead = int((self._fired == 0).sum())
         self.epoch += 1
         self._end_epoch()
         return _EpochResult(epoch_loss, n_dead, time.perf_counter() - tic)
-
-    def run(self, X, batch_size, n_epochs, on_epoch=None, on_step=None):
-        """Run ``n_epochs`` epochs, calling ``on_epoch(result)`` after each (and ``on_step``
-        as :meth:`run_epoch` does). Stops early when ``on_epoch`` returns True (early stopping).
-
-        Returns ``(results, interrupted)``: the completed epochs' _EpochResult, and whether
-        Ctrl-C stopped the run. Ctrl-C (in an epoch or in ``on_epoch``) returns to the end of
-        the last completed epoch; before any epoch completes, the parameters are half-updated
-        and the caller must discard this trainer. What an interruption means for the model is
-        the caller's to say (the estimators warn, or re-raise).
-        """
-        results, snapshot = [], None
-        try:
-            for _ in range(n_epochs):
-                results.append(self.run_epoch(X, batch_size, on_step))
-                snapshot = self.snapshot()
-                if on_epoch is not None and on_epoch(results[-1]):
-                    break
-        except KeyboardInterrupt:
-            if snapshot is not None:
-                self.rollback(snapshot)  # the interrupted epoch's steps are discarded
-            return results, True
-        if results:
-            self.check_model(X, batch_size)
-        return results, False
 
     # -- snapshots and checkpoints -------------------------------------------------------
     def snapshot(self):
