@@ -69,7 +69,7 @@ def _resume_state(output, settings, overwrite):
         if Path(output).exists():
             raise FileExistsError(
                 f"{output}: already exists (a finished capture or another file); pass "
-                "overwrite=True (--overwrite) to replace it."
+                "overwrite=True to replace it."
             )
         return state_path, 0, 0
     try:
@@ -84,7 +84,7 @@ def _resume_state(output, settings, overwrite):
     if changed:
         raise ValueError(
             f"{output}: an interrupted capture with other settings ({', '.join(changed)} "
-            "differ) is there; pass overwrite=True (--overwrite) to start again."
+            "differ) is there; pass overwrite=True to start again."
         )
     if not Path(output).is_file() or Path(output).stat().st_size < (
         _HEADER_BYTES + rows * settings["n_features"] * 4

@@ -116,6 +116,8 @@ def _read_safetensors(path, what):
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(_directory_hint(path))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -137,6 +139,15 @@ def _read_safetensors(path, what):
             tensor = tensor.float()  # float16 and bfloat16 widen exactly to float32
         arrays[name] = tensor.numpy()
     return arrays, meta
+
+
+def _directory_hint(path):
+    """What to say of a directory given where a model file was expected."""
+    if (path / "cfg.json").is_file() and (path / "sae_weights.safetensors").is_file():
+        return f"{path}: a directory in SAELens's layout, not a file; read it with from_saelens."
+    if (path / "cfg.json").is_file() and (path / "sae.safetensors").is_file():
+        return f"{path}: a directory in sparsify's layout, not a file; read it with from_sparsify."
+    return f"{path}: a directory, not a model file."
 
 
 def _torch():
