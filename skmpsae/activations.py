@@ -71,7 +71,8 @@ def load_model(name, device="cpu"):
         import transformers
     except ImportError:
         raise ImportError(
-            "loading a model needs transformers: pip install 'skmpsae[activations]'"
+            "loading a model needs transformers: pip install -e '.[activations]' in the "
+            "skmpsae checkout"
         ) from None
 
     # transformers draws a "Loading weights" bar on stderr; the capture has its own progress.

@@ -58,9 +58,14 @@ def _fingerprint(texts):
     return digest.hexdigest()
 
 
+def _state_path(output):
+    """The resume state of an unfinished capture into ``output``."""
+    return Path(str(output) + ".capture.json")
+
+
 def _resume_state(output, settings, overwrite):
     """Committed (texts, rows) of an interrupted capture with the same settings, else (0, 0)."""
-    state_path = Path(str(output) + ".capture.json")
+    state_path = _state_path(output)
     if overwrite:
         state_path.unlink(missing_ok=True)
         Path(output).unlink(missing_ok=True)

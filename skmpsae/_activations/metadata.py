@@ -36,6 +36,8 @@ def model_id(model):
     if type(model).__module__.startswith("sentence_transformers"):
         inner = getattr(model[0], "auto_model", model)
     path = getattr(getattr(inner, "config", None), "_name_or_path", None) or ""
+    if path and Path(path).is_dir():
+        path = str(Path(path).resolve())  # the same model loaded from another directory
     return f"{type(model).__name__}:{path}"
 
 

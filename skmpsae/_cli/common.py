@@ -104,7 +104,7 @@ def _load_npy(path):
     try:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
             raise CommandError(
                 f"{path}: a .npy file of Python objects, not of numbers; save a numeric array"
             ) from None
