@@ -457,3 +457,27 @@ def test_the_guides_name_every_estimator():
     guide = (ROOT / "docs" / "user_guide.rst").read_text()
     assert f"--model {{{','.join(estimator_specs())}}}" in guide
     assert "three estimators" not in guide
+
+
+def test_rows_of_another_hookpoint_are_warned_about(captured, tmp_path, capsys):
+    import shutil
+
+    shutil.copy(captured / "test.npy", tmp_path / "other.npy")
+    meta = json.loads((captured / "test.npy.meta.json").read_text())
+    meta["hookpoint"] = "transformer.h.0"  # same width, another place
+    (tmp_path / "other.npy.meta.json").write_text(json.dumps(meta))
+    model = str(captured / "sae.safetensors")
+    argv = ["encode", model, str(tmp_path / "other.npy"), "-o", str(tmp_path / "c.npz"), "-q"]
+    with pytest.warns(
+        UserWarning, match=r"hookpoint 'transformer.h.0' \(fitted on 'transformer.h.1'\)"
+    ):
+        assert main(argv) == 0
+
+
+def test_io_load_of_a_pickle_says_so(files):
+    import joblib
+
+    d, sae, _ = files
+    joblib.dump(sae, d / "sae.pt")
+    with pytest.raises(ValueError, match="a pickle .*joblib.load"):
+        io.load(d / "sae.pt")

@@ -98,6 +98,17 @@ def read_capture_metadata(activations):
     ------
     ValueError
         If the sidecar is damaged, or counts another number of rows than the file holds.
+
+    See Also
+    --------
+    capture : Writes the file and its sidecar.
+    skmpsae.io.save : Stores these settings in a model file (``provenance=``).
+
+    Examples
+    --------
+    >>> from skmpsae.activations import read_capture_metadata
+    >>> read_capture_metadata("no_such_acts.npy") is None
+    True
     """
     path = metadata_path(activations)
     if not path.is_file():

@@ -120,6 +120,15 @@ def _read_safetensors(path, what):
         raise IsADirectoryError(_directory_hint(path))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if head[:1] == b"\x80":
+        raise ValueError(
+            f"{path}: a pickle (e.g. a .joblib model), not a safetensors file; load it with "
+            "joblib.load, only if you trust where it came from."
+        )
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path}: a .npy array, not a safetensors file.")
     try:
         # framework="pt" reads bfloat16 too, which numpy has no dtype for.
         with safe_open(str(path), framework="pt", device="cpu") as f:
