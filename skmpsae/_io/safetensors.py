@@ -121,13 +121,14 @@ def _read_safetensors(path, what):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as file:
-        head = file.read(8)
-    if head[:1] == b"\x80":
+        head = file.read(9)
+    # A safetensors file starts with its header's length (8 bytes, little-endian), then "{".
+    if head[8:9] != b"{" and head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05":
         raise ValueError(
             f"{path}: a pickle (e.g. a .joblib model), not a safetensors file; load it with "
             "joblib.load, only if you trust where it came from."
         )
-    if head.startswith(b"\x93NUMPY"):
+    if head[8:9] != b"{" and head.startswith(b"\x93NUMPY"):
         raise ValueError(f"{path}: a .npy array, not a safetensors file.")
     try:
         # framework="pt" reads bfloat16 too, which numpy has no dtype for.
