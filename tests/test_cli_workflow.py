@@ -481,3 +481,49 @@ def test_io_load_of_a_pickle_says_so(files):
     joblib.dump(sae, d / "sae.pt")
     with pytest.raises(ValueError, match="a pickle .*joblib.load"):
         io.load(d / "sae.pt")
+
+
+def test_a_model_without_provenance_says_what_it_lacks(files, capsys):
+    d, sae, X = files
+    assert main(["evaluate", str(d / "model.safetensors"), str(d / "acts.npy"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"spliced metrics +skipped \(the model does not record its hookpoint", out)
+    assert main(["info", str(d / "model.safetensors")]) == 0
+    assert "provenance: none recorded" in capsys.readouterr().out
+    assert not hasattr(io.load(d / "model.safetensors"), "provenance_")
+
+
+def test_capture_metadata_refuses_a_damaged_or_stale_sidecar(captured, tmp_path):
+    import shutil
+
+    from skmpsae.activations import read_capture_metadata
+
+    shutil.copy(captured / "test.npy", tmp_path / "a.npy")
+    shutil.copy(captured / "test.npy.meta.json", tmp_path / "a.npy.meta.json")
+    assert read_capture_metadata(tmp_path / "a.npy")["hookpoint"] == HOOK
+    np.save(tmp_path / "a.npy", np.zeros((3, 16), np.float32))  # replaced after its capture
+    with pytest.raises(ValueError, match="describes .* rows but .* holds 3"):
+        read_capture_metadata(tmp_path / "a.npy")
+    (tmp_path / "a.npy.meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged capture metadata"):
+        read_capture_metadata(tmp_path / "a.npy")
+    with pytest.raises(ValueError, match="no capture metadata"):
+        io.save(
+            io.load(captured / "sae.safetensors"),
+            tmp_path / "m.safetensors",
+            provenance=tmp_path / "b.npy",
+        )
+
+
+def test_ctrl_c_before_the_first_epoch_saves_nothing(tmp_path, capsys, monkeypatch):
+    np.save(tmp_path / "d.npy", np.random.RandomState(0).rand(50, 4).astype(np.float32))
+
+    def interrupted_fit(self, X, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives before any epoch completes
+        time.sleep(5)  # not reached: the handler raises here
+
+    monkeypatch.setattr(MatchingPursuitSAE, "fit", interrupted_fit)
+    argv = ["fit", str(tmp_path / "d.npy"), "--device", "cpu", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "m.safetensors")]) == 130
+    _one_line(capsys.readouterr().err, "interrupted before the first epoch ended; nothing saved")
+    assert not (tmp_path / "m.safetensors").exists()
