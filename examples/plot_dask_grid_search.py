@@ -9,7 +9,7 @@ a cluster through joblib's dask backend. Here the "cluster" is a
 machine; pointing :class:`~dask.distributed.Client` at a scheduler address runs the same code
 on many machines.
 
-Needs ``pip install "skmpsae[dask]"``.
+Needs ``pip install -e ".[dask]"``.
 """
 
 # %%

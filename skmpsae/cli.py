@@ -1,16 +1,19 @@
-"""The ``skmpsae`` command line: capture activations, fit an SAE, encode, compare models.
+"""The ``skmpsae`` command line: capture activations (and list a model's hookpoints), fit an
+SAE, encode, evaluate, export to SAELens, show a model's provenance, compare models.
 
 Each command lives in its own module of ``skmpsae._cli``. Errors are reported as one line on
 stderr, never as a traceback: exit status 2 for a bad command line (unknown option, invalid
 value), 1 for a failure while running (missing or unreadable file, wrong shape, training error).
-``SKMPSAE_TRACEBACK=1`` shows the traceback.
+``SKMPSAE_TRACEBACK=1`` shows the traceback. Ctrl-C exits with status 130 (``fit`` first
+saves the model of the last completed epoch); a closed output pipe never turns into a
+traceback.
 """
 
 import os
 import sys
 import warnings
 
-from ._cli.common import CommandError
+from ._cli.common import CommandError, _emit, _silence
 from ._cli.parser import _build_parser
 
 __all__ = ["main"]
@@ -39,15 +42,17 @@ def _run(runner, args):
     try:
         return runner(args)
     except KeyboardInterrupt:
-        print("skmpsae: interrupted", file=sys.stderr)
+        _emit("skmpsae: interrupted", sys.stderr)
         return 130
     except Exception as exc:
         if os.environ.get("SKMPSAE_TRACEBACK"):
             raise
+        if isinstance(exc, BrokenPipeError):  # stdout's reader has gone: exit without a fuss
+            _silence(sys.stdout)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not isinstance(exc, (CommandError, ValueError, OSError, MemoryError)):
             message = f"{type(exc).__name__}: {message}"
-        print(f"skmpsae {args.command}: error: {message}", file=sys.stderr)
+        _emit(f"skmpsae {args.command}: error: {message}", sys.stderr)
         return 1
     finally:
         warnings.formatwarning = previous_format

@@ -89,6 +89,7 @@ def _fitted_attributes(estimator):
         and not name.startswith("_")
         and name not in published
         and name not in _COUNTERS
+        and name != "provenance_"
     }
 
 
@@ -139,7 +140,7 @@ def _digest(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def save(estimator, path):
+def save(estimator, path, *, provenance=None):
     """Save a fitted SAE to a safetensors file that loads without executing code.
 
     Parameters
@@ -148,6 +149,13 @@ def save(estimator, path):
         A fitted estimator.
     path : str or path-like
         The file to write, conventionally ending in ``.safetensors``; replaced if it exists.
+    provenance : dict, str or path-like, default=None
+        Where the training rows came from: the settings of their capture (a dict, or the
+        path of the ``.npy`` file :func:`skmpsae.activations.capture` wrote, whose
+        ``.meta.json`` is read). :func:`load` gives them back as the estimator's
+        ``provenance_``, which :func:`to_saelens`, :func:`skmpsae.activations.splice` and
+        the spliced metrics use as defaults. None: the estimator's own ``provenance_``, if
+        any.
 
     Returns
     -------
@@ -206,12 +214,33 @@ def save(estimator, path):
         "estimator": type(estimator).__name__,
         "params": params,
         "attributes": attributes,
+        "provenance": _provenance(estimator, provenance),
         "versions": _versions(),
         "sha256": {name: _digest(value) for name, value in tensors.items()},
     }
     path = Path(path)
     _write_safetensors(path, tensors, {"format": _FORMAT, _FORMAT: json.dumps(header)})
     return path
+
+
+def _provenance(estimator, provenance):
+    if provenance is None:
+        provenance = getattr(estimator, "provenance_", None)
+    elif not isinstance(provenance, dict):
+        from ._activations.metadata import metadata_path, read_capture_metadata
+
+        source = provenance
+        provenance = read_capture_metadata(source)
+        if provenance is None:
+            raise ValueError(
+                f"provenance: {source} has no capture metadata ({metadata_path(source)})."
+            )
+    if provenance is None:
+        return None
+    try:
+        return json.loads(json.dumps(provenance))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"provenance must be a JSON-serialisable dict ({exc}).") from None
 
 
 def load(path):
@@ -290,6 +319,13 @@ def load(path):
     dtypes = {value.dtype for value in arrays.values()}
     if len(dtypes) != 1:
         raise ValueError(f"{path}: the tensors mix dtypes {sorted(map(str, dtypes))}.")
+    provenance = header.get("provenance")
+    if provenance is not None:
+        if not isinstance(provenance, dict):
+            raise ValueError(
+                f"{path}: the skmpsae header is damaged (provenance is not a mapping)."
+            )
+        fitted = {**fitted, "provenance_": provenance}
     return estimator._set_fitted_state(
         arrays,
         n_iter=attrs.get("n_iter_", 0),

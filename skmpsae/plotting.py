@@ -1,7 +1,7 @@
 """Plots for sparse autoencoders: dictionary atoms as images, and R2-vs-L0 trade-off curves.
 
-matplotlib is an optional dependency (``pip install skmpsae[plot]``); it is imported
-only when a plotting function is called.
+matplotlib is an optional dependency (``pip install -e ".[plot]"`` in the skmpsae checkout); it
+is imported only when a plotting function is called.
 """
 
 import math
@@ -29,7 +29,8 @@ def _import_pyplot():
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError(
-            "skmpsae plotting requires matplotlib; install it with: pip install skmpsae[plot]"
+            "skmpsae plotting requires matplotlib; install it with: pip install -e '.[plot]' "
+            "in the skmpsae checkout"
         ) from exc
     return plt
 

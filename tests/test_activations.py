@@ -273,7 +273,7 @@ def test_load_model_from_a_saved_directory_and_the_cli(gpt2, tmp_path, capsys):
     args[3] = "transformer.h.7"
     assert main([*args, "--overwrite"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown hookpoint 'transformer.h.7'" in err[0]
+    assert len(err) == 1 and "--hookpoint 'transformer.h.7': not a module" in err[0]
 
 
 # -- splice and fidelity metrics ---------------------------------------------------------------

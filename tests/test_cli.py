@@ -190,12 +190,12 @@ def test_non_float_data_is_converted(tmp_path, capsys):
                 str(tmp_path / "pixels.npy"),
                 "-q",
                 "-o",
-                str(tmp_path / "codes"),
+                str(tmp_path / "codes.npz"),
             ]
         )
         == 0
     )
-    codes = sparse.load_npz(tmp_path / "codes.npz")  # the suffix save_npz adds
+    codes = sparse.load_npz(tmp_path / "codes.npz")
     expected = joblib.load(model).transform(X.astype(np.float32))
     np.testing.assert_allclose(codes.toarray(), expected, rtol=1e-6, atol=1e-7)
 
@@ -230,13 +230,13 @@ def test_runtime_errors_exit_1(data_file, tmp_path, capsys):
     out = str(tmp_path / "m.joblib")
     cases = [
         (["fit", str(tmp_path / "cube.npy"), "-o", out], "expected a 2-D array"),
-        (["fit", str(tmp_path / "objects.npy"), "-o", out], "not a readable .npy array"),
+        (["fit", str(tmp_path / "objects.npy"), "-o", out], "of Python objects"),
         (["fit", str(tmp_path / "text.npy"), "-o", out], "expected real numbers"),
         (["fit", str(tmp_path / "archive.npz"), "-o", out], "got a .npz archive"),
-        (["fit", str(tmp_path / "garbage.npy"), "-o", out], "not a readable .npy array"),
+        (["fit", str(tmp_path / "garbage.npy"), "-o", out], "a text file, not a .npy array"),
         (["fit", str(path), "-o", str(tmp_path / "no" / "m.joblib")], "no such directory"),
         (["fit", str(path), "--device", "tpu", "-o", out], "not a valid torch device"),
-        (["encode", str(path), str(path), "-o", "c.npz"], "not a model saved by"),
+        (["encode", str(path), str(path), "-o", "c.npz"], "a numpy array, not a model"),
         (["encode", out, str(path), "-o", "c.npz"], "no such file"),
     ]
     for argv, fragment in cases:

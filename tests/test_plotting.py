@@ -134,5 +134,5 @@ def test_plot_r2_vs_l0_validation():
 
 def test_missing_matplotlib_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install skmpsae\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install -e .\.\[plot\]."):
         plot_r2_vs_l0({"a": [(1, 0.5)]})

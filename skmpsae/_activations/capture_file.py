@@ -58,9 +58,14 @@ def _fingerprint(texts):
     return digest.hexdigest()
 
 
+def _state_path(output):
+    """The resume state of an unfinished capture into ``output``."""
+    return Path(str(output) + ".capture.json")
+
+
 def _resume_state(output, settings, overwrite):
     """Committed (texts, rows) of an interrupted capture with the same settings, else (0, 0)."""
-    state_path = Path(str(output) + ".capture.json")
+    state_path = _state_path(output)
     if overwrite:
         state_path.unlink(missing_ok=True)
         Path(output).unlink(missing_ok=True)
@@ -69,7 +74,7 @@ def _resume_state(output, settings, overwrite):
         if Path(output).exists():
             raise FileExistsError(
                 f"{output}: already exists (a finished capture or another file); pass "
-                "overwrite=True (--overwrite) to replace it."
+                "overwrite=True to replace it."
             )
         return state_path, 0, 0
     try:
@@ -84,7 +89,7 @@ def _resume_state(output, settings, overwrite):
     if changed:
         raise ValueError(
             f"{output}: an interrupted capture with other settings ({', '.join(changed)} "
-            "differ) is there; pass overwrite=True (--overwrite) to start again."
+            "differ) is there; pass overwrite=True to start again."
         )
     if not Path(output).is_file() or Path(output).stat().st_size < (
         _HEADER_BYTES + rows * settings["n_features"] * 4

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils._param_validation import HasMethods, validate_params
 
 from .._utils import NotBoolInterval
+from .metadata import check_same_place, provenance_of
 
 # Limits above this are tokenizers' "no limit" sentinels (e.g. 1e30), not a model's length.
 _MAX_SANE_LENGTH = 1_000_000
@@ -26,17 +27,43 @@ def _is_sentence_transformer(model):
     return type(model).__module__.startswith("sentence_transformers")
 
 
+class UnknownHookpoint(ValueError):
+    """A hookpoint that is not a module name; ``closest`` holds the most similar names."""
+
+    def __init__(self, hookpoint, model_class, closest):
+        self.hookpoint, self.closest = hookpoint, closest
+        super().__init__(
+            f"unknown hookpoint {hookpoint!r}: not a module name of this {model_class} "
+            f"(closest: {', '.join(closest)}; see model.named_modules())."
+        )
+
+
+def closest_names(name, names, n=3):
+    """The ``n`` names most like ``name``, ranked over all of them.
+
+    A name is scored by its similarity to ``name`` as a whole and by that of its last dotted
+    parts (as many as ``name`` has), so that ``encoder.layer.3`` finds
+    ``0.auto_model.encoder.layer.3`` and ``transformer.h.7`` finds ``transformer.h.1``.
+    """
+    query = str(name)
+    depth = query.count(".") + 1
+
+    def score(candidate):
+        tail = ".".join(candidate.split(".")[-depth:])
+        whole = difflib.SequenceMatcher(None, query, candidate).ratio()
+        end = difflib.SequenceMatcher(None, query, tail).ratio()
+        return max(whole, end), -len(candidate)
+
+    return sorted(names, key=score, reverse=True)[:n]
+
+
 def _resolve_module(model, hookpoint):
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     modules = dict(model.named_modules())
     if not isinstance(hookpoint, str) or hookpoint not in modules or hookpoint == "":
         names = [name for name in modules if name]
-        close = difflib.get_close_matches(str(hookpoint), names, n=3, cutoff=0.5) or names[:3]
-        raise ValueError(
-            f"unknown hookpoint {hookpoint!r}: not a module name of this "
-            f"{type(model).__name__} (closest: {', '.join(close)}; see model.named_modules())."
-        )
+        raise UnknownHookpoint(hookpoint, type(model).__name__, closest_names(hookpoint, names))
     return modules[hookpoint]
 
 
@@ -165,8 +192,11 @@ def splice(model, hookpoint, estimator):
     ----------
     model : torch.nn.Module
         The model the SAE was trained on (e.g. from :func:`skmpsae.activations.load_model`).
-    hookpoint : str
-        The module name the activations were captured at.
+    hookpoint : str or None
+        The module name the activations were captured at. None: the hookpoint the estimator
+        was fitted at, from its ``provenance_`` (a model fitted by ``skmpsae fit`` on captured
+        activations, or saved with ``provenance=``). A hookpoint or model other than the
+        recorded ones is warned about.
     estimator : fitted SAE estimator
         Fitted on that module's outputs (``n_features_in_`` equal to their width).
 
@@ -187,6 +217,11 @@ def splice(model, hookpoint, estimator):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
+    return _spliced(model, _hookpoint_of(estimator, hookpoint, model, "splice"), estimator)
+
+
+def _spliced(model, hookpoint, estimator):
+    """:func:`splice` without the provenance checks (done once by the caller)."""
     _resolve_module(model, hookpoint)
     dtype = estimator.components_.dtype
 
@@ -203,6 +238,26 @@ def splice(model, hookpoint, estimator):
     return _replaced(model, hookpoint, reconstruct)
 
 
+def _hookpoint_of(estimator, hookpoint, model, what):
+    """``hookpoint``, or the one in the estimator's provenance; warns on a mismatch."""
+    provenance = provenance_of(estimator)
+    if hookpoint is None:
+        hookpoint = provenance.get("hookpoint")
+        if hookpoint is None:
+            raise ValueError(
+                f"{what}: hookpoint=None needs an estimator that records where it was fitted "
+                "(provenance_, from a capture); pass the hookpoint."
+            )
+    if provenance.get("capture_input"):
+        warnings.warn(
+            f"{what}: the SAE was fitted on the input of {hookpoint!r} but replaces its output.",
+            UserWarning,
+            stacklevel=4,
+        )
+    check_same_place(provenance, what=what, hookpoint=hookpoint, model=model)
+    return hookpoint
+
+
 def _log_probs(outputs):
     logits = getattr(outputs, "logits", None)
     if logits is None:
@@ -217,7 +272,7 @@ def _log_probs(outputs):
     {
         "model": [torch.nn.Module],
         "estimator": [HasMethods(["transform", "inverse_transform"])],
-        "hookpoint": [str],
+        "hookpoint": [str, None],
         "texts": ["array-like"],
         "tokenizer": "no_validation",
         "batch_size": [NotBoolInterval(Integral, 1, None, closed="left")],
@@ -242,8 +297,9 @@ def spliced_lm_metrics(
         ``...ForCausalLM``).
     estimator : fitted SAE estimator
         Fitted on the outputs of ``hookpoint``.
-    hookpoint : str
-        A module name as ``model.named_modules()`` gives it.
+    hookpoint : str or None
+        A module name as ``model.named_modules()`` gives it; None: the one recorded in the
+        estimator's ``provenance_`` (see :func:`skmpsae.activations.splice`).
     texts : sequence of str
         The evaluation corpus; each text needs at least two tokens.
     tokenizer : transformers tokenizer, default=None
@@ -267,6 +323,7 @@ def spliced_lm_metrics(
     --------
     spliced_embedding_cosine : The measure for sentence encoders.
     """
+    hookpoint = _hookpoint_of(estimator, hookpoint, model, "spliced_lm_metrics")
     batcher = _TokenBatcher(model, tokenizer, max_length, False)
     totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
     n_tokens = 0
@@ -276,7 +333,7 @@ def spliced_lm_metrics(
             valid = (keep[:, 1:] & keep[:, :-1]).to(_device_of(model))
             target = inputs["input_ids"][:, 1:].unsqueeze(-1)
             clean = _log_probs(batcher.forward(inputs))[:, :-1]
-            with splice(model, hookpoint, estimator):
+            with _spliced(model, hookpoint, estimator):
                 spliced = _log_probs(batcher.forward(inputs))[:, :-1]
             with _replaced(model, hookpoint, torch.zeros_like):
                 zero = _log_probs(batcher.forward(inputs))[:, :-1]
@@ -314,7 +371,7 @@ def spliced_lm_metrics(
     {
         "model": [torch.nn.Module],
         "estimator": [HasMethods(["transform", "inverse_transform"])],
-        "hookpoint": [str],
+        "hookpoint": [str, None],
         "texts": ["array-like"],
         "batch_size": [NotBoolInterval(Integral, 1, None, closed="left")],
     },
@@ -329,9 +386,10 @@ def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=3
         The sentence encoder.
     estimator : fitted SAE estimator
         Fitted on the outputs of ``hookpoint``.
-    hookpoint : str
+    hookpoint : str or None
         A module name as ``model.named_modules()`` gives it, e.g.
-        ``"0.model.encoder.layer.3"``.
+        ``"0.model.encoder.layer.3"``; None: the one recorded in the estimator's
+        ``provenance_`` (see :func:`skmpsae.activations.splice`).
     texts : sequence of str
         Sentences to embed.
     batch_size : int, default=32
@@ -355,9 +413,10 @@ def spliced_embedding_cosine(model, estimator, hookpoint, texts, *, batch_size=3
     texts = list(texts)
     if not texts:
         raise ValueError("texts is empty.")
+    hookpoint = _hookpoint_of(estimator, hookpoint, model, "spliced_embedding_cosine")
     options = {"batch_size": batch_size, "convert_to_tensor": True, "show_progress_bar": False}
     clean = model.encode(texts, **options)
-    with splice(model, hookpoint, estimator):
+    with _spliced(model, hookpoint, estimator):
         spliced = model.encode(texts, **options)
     cosine = torch.nn.functional.cosine_similarity(clean.double(), spliced.double(), dim=-1)
     return cosine.cpu().numpy()

@@ -50,11 +50,22 @@ def add_parser(commands):
 
 def run(args):
     # The optional extra "activations" (transformers) is imported only when capture runs.
+    from .._activations.capture_file import _state_path
+    from .._activations.metadata import model_source, update_capture_metadata
+    from .._activations.splice import UnknownHookpoint
     from ..activations import capture, load_model
 
+    output = Path(args.output)
+    if output.suffix != ".npy":
+        raise CommandError(f"-o {output}: capture writes a .npy array; name it ACTS.npy")
+    if output.exists() and not args.overwrite and not _state_path(output).is_file():
+        raise CommandError(
+            f"{output}: already exists (a finished capture or another file); pass --overwrite "
+            "to replace it"
+        )
     path = Path(args.texts)
     if not path.is_file():
-        raise CommandError(f"{path}: no such file")
+        raise CommandError(f"--texts {path}: {'a directory' if path.is_dir() else 'no such file'}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -66,7 +77,29 @@ def run(args):
         model, tokenizer = load_model(args.model, device=args.device)
     except ImportError as exc:
         raise CommandError(str(exc)) from None
-    X = capture(
+    try:
+        X = _capture(capture, model, texts, tokenizer, args)
+    except UnknownHookpoint as exc:
+        raise CommandError(
+            f"--hookpoint {exc.hookpoint!r}: not a module of {args.model} (closest: "
+            f"{', '.join(exc.closest)}; list them with 'skmpsae hookpoints {args.model}')"
+        ) from None
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("overwrite=True", "--overwrite")) from None
+    update_capture_metadata(
+        args.output, model=model_source(args.model), texts_file=str(path.resolve())
+    )
+    skipped = len(lines) - len(texts)
+    note = f" ({skipped} blank lines skipped)" if skipped else ""
+    print(
+        f"captured {X.shape[0]} rows x {X.shape[1]} features from {len(texts)} texts{note} "
+        f"at {args.hookpoint}; saved to {args.output} (settings in {args.output}.meta.json)"
+    )
+    return 0
+
+
+def _capture(capture, model, texts, tokenizer, args):
+    return capture(
         model,
         texts,
         args.hookpoint,
@@ -79,10 +112,3 @@ def run(args):
         overwrite=args.overwrite,
         verbose=not args.quiet,
     )
-    skipped = len(lines) - len(texts)
-    note = f" ({skipped} blank lines skipped)" if skipped else ""
-    print(
-        f"captured {X.shape[0]} rows x {X.shape[1]} features from {len(texts)} texts{note} "
-        f"at {args.hookpoint}; saved to {args.output}"
-    )
-    return 0

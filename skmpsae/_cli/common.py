@@ -2,10 +2,15 @@
 of its values, reading ``.npy`` inputs, and progress messages on stderr."""
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+# The model files skmpsae writes, by suffix.
+MODEL_SUFFIXES = (".safetensors", ".joblib")
 
 
 class CommandError(Exception):
@@ -48,14 +53,61 @@ def _non_negative_float(text):
     return _positive_float(text, allow_zero=True)
 
 
+def _sniff(path):
+    """What the first bytes of ``path`` say it is: "npy", "safetensors", "zip", "pickle",
+    "text" or "binary"."""
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 4 KiB boundary
+            return "binary"
+    return "binary" if b"\0" in head else "text"
+
+
+def _not_a_file(path, what):
+    path = Path(path)
+    if path.is_dir():
+        return CommandError(f"{path}: a directory, not {what}")
+    return CommandError(f"{path}: no such file")
+
+
 def _load_npy(path):
     """A 2-D numeric array from ``path``, memory-mapped (read-only)."""
     path = Path(path)
     if not path.is_file():
-        raise CommandError(f"{path}: no such file")
+        raise _not_a_file(path, "a .npy file")
+    kind = _sniff(path)
+    if kind == "text":
+        raise CommandError(
+            f"{path}: a text file, not a .npy array; to use texts, capture their activations "
+            f"first: skmpsae capture MODEL --hookpoint NAME --texts {path} -o ACTS.npy"
+        )
+    if kind in ("safetensors", "pickle"):
+        raise CommandError(
+            f"{path}: a model file, not a .npy array of activations; check the order of the "
+            "arguments (see --help)"
+        )
+    if kind == "zip" and path.suffix != ".npz":
+        raise CommandError(f"{path}: a zip archive (a torch .pt file?), not a .npy array")
+    if kind not in ("npy", "zip"):
+        raise CommandError(f"{path}: not a .npy array (save one with numpy.save)")
     try:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
+            raise CommandError(
+                f"{path}: a .npy file of Python objects, not of numbers; save a numeric array"
+            ) from None
         raise CommandError(f"{path}: not a readable .npy array ({exc})") from None
     except OSError as exc:
         raise CommandError(f"{path}: cannot read ({exc})") from None
@@ -74,6 +126,109 @@ def _load_npy(path):
     return X
 
 
+def _load_model(path):
+    """A fitted SAE from a file written by ``skmpsae fit`` or a SAELens / sparsify directory."""
+    from .._io.saelens import from_saelens, from_sparsify
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "cfg.json").is_file() and (path / "sae_weights.safetensors").is_file():
+            return from_saelens(path)
+        if (path / "cfg.json").is_file() and (path / "sae.safetensors").is_file():
+            return from_sparsify(path)
+        raise CommandError(
+            f"{path}: a directory, but not a SAELens or sparsify SAE (no cfg.json with "
+            "sae_weights.safetensors or sae.safetensors); expected a model file"
+        )
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    kind = _sniff(path)
+    if kind == "npy" or (kind == "zip" and path.suffix == ".npz"):
+        raise CommandError(
+            f"{path}: a numpy array, not a model; check the order of the arguments (MODEL "
+            "comes first, see --help)"
+        )
+    if kind == "text":
+        raise CommandError(f"{path}: a text file, not a model saved by 'skmpsae fit'")
+    if kind == "safetensors":
+        from ..io import load
+
+        return load(path)
+    if kind != "pickle" and path.suffix != ".joblib":
+        raise CommandError(
+            f"{path}: not a model saved by 'skmpsae fit' (a .safetensors or .joblib file)"
+        )
+    return _load_pickle(path)
+
+
+def _load_pickle(path):
+    import joblib
+
+    from .._models.base import _BaseSAE
+
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling fails with many exception types
+        raise CommandError(
+            f"{path}: not a model saved by 'skmpsae fit' ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(model, _BaseSAE) or not hasattr(model, "components_"):
+        raise CommandError(f"{path}: not a fitted skmpsae model (got {type(model).__name__})")
+    return model
+
+
+def _check_rows_match(model, data, command):
+    """Warn when ``data``'s capture sidecar names another place than the model was fitted at."""
+    from .._activations.metadata import check_same_place, provenance_of, read_capture_metadata
+
+    try:
+        rows = read_capture_metadata(data)
+    except ValueError:
+        return
+    if rows:
+        check_same_place(
+            provenance_of(model),
+            what=f"{data} comes from another place than the model",
+            hookpoint=rows.get("hookpoint"),
+            model=rows.get("model_id"),
+            capture_input=rows.get("capture_input"),
+        )
+
+
+def _check_suffix(path, suffixes, flag, rule):
+    """Refuse an output name whose suffix skmpsae does not write, naming the rule."""
+    if Path(path).suffix not in suffixes:
+        raise CommandError(f"{flag} {path}: {rule}")
+
+
+def _check_output_dir(path, what):
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise CommandError(f"{parent}: no such directory for the {what}")
+
+
+def _emit(message, file=None):
+    """Print ``message``; a closed pipe (``| head``, a killed ``| tee``) swallows it instead
+    of raising, and the stream is pointed at /dev/null so that exiting does not fail."""
+    stream = sys.stdout if file is None else file
+    try:
+        print(message, file=stream, flush=True)
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.EINVAL) and not isinstance(exc, BrokenPipeError):
+            raise
+        _silence(stream)
+
+
+def _silence(stream):
+    """Point ``stream``'s file descriptor at /dev/null (after its reader went away)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _as_float_for_training(X, path, report):
     if X.dtype in (np.float32, np.float64):
         return X
@@ -86,5 +241,27 @@ def _as_float_for_training(X, path, report):
     return np.asarray(X, dtype=np.float32)
 
 
+def _defaults(param, models=None):
+    """The default of ``param`` across the estimators, read from them: "35 for mp, 50 for
+    the others", or one value when they agree (for help texts that cannot drift)."""
+    from collections import Counter
+
+    from .._models.registry import estimator_specs
+
+    specs = estimator_specs()
+    values = {
+        name: getattr(spec.estimator(), param)
+        for name, spec in specs.items()
+        if (models is None or name in models) and param in spec.estimator._get_param_names()
+    }
+    if len(set(map(repr, values.values()))) == 1:
+        return str(next(iter(values.values())))
+    common = Counter(map(repr, values.values())).most_common(1)[0][0]
+    rest = [f"{value} for {name}" for name, value in values.items() if repr(value) != common]
+    others = [name for name, value in values.items() if repr(value) == common]
+    who = "the others" if len(others) > 1 else others[0]
+    return f"{', '.join(rest)}, {values[others[0]]} for {who}"
+
+
 def _report(quiet):
-    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+    return (lambda message: None) if quiet else (lambda message: _emit(message, sys.stderr))

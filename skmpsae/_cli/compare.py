@@ -14,11 +14,22 @@ from .._models.registry import estimator_specs
 from .._models.relu import ReLUSAE
 from .._train.progress import Progress
 from ..metrics import dead_components, explained_variance, l0
-from .common import CommandError, _load_npy, _non_negative_float, _positive_int, _report
+from .common import (
+    CommandError,
+    _defaults,
+    _load_npy,
+    _non_negative_float,
+    _positive_int,
+    _report,
+)
 
 # ReLUSAE has no k: its L0 emerges from the L1 weight. Its default alpha was chosen to give a
 # held-out L0 near 16 on MNIST (256 latents, 50 epochs), the k of the other models.
 DEFAULT_RELU_ALPHA = ReLUSAE().alpha
+
+
+def _classes():
+    return [spec.estimator.__name__ for spec in estimator_specs().values()]
 
 
 def model_names():
@@ -26,7 +37,7 @@ def model_names():
     return (*estimator_specs(), "mbdl")
 
 
-def load_comparison_data(data, random_state=0):
+def load_comparison_data(data, random_state=0, test=None):
     """Training and held-out splits for ``skmpsae compare``.
 
     Parameters
@@ -34,15 +45,31 @@ def load_comparison_data(data, random_state=0):
     data : str
         ``"digits"`` (scikit-learn's 8x8 digits scaled to [0, 1], 20% held out), ``"mnist"``
         (the packaged 5,000 digits, 4,000 train / 1,000 held out) or the path of a 2-D ``.npy``
-        file (20% held out).
+        file (20% held out: whole texts when the file has a per-row text index, so that no
+        text has tokens on both sides, else rows at random).
     random_state : int, default=0
         Seed of the shuffle before splitting (MNIST rows are sorted by label).
+    test : str, default=None
+        A ``.npy`` file of held-out rows: ``data`` is then all training rows.
 
     Returns
     -------
     X_train, X_test : ndarray of dtype float32
     description : str
     """
+    if test is not None:
+        X_train = np.asarray(np.load(data, mmap_mode="r"), dtype=np.float32)
+        X_test = np.asarray(np.load(test, mmap_mode="r"), dtype=np.float32)
+        return X_train, X_test, f"{data} (held out: {test})"
+    if data not in ("digits", "mnist"):
+        from .._activations.metadata import row_text_index, split_by_group
+
+        groups = row_text_index(data)
+        if groups is not None:
+            X = np.asarray(np.load(data, mmap_mode="r"), dtype=np.float32)
+            train, held = split_by_group(groups, 0.2, random_state)
+            n_texts = np.unique(groups[held]).shape[0]
+            return X[train], X[held], f"{data} (split by text: {n_texts} texts held out)"
     rng = np.random.RandomState(random_state)
     if data == "digits":
         from sklearn.datasets import load_digits
@@ -59,7 +86,7 @@ def load_comparison_data(data, random_state=0):
     else:
         X = np.asarray(np.load(data, mmap_mode="r"), dtype=np.float32)
         n_train = round(0.8 * X.shape[0])
-        name = str(data)
+        name = f"{data} (rows split at random: it has no per-row text index)"
     order = rng.permutation(X.shape[0])
     return X[order[:n_train]], X[order[n_train:]], name
 
@@ -106,6 +133,7 @@ def compare_models(
     device="auto",
     random_state=0,
     on_result=None,
+    on_fitted=None,
 ):
     """Fit each model on ``X_train`` and score it on ``X_test``.
 
@@ -118,6 +146,9 @@ def compare_models(
     rows : list of dict
         One per model: ``model``, ``sparsity``, ``r2``, ``l0``, ``dead``, ``n_components``,
         ``fit_seconds``.
+
+    ``on_result(row)`` is called after each fitted model is scored, ``on_fitted(name,
+    estimator)`` with its short name and the fitted estimator (e.g. to save it).
     """
     models = model_names() if models is None else models
     mean = X_train.mean(axis=0)
@@ -128,6 +159,8 @@ def compare_models(
         tic = time.perf_counter()
         estimator.fit(X_train - centre)
         fit_seconds = time.perf_counter() - tic
+        if on_fitted is not None:
+            on_fitted(name, estimator)
         variants = [(type(estimator).__name__, sparsity, estimator)]
         if name == "mp":
             # The same fitted dictionary, encoded by OMP at inference: no refit, so it shares
@@ -216,16 +249,30 @@ def plot_comparison(rows, path, title=""):
 def add_parser(commands):
     compare = commands.add_parser(
         "compare",
-        help="compare MP, TopK and ReLU SAEs with MiniBatchDictionaryLearning",
-        description="Fit MatchingPursuitSAE, TopKSAE, ReLUSAE and scikit-learn's "
+        help=f"compare the {len(estimator_specs())} SAEs with MiniBatchDictionaryLearning",
+        description=f"Fit {', '.join(_classes())} and scikit-learn's "
         "MiniBatchDictionaryLearning (OMP codes) on one split and print one table of held-out "
-        "R2, mean L0, dead atoms and fit time.",
+        "R2, mean L0, dead atoms and fit time (MatchingPursuitSAE is also scored with OMP at "
+        "inference, without refitting).",
     )
     compare.add_argument(
         "--data",
         default="mnist",
         metavar="{digits,mnist,PATH.npy}",
-        help="mnist: 4000 train / 1000 held out (default); digits or a .npy file: 20%% held out",
+        help="mnist: 4000 train / 1000 held out (default); digits or a .npy file: 20%% held "
+        "out (whole texts when the file has a per-row text index)",
+    )
+    compare.add_argument(
+        "--test",
+        metavar="HELD.npy",
+        default=None,
+        help="a fixed held-out file: --data (a .npy file) is then all training rows",
+    )
+    compare.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        default=None,
+        help="save each fitted model there (NAME.safetensors; mbdl.joblib)",
     )
     compare.add_argument("--k", type=_positive_int, default=16, help="default: 16")
     compare.add_argument("--n-components", type=_positive_int, default=256, help="default: 256")
@@ -239,7 +286,7 @@ def add_parser(commands):
         "--max-iter",
         type=_positive_int,
         default=None,
-        help="epochs of the SAEs (default: the estimators' 50)",
+        help=f"epochs of the SAEs (default: the estimators', {_defaults('max_iter')})",
     )
     compare.add_argument(
         "--models",
@@ -264,10 +311,18 @@ def run(args):
         try:
             import matplotlib  # noqa: F401 (only whether it is installed)
         except ImportError:
-            raise CommandError("--plot needs matplotlib: pip install 'skmpsae[plot]'") from None
+            raise CommandError(
+                "--plot needs matplotlib: pip install -e '.[plot]' in the skmpsae checkout"
+            ) from None
     if args.data not in ("digits", "mnist"):
         _load_npy(args.data)  # the same one-line errors as fit and encode
-    X_train, X_test, name = load_comparison_data(args.data, args.random_state)
+    if args.test is not None:
+        if args.data in ("digits", "mnist"):
+            args.subparser.error("--test takes the held-out rows of a --data .npy file")
+        if _load_npy(args.test).shape[1] != _load_npy(args.data).shape[1]:
+            raise CommandError(f"--test {args.test}: not as many features as {args.data}")
+    save = _saver(args)
+    X_train, X_test, name = load_comparison_data(args.data, args.random_state, args.test)
     report = _report(args.quiet)
     report(
         f"{name}: {X_train.shape[0]} train / {X_test.shape[0]} held out, "
@@ -287,6 +342,7 @@ def run(args):
             device=args.device,
             random_state=args.random_state,
             on_result=lambda row: progress.update(f"{row['model']} {row['fit_seconds']:.1f}s"),
+            on_fitted=save,
         )
     finally:
         progress.close()
@@ -298,4 +354,37 @@ def run(args):
     if args.plot is not None:
         plot_comparison(rows, args.plot, title=name)
         print(f"figure saved to {args.plot}")
+    if args.save_dir is not None:
+        print(f"models saved to {args.save_dir}")
     return 0
+
+
+def _saver(args):
+    """``on_fitted`` that saves each model in ``--save-dir`` (None without it)."""
+    if args.save_dir is None:
+        return None
+    from pathlib import Path
+
+    from .._activations.metadata import read_capture_metadata
+    from .._atomic import atomic_write
+
+    directory = Path(args.save_dir)
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"--save-dir {directory}: a file, not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    provenance = None
+    if args.data not in ("digits", "mnist"):
+        provenance = read_capture_metadata(args.data)
+
+    def save(name, estimator):
+        if name == "mbdl":
+            import joblib
+
+            with atomic_write(directory / "mbdl.joblib") as file:
+                joblib.dump(estimator, file)
+            return
+        from ..io import save as save_model
+
+        save_model(estimator, directory / f"{name}.safetensors", provenance=provenance)
+
+    return save

@@ -6,7 +6,16 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._train.progress import Progress
-from .common import CommandError, _load_npy, _positive_int
+from .common import (
+    CommandError,
+    _check_output_dir,
+    _check_rows_match,
+    _check_suffix,
+    _emit,
+    _load_model,
+    _load_npy,
+    _positive_int,
+)
 
 # Rows encoded at a time by `skmpsae encode` (the default of --chunk-size).
 _ENCODE_CHUNK = 4096
@@ -20,10 +29,14 @@ def add_parser(commands):
         "matrix (load it with scipy.sparse.load_npz).",
     )
     encode.add_argument(
-        "model", metavar="MODEL", help="a .safetensors or .joblib file written by 'skmpsae fit'"
+        "model",
+        metavar="MODEL",
+        help="a .safetensors or .joblib file written by 'skmpsae fit', or a SAELens directory",
     )
     encode.add_argument("data", metavar="DATA.npy")
-    encode.add_argument("-o", "--output", required=True, metavar="CODES.npz")
+    encode.add_argument(
+        "-o", "--output", required=True, metavar="CODES.npz", help="written exactly there"
+    )
     encode.add_argument(
         "--chunk-size",
         type=_positive_int,
@@ -35,32 +48,16 @@ def add_parser(commands):
     encode.set_defaults(subparser=encode, run=run)
 
 
-def _load_model(path):
-    import joblib
-
-    from .._models.base import _BaseSAE
-
-    path = Path(path)
-    if not path.is_file():
-        raise CommandError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
-        from ..io import load
-
-        return load(path)
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # unpickling fails with many exception types
-        raise CommandError(
-            f"{path}: not a model saved by 'skmpsae fit' ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(model, _BaseSAE) or not hasattr(model, "components_"):
-        raise CommandError(f"{path}: not a fitted skmpsae model (got {type(model).__name__})")
-    return model
-
-
 def run(args):
     from scipy import sparse
 
+    _check_suffix(
+        args.output,
+        (".npz",),
+        "-o",
+        "encode writes a scipy sparse matrix, a .npz file; name it CODES.npz",
+    )
+    _check_output_dir(args.output, "output codes")
     model = _load_model(args.model)
     if args.device is not None:
         model.set_params(device=args.device)
@@ -70,11 +67,8 @@ def run(args):
             f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
             f"{model.n_features_in_}"
         )
+    _check_rows_match(model, args.data, "encode")
     output = Path(args.output)
-    if output.suffix != ".npz":
-        output = output.with_name(output.name + ".npz")  # where save_npz would write anyway
-    if not output.parent.is_dir():
-        raise CommandError(f"{output.parent}: no such directory for the output codes")
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
     if "sparse_output" in model.get_params():
         # No dense (chunk, n_components) codes: at 65,536 atoms a dense chunk of 4,096 rows
@@ -95,7 +89,7 @@ def run(args):
     codes = sparse.vstack(blocks, format="csr")
     with atomic_write(output) as file:
         sparse.save_npz(file, codes)
-    print(
+    _emit(
         f"encoded {codes.shape[0]} samples into {codes.shape[1]} components, mean L0 "
         f"{codes.nnz / codes.shape[0]:.2f}; saved to {output}"
     )

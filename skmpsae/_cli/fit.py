@@ -1,20 +1,32 @@
 """``skmpsae fit``: train an SAE on a ``.npy`` file (data-parallel with --nproc-per-node)."""
 
 import os
+import signal
+import sys
+import warnings
 from pathlib import Path
 
 from .._atomic import atomic_write
 from .._models.registry import estimator_specs
 from .._train.progress import Progress, describe_epoch
 from .common import (
+    MODEL_SUFFIXES,
     CommandError,
     _as_float_for_training,
+    _check_output_dir,
+    _check_suffix,
+    _defaults,
+    _emit,
     _learning_rate,
     _load_npy,
     _non_negative_float,
     _positive_int,
     _report,
+    _silence,
 )
+
+# Exit status after Ctrl-C, as a shell reports a process killed by SIGINT (128 + 2).
+_INTERRUPTED = 130
 
 
 def add_parser(commands):
@@ -26,27 +38,55 @@ def add_parser(commands):
     )
     fit.add_argument("data", metavar="DATA.npy", help="2-D array (n_samples, n_features)")
     fit.add_argument("--model", choices=list(estimator_specs()), default="mp", help="default: mp")
+    specs = estimator_specs()
+    k_models = [name for name, spec in specs.items() if not spec.penalised]
+    alpha_models = [name for name, spec in specs.items() if spec.penalised]
     fit.add_argument(
-        "--n-components", type=_positive_int, default=None, help="default: the estimator's (256)"
+        "--n-components",
+        type=_positive_int,
+        default=None,
+        help=f"atoms (default: the estimator's, {_defaults('n_components')})",
     )
     fit.add_argument(
         "--k",
         type=_positive_int,
         default=None,
-        help="non-zero codes per sample for mp, topk, batchtopk and matryoshka "
-        "(default: the estimator's n_nonzero_coefs, 16)",
+        help=f"non-zero codes per sample for {', '.join(k_models)} "
+        f"(default: the estimator's n_nonzero_coefs, {_defaults('n_nonzero_coefs', k_models)})",
     )
     fit.add_argument(
         "--alpha",
         type=_non_negative_float,
         default=None,
-        help="sparsity penalty for relu (L1) and jumprelu (L0) (default: the estimator's)",
+        help=f"sparsity penalty for {', '.join(alpha_models)} "
+        f"(default: the estimator's, {_defaults('alpha', alpha_models)})",
     )
     fit.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="default: the estimator's (256)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"default: the estimator's, {_defaults('batch_size')}",
     )
     fit.add_argument(
-        "--max-iter", type=_positive_int, default=None, help="epochs (default: the estimator's, 50)"
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help=f"epochs (default: the estimator's, {_defaults('max_iter')})",
+    )
+    held_out = fit.add_mutually_exclusive_group()
+    held_out.add_argument(
+        "--validation",
+        metavar="HELD.npy",
+        default=None,
+        help="held-out activations, scored after training (R2, L0, dead atoms)",
+    )
+    held_out.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="hold out the last F of DATA's texts (of its rows when DATA has no per-row "
+        "text index) and score the model on them after training",
     )
     fit.add_argument(
         "--learning-rate",
@@ -61,7 +101,8 @@ def add_parser(commands):
         "--output",
         required=True,
         metavar="MODEL",
-        help="MODEL.safetensors (safe to share: loading runs no code) or MODEL.joblib (a pickle)",
+        help="MODEL.safetensors (safe to share: loading runs no code) or MODEL.joblib (a "
+        "pickle); with captured DATA, the safetensors file records where it came from",
     )
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     fit.add_argument(
@@ -95,6 +136,18 @@ def add_parser(commands):
     fit.set_defaults(subparser=fit, run=run)
 
 
+def _fraction(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def run(args):
     from .._train.distributed import destroy, init_from_environment, is_main_process
     from .._utils import resolve_device
@@ -114,6 +167,13 @@ def run(args):
         )
     if args.resume and args.checkpoint_dir is None:
         args.subparser.error("--resume needs --checkpoint-dir, the directory to resume from")
+    _check_suffix(
+        args.output,
+        MODEL_SUFFIXES,
+        "-o",
+        "skmpsae writes MODEL.safetensors (recommended: loading runs no code) or MODEL.joblib "
+        "(a pickle)",
+    )
     # Inside a worker started by a launcher (torchrun sets LOCAL_RANK), --nproc-per-node has
     # done its work: the worker trains, it does not launch again.
     in_worker = "LOCAL_RANK" in os.environ
@@ -133,8 +193,7 @@ def run(args):
 
     device = resolve_device(args.device)  # fail before reading any data
     output = Path(args.output)
-    if not output.parent.is_dir():
-        raise CommandError(f"{output.parent}: no such directory for the output model")
+    _check_output_dir(output, "output model")
     if in_worker and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         estimator.set_params(device=init_from_environment(device))
     status = _fit_and_save(args, estimator, output, is_main_process())
@@ -144,31 +203,77 @@ def run(args):
 
 def _fit_and_save(args, estimator, output, main_process):
     """Fit (data-parallel under a process group) and write the model; only the main process
-    reports and writes."""
-    import joblib
+    reports and writes. Ctrl-C after an epoch saves the last completed epoch's model."""
+    from .._activations.metadata import read_capture_metadata
 
     quiet = args.quiet or not main_process
     report = _report(quiet)
     X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    provenance = read_capture_metadata(args.data) or {}
+    X, X_held, held_note = _held_out(args, X)
     verb = "resuming" if args.resume else "fitting"
     report(
         f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
-        f"from {args.data}"
+        f"from {args.data}{held_note}"
     )
     progress = Progress(estimator.max_iter, type(estimator).__name__, "epoch", not quiet)
-    estimator.set_params(callback=lambda info: progress.update(describe_epoch(info)))
+    estimator.set_params(callback=lambda info: _update(progress, describe_epoch(info)))
+    interrupt = _Interrupt()
     try:
-        estimator.fit(
-            X,
-            checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every=args.checkpoint_every,
-            resume=args.resume,
-        )
+        with interrupt, warnings.catch_warnings():
+            # The message below says what the estimator's warning would.
+            warnings.filterwarnings("ignore", message="Training interrupted")
+            estimator.fit(
+                X,
+                checkpoint_dir=args.checkpoint_dir,
+                checkpoint_every=args.checkpoint_every,
+                resume=args.resume,
+            )
+    except KeyboardInterrupt:
+        _close(progress)
+        if main_process:
+            _emit(
+                "skmpsae fit: interrupted before the first epoch ended; nothing saved", sys.stderr
+            )
+        return _INTERRUPTED
     finally:
-        progress.close()
+        _close(progress)
         estimator.set_params(callback=None)  # a lambda neither pickles nor means anything later
     if not main_process:
         return 0
+    if provenance:
+        estimator.provenance_ = provenance
+    if interrupt.seen:
+        _save(estimator, output)
+        _emit(
+            f"skmpsae fit: interrupted; saved the model of the last completed epoch "
+            f"({estimator.n_iter_} of {estimator.max_iter}) to {output}",
+            sys.stderr,
+        )
+        return _INTERRUPTED
+    scores = ""
+    if X_held is not None:
+        from .evaluate import evaluate_rows
+
+        held = evaluate_rows(estimator, X_held)
+        held["source"] = args.validation or f"last {args.validation_fraction:g} of {args.data}"
+        estimator.provenance_ = {**provenance, "held_out": held}
+        scores = (
+            f"; held-out R2 {held['r2']:.4f}, L0 {held['l0']:.2f}, dead atoms "
+            f"{held['dead']}/{held['n_components']} on {held['n_rows']} rows"
+        )
+    _save(estimator, output)
+    _emit(
+        f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
+        f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
+        f"{estimator.n_components}{scores}; saved to {output}"
+    )
+    return 0
+
+
+def _save(estimator, output):
+    import joblib
+
     if output.suffix == ".safetensors":
         from ..io import save
 
@@ -176,12 +281,78 @@ def _fit_and_save(args, estimator, output, main_process):
     else:
         with atomic_write(output) as file:
             joblib.dump(estimator, file)
-    print(
-        f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
-        f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
-        f"{estimator.n_components}; saved to {output}"
+
+
+def _held_out(args, X):
+    """(training rows, held-out rows or None, a note for the log)."""
+    from .._activations.metadata import row_text_index
+
+    if args.validation is not None:
+        X_held = _load_npy(args.validation)
+        if X_held.shape[1] != X.shape[1]:
+            raise CommandError(
+                f"--validation {args.validation}: has {X_held.shape[1]} features, but "
+                f"{args.data} has {X.shape[1]}"
+            )
+        return X, X_held, f"; held out: {args.validation}"
+    if args.validation_fraction is None:
+        return X, None, ""
+    groups = row_text_index(args.data)
+    if groups is not None:
+        from .._activations.metadata import split_by_group
+
+        train, test = split_by_group(groups, args.validation_fraction)
+        n_texts = len(set(groups[test].tolist()))
+        if test[0] == train[-1] + 1 and test[-1] == X.shape[0] - 1:  # a tail: views, no copy
+            return X[: test[0]], X[test[0] :], f"; held out: its last {n_texts} texts"
+        return X[train], X[test], f"; held out: {n_texts} texts"
+    n_held = max(1, round(args.validation_fraction * X.shape[0]))
+    if n_held >= X.shape[0]:
+        raise CommandError(f"--validation-fraction leaves no training rows of {args.data}")
+    cut = X.shape[0] - n_held
+    return (
+        X[:cut],
+        X[cut:],
+        f"; held out: its last {n_held} rows (no per-row text index: a text may straddle the cut)",
     )
-    return 0
+
+
+class _Interrupt:
+    """Within the block, Ctrl-C raises KeyboardInterrupt as usual and is remembered
+    (``seen``), including when the estimator catches it to keep its last completed epoch."""
+
+    def __init__(self):
+        self.seen, self.previous = False, None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: nothing to install
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _update(progress, info):
+    try:
+        progress.update(info)
+    except OSError:  # stderr's reader has gone (a killed '| tee'): keep training, silently
+        _silence(sys.stderr)
+
+
+def _close(progress):
+    try:
+        progress.close()
+    except OSError:
+        _silence(sys.stderr)
 
 
 def _launch_workers(args):

@@ -3,10 +3,10 @@ sub-parser (``add_parser``) and running it (``run``, set as the parsed arguments
 A new command is one module here plus its line in ``_COMMANDS``.
 """
 
-from . import capture, compare, encode, fit
+from . import capture, compare, encode, evaluate, export, fit, hookpoints, info
 from .common import _ArgumentParser
 
-_COMMANDS = (fit, encode, compare, capture)
+_COMMANDS = (capture, hookpoints, fit, encode, evaluate, export, info, compare)
 
 
 def _build_parser():
@@ -14,7 +14,7 @@ def _build_parser():
 
     parser = _ArgumentParser(
         prog="skmpsae",
-        description="Sparse autoencoders (matching pursuit, TopK, ReLU) on .npy files.",
+        description=_description(),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
@@ -24,3 +24,13 @@ def _build_parser():
     for command in _COMMANDS:
         command.add_parser(commands)
     return parser
+
+
+def _description():
+    from .._models.registry import estimator_specs
+
+    names = [spec.estimator.__name__ for spec in estimator_specs().values()]
+    return (
+        f"Sparse autoencoders ({', '.join(names)}) on .npy files: capture a model's "
+        "activations, fit, encode, evaluate and export."
+    )

@@ -114,9 +114,12 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     hook_name : str, default=None
         Where the SAE reads the model (e.g. ``"blocks.3.hook_resid_post"`` for
         TransformerLens, or the module name given to :func:`skmpsae.activations.capture`),
-        stored in the config's metadata for tools that splice it in.
+        stored in the config's metadata for tools that splice it in. None: the hookpoint in
+        the estimator's ``provenance_`` (a model fitted by ``skmpsae fit`` on captured
+        activations), if any.
     model_name : str, default=None
-        The model's name, stored in the metadata likewise.
+        The model's name, stored in the metadata likewise; None: the model in
+        ``provenance_``, if any.
 
     Returns
     -------
@@ -135,6 +138,11 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     save : skmpsae's own file, which keeps every hyper-parameter.
     """
     _check_fitted_sae(estimator, "to_saelens")
+    provenance = getattr(estimator, "provenance_", None) or {}
+    if hook_name is None:
+        hook_name = provenance.get("hookpoint")
+    if model_name is None:
+        model_name = provenance.get("model")
     name = type(estimator).__name__
     W_dec = estimator.components_
     cfg = {
@@ -168,6 +176,8 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
         "skmpsae_version": _versions()["skmpsae"],
         "skmpsae_estimator": name,
     }
+    if provenance:
+        cfg["metadata"]["skmpsae_provenance"] = provenance
     if hasattr(estimator, "prefix_sizes_"):
         # Tools that know Matryoshka SAEs can truncate the exported latents at these sizes.
         cfg["metadata"]["skmpsae_prefix_sizes"] = [int(s) for s in estimator.prefix_sizes_]
@@ -311,7 +321,7 @@ def from_saelens(directory):
         arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"]}
         if not subtract_b_dec:
             arrays["intercept_"] = np.zeros_like(weights["b_dec"])
-        return estimator._set_fitted_state(_same_dtype(arrays))
+        return estimator._set_fitted_state(_same_dtype(arrays), fitted=_provenance_from_cfg(cfg))
     if cfg.get("rescale_acts_by_decoder_norm", False):
         raise ValueError(
             f"{source}: rescale_acts_by_decoder_norm=true ranks latents by pre-activation times "
@@ -341,7 +351,14 @@ def from_saelens(directory):
     if architecture == "jumprelu":
         # relu(pre) * (pre > t) == pre * (pre > max(t, 0)), skmpsae's encoding.
         arrays["threshold_"] = np.maximum(weights["threshold"], 0)
-    return estimator._set_fitted_state(_same_dtype(arrays))
+    return estimator._set_fitted_state(_same_dtype(arrays), fitted=_provenance_from_cfg(cfg))
+
+
+def _provenance_from_cfg(cfg):
+    """The capture settings that :func:`to_saelens` stored, as ``{"provenance_": ...}``."""
+    metadata = cfg.get("metadata")
+    provenance = metadata.get("skmpsae_provenance") if isinstance(metadata, dict) else None
+    return {"provenance_": provenance} if isinstance(provenance, dict) else {}
 
 
 # -- sparsify ----------------------------------------------------------------------------------

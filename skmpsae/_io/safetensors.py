@@ -75,8 +75,20 @@ def _read_safetensors(path, what):
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(_directory_hint(path))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as file:
+        head = file.read(9)
+    # A safetensors file starts with its header's length (8 bytes, little-endian), then "{".
+    if head[8:9] != b"{" and head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05":
+        raise ValueError(
+            f"{path}: a pickle (e.g. a .joblib model), not a safetensors file; load it with "
+            "joblib.load, only if you trust where it came from."
+        )
+    if head[8:9] != b"{" and head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path}: a .npy array, not a safetensors file.")
     try:
         # framework="pt" reads bfloat16 too, which numpy has no dtype for.
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -96,6 +108,15 @@ def _read_safetensors(path, what):
             tensor = tensor.float()  # float16 and bfloat16 widen exactly to float32
         arrays[name] = tensor.numpy()
     return arrays, meta
+
+
+def _directory_hint(path):
+    """What to say of a directory given where a model file was expected."""
+    if (path / "cfg.json").is_file() and (path / "sae_weights.safetensors").is_file():
+        return f"{path}: a directory in SAELens's layout, not a file; read it with from_saelens."
+    if (path / "cfg.json").is_file() and (path / "sae.safetensors").is_file():
+        return f"{path}: a directory in sparsify's layout, not a file; read it with from_sparsify."
+    return f"{path}: a directory, not a model file."
 
 
 def _same_dtype(arrays):

@@ -1,0 +1,96 @@
+"""``skmpsae info``: what a model file holds: the estimator, its fit, and where its training
+activations came from."""
+
+import json
+
+from .common import _emit, _load_model
+
+
+def add_parser(commands):
+    info = commands.add_parser(
+        "info",
+        help="show a fitted model's settings, training summary and provenance",
+        description="Print the estimator and its main settings, the training summary (epochs, "
+        "final loss, dead atoms, held-out scores) and, for a model fitted on captured "
+        "activations, where they came from (model, hookpoint, capture settings, corpus).",
+    )
+    info.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .safetensors or .joblib file written by 'skmpsae fit', or a SAELens directory",
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(subparser=info, run=run)
+
+
+def describe(sae):
+    """The model's summary as a JSON-ready dict."""
+    from .._models.registry import spec_of
+
+    spec = spec_of(sae)
+    losses = list(getattr(sae, "loss_curve_", []) or [])
+    return {
+        "estimator": type(sae).__name__,
+        "n_features": int(sae.n_features_in_),
+        "n_components": int(sae.n_components),
+        spec.sparsity: getattr(sae, spec.sparsity),
+        "dtype": str(sae.components_.dtype),
+        "epochs": int(getattr(sae, "n_iter_", 0)),
+        "final_loss": losses[-1] if losses else None,
+        "dead_atoms_in_training": getattr(sae, "n_dead_components_", None),
+        "provenance": getattr(sae, "provenance_", None),
+    }
+
+
+_CAPTURE_FIELDS = (
+    ("model", "model"),
+    ("model_id", "model class and checkpoint"),
+    ("hookpoint", "hookpoint"),
+    ("capture_input", "captured the module's input"),
+    ("max_length", "max length (tokens)"),
+    ("skip_special_tokens", "special tokens skipped"),
+    ("n_texts", "texts"),
+    ("texts_file", "texts file"),
+    ("texts_sha256", "texts sha256"),
+    ("n_rows", "rows"),
+    ("created", "captured at"),
+)
+
+
+def format_description(path, summary):
+    lines = [f"{path}: {summary['estimator']}"]
+    sparsity = "k" if "n_nonzero_coefs" in summary else "alpha"
+    value = summary.get("n_nonzero_coefs", summary.get("alpha"))
+    loss = summary["final_loss"]
+    dead = summary["dead_atoms_in_training"]
+    lines += [
+        f"  {summary['n_features']} features -> {summary['n_components']} atoms, "
+        f"{sparsity}={value}, {summary['dtype']}",
+        f"  trained {summary['epochs']} epochs"
+        + ("" if loss is None else f", final loss {loss:.4g}")
+        + ("" if dead is None else f", dead atoms {dead}/{summary['n_components']}"),
+    ]
+    provenance = summary["provenance"] or {}
+    held = provenance.get("held_out")
+    if held:
+        lines.append(
+            f"  held out ({held.get('source')}): R2 {held['r2']:.4f}, L0 {held['l0']:.2f}, "
+            f"dead atoms {held['dead']}/{held['n_components']} on {held['n_rows']} rows"
+        )
+    fields = [(label, provenance[key]) for key, label in _CAPTURE_FIELDS if key in provenance]
+    if fields:
+        lines.append("  trained on activations captured with:")
+        width = max(len(label) for label, _ in fields)
+        lines += [f"    {label.ljust(width)}  {value}" for label, value in fields]
+    else:
+        lines.append("  provenance: none recorded (not fitted on 'skmpsae capture' output)")
+    return "\n".join(lines)
+
+
+def run(args):
+    summary = describe(_load_model(args.model))
+    if args.json:
+        _emit(json.dumps(summary))
+    else:
+        _emit(format_description(args.model, summary))
+    return 0
