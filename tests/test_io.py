@@ -479,3 +479,13 @@ def test_pickling_leaves_the_estimator_as_it_was():
     pickle.dumps(sae)
     assert vars(sae).keys() == before.keys()
     assert all(vars(sae)[name] is value for name, value in before.items())
+
+
+def test_a_refit_drops_the_provenance_of_the_earlier_model():
+    X = np.random.RandomState(0).rand(64, 6).astype(np.float32)
+    sae = ReLUSAE(n_components=8, max_iter=1, random_state=0).fit(X)
+    sae.provenance_ = {"hookpoint": "h.0"}
+    sae.partial_fit(X)  # the same model, trained further: where its rows came from stays
+    assert sae.provenance_ == {"hookpoint": "h.0"}
+    sae.fit(X)  # a new model
+    assert not hasattr(sae, "provenance_")

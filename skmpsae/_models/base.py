@@ -535,7 +535,8 @@ class _BaseSAE(
     def _publish(self, trainer, result, new_input):
         """Publish what a completed training call learned, and keep its trainer live for the
         next ``partial_fit``."""
-        if new_input is None:  # training went on: the input description stays
+        new_model = new_input is not None
+        if not new_model:  # training went on: the input description stays
             new_input = {
                 "n_features_in_": self.n_features_in_,
                 "feature_names_in_": getattr(self, "feature_names_in_", None),
@@ -548,6 +549,7 @@ class _BaseSAE(
             loss_curve=result.loss_curve,
             n_dead=result.n_dead,
             data_scale=trainer.scale,
+            reset=new_model,
             fitted={
                 "validation_scores_": result.validation_scores,
                 "best_validation_score_": result.best_validation_score,
@@ -586,6 +588,7 @@ class _BaseSAE(
         n_dead=None,
         data_scale=1.0,
         fitted=None,
+        reset=True,
     ):
         """Make the estimator fitted: the one place fitted state is written, by ``fit``,
         ``partial_fit``, :func:`skmpsae.io.load`, ``from_saelens`` and ``from_sparsify``.
@@ -593,8 +596,13 @@ class _BaseSAE(
         ``arrays`` are the published parameters (already checked), ``feature_names_in_`` the
         input's column names or None, ``data_scale`` the RMS deviation the optimiser divides
         the data by (so that ``partial_fit`` can go on), and ``fitted`` further fitted
-        attributes by name (``prefix_sizes_``, ``validation_scores_``, ...).
+        attributes by name (``prefix_sizes_``, ``validation_scores_``, ...). With ``reset``
+        (a new model) no public fitted attribute of an earlier model survives, such as the
+        ``provenance_`` of rows it was fitted on before.
         """
+        if reset:
+            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+                delattr(self, name)
         for name, value in arrays.items():
             # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar.
             value = np.array(value, order="C")
