@@ -578,8 +578,6 @@ skip_special_tokens, text_field
     ...              MatchingPursuitSAE(n_components=4096, n_nonzero_coefs=32),
     ...              tokens=1_000_000, output_dir="saes")
     """
-    if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
     source = _open_stream(
         model,
         corpus,
@@ -594,6 +592,8 @@ skip_special_tokens, text_field
         seed=random_state,
     )
     estimators = _estimators_for(source.hookpoints, estimator)
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
     settings = {
         "hookpoints": source.hookpoints,
         "context_size": context_size,
