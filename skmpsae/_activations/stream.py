@@ -132,7 +132,7 @@ class _ActivationStream:
         seed,
         rank=0,
         world_size=1,
-        read_ahead=2,
+        read_ahead=None,
     ):
         if tokenizer is None and _is_sentence_transformer(model):
             tokenizer = model.tokenizer
@@ -150,6 +150,9 @@ class _ActivationStream:
         self.corpus, self.context_size, self.batch_size = corpus, context_size, batch_size
         self.buffer_size, self.chunk_size = buffer_size, chunk_size
         self.skip_special_tokens = skip_special_tokens
+        # Forward batches computed ahead: enough to refill a chunk while the SAEs train on it.
+        if read_ahead is None:
+            read_ahead = -(-chunk_size // (batch_size * context_size)) + 1
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
         self.position = (0, 0)
         self.rng = np.random.Generator(np.random.PCG64(seed))

@@ -62,7 +62,12 @@ def _decode(obj, arrays):
 def _fitted_state(estimator):
     """The estimator's pickled state less its parameters (which the caller gives again)."""
     params = estimator.get_params(deep=False)
-    return {k: v for k, v in estimator.__getstate__().items() if k not in params}
+    # __getstate__ may edit the instance dict it is given (an estimator's pops its live
+    # trainer): call it on a shallow copy, so that training goes on with the same objects
+    # (under a process group, on every rank alike).
+    twin = object.__new__(type(estimator))
+    twin.__dict__.update(estimator.__dict__)
+    return {k: v for k, v in twin.__getstate__().items() if k not in params}
 
 
 def _restore(template, state):
@@ -88,7 +93,9 @@ def _save_checkpoint(path, settings, tokens_done, stream, estimators):
     from safetensors.numpy import save
 
     arrays = {}
-    stream_state, rows = stream.state_dict()
+    stream_state, rows = stream.state_dict()  # collective under a process group
+    if _process_group()[0] != 0:
+        return
     state = {
         "settings": settings,
         "tokens_done": tokens_done,
@@ -108,6 +115,54 @@ def _load_checkpoint(path):
         state = json.loads(file.metadata()["skmpsae_stream_checkpoint"])
         arrays = {key: file.get_tensor(key) for key in file.keys()}
     return state, arrays
+
+
+# -- data parallelism ----------------------------------------------------------------------
+class _GatheredStream:
+    """Under a ``torch.distributed`` process group: each rank streams its own documents, and
+    every rank gets each chunk of every rank (in rank order), as ``partial_fit`` wants the
+    same data on every rank (it trains data-parallel, each rank stepping on its share). The
+    model's forward passes, the costly part, are split between the ranks. The state is that
+    of every rank's stream; each rank resumes from its own."""
+
+    def __init__(self, stream):
+        import torch.distributed as dist
+
+        self.stream, self.dist = stream, dist
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.chunk_size = stream.chunk_size * self.world_size
+
+    def _all(self, value):
+        everyone = [None] * self.world_size
+        self.dist.all_gather_object(everyone, value)
+        return everyone
+
+    def __iter__(self):
+        mine = iter(self.stream)
+        while True:
+            chunks = [c for c in self._all(next(mine, None)) if c is not None]
+            if not chunks:
+                return
+            yield {h: np.concatenate([c[h] for c in chunks]) for h in chunks[0]}
+
+    def state_dict(self):
+        states = self._all(self.stream.state_dict())
+        rows = {f"{r}/{h}": v for r, (_, part) in enumerate(states) for h, v in part.items()}
+        return {"ranks": [state for state, _ in states]}, rows
+
+    def load_state_dict(self, state, rows):
+        prefix = f"{self.rank}/"
+        mine = {k[len(prefix) :]: v for k, v in rows.items() if k.startswith(prefix)}
+        self.stream.load_state_dict(state["ranks"][self.rank], mine)
+
+
+def _process_group():
+    """``(rank, world_size)`` of the process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -151,6 +206,8 @@ def _train_from_stream(
     estimators and the number of rows each was trained on."""
     path = Path(checkpoint_dir) / _CHECKPOINT if checkpoint_dir is not None else None
     tokens_done = 0
+    if _process_group()[1] > 1:
+        stream = _GatheredStream(stream)
     if path is not None and path.is_file():
         if not resume:
             raise ValueError(
@@ -173,7 +230,7 @@ def _train_from_stream(
             h: _restore(estimators[h], _decode(state["estimators"][h], arrays)) for h in estimators
         }
     total = None if tokens is None else -(-(tokens - tokens_done) // stream.chunk_size)
-    progress = Progress(total, "train", "chunk", bool(verbose))
+    progress = Progress(total, "train", "chunk", bool(verbose) and _process_group()[0] == 0)
     start, seen = time.perf_counter(), 0
     next_checkpoint = tokens_done + checkpoint_every
     try:

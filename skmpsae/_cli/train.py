@@ -1,5 +1,6 @@
 """``skmpsae train``: one SAE per hookpoint, trained on activations streamed from a model."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -82,15 +83,20 @@ def add_parser(commands):
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in OUTDIR"
     )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N local worker processes (torch.distributed.run; gloo on the CPU): each runs the "
+        "model on its own part of the corpus, and the SAEs train data-parallel (default: 1)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(subparser=parser, run=run)
     return parser
 
 
 def run(args):
-    # The optional extra "activations" (transformers) is imported only when train runs.
-    from ..activations import Corpus, load_model, train
-
     spec = estimator_specs()[args.estimator]
     if spec.penalised and args.k is not None:
         args.subparser.error(f"--k does not apply to --model {args.estimator}; use --alpha")
@@ -106,7 +112,23 @@ def run(args):
         "learning_rate": args.learning_rate,
     }
     params = {name: value for name, value in options.items() if value is not None}
-    estimator = spec.estimator(random_state=args.random_state, **params)
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_workers(args)
+    from .._train.distributed import destroy, init_from_environment, is_main_process
+    from .._utils import resolve_device
+
+    device = resolve_device(args.device)
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = init_from_environment(device)
+    estimator = spec.estimator(random_state=args.random_state, device=device, **params)
+    status = _train(args, estimator, is_main_process())
+    destroy()
+    return status
+
+
+def _train(args, estimator, main_process):
+    from ..activations import Corpus, load_model, train
+
     try:
         corpus = Corpus(args.corpus, text_field=args.text_field)
         model, tokenizer = load_model(args.model, device=args.device)
@@ -132,10 +154,12 @@ def run(args):
                 saelens=args.saelens,
                 checkpoint_every=args.checkpoint_every,
                 resume=args.resume,
-                verbose=not args.quiet,
+                verbose=not args.quiet and main_process,
             )
         except ValueError as exc:
             raise CommandError(_cli_spelling(str(exc))) from None
+    if not main_process:
+        return 0
     for warning in caught:
         print(f"warning: {_cli_spelling(str(warning.message))}", flush=True)
     for hookpoint, sae in saes.items():
@@ -143,6 +167,26 @@ def run(args):
             f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps, loss "
             f"{sae.loss_curve_[-1]:.4g}; saved to {Path(args.output_dir) / hookpoint}.safetensors"
         )
+    return 0
+
+
+def _launch_workers(args):
+    """This same command in ``--nproc-per-node`` local workers (``torch.distributed.run
+    --standalone``), which train instead of launching again."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as launch
+
+    argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node)]
+    argv += ["--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
+    try:
+        launch(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        first = exc.failures[sorted(exc.failures)[0]]
+        raise CommandError(
+            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
+            f"{first.exitcode}); its message is above"
+        ) from None
     return 0
 
 
