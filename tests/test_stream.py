@@ -91,6 +91,7 @@ def test_corpus_formats_read_the_same_documents(tmp_path):
         Corpus(tmp_path / "ds", text_field="t"),
         Corpus(tmp_path / "dd", text_field="t", split="train"),
         Corpus(DOCS),
+        Corpus(next((tmp_path / "ds").glob("*.arrow")), text_field="t"),
     ]
     for corpus in sources:
         assert list(corpus.documents()) == DOCS, corpus
@@ -255,6 +256,30 @@ def test_stream_training_equals_capture_then_partial_fit(bert, tmp_path):
         np.testing.assert_array_equal(saes[h].components_, reference.components_)
         np.testing.assert_array_equal(saes[h].loss_curve_, reference.loss_curve_)
         np.testing.assert_array_equal(saes[h].transform(X), reference.transform(X))
+
+
+def test_capture_of_a_corpus_resumes_after_an_interrupt(bert, tmp_path, monkeypatch):
+    from skmpsae._activations import capture_file
+
+    model, tokenizer = bert
+    kw = {"tokenizer": tokenizer, "context_size": 16, "batch_size": 4}
+    whole = np.array(capture(model, Corpus(DOCS), "encoder.layer.1", tmp_path / "a.npy", **kw))
+    commit, calls = capture_file._RowFile.commit, []
+
+    def commit_then_die(self):
+        commit(self)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(capture_file._RowFile, "commit", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        capture(model, Corpus(DOCS), "encoder.layer.1", tmp_path / "b.npy", **kw)
+    monkeypatch.setattr(capture_file._RowFile, "commit", commit)
+    assert np.load(tmp_path / "b.npy").shape == (3 * 4 * 16, 16)  # three batches committed
+    again = capture(model, Corpus(DOCS), "encoder.layer.1", tmp_path / "b.npy", **kw)
+    np.testing.assert_array_equal(again, whole)
+    assert not (tmp_path / "b.npy.capture.json").exists()
 
 
 def test_each_hookpoint_gets_its_own_estimator_and_a_full_contract(gpt2, tmp_path):

@@ -233,8 +233,9 @@ def _train_from_stream(
     progress = Progress(total, "train", "chunk", bool(verbose) and _process_group()[0] == 0)
     start, seen = time.perf_counter(), 0
     next_checkpoint = tokens_done + checkpoint_every
+    chunks = iter(stream)
     try:
-        for chunk in stream:
+        for chunk in chunks:
             n = next(iter(chunk.values())).shape[0]
             if tokens is not None:
                 n = min(n, tokens - tokens_done)
@@ -251,6 +252,7 @@ def _train_from_stream(
                 _save_checkpoint(path, settings, tokens_done, stream, estimators)
                 next_checkpoint = tokens_done + checkpoint_every
     finally:
+        chunks.close()  # stops the reader thread now, not whenever the generator is collected
         progress.close()
     if tokens_done == 0:
         raise ValueError(

@@ -30,6 +30,7 @@ def add_parser(commands):
         "written by datasets' save_to_disk",
     )
     parser.add_argument("--text-field", default="text", help="the text field (default: text)")
+    parser.add_argument("--split", default=None, help="the split of a saved DatasetDict")
     parser.add_argument(
         "--hookpoints",
         required=True,
@@ -130,7 +131,7 @@ def _train(args, estimator, main_process):
     from ..activations import Corpus, load_model, train
 
     try:
-        corpus = Corpus(args.corpus, text_field=args.text_field)
+        corpus = Corpus(args.corpus, text_field=args.text_field, split=args.split)
         model, tokenizer = load_model(args.model, device=args.device)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         raise CommandError(str(exc)) from None
