@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ._activations.capture_file import _fingerprint, _resume_state, _RowFile, _save_state
+from ._activations.provenance import _ProvenanceWriter
 from ._activations.splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 
 __all__ = ["capture", "load_model", "splice"]
@@ -234,6 +235,7 @@ def capture(
     starts = range(start, len(texts), batch_size)
     progress = Progress(len(starts), "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
+    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
     try:
         for first in starts:
             batch = texts[first : first + batch_size]
@@ -241,12 +243,16 @@ def capture(
                 model, module, batcher, batch, capture_input, hookpoint, first
             )
             out.append(hidden[keep].numpy())
+            tokens.append(first, keep, batcher.last_input_ids)
+            tokens.commit()
             out.commit()
             _save_state(state_path, settings, first + len(batch), out.n_rows)
             progress.update(f"{out.n_rows} rows")
     finally:
         out.close()
+        tokens.close()
         progress.close()
+    tokens.write_vocab(batcher.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(output, mmap_mode="r")
 
