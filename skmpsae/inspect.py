@@ -87,6 +87,7 @@ def _check_rows(estimator, X, name="X"):
         "n_bins": [NotBoolInterval(Integral, 2, None, closed="left")],
         "quantiles": ["array-like"],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "threshold": [Interval(Real, 0, None, closed="left")],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     },
@@ -100,6 +101,7 @@ def feature_statistics(
     n_bins=64,
     quantiles=(0.1, 0.5, 0.9),
     pair_steps=8,
+    threshold=0.0,
     chunk_size=_DEFAULT_CHUNK,
     verbose=0,
 ):
@@ -119,8 +121,10 @@ def feature_statistics(
     quantiles : array-like of float, default=(0.1, 0.5, 0.9)
         Levels in [0, 1] of the quantiles of each atom's activation when firing.
     pair_steps : int, default=8
-        Pairs of atoms are counted among each row's first ``pair_steps`` selections
-        (matching pursuit: by step; other encoders: by decreasing activation); 0 counts none.
+        Pairs of atoms are counted among the atoms each row selects in its first
+        ``pair_steps`` pursuit steps (an atom selected again counts once, at its first step),
+        or, for the other encoders, among its ``pair_steps`` largest activations; 0 counts
+        none.
         Their number grows as ``pair_steps**2`` per row.
     chunk_size : int, default=4096
         Rows encoded at a time.
@@ -168,7 +172,9 @@ def feature_statistics(
     levels = np.asarray(quantiles, dtype=float).ravel()
     if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
         raise ValueError(f"quantiles must be levels in [0, 1], got {quantiles!r}.")
-    return _statistics(estimator, X, n_top, n_bins, levels, pair_steps, chunk_size, verbose)
+    return _statistics(
+        estimator, X, n_top, n_bins, levels, pair_steps, chunk_size, verbose, threshold
+    )
 
 
 @validate_params(
@@ -464,6 +470,7 @@ def logit_effects(estimator, unembedding, *, n_top=10):
         "min_probability": [Interval(Real, 0, 1, closed="both")],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
         "n_logits": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "threshold": [Interval(Real, 0, None, closed="left")],
         "force": ["boolean"],
         "verbose": ["verbose"],
     },
@@ -482,6 +489,7 @@ def write_report(
     min_probability=0.5,
     pair_steps=8,
     n_logits=10,
+    threshold=0.0,
     force=False,
     verbose=0,
 ):
@@ -525,6 +533,8 @@ def write_report(
         See :func:`feature_statistics`; 0 skips the hierarchy.
     n_logits : int, default=10
         Promoted and suppressed tokens shown per atom.
+    threshold : float, default=0.0
+        See :func:`feature_statistics`.
     force : bool, default=False
         Replace a non-empty ``output`` that is not a report.
     verbose : int, default=0
@@ -572,7 +582,9 @@ def write_report(
                 f"image_shape must be (height, width) with height * width = {X.shape[1]}, "
                 f"got {image_shape}."
             )
-    stats = feature_statistics(estimator, X, n_top=n_top, pair_steps=pair_steps, verbose=verbose)
+    stats = feature_statistics(
+        estimator, X, n_top=n_top, pair_steps=pair_steps, threshold=threshold, verbose=verbose
+    )
     hierarchy = None
     if stats.pair_counts is not None:
         hierarchy = atom_hierarchy(stats, min_probability=min_probability)

@@ -34,6 +34,12 @@ def add_parser(commands):
     parser.add_argument("--n-top", type=_positive_int, default=20, help="contexts per atom (20)")
     parser.add_argument("--window", type=int, default=8, help="tokens each side (default: 8)")
     parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="codes of magnitude at most this count as not firing (default: 0)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace FOLDER even if it is not a report"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -50,6 +56,8 @@ def run(args):
         raise CommandError(f"{model_path}: no such file")
     if not Path(args.acts).is_file():
         raise CommandError(f"{args.acts}: no such file")
+    if not args.threshold >= 0 or args.threshold == float("inf"):
+        raise CommandError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     if args.window < 0:
         raise CommandError(f"--window must be >= 0, got {args.window}")
     image_shape = None
@@ -84,6 +92,7 @@ def run(args):
             image_shape=image_shape,
             n_top=args.n_top,
             window=args.window,
+            threshold=args.threshold,
             force=args.force,
             verbose=not args.quiet,
         )

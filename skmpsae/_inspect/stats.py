@@ -215,7 +215,9 @@ def _iter_codes(estimator, X, chunk_size, selection):
 _DEFAULT_CHUNK = _TRANSFORM_CHUNK
 
 
-def _statistics(estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, verbose):
+def _statistics(
+    estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, verbose, threshold=0.0
+):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
     from sklearn.utils import Bunch
@@ -238,6 +240,7 @@ def _statistics(estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, 
         for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
             if steps is not None:
                 indices, values = steps
+                values = np.where(np.abs(values) > threshold, values, 0)
                 taken = values != 0
                 row_of = np.broadcast_to(np.arange(n_rows)[:, None], indices.shape)
                 codes = sparse.csr_matrix(
@@ -247,6 +250,9 @@ def _statistics(estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, 
                 codes.eliminate_zeros()
                 ordered, order_steps = _first_selections(indices, values)
             else:
+                if threshold > 0:
+                    codes.data[np.abs(codes.data) <= threshold] = 0
+                    codes.eliminate_zeros()
                 ordered, order_steps = _by_value(codes, pair_steps or 1), None
             coo = codes.tocoo()
             acc.update(

@@ -31,8 +31,8 @@ def _hierarchy(frequency, pair_counts, ordered, min_probability):
     probability[best_j] = best_p
     conditional = sparse.csr_matrix((prob, (i, j)), shape=(K, K))
     first_share = np.zeros(K)
-    if ordered:
-        kids = np.flatnonzero(parent >= 0)
+    kids = np.flatnonzero(parent >= 0)
+    if ordered and kids.size:
         before = np.asarray(ordered_counts[parent[kids], kids]).ravel()
         after = np.asarray(ordered_counts[kids, parent[kids]]).ravel()
         first_share[kids] = before / np.maximum(before + after, 1)
