@@ -117,8 +117,8 @@ def _token_text(tokenizer, token_id, marks_spaces=None):
     piece = piece if isinstance(piece, str) else ""
     if marks_spaces:
         return " " + text.lstrip(" ") if piece[:1] in ("Ġ", "▁") else text
-    if piece.startswith("##"):
-        return text.replace(" ", "", 1) if text.startswith(" ") else text
+    if piece.startswith("##"):  # WordPiece: decode keeps the marker of a lone piece
+        return text[2:] if text.startswith("##") else text.lstrip(" ")
     return " " + text.lstrip(" ")
 
 

@@ -201,8 +201,11 @@ def _contexts(estimator, X, stats, provenance, window, chunk_size):
         lookup = dict(zip(np.unique(ids[ids >= 0]).tolist(), texts, strict=True))
         ids = ids.reshape(rows.shape)
         tokens = [[[lookup.get(int(t), "") for t in win] for win in atom] for atom in ids]
-    atoms = np.broadcast_to(np.arange(top.shape[0])[:, None], top.shape)
-    acts = _context_activations(estimator, X, rows, atoms, chunk_size)
+    if window == 0:  # the window is the top row alone, whose activation is known
+        acts = stats.top_values[..., None]
+    else:
+        atoms = np.broadcast_to(np.arange(top.shape[0])[:, None], top.shape)
+        acts = _context_activations(estimator, X, rows, atoms, chunk_size)
     return {"tokens": tokens, "activations": acts, "valid": rows >= 0, "centre": window}
 
 
