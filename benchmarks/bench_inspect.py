@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
-    REPO,
     MeanSD,
     activation_like,
     limit_threads,
@@ -37,8 +36,6 @@ from _common import (
     parser,
     write_table,
 )
-
-PAGE = "inspecting.md"
 
 
 def part_tree(seeds):
@@ -257,20 +254,22 @@ def main(argv=None):
         table = part_tree(args.seeds)
         print(table)
         if not args.no_write:
-            write_table("inspect-tree", table, page=PAGE)
+            write_table("inspect-tree", table, page="inspecting.md")
     if args.part in ("all", "report", "browser"):
-        with tempfile.TemporaryDirectory(dir=REPO) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             table, site = part_report(args.n_rows, args.n_components, args.threads, Path(tmp))
             print(table)
             if not args.no_write:
                 write_table(
-                    "inspect-report", table + f"\n\nLoad average at the start: {load}.", page=PAGE
+                    "inspect-report",
+                    table + f"\n\nLoad average at the start: {load}.",
+                    page="inspecting.md",
                 )
             if args.part in ("all", "browser"):
                 table = part_browser(site)
                 print(table)
                 if not args.no_write:
-                    write_table("inspect-browser", table, page=PAGE)
+                    write_table("inspect-browser", table, page="inspecting.md")
 
 
 def argparse_hidden():

@@ -258,7 +258,7 @@ def atom_hierarchy(statistics, *, min_probability=0.5):
 def hierarchy_recovery(components, parent, features, true_parent):
     """How much of a known feature tree a tree of atoms recovers.
 
-    Atoms are matched one to one to the true features (largest total |cosine|, Hungarian
+    Atoms are matched one to one to the true features (largest total absolute cosine, Hungarian
     algorithm); a true link ``p -> c`` is recovered when the atom matched to ``c`` has the atom
     matched to ``p`` as its parent.
 
@@ -281,7 +281,7 @@ def hierarchy_recovery(components, parent, features, true_parent):
     precision : float
         Share of the links predicted between matched atoms that are true (0 if none).
     match_cosine : float
-        Mean |cosine| of the matched (feature, atom) pairs.
+        Mean absolute cosine of the matched (feature, atom) pairs.
 
     Examples
     --------

@@ -40,7 +40,7 @@ def _hierarchy(frequency, pair_counts, ordered, min_probability):
 
 
 def _recovery(components, parent, features, true_parent):
-    """Match atoms to true features (one to one, by |cosine|), then the share of the true
+    """Match atoms to true features (one to one, by absolute cosine), then the share of the true
     parent -> child links that ``parent`` gives, and the share of the predicted links among
     matched atoms that are true."""
     from scipy.optimize import linear_sum_assignment
