@@ -115,3 +115,18 @@ else:
         codes, fitted["MatchingPursuitSAE", 16].transform(X_test[:1000]), rtol=1e-4, atol=1e-4
     )
     print(f"SAELens encodes like the estimator: {same}")
+
+# %%
+# What the atoms respond to: a feature browser
+# --------------------------------------------
+# ``capture`` also wrote ``train.npy.tokens.npy`` (text, position and token of every row) and
+# ``train.npy.vocab.json`` (the token texts). :func:`skmpsae.inspect.write_report` encodes the
+# rows once more and writes a static site: the index of the 512 atoms (sortable, searchable by
+# token) and per atom its top contexts with the tokens shaded by the atom's activation, its
+# histogram and, matching pursuit's own, its parents and children. Open ``index.html`` in any
+# browser; it needs no server and no network. The command line does the same:
+# ``skmpsae report mp_k16.safetensors --acts train.npy -o report``.
+from skmpsae.inspect import write_report
+
+site = write_report(fitted["MatchingPursuitSAE", 16], workdir / "train.npy", workdir / "report")
+print("feature browser:", (site / "index.html").as_uri())

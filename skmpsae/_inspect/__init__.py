@@ -1,0 +1,1 @@
+"""The machinery behind :mod:`skmpsae.inspect` and ``skmpsae report``."""

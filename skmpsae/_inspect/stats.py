@@ -1,0 +1,288 @@
+"""One streaming pass over activation rows: per-atom statistics in O(n_components x n_top).
+
+:class:`_Accumulator` takes the sparse codes of one chunk of rows at a time, as ``(rows, atoms,
+values)`` triples (plus, for matching pursuit, the step at which each atom was selected), and
+keeps, per atom: the exact firing count, sum and maximum; the exact ``n_top`` largest values and
+their rows; a histogram of the firing magnitudes on a range that doubles as larger values
+arrive (merging bins two by two keeps the counts exact); the count of selections at each
+pursuit step; and, sparse, the count of ordered pairs of atoms that fire in the same row
+(``i`` before ``j``: selected at an earlier step by matching pursuit, or with a larger
+activation for the other encoders).
+"""
+
+import numpy as np
+import torch
+
+from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
+
+
+class _TopN:
+    """The ``n_top`` largest values per atom and their rows, exact, merged chunk by chunk."""
+
+    def __init__(self, n_components, n_top):
+        self.values = np.full((n_components, n_top), -np.inf)
+        self.rows = np.full((n_components, n_top), -1, dtype=np.int64)
+
+    def update(self, rows, atoms, values):
+        K, n = self.values.shape
+        # Only entries above their atom's current n-th value can enter.
+        enter = values > self.values[atoms, -1]
+        rows, atoms, values = rows[enter], atoms[enter], values[enter]
+        if rows.size == 0:
+            return
+        touched = np.unique(atoms)
+        old_atoms = np.repeat(touched, n)
+        old_values = self.values[touched].ravel()
+        old_rows = self.rows[touched].ravel()
+        all_atoms = np.concatenate([old_atoms, atoms])
+        all_values = np.concatenate([old_values, values])
+        all_rows = np.concatenate([old_rows, rows])
+        # By atom, then value descending, then row ascending (ties go to the earlier row).
+        order = np.lexsort((all_rows, -all_values, all_atoms))
+        all_atoms, all_values, all_rows = all_atoms[order], all_values[order], all_rows[order]
+        starts = np.searchsorted(all_atoms, touched)
+        rank = np.arange(all_atoms.size) - np.repeat(
+            starts, np.diff(np.append(starts, all_atoms.size))
+        )
+        keep = rank < n
+        self.values[all_atoms[keep], rank[keep]] = all_values[keep]
+        self.rows[all_atoms[keep], rank[keep]] = all_rows[keep]
+
+
+class _DoublingHistogram:
+    """Per-atom histogram of firing magnitudes on ``[0, hi)``, ``hi`` a power of two that
+    doubles (bins merged in pairs) whenever a larger value arrives: counts stay exact, the bin
+    width is at most twice the atom's maximum over ``n_bins``."""
+
+    def __init__(self, n_components, n_bins):
+        self.counts = np.zeros((n_components, n_bins), dtype=np.int64)
+        self.hi = np.zeros(n_components)
+
+    def update(self, atoms, magnitudes):
+        K, B = self.counts.shape
+        peak = np.zeros(K)
+        np.maximum.at(peak, atoms, magnitudes)
+        new = (self.hi == 0) & (peak > 0)
+        self.hi[new] = 2.0 ** np.ceil(np.log2(peak[new] * (1 + 1e-12)))
+        grow = (peak >= self.hi) & (peak > 0) & ~new
+        while grow.any():
+            merged = self.counts[grow, 0::2] + self.counts[grow, 1::2]
+            self.counts[grow] = 0
+            self.counts[grow, : B // 2] = merged
+            self.hi[grow] *= 2
+            grow = (peak >= self.hi) & (peak > 0)
+        bins = np.minimum((magnitudes / self.hi[atoms] * B).astype(np.int64), B - 1)
+        self.counts += np.bincount(atoms * B + bins, minlength=K * B).reshape(K, B)
+
+    def edges(self):
+        B = self.counts.shape[1]
+        return self.hi[:, None] * (np.arange(B + 1) / B)
+
+    def quantiles(self, q):
+        """Quantiles of each atom's magnitudes, linear within a bin (0 for a dead atom)."""
+        B = self.counts.shape[1]
+        total = self.counts.sum(axis=1)
+        cum = np.cumsum(self.counts, axis=1)
+        out = np.zeros((self.counts.shape[0], len(q)))
+        width = self.hi / B
+        for j, level in enumerate(q):
+            target = level * total
+            b = np.minimum((cum < target[:, None]).sum(axis=1), B - 1)
+            before = np.where(b > 0, cum[np.arange(len(b)), b - 1], 0)
+            inside = self.counts[np.arange(len(b)), b]
+            frac = np.where(inside > 0, (target - before) / np.maximum(inside, 1), 0.0)
+            out[:, j] = np.where(total > 0, (b + np.clip(frac, 0, 1)) * width, 0.0)
+        return out
+
+
+class _PairCounts:
+    """Sparse counts of ordered atom pairs (i, j), i != j, keyed ``i * K + j``; chunks are
+    merged when the pending keys outgrow the table."""
+
+    def __init__(self, n_components):
+        self.K = n_components
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.pending = []
+        self.n_pending = 0
+
+    def add(self, first, second):
+        keys = first.astype(np.int64) * self.K + second
+        self.pending.append(keys)
+        self.n_pending += keys.size
+        if self.n_pending > max(1 << 22, 2 * self.keys.size):
+            self._merge()
+
+    def _merge(self):
+        if not self.pending:
+            return
+        keys, counts = np.unique(np.concatenate(self.pending), return_counts=True)
+        self.pending, self.n_pending = [], 0
+        merged_keys = np.concatenate([self.keys, keys])
+        merged_counts = np.concatenate([self.counts, counts])
+        self.keys, inverse = np.unique(merged_keys, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=merged_counts).astype(np.int64)
+
+    def matrix(self):
+        from scipy import sparse
+
+        self._merge()
+        i, j = np.divmod(self.keys, self.K)
+        return sparse.csr_matrix((self.counts, (i, j)), shape=(self.K, self.K), dtype=np.int64)
+
+
+class _Accumulator:
+    def __init__(self, n_components, n_top, n_bins, n_steps, pair_steps):
+        K = n_components
+        self.n_samples = 0
+        self.frequency = np.zeros(K, dtype=np.int64)
+        self.sums = np.zeros(K)
+        self.n_negative = np.zeros(K, dtype=np.int64)
+        self.top = _TopN(K, n_top)
+        self.hist = _DoublingHistogram(K, n_bins)
+        self.steps = None if n_steps is None else np.zeros((K, n_steps), dtype=np.int64)
+        self.pair_steps = pair_steps
+        self.pairs = _PairCounts(K) if pair_steps else None
+
+    def update(self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None):
+        """One chunk: nonzero codes as (row, atom, value) triples, rows counted from the
+        chunk's first; ``ordered_atoms`` (n_rows, s), each row's atoms in selection order
+        (-1: none), with the step of each in ``ordered_steps`` for matching pursuit."""
+        K = self.frequency.size
+        offset = self.n_samples
+        self.n_samples += n_rows
+        self.frequency += np.bincount(atoms, minlength=K)
+        self.sums += np.bincount(atoms, weights=values, minlength=K)
+        self.n_negative += np.bincount(atoms[values < 0], minlength=K)
+        self.top.update(rows + offset, atoms, values.astype(np.float64))
+        self.hist.update(atoms, np.abs(values).astype(np.float64))
+        if self.steps is not None and ordered_steps is not None:
+            taken = ordered_atoms >= 0
+            s = self.steps.shape[1]
+            flat = ordered_atoms[taken] * s + ordered_steps[taken]
+            self.steps += np.bincount(flat, minlength=K * s).reshape(K, s)
+        if self.pairs is not None and ordered_atoms is not None:
+            head = ordered_atoms[:, : self.pair_steps]
+            s = head.shape[1]
+            a, b = np.triu_indices(s, 1)
+            first, second = head[:, a].ravel(), head[:, b].ravel()
+            ok = (first >= 0) & (second >= 0) & (first != second)
+            self.pairs.add(first[ok], second[ok])
+
+
+def _first_selections(indices, values):
+    """Matching pursuit's (n, k) selections with repeats removed: each row's atoms in the order
+    first selected (-1 for a step not taken or an atom already selected), and their steps."""
+    taken = values != 0
+    same = indices[:, :, None] == indices[:, None, :]
+    earlier = np.tril(np.ones(indices.shape[1], dtype=bool), -1)
+    repeat = (same & taken[:, None, :] & earlier[None]).any(axis=2)
+    first = taken & ~repeat
+    atoms = np.where(first, indices, -1)
+    steps = np.broadcast_to(np.arange(indices.shape[1]), indices.shape)
+    return atoms, steps
+
+
+def _by_value(codes, max_atoms):
+    """Each row's active atoms by decreasing activation, the first ``max_atoms`` (-1 pads)."""
+    n = codes.shape[0]
+    counts = np.diff(codes.indptr)
+    width = max(1, min(int(counts.max(initial=0)), max_atoms))
+    out = np.full((n, width), -1, dtype=np.int64)
+    row_of = np.repeat(np.arange(n), counts)
+    order = np.lexsort((-codes.data, row_of))
+    ranks = np.arange(codes.nnz) - np.repeat(codes.indptr[:-1], counts)
+    ranked_atoms = codes.indices[order]
+    keep = ranks < width
+    out[row_of[keep], ranks[keep]] = ranked_atoms[keep]
+    return out
+
+
+def _iter_codes(estimator, X, chunk_size, selection):
+    """Per chunk: (n_rows, CSR codes, (indices, values) of MP's steps or None)."""
+    params = estimator._params_as_tensors(X.dtype)
+    device = params["components_"].device
+    for start in range(0, X.shape[0], chunk_size):
+        chunk = _as_tensor(X[start : start + chunk_size], None, device)
+        with torch.no_grad():
+            if selection:
+                indices, values = (t.cpu().numpy() for t in estimator._select(chunk, params))
+                yield chunk.shape[0], None, (indices, values)
+            else:
+                yield chunk.shape[0], estimator._encode_sparse(chunk, params).tocsr(), None
+
+
+_DEFAULT_CHUNK = _TRANSFORM_CHUNK
+
+
+def _statistics(
+    estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, verbose, threshold=0.0
+):
+    """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
+    from scipy import sparse
+    from sklearn.utils import Bunch
+
+    from .._train.progress import Progress
+
+    K = estimator.components_.shape[0]
+    from .._models.matching_pursuit import MatchingPursuitSAE
+
+    selection = isinstance(estimator, MatchingPursuitSAE)
+    n_steps = None
+    if selection:
+        # The number of steps transform takes (None with transform_tol: all up to K).
+        n_steps = estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs
+        if estimator.transform_tol is not None and estimator.transform_n_nonzero_coefs is None:
+            n_steps = K
+    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps)
+    progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
+    try:
+        for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
+            if steps is not None:
+                indices, values = steps
+                values = np.where(np.abs(values) > threshold, values, 0)
+                taken = values != 0
+                row_of = np.broadcast_to(np.arange(n_rows)[:, None], indices.shape)
+                codes = sparse.csr_matrix(
+                    (values[taken], (row_of[taken], indices[taken])), shape=(n_rows, K)
+                )
+                codes.sum_duplicates()
+                codes.eliminate_zeros()
+                ordered, order_steps = _first_selections(indices, values)
+            else:
+                if threshold > 0:
+                    codes.data[np.abs(codes.data) <= threshold] = 0
+                    codes.eliminate_zeros()
+                ordered, order_steps = _by_value(codes, pair_steps or 1), None
+            coo = codes.tocoo()
+            acc.update(
+                n_rows,
+                coo.row.astype(np.int64),
+                coo.col.astype(np.int64),
+                coo.data,
+                ordered,
+                order_steps,
+            )
+            progress.update()
+    finally:
+        progress.close()
+    freq = acc.frequency
+    fired = np.maximum(freq, 1)
+    top_values = np.where(acc.top.rows >= 0, acc.top.values, 0.0)
+    return Bunch(
+        n_samples=acc.n_samples,
+        frequency=freq,
+        firing_rate=freq / max(acc.n_samples, 1),
+        mean_activation=np.where(freq > 0, acc.sums / fired, 0.0),
+        max_activation=top_values[:, 0].copy(),
+        quantile_levels=np.asarray(quantiles, dtype=float),
+        quantiles=acc.hist.quantiles(quantiles),
+        histogram=acc.hist.counts,
+        histogram_edges=acc.hist.edges(),
+        n_negative=acc.n_negative,
+        top_rows=acc.top.rows,
+        top_values=top_values,
+        selection_steps=acc.steps,
+        pair_counts=None if acc.pairs is None else acc.pairs.matrix(),
+        ordered=bool(selection),
+    )

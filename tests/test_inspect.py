@@ -1,0 +1,229 @@
+"""skmpsae.inspect against naive loops over dense codes, the provenance file that capture
+writes (aligned through an interrupted capture), and the one-line errors of skmpsae report."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from skmpsae import BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE, io
+from skmpsae.cli import main
+from skmpsae.datasets import make_hierarchical_features
+from skmpsae.inspect import (
+    atom_hierarchy,
+    context_activations,
+    context_windows,
+    feature_statistics,
+    hierarchy_recovery,
+    logit_effects,
+    write_report,
+)
+
+RNG = np.random.RandomState(0)
+X = RNG.rand(900, 12).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        MatchingPursuitSAE(n_components=24, n_nonzero_coefs=4, max_iter=2, random_state=0),
+        TopKSAE(n_components=24, n_nonzero_coefs=4, max_iter=2, random_state=0),
+        BatchTopKSAE(n_components=24, n_nonzero_coefs=4, max_iter=2, random_state=0),
+        ReLUSAE(n_components=24, alpha=0.01, max_iter=2, random_state=0),
+        JumpReLUSAE(n_components=24, alpha=0.01, max_iter=2, random_state=0),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_statistics_equal_a_naive_loop(estimator):
+    estimator.fit(X)
+    stats = feature_statistics(estimator, X, n_top=6, chunk_size=97, pair_steps=3)
+    C = estimator.transform(X)
+    np.testing.assert_array_equal(stats.frequency, (C != 0).sum(axis=0))
+    for a in range(C.shape[1]):
+        col = C[:, a]
+        fired = col[col != 0]
+        order = [r for r in np.lexsort((np.arange(col.size), -col))[:6] if col[r] != 0]
+        assert stats.top_rows[a, : len(order)].tolist() == order
+        np.testing.assert_allclose(stats.top_values[a, : len(order)], col[order], rtol=1e-6)
+        assert stats.histogram[a].sum() == fired.size
+        if fired.size:
+            np.testing.assert_allclose(stats.mean_activation[a], fired.mean(), rtol=1e-5)
+            exact = np.quantile(np.abs(fired), stats.quantile_levels)
+            width = stats.histogram_edges[a, 1]
+            assert np.all(np.abs(exact - stats.quantiles[a]) <= width * (1 + 1e-9))
+            assert stats.histogram_edges[a, -1] <= 2 * np.abs(fired).max() + 1e-12
+    # Pairs among each row's 3 largest activations (MP: first 3 selections), counted naively.
+    naive = np.zeros((C.shape[1], C.shape[1]), dtype=np.int64)
+    if isinstance(estimator, MatchingPursuitSAE):
+        params = estimator._params_as_tensors(X.dtype)
+        import torch
+
+        idx, val = (t.numpy() for t in estimator._select(torch.from_numpy(X), params))
+        steps = np.zeros((C.shape[1], idx.shape[1]), dtype=np.int64)
+        for r in range(X.shape[0]):
+            seen, head = [], []
+            for t in range(idx.shape[1]):
+                if val[r, t] != 0 and idx[r, t] not in seen:
+                    seen.append(idx[r, t])
+                    steps[idx[r, t], t] += 1
+                    if t < 3:  # pairs among the atoms first selected in the first 3 steps
+                        head.append(idx[r, t])
+            for s, i in enumerate(head):
+                for j in head[s + 1 :]:
+                    naive[i, j] += 1
+        np.testing.assert_array_equal(stats.selection_steps, steps)
+        assert stats.ordered
+    else:
+        assert stats.selection_steps is None and not stats.ordered
+        for r in range(X.shape[0]):
+            active = [a for a in np.lexsort((np.arange(C.shape[1]), -C[r])) if C[r, a] != 0][:3]
+            for s, i in enumerate(active):
+                for j in active[s + 1 :]:
+                    naive[i, j] += 1
+    np.testing.assert_array_equal(stats.pair_counts.toarray(), naive)
+
+
+def test_hierarchy_from_counts_and_its_recovery():
+    # Atom 0 fires in 100 rows, atom 1 in 40 (always with 0, selected after it 30 times),
+    # atom 2 in 30 (with 0 only 10 times): 1 is 0's child, 2 has no parent at 0.5.
+    counts = sparse.csr_matrix(([30, 10, 10], ([0, 1, 0], [1, 0, 2])), shape=(3, 3))
+    stats = {"frequency": np.array([100, 40, 30]), "pair_counts": counts, "ordered": True}
+    tree = atom_hierarchy(stats)
+    assert tree.parent.tolist() == [-1, 0, -1]
+    np.testing.assert_allclose(tree.probability, [0, 1.0, 1 / 3])
+    np.testing.assert_allclose(tree.parent_first, [0, 0.75, 0])
+    assert [c.tolist() for c in tree.children] == [[1], [], []]
+    F = np.eye(3)
+    assert hierarchy_recovery(F[[2, 0, 1]], [-1, -1, 1], F, [-1, 0, -1]) == (1.0, 1.0, 1.0)
+    assert hierarchy_recovery(F, [-1, -1, 1], F, [-1, 0, -1])[:2] == (0.0, 0.0)
+
+
+def test_hierarchy_on_the_toy_tree_with_the_true_dictionary():
+    # With the true features as atoms, MP's co-selection gives exactly the true tree.
+    Xh, F, _, tree = make_hierarchical_features(3000, random_state=0, return_tree=True)
+    sae = MatchingPursuitSAE(
+        20,
+        n_nonzero_coefs=2,
+        fit_intercept=False,
+        max_iter=1,
+        dict_init=F,
+        learning_rate=1e-9,
+        random_state=0,
+    ).fit(Xh)
+    # Past the first step a parent-only row has nothing left but float rounding: threshold.
+    stats = feature_statistics(sae, Xh, threshold=1e-3)
+    h = atom_hierarchy(stats)
+    recall, precision, cosine = hierarchy_recovery(sae.components_, h.parent, F, tree.parent_of)
+    assert cosine > 0.999 and recall == 1.0 and precision == 1.0
+
+
+def test_contexts_and_logit_effects():
+    texts = np.array([0, 0, 0, 1, 1, 2])
+    assert context_windows([[2, 3], [-1, 5]], texts, window=1).tolist() == [
+        [[1, 2, -1], [-1, 3, 4]],
+        [[-1, -1, -1], [-1, 5, -1]],
+    ]
+    sae = TopKSAE(n_components=10, n_nonzero_coefs=3, max_iter=2, random_state=0).fit(X)
+    rows = np.array([[0, 5, -1], [7, 8, 9]])
+    acts = context_activations(sae, X, rows, [2, 4], chunk_size=2)
+    C = sae.transform(X)
+    np.testing.assert_allclose(acts, [[C[0, 2], C[5, 2], 0], [C[7, 4], C[8, 4], C[9, 4]]])
+    W = RNG.randn(30, 12)
+    effects = logit_effects(sae, W, n_top=4)
+    logits = sae.components_ @ W.T
+    for a in range(10):
+        assert effects.promoted[a].tolist() == np.argsort(-logits[a])[:4].tolist()
+        assert effects.suppressed[a].tolist() == np.argsort(logits[a])[:4].tolist()
+    with pytest.raises(ValueError, match="unembedding has shape"):
+        logit_effects(sae, W[:, :5])
+
+
+def test_capture_writes_aligned_provenance_through_a_resume(tmp_path):
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+    import transformers
+
+    from skmpsae.activations import capture
+    from test_activations import TEXTS, _tokenizer
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        vocab_size=40,
+        n_positions=64,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    model, tok = transformers.GPT2LMHeadModel(config).eval(), _tokenizer(special=False)
+    calls = []
+
+    def interrupt(*args):
+        calls.append(1)
+        if len(calls) == 3:  # the probe, one batch, then Ctrl-C in the second
+            raise KeyboardInterrupt
+
+    handle = model.transformer.h[0].register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        capture(model, TEXTS, "transformer.h.0", tmp_path / "a.npy", tokenizer=tok, batch_size=3)
+    handle.remove()
+    with open(tmp_path / "a.npy.tokens.npy", "ab") as f:
+        f.write(b"\1" * 20)  # part of a batch written when the process died
+    acts = capture(model, TEXTS, "transformer.h.0", tmp_path / "a.npy", tokenizer=tok, batch_size=3)
+    table = np.load(tmp_path / "a.npy.tokens.npy")
+    expected = [
+        (t, p, i) for t, text in enumerate(TEXTS) for p, i in enumerate(tok(text)["input_ids"])
+    ]
+    assert table.shape == (acts.shape[0], 3) and table.tolist() == [list(e) for e in expected]
+    vocab = json.loads((tmp_path / "a.npy.vocab.json").read_text())["vocab"]
+    assert vocab[str(tok.convert_tokens_to_ids("zebra"))] == " zebra"
+    # The report reads them: contexts show the tokens around the activating one.
+    sae = TopKSAE(n_components=8, n_nonzero_coefs=2, max_iter=1, random_state=0).fit(acts)
+    site = write_report(sae, tmp_path / "a.npy", tmp_path / "site", window=2)
+    chunk = (site / "data" / "atoms_0000.js").read_text()
+    assert '" zebra"' in chunk and "row " not in chunk
+
+
+def test_report_cli_errors(tmp_path, capsys):
+    sae = MatchingPursuitSAE(n_components=8, n_nonzero_coefs=2, max_iter=1, random_state=0)
+    sae.fit(X)
+    io.save(sae, tmp_path / "m.safetensors")
+    np.save(tmp_path / "acts.npy", X)
+    base = ["report", str(tmp_path / "m.safetensors"), "--acts", str(tmp_path / "acts.npy")]
+
+    def error(argv):
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        return err
+
+    np.save(tmp_path / "acts.npy.tokens.npy", np.zeros((5, 3), dtype=np.int32))
+    assert "5 rows of provenance for 900 rows" in error(base + ["-o", str(tmp_path / "r")])
+    (tmp_path / "acts.npy.tokens.npy").unlink()
+    np.save(tmp_path / "wide.npy", np.zeros((4, 7), dtype=np.float32))
+    wide = ["report", str(tmp_path / "m.safetensors"), "--acts", str(tmp_path / "wide.npy")]
+    assert "has 7 features but the model's atoms have 12" in error(
+        wide + ["-o", str(tmp_path / "r")]
+    )
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("precious")
+    assert "not a skmpsae report" in error(base + ["-o", str(tmp_path / "busy")])
+    assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
+    data = (tmp_path / "acts.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[: len(data) // 2])
+    cut = ["report", str(tmp_path / "m.safetensors"), "--acts", str(tmp_path / "cut.npy")]
+    assert "truncated" in error(cut + ["-o", str(tmp_path / "r")])
+    # A report folder is replaced; a non-report one only with --force.
+    assert main(base + ["-o", str(tmp_path / "r"), "-q"]) == 0
+    assert main(base + ["-o", str(tmp_path / "r"), "-q"]) == 0
+    assert main(base + ["-o", str(tmp_path / "busy"), "-q", "--force"]) == 0
+    assert not (tmp_path / "busy" / "thesis.tex").exists()
+    mnist = base + ["-o", str(tmp_path / "img"), "-q", "--image-shape", "3,4"]
+    assert main(mnist) == 0
+    assert '"image":' in (tmp_path / "img" / "data" / "atoms_0000.js").read_text()
+    assert "--image-shape" in error(base + ["-o", str(tmp_path / "i2"), "--image-shape", "5,5"])
