@@ -18,7 +18,7 @@ LAYERS = [
     {"_pursuit", "_metrics"},
     {"_train"},
     {"_models"},
-    {"_io", "_activations"},
+    {"_io", "_activations", "_inspect"},
     {"metrics", "datasets", "plotting", "io", "activations", "inspect"},
     {"_cli", "cli", "__main__"},
 ]
