@@ -155,7 +155,7 @@ def capture(
     }
     state_path, start, rows = _resume_state(output, settings, overwrite)
     metadata_path(output).unlink(missing_ok=True)  # written again when this capture ends
-    from ._train.progress import Progress
+    from .._train.progress import Progress
 
     starts = range(start, len(texts), batch_size)
     progress = Progress(len(starts), "capture", "batch", bool(verbose))
@@ -198,7 +198,7 @@ def _capture_corpus(
     verbose,
     context_size,
 ):
-    from ._activations.window_capture import _capture_windows
+    from .window_capture import _capture_windows
 
     if capture_input:
         raise ValueError("capture_input applies to texts, not to the windows of a Corpus.")
