@@ -72,6 +72,18 @@ def _graph():
     }
 
 
+def test_every_import_names_a_module_that_exists():
+    """A lazy import inside a function runs only when it is called: a wrong path (say, left by
+    a move) would otherwise wait for a user to find it."""
+    missing = sorted(
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        for dep in deps
+        if not _is_module(dep)
+    )
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
+
+
 def test_no_module_imports_the_package_root():
     offenders = sorted(m for m, deps in _graph().items() if m != "skmpsae" and "skmpsae" in deps)
     assert not offenders, f"these modules import the package root: {offenders}"
