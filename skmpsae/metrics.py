@@ -1,4 +1,5 @@
-"""Metrics for sparse autoencoders: reconstruction, sparsity and dictionary geometry.
+"""Metrics for sparse autoencoders: reconstruction, sparsity, dictionary geometry and the
+recovery of known ground-truth features (SynthSAEBench's MCC, uniqueness, F1, shrinkage).
 
 Every function takes plain array-likes (NumPy arrays, SciPy sparse matrices where noted)
 and returns Python floats or NumPy arrays, never NaN. Dictionaries follow the
@@ -21,6 +22,13 @@ from ._activations.splice import spliced_embedding_cosine, spliced_lm_metrics
 # The metrics of a dictionary's geometry, and those of an SAE spliced into its model, live in
 # modules of their own; all are published here.
 from ._metrics.dictionary import babel, feature_recovery, mutual_coherence
+from ._metrics.ground_truth import (
+    detection_scores,
+    feature_uniqueness,
+    ground_truth_scores,
+    mean_correlation_coefficient,
+    shrinkage,
+)
 from ._utils import ARRAY_OR_SPARSE
 
 __all__ = [
@@ -32,6 +40,11 @@ __all__ = [
     "mutual_coherence",
     "babel",
     "feature_recovery",
+    "mean_correlation_coefficient",
+    "feature_uniqueness",
+    "detection_scores",
+    "shrinkage",
+    "ground_truth_scores",
     "explained_variance_scorer",
     "neg_l0_scorer",
     "spliced_lm_metrics",
