@@ -184,3 +184,52 @@ def test_ground_truth_scores_equal_saelens_eval(tiny, tmp_path):
     # SAELens runs its SAE in float32: reconstructions agree to float32 rounding.
     assert ours.shrinkage == pytest.approx(result.shrinkage, abs=1e-5)
     assert ours.explained_variance == pytest.approx(result.explained_variance, abs=1e-5)
+
+
+def test_cli_synth_writes_data_and_scores_a_fitted_model(tmp_path, capsys):
+    import json
+
+    from skmpsae.cli import main
+
+    small = ["--n-true-features", "256", "--n-features", "32", "--orthogonalization-steps", "0"]
+    assert main(["synth", str(tmp_path), "--n-samples", "2000", *small]) == 0
+    X = np.load(tmp_path / "data.npy")
+    truth = sp.load_npz(tmp_path / "true_activations.npz")
+    features = np.load(tmp_path / "true_features.npy")
+    assert X.shape == (2000, 32) and truth.shape == (2000, 256) and features.shape == (256, 32)
+    offset = X - truth @ features  # the world's bias, the same in every row
+    assert_allclose(offset, np.broadcast_to(offset[0], X.shape), atol=1e-4)
+    model = tmp_path / "m.joblib"
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "data.npy"),
+                "--n-components",
+                "32",
+                "--k",
+                "4",
+                "--max-iter",
+                "2",
+                "-q",
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["synth", str(tmp_path), "--score", str(model)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    import joblib
+
+    expected = ground_truth_scores(joblib.load(model), X, truth, features)
+    assert printed["f1"] == pytest.approx(expected.f1, abs=1e-6)
+    assert printed["mcc"] == pytest.approx(expected.mcc, abs=1e-6)
+    # A directory without the files: one line naming what is missing, exit 1.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["synth", str(empty), "--score", str(model)]) == 1
+    assert "missing data.npy" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path), "--n-true-features", "64"]) == 1
+    assert "--n-true-features" in capsys.readouterr().err

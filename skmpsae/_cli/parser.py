@@ -3,10 +3,10 @@ sub-parser (``add_parser``) and running it (``run``, set as the parsed arguments
 A new command is one module here plus its line in ``_COMMANDS``.
 """
 
-from . import capture, compare, encode, fit
+from . import capture, compare, encode, fit, synth
 from .common import _ArgumentParser
 
-_COMMANDS = (fit, encode, compare, capture)
+_COMMANDS = (fit, encode, compare, capture, synth)
 
 
 def _build_parser():
