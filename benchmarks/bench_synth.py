@@ -44,7 +44,7 @@ from skmpsae.metrics import ground_truth_scores
 
 SIZES = {
     # config: (n_components, training samples, held-out samples, epochs)
-    "scaled": (1024, 60_000, 20_000, 8),
+    "scaled": (1024, 40_000, 10_000, 2),
     "full": (4096, 2_000_000, 100_000, 10),
 }
 L0S = (25, 20)
