@@ -21,12 +21,13 @@ markers ``synth-mp-steps``, ``synth-mp-atoms`` and ``synth-mp-variants`` in
 ``docs/benchmarks.md``.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import aggregate, limit_threads, markdown_table, parser, write_table
-from bench_synth import SIZES, load_world, run
+from bench_synth import SIZES, load_world, plot
 
 from skmpsae import MatchingPursuitSAE
 from skmpsae._pursuit.selection import _select_mp
@@ -35,11 +36,18 @@ from skmpsae.metrics import detection_scores, explained_variance, ground_truth_s
 K = 25
 STEP_GROUPS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, 25))
 THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
-# Variants of MatchingPursuitSAE tried at k = 25 (each a parameter of the estimator).
+# Variants of MatchingPursuitSAE tried at k = 25, each a parameter of the estimator:
+# name -> (parameters of the fit, parameters set after it for transform). An empty fit dict
+# reuses the default model's dictionary (an encoding-only change).
 VARIANTS = {
-    "OMP encoding (transform_algorithm='omp')": {"transform_algorithm": "omp"},
-    "no revival (revival_coef=0)": {"revival_coef": 0.0},
+    "OMP encoding (transform_algorithm='omp')": ({}, {"transform_algorithm": "omp"}),
+    "min_cosine=0.2": ({"min_cosine": 0.2}, {}),
+    "trained with min_cosine=0.2, encoded with all 25 steps": (
+        {"min_cosine": 0.2},
+        {"min_cosine": 0.0},
+    ),
 }
+SCORES = ("f1", "mcc", "uniqueness", "explained_variance", "l0")
 
 
 def step_diagnostics(model, test, test_acts, features):
@@ -129,36 +137,23 @@ def main(argv=None):
         for row in threshold_frontier(model, test, test_acts, features):
             frontier_rows.append(row)
         scores = ground_truth_scores(model, test, test_acts, features)
-        variant_rows.append(
-            {
-                "model": "MP-SAE (default)",
-                "f1": scores.f1,
-                "mcc": scores.mcc,
-                "uniqueness": scores.uniqueness,
-                "explained_variance": scores.explained_variance,
-                "l0": scores.l0,
-            }
-        )
-        for name, params in VARIANTS.items():
-            est = MatchingPursuitSAE(
-                n_components, n_nonzero_coefs=K, max_iter=epochs, random_state=seed, **params
-            )
-            if set(params) <= {"transform_algorithm", "transform_n_nonzero_coefs"}:
-                # An encoding-only change: reuse the fitted dictionary.
-                est = model.set_params(**params)
-                s = ground_truth_scores(est, test, test_acts, features)
-                est.set_params(transform_algorithm="mp", transform_n_nonzero_coefs=None)
-            else:
-                r = run(est, train, test, test_acts, features)
-                s = r
-            variant_rows.append(
-                {
-                    "model": name,
-                    **{
-                        k: float(s[k])
-                        for k in ("f1", "mcc", "uniqueness", "explained_variance", "l0")
-                    },
-                }
+        variant_rows.append({"model": "MP-SAE (default)", **{k: scores[k] for k in SCORES}})
+        for name, (fit_params, transform_params) in VARIANTS.items():
+            est = model
+            if fit_params:
+                est = MatchingPursuitSAE(
+                    n_components,
+                    n_nonzero_coefs=K,
+                    max_iter=epochs,
+                    random_state=seed,
+                    **fit_params,
+                ).fit(train)
+            defaults = {k: est.get_params()[k] for k in transform_params}
+            s = ground_truth_scores(est.set_params(**transform_params), test, test_acts, features)
+            est.set_params(**defaults)
+            variant_rows.append({"model": name, **{k: float(s[k]) for k in SCORES}})
+            print(
+                f"{name}: f1 {s.f1:.3f}, ve {s.explained_variance:.3f}, l0 {s.l0:.1f}", flush=True
             )
         print(f"seed {seed} done", flush=True)
 
@@ -210,6 +205,12 @@ def main(argv=None):
         ("variants", variants),
     ):
         print(f"\n{title}\n{table}")
+    main_rows = Path(args.cache_dir) / "bench_synth_scaled.json"
+    if not args.no_plot and main_rows.exists():
+        # The six SAEs of bench_synth.py (same world, epochs and seeds) with the variants.
+        rows = aggregate(json.loads(main_rows.read_text()), ["model", "target"])
+        variant_points = [r for r in aggregate(variant_rows, ["model"])]
+        plot(rows, variant_points, "scaled", name="synth_frontier_scaled.png")
     if not args.no_write:
         write_table("synth-mp-steps", steps)
         write_table("synth-mp-atoms", atoms)
