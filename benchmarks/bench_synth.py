@@ -51,7 +51,7 @@ from skmpsae.metrics import ground_truth_scores
 
 SIZES = {
     # config: (n_components, training samples, held-out samples, epochs)
-    "scaled": (1024, 40_000, 10_000, 1),
+    "scaled": (1024, 40_000, 10_000, 3),
     "full": (4096, 2_000_000, 100_000, 10),
 }
 # Samples drawn from each world (random_state=0): training rows are the first, held-out the last.

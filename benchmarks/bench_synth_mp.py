@@ -46,6 +46,11 @@ VARIANTS = {
         {"min_cosine": 0.2},
         {"min_cosine": 0.0},
     ),
+    "min_cosine=0.3": ({"min_cosine": 0.3}, {}),
+    "trained with min_cosine=0.3, encoded with all 25 steps": (
+        {"min_cosine": 0.3},
+        {"min_cosine": 0.0},
+    ),
 }
 SCORES = ("f1", "mcc", "uniqueness", "explained_variance", "l0")
 
@@ -106,12 +111,29 @@ def threshold_frontier(model, test, test_acts, features):
     return out
 
 
+def plot_frontier(cache_dir):
+    """The six SAEs of ``bench_synth.py`` and the MP-SAE variants (same world, epochs and seeds)
+    on one figure, from the per-seed results both scripts keep in ``cache_dir``."""
+    names = ("bench_synth_scaled", "bench_synth_mp_variants")
+    paths = [Path(cache_dir) / f"{name}.json" for name in names]
+    if not all(p.exists() for p in paths):
+        print("run bench_synth.py and bench_synth_mp.py first: no figure")
+        return
+    rows, variants = (json.loads(p.read_text()) for p in paths)
+    variants = [r for r in variants if r["model"] != "MP-SAE (default)"]
+    plot(aggregate(rows, ["model", "target"]), aggregate(variants, ["model"]), "scaled")
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "skmpsae"))
+    p.add_argument("--plot-only", action="store_true", help="redraw the figure from the cache")
     args = p.parse_args(argv)
+    if args.plot_only:
+        plot_frontier(args.cache_dir)
+        return
     limit_threads(args.threads)
     n_components, n_train, n_test, epochs = SIZES["scaled"]
     epochs = args.epochs or epochs
@@ -137,7 +159,7 @@ def main(argv=None):
         for row in threshold_frontier(model, test, test_acts, features):
             frontier_rows.append(row)
         scores = ground_truth_scores(model, test, test_acts, features)
-        variant_rows.append({"model": "MP-SAE (default)", **{k: scores[k] for k in SCORES}})
+        variant_rows.append({"model": "MP-SAE (default)", **{k: float(scores[k]) for k in SCORES}})
         for name, (fit_params, transform_params) in VARIANTS.items():
             est = model
             if fit_params:
@@ -205,12 +227,9 @@ def main(argv=None):
         ("variants", variants),
     ):
         print(f"\n{title}\n{table}")
-    main_rows = Path(args.cache_dir) / "bench_synth_scaled.json"
-    if not args.no_plot and main_rows.exists():
-        # The six SAEs of bench_synth.py (same world, epochs and seeds) with the variants.
-        rows = aggregate(json.loads(main_rows.read_text()), ["model", "target"])
-        variant_points = [r for r in aggregate(variant_rows, ["model"])]
-        plot(rows, variant_points, "scaled", name="synth_frontier_scaled.png")
+    (Path(args.cache_dir) / "bench_synth_mp_variants.json").write_text(json.dumps(variant_rows))
+    if not args.no_plot:
+        plot_frontier(args.cache_dir)
     if not args.no_write:
         write_table("synth-mp-steps", steps)
         write_table("synth-mp-atoms", atoms)
