@@ -156,7 +156,7 @@ def plot(rows, variant_rows, config, name=None):
     """F1 against variance explained at L0 = 25: the six SAEs (aggregated rows, circles), the
     published figures (crosses, 16k world) and any MP-SAE variants (grey squares)."""
     plt = use_agg()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
     for r in rows:
         if r["target"] != 25:
             continue
@@ -180,7 +180,7 @@ def plot(rows, variant_rows, config, name=None):
     ax.set_xlabel("variance explained (held out)")
     ax.set_ylabel("F1 (latent as detector of its true feature)")
     ax.set_title(
-        f"SynthSAEBench, {config} world, L0 = 25 (x: published, 16k world)", fontsize="medium"
+        f"SynthSAEBench {config}, L0 = 25 (circles; x: published, 16k world)", fontsize="medium"
     )
     ax.grid(True, alpha=0.3)
     save_figure(fig, name or f"synth_frontier_{config}.png")
