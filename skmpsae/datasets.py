@@ -353,15 +353,15 @@ def make_synthsaebench(
     unit-norm features are more numerous than the dimensions (superposition), pushed apart by
     100 steps of orthogonalisation; the bias has norm 0.5, and the model is built from seed 42.
 
-    =================   ===========   ==========
-    ``config``          "full"        "scaled"
-    =================   ===========   ==========
-    True features       16,384        4,096
-    Dimensions          768           192
-    Hierarchy roots     128           32
-    Firing p (max/min)  0.4 / 5e-4    0.8 / 1e-3
-    True L0             ~34           ~32
-    =================   ===========   ==========
+    ====================  ===========   ==========
+    ``config``            "full"        "scaled"
+    ====================  ===========   ==========
+    True features         16,384        4,096
+    Dimensions            768           192
+    Hierarchy roots       128           32
+    Firing p (max/min)    0.4 / 5e-4    0.8 / 1e-3
+    True L0               ~34           ~32
+    ====================  ===========   ==========
 
     "full" is SynthSAEBench-16k's published configuration, scored in the paper with SAEs of
     4,096 latents; "scaled" is a quarter of it in every size with the same structure (score
