@@ -1,4 +1,5 @@
-"""Metrics for sparse autoencoders: reconstruction, sparsity and dictionary geometry, and the
+"""Metrics for sparse autoencoders: reconstruction, sparsity, dictionary geometry, the
+recovery of known ground-truth features (SynthSAEBench's MCC, uniqueness, F1, shrinkage) and the
 fidelity of an SAE spliced into its model.
 
 Every function takes plain array-likes (NumPy arrays, SciPy sparse matrices where noted)
@@ -15,6 +16,13 @@ wrapping.
 # Each family of metrics lives in a private module of its own; all are published here.
 from ._activations.splice import spliced_embedding_cosine, spliced_lm_metrics
 from ._metrics.dictionary import babel, feature_recovery, mutual_coherence
+from ._metrics.ground_truth import (
+    detection_scores,
+    feature_uniqueness,
+    ground_truth_scores,
+    mean_correlation_coefficient,
+    shrinkage,
+)
 from ._metrics.reconstruction import (
     component_usage,
     dead_components,
@@ -34,6 +42,11 @@ __all__ = [
     "mutual_coherence",
     "babel",
     "feature_recovery",
+    "mean_correlation_coefficient",
+    "feature_uniqueness",
+    "detection_scores",
+    "shrinkage",
+    "ground_truth_scores",
     "explained_variance_scorer",
     "neg_l0_scorer",
     "spliced_lm_metrics",

@@ -15,7 +15,7 @@ PACKAGE = Path(skmpsae.__file__).parent
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
     {"_utils", "_atomic", "_version"},
-    {"_pursuit", "_metrics"},
+    {"_pursuit", "_metrics", "_datasets"},
     {"_train"},
     {"_models"},
     {"_io", "_activations", "_inspect"},

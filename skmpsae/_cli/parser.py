@@ -3,10 +3,34 @@ sub-parser (``add_parser``) and running it (``run``, set as the parsed arguments
 A new command is one module here plus its line in ``_COMMANDS``.
 """
 
-from . import capture, compare, encode, evaluate, export, fit, hookpoints, info, report, train
+from . import (
+    capture,
+    compare,
+    encode,
+    evaluate,
+    export,
+    fit,
+    hookpoints,
+    info,
+    report,
+    synth,
+    train,
+)
 from .common import _ArgumentParser
 
-_COMMANDS = (capture, hookpoints, train, fit, encode, evaluate, export, info, report, compare)
+_COMMANDS = (
+    capture,
+    hookpoints,
+    train,
+    fit,
+    encode,
+    evaluate,
+    export,
+    info,
+    report,
+    compare,
+    synth,
+)
 
 
 def _build_parser():

@@ -49,8 +49,10 @@ class _MatchingPursuitModule(_SAEModule):
         max_bytes=_DEFAULT_MAX_BYTES,
         selection_dtype=None,
         revival_coef=0.0,
+        min_cosine=0.0,
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
+        self.min_cosine = min_cosine
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive
         self.max_bytes = max_bytes
@@ -81,7 +83,7 @@ class _MatchingPursuitModule(_SAEModule):
             compute_dtype=self.selection_dtype,
             correlations=correlations,
         )
-        taken = values != 0
+        taken = _steps_kept(centred.detach(), values, self.min_cosine)
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
         self.n_distinct = int(selected.index_fill_(0, indices[taken], True).sum())
         return indices, taken.to(centred.dtype)
@@ -129,6 +131,23 @@ class _MatchingPursuitModule(_SAEModule):
         return LossOutput(loss, self.fired_counts(indices, active))
 
 
+def _steps_kept(centred, values, min_cosine):
+    """Mask (n, k) of the pursuit steps kept: those taken (non-zero) up to the first whose
+    atom's cosine with the residual, ``|value| / ||residual before the step||``, is below
+    ``min_cosine``. The residual norms come from matching pursuit's energy identity,
+    ``||r_s||^2 = ||x||^2 - sum_{t<s} value_t^2``; the steps before a stop do not depend on
+    the ones after it, so the kept steps are exactly those of a pursuit that stops there."""
+    taken = values != 0
+    if not min_cosine:
+        return taken
+    energy = (centred**2).sum(dim=1, keepdim=True)
+    squares = values**2
+    before = (energy - torch.cumsum(squares, dim=1) + squares).clamp_min(0)
+    tiny = torch.finfo(values.dtype).tiny
+    above = values.abs() >= min_cosine * before.sqrt().clamp_min(tiny)
+    return torch.cumprod((above & taken).to(torch.int8), dim=1).bool()
+
+
 def _revival_term(residual, dictionary, dead_mask):
     """Minus the mean, over dead atoms, of each one's best cosine with a residual of the batch.
 
@@ -172,6 +191,19 @@ class MatchingPursuitSAE(_BaseSAE):
         ``n_components`` steps (``min(n_components, n_features)`` for OMP).
     transform_tol : float, default=None
         Stop encoding a sample once its squared residual norm is at most this value.
+    min_cosine : float, default=0.0
+        Stop a sample's pursuit, in training and in :meth:`transform` (matching pursuit
+        only), at the first step whose atom has a cosine below this value with the residual
+        (``value / ||residual||``): the step would explain less than ``min_cosine**2`` of
+        what is left, which on data made of features in superposition is mostly the noise of
+        their overlaps. Codes then have at most ``n_nonzero_coefs`` non-zeros, fewer where the
+        pursuit stops early. 0 (the default) never stops early. On SynthSAEBench's scaled world
+        (1,024 atoms, k=25, 3 seeds, ``docs/benchmarks.md`` section 7) 0.2 raised the F1 of the
+        latents against the true features from 0.253 to 0.355 and MCC from 0.436 to 0.501 at
+        L0 11.8 (variance explained 0.832 -> 0.784). Choose it when the latents should be the
+        data's features more than they should reconstruct it; or train with it and encode
+        with ``set_params(min_cosine=0)``: at the full k, F1 0.269, MCC 0.501 and variance
+        explained 0.859, all above the default's, at a lower uniqueness (0.647 vs 0.785).
     revival_coef : float, default=1/32
         Weight of the dead-atom revival term (0 disables it): atoms chosen for no sample over
         the last epoch's worth of samples are turned, each towards the batch residual it is
@@ -333,6 +365,7 @@ class MatchingPursuitSAE(_BaseSAE):
         "sparse_output": ["boolean"],
         "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],
         "revival_coef": [Interval(Real, 0, None, closed="left")],
+        "min_cosine": [NotBoolInterval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -344,6 +377,7 @@ class MatchingPursuitSAE(_BaseSAE):
         transform_algorithm="mp",
         transform_n_nonzero_coefs=None,
         transform_tol=None,
+        min_cosine=0.0,
         revival_coef=1 / 32,
         max_iter=35,
         batch_size="auto",
@@ -368,6 +402,7 @@ class MatchingPursuitSAE(_BaseSAE):
         self.transform_algorithm = transform_algorithm
         self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
         self.transform_tol = transform_tol
+        self.min_cosine = min_cosine
         self.revival_coef = revival_coef
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -415,6 +450,7 @@ class MatchingPursuitSAE(_BaseSAE):
             max_bytes=self._max_bytes(),
             selection_dtype=self._compute_dtype(),
             revival_coef=self.revival_coef,
+            min_cosine=self.min_cosine,
         )
 
     def _derived_tensors(self, tensors):
@@ -471,6 +507,8 @@ class MatchingPursuitSAE(_BaseSAE):
             max_bytes=max_bytes,
             compute_dtype=compute_dtype,
         )
+        if self.min_cosine:
+            values = values * _steps_kept(X, values, self.min_cosine).to(values.dtype)
         if compute_dtype is not None:
             # The values came from half-precision correlations: recompute them exactly for the
             # atoms selected (the steps not taken stay 0).
