@@ -422,7 +422,8 @@ def test_the_workflow_walk_through_runs(gpt2_dir, tmp_path, monkeypatch, capsys)
     block = page.split(".. walk-through start")[1].split(".. walk-through end")[0]
     commands = [line.strip()[2:] for line in block.splitlines() if line.strip().startswith("$ ")]
     assert [c.split()[1] for c in commands] == [
-        "hookpoints", "capture", "capture", "fit", "info", "evaluate", "export", "encode"
+        "hookpoints", "capture", "capture", "fit", "info", "evaluate", "export", "encode",
+        "report",
     ]  # fmt: skip
     monkeypatch.chdir(tmp_path)
     (tmp_path / "train.txt").write_text("\n".join(_texts(60, 0)))
@@ -436,6 +437,7 @@ def test_the_workflow_walk_through_runs(gpt2_dir, tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "R2 (explained variance)" in out and "CE increase" in out
     assert (tmp_path / "mp-saelens" / "cfg.json").is_file() and (tmp_path / "codes.npz").is_file()
+    assert (tmp_path / "report" / "index.html").is_file()
 
 
 def test_api_page_lists_every_command_with_its_help():
