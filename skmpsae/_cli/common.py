@@ -177,6 +177,22 @@ def _load_pickle(path):
     return model
 
 
+def _model_and_rows(args, command):
+    """The model of ``args.model`` (on ``--device`` if given) and the rows of ``args.data``,
+    checked to have the model's width and warned about if captured elsewhere."""
+    model = _load_model(args.model)
+    if args.device is not None:
+        model.set_params(device=args.device)
+    X = _load_npy(args.data)
+    if X.shape[1] != model.n_features_in_:
+        raise CommandError(
+            f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
+            f"{model.n_features_in_}"
+        )
+    _check_rows_match(model, args.data, command)
+    return model, X
+
+
 def _check_rows_match(model, data, command):
     """Warn when ``data``'s capture sidecar names another place than the model was fitted at."""
     from .._activations.metadata import check_same_place, provenance_of, read_capture_metadata

@@ -7,13 +7,10 @@ import numpy as np
 from .._atomic import atomic_write
 from .._train.progress import Progress
 from .common import (
-    CommandError,
     _check_output_dir,
-    _check_rows_match,
     _check_suffix,
     _emit,
-    _load_model,
-    _load_npy,
+    _model_and_rows,
     _positive_int,
 )
 
@@ -58,16 +55,7 @@ def run(args):
         "encode writes a scipy sparse matrix, a .npz file; name it CODES.npz",
     )
     _check_output_dir(args.output, "output codes")
-    model = _load_model(args.model)
-    if args.device is not None:
-        model.set_params(device=args.device)
-    X = _load_npy(args.data)
-    if X.shape[1] != model.n_features_in_:
-        raise CommandError(
-            f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
-            f"{model.n_features_in_}"
-        )
-    _check_rows_match(model, args.data, "encode")
+    model, X = _model_and_rows(args, "encode")
     output = Path(args.output)
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
     if "sparse_output" in model.get_params():

@@ -9,10 +9,8 @@ import numpy as np
 from .._train.progress import Progress
 from .common import (
     CommandError,
-    _check_rows_match,
     _emit,
-    _load_model,
-    _load_npy,
+    _model_and_rows,
     _positive_int,
 )
 
@@ -158,16 +156,7 @@ def spliced_metrics(sae, model_source, texts, provenance, device="cpu"):
 def run(args):
     from .._activations.metadata import provenance_of, read_capture_metadata
 
-    sae = _load_model(args.model)
-    if args.device is not None:
-        sae.set_params(device=args.device)
-    X = _load_npy(args.data)
-    if X.shape[1] != sae.n_features_in_:
-        raise CommandError(
-            f"{args.data}: has {X.shape[1]} features, but the model was fitted on "
-            f"{sae.n_features_in_}"
-        )
-    _check_rows_match(sae, args.data, "evaluate")
+    sae, X = _model_and_rows(args, "evaluate")
     result = {"model": str(args.model), "data": str(args.data)}
     result.update(evaluate_rows(sae, X, args.chunk_size, not args.quiet))
     provenance = provenance_of(sae)
