@@ -33,7 +33,7 @@ def _import_synthetic():
     except ImportError as exc:
         raise ImportError(
             "make_synthsaebench builds the data with SAELens's generator (sae_lens.synthetic); "
-            "install it with: pip install 'skmpsae[interop]'"
+            "install it from the skmpsae checkout with: pip install -e '.[interop]'"
         ) from exc
     return synthetic, LowRankCorrelationConfig, OrthogonalizationConfig
 
