@@ -154,34 +154,41 @@ def ordering(rows, l0):
 
 def plot(rows, variant_rows, config, name=None):
     """F1 against variance explained at L0 = 25: the six SAEs (aggregated rows, circles), the
-    published figures (crosses, 16k world) and any MP-SAE variants (grey squares)."""
+    published figures (crosses of the same colour, 16k world) and any MP-SAE variants (grey
+    markers). Names go in the legend: points of this benchmark sit too close to label."""
     plt = use_agg()
     fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    colours = {}
     for r in rows:
         if r["target"] != 25:
             continue
         f1, ve = r["f1"], r["explained_variance"]
-        ax.errorbar(ve.mean, f1.mean, xerr=ve.sd, yerr=f1.sd, marker="o", capsize=3)
-        ax.annotate(r["model"], (ve.mean, f1.mean), textcoords="offset points", xytext=(4, 4))
+        bars = ax.errorbar(
+            ve.mean, f1.mean, xerr=ve.sd, yerr=f1.sd, marker="o", capsize=3, label=r["model"]
+        )
+        colours[r["model"]] = bars[0].get_color()
+    published_names = {"Standard L1": "ReLU (L1)"}
     for model, (f1, _, _, ve) in PUBLISHED.items():
-        ax.plot(ve, f1, marker="x", color="black", linestyle="none")
-        ax.annotate(model, (ve, f1), textcoords="offset points", xytext=(4, -9), fontsize="x-small")
+        colour = colours.get(published_names.get(model, model), "black")
+        ax.plot(ve, f1, marker="x", markersize=9, color=colour, linestyle="none")
+    markers = iter("sDv^P*<>")
     for r in variant_rows:
         f1, ve = r["f1"], r["explained_variance"]
-        ax.errorbar(ve.mean, f1.mean, xerr=ve.sd, yerr=f1.sd, marker="s", color="grey")
-        ax.annotate(
-            r["model"],
-            (ve.mean, f1.mean),
-            textcoords="offset points",
-            xytext=(4, -9),
-            fontsize="x-small",
+        ax.errorbar(
+            ve.mean,
+            f1.mean,
+            xerr=ve.sd,
+            yerr=f1.sd,
+            marker=next(markers, "s"),
             color="grey",
+            linestyle="none",
+            label=f"MP-SAE: {r['model']}",
         )
+    ax.plot([], [], marker="x", color="black", linestyle="none", label="published (16k world)")
     ax.set_xlabel("variance explained (held out)")
     ax.set_ylabel("F1 (latent as detector of its true feature)")
-    ax.set_title(
-        f"SynthSAEBench {config}, L0 = 25 (circles; x: published, 16k world)", fontsize="medium"
-    )
+    ax.set_title(f"SynthSAEBench {config}, L0 = 25 (circles: here; crosses: published)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
     ax.grid(True, alpha=0.3)
     save_figure(fig, name or f"synth_frontier_{config}.png")
     plt.close(fig)
