@@ -84,6 +84,29 @@ def test_every_import_names_a_module_that_exists():
     assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
 
 
+def test_every_imported_name_exists():
+    """``from .module import name`` inside a function fails only when the function runs: each
+    name must be defined by the module it is imported from (or be a submodule of it)."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            module = importlib.import_module(target)
+            missing += [
+                f"{name}: from {target} import {alias.name}"
+                for alias in node.names
+                if not hasattr(module, alias.name) and not _is_module(f"{target}.{alias.name}")
+            ]
+    assert not missing, "names that their modules do not define:\n" + "\n".join(missing)
+
+
 def test_no_module_imports_the_package_root():
     offenders = sorted(m for m, deps in _graph().items() if m != "skmpsae" and "skmpsae" in deps)
     assert not offenders, f"these modules import the package root: {offenders}"

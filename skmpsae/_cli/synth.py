@@ -84,7 +84,7 @@ def _score(args, directory):
     from scipy import sparse
 
     from ..metrics import ground_truth_scores
-    from .encode import _load_model
+    from .common import _load_model
 
     missing = [name for name in _FILES if not (directory / name).is_file()]
     if missing:
