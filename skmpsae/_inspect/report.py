@@ -9,14 +9,26 @@ report, so that writing again may replace it and nothing else.
 
 import base64
 import json
+import os
 import shutil
 import tempfile
 from importlib import resources
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
 from .._train.progress import Progress
+from .._utils import NotBoolInterval
+from .contexts import (
+    _context_activations,
+    _context_windows,
+    logit_effects,
+)
+from .inputs import _ESTIMATOR, _check_rows, _load_acts
+from .stats import _DEFAULT_CHUNK, feature_statistics
+from .tree import atom_hierarchy
 
 MARKER = "skmpsae-report.json"
 _CHUNK = 256
@@ -186,7 +198,6 @@ def _contexts(estimator, X, stats, provenance, window, chunk_size):
     """Per atom and top row: the tokens of the window, the atom's activation at each, which
     entries exist, and the centre's index in the window. Without provenance, the window is
     the row alone, shown as its number."""
-    from .contexts import _context_activations, _context_windows
 
     top = stats.top_rows
     if provenance is None or provenance.table is None:
@@ -234,3 +245,193 @@ def _images(estimator, X, stats, image_shape):
 
 def _progress(stage, verbose):
     return Progress(1, stage, "stage", bool(verbose))
+
+
+@validate_params(
+    {
+        "estimator": _ESTIMATOR,
+        "X": ["array-like", str, os.PathLike],
+        "output": [str, os.PathLike],
+        "tokenizer": [None, HasMethods(["decode", "convert_ids_to_tokens"])],
+        "unembedding": [None, "array-like", HasMethods(["get_output_embeddings"])],
+        "image_shape": [None, tuple, list],
+        "n_top": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "window": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "min_probability": [Interval(Real, 0, 1, closed="both")],
+        "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "n_logits": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "threshold": [Interval(Real, 0, None, closed="left")],
+        "force": ["boolean"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def write_report(
+    estimator,
+    X,
+    output,
+    *,
+    tokenizer=None,
+    unembedding=None,
+    image_shape=None,
+    n_top=20,
+    window=8,
+    min_probability=0.5,
+    pair_steps=8,
+    n_logits=10,
+    threshold=0.0,
+    force=False,
+    verbose=0,
+):
+    """Write a feature browser: a static site that opens from ``file://`` in any browser.
+
+    ``output/index.html`` lists every atom (sortable by firing rate, mean activation, mean
+    matching-pursuit step; searchable by atom id and by token); each atom's page shows its
+    top-activating contexts with each token highlighted by the atom's activation there, the
+    histogram of its activations, its direct logit effects, and its parent and children. No
+    server and no network: every script and style is inside the folder, and the atoms' data
+    comes in chunks loaded as they are opened. The statistics take one pass over ``X``
+    (:func:`feature_statistics`), the context highlights one encoding of the distinct rows
+    of the top contexts.
+
+    Parameters
+    ----------
+    estimator : fitted SAE
+    X : str, path-like or array-like of shape (n_samples, n_features)
+        The rows, or the path of an ``ACTS.npy`` file written by
+        :func:`skmpsae.activations.capture`: its ``ACTS.npy.tokens.npy`` (text, position and
+        token of each row) and ``ACTS.npy.vocab.json`` (token texts) are then read, and the
+        contexts show tokens; otherwise they show row numbers.
+    output : str or path-like
+        The report folder. An existing report there is replaced; any other non-empty folder
+        only with ``force=True``.
+    tokenizer : transformers tokenizer, default=None
+        Decodes token ids (instead of ``ACTS.npy.vocab.json``), and names the logit effects'
+        tokens.
+    unembedding : array-like of shape (vocab_size, n_features) or model, default=None
+        For the direct logit effects (see :func:`logit_effects`); None: none shown.
+    image_shape : tuple of int, default=None
+        For image rows (e.g. ``(28, 28)`` for MNIST): each atom's page draws the atom and its
+        top images instead of token contexts.
+    n_top : int, default=20
+        Contexts per atom.
+    window : int, default=8
+        Tokens shown on each side of the activating token.
+    min_probability : float, default=0.5
+        See :func:`atom_hierarchy`.
+    pair_steps : int, default=8
+        See :func:`feature_statistics`; 0 skips the hierarchy.
+    n_logits : int, default=10
+        Promoted and suppressed tokens shown per atom.
+    threshold : float, default=0.0
+        See :func:`feature_statistics`.
+    force : bool, default=False
+        Replace a non-empty ``output`` that is not a report.
+    verbose : int, default=0
+        Progress on stderr.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``output``; open ``path / "index.html"``.
+
+    See Also
+    --------
+    feature_statistics, atom_hierarchy, logit_effects
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from skmpsae import MatchingPursuitSAE
+    >>> from skmpsae.inspect import write_report
+    >>> X = np.random.RandomState(0).rand(300, 10).astype(np.float32)
+    >>> sae = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=3, max_iter=2,
+    ...                          random_state=0).fit(X)
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "report"
+    >>> sorted(p.name for p in write_report(sae, X, folder).iterdir())
+    ['data', 'index.html', 'skmpsae-report.json', 'static']
+    """
+    from pathlib import Path
+
+    from .._activations.provenance import Provenance, _marks_spaces, _token_text
+
+    _check_output(output, force)
+    provenance, source = None, ""
+    if isinstance(X, (str, os.PathLike)):
+        source = Path(X).name
+        path = X
+        X = _load_acts(path)
+        provenance = Provenance.read(path, X.shape[0], tokenizer)
+    X = _check_rows(estimator, X)
+    if image_shape is not None:
+        image_shape = tuple(int(n) for n in image_shape)
+        if len(image_shape) != 2 or int(np.prod(image_shape)) != X.shape[1]:
+            raise ValueError(
+                f"image_shape must be (height, width) with height * width = {X.shape[1]}, "
+                f"got {image_shape}."
+            )
+    stats = feature_statistics(
+        estimator, X, n_top=n_top, pair_steps=pair_steps, threshold=threshold, verbose=verbose
+    )
+    hierarchy = None
+    if stats.pair_counts is not None:
+        hierarchy = atom_hierarchy(stats, min_probability=min_probability)
+    stages = Progress(3, "report", "stage", bool(verbose))
+    try:
+        if image_shape is None:
+            contexts = _contexts(estimator, X, stats, provenance, window, _DEFAULT_CHUNK)
+            images = None
+        else:
+            contexts = _contexts(estimator, X, stats, None, 0, _DEFAULT_CHUNK)
+            images = _images(estimator, X, stats, image_shape)
+        stages.update("contexts")
+        logits = None
+        if unembedding is not None:
+            effects = logit_effects(estimator, unembedding, n_top=n_logits)
+            vocab = provenance.vocab if provenance is not None else None
+            marks = None if tokenizer is None else _marks_spaces(tokenizer)
+
+            def name(token):
+                if tokenizer is not None:
+                    return _token_text(tokenizer, int(token), marks)
+                if vocab is not None and int(token) in vocab:
+                    return vocab[int(token)]
+                return f"#{int(token)}"
+
+            logits = [
+                (
+                    [(name(t), v) for t, v in zip(up, upv, strict=True)],
+                    [(name(t), v) for t, v in zip(down, downv, strict=True)],
+                )
+                for up, upv, down, downv in zip(
+                    effects.promoted,
+                    effects.promoted_logits,
+                    effects.suppressed,
+                    effects.suppressed_logits,
+                    strict=True,
+                )
+            ]
+        stages.update("logit effects")
+        meta = {
+            "estimator": type(estimator).__name__,
+            "n_components": int(estimator.components_.shape[0]),
+            "n_samples": int(X.shape[0]),
+            "source": source,
+            "ordered": bool(stats.ordered),
+            "has_tokens": bool(provenance is not None and provenance.table is not None),
+            "image_shape": list(image_shape) if image_shape else None,
+        }
+        out = _write(
+            output,
+            meta=meta,
+            stats=stats,
+            hierarchy=hierarchy,
+            contexts=contexts,
+            logits=logits,
+            images=images,
+            force=force,
+        )
+        stages.update("written")
+    finally:
+        stages.close()
+    return out

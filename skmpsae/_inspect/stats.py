@@ -10,10 +10,16 @@ pursuit step; and, sparse, the count of ordered pairs of atoms that fire in the 
 activation for the other encoders).
 """
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval, validate_params
 
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
+from .._utils import NotBoolInterval
+from .inputs import _ESTIMATOR, _check_rows
 
 
 class _TopN:
@@ -220,7 +226,6 @@ def _statistics(
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
-    from sklearn.utils import Bunch
 
     from .._train.progress import Progress
 
@@ -285,4 +290,102 @@ def _statistics(
         selection_steps=acc.steps,
         pair_counts=None if acc.pairs is None else acc.pairs.matrix(),
         ordered=bool(selection),
+    )
+
+
+@validate_params(
+    {
+        "estimator": _ESTIMATOR,
+        "X": ["array-like"],
+        "n_top": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "n_bins": [NotBoolInterval(Integral, 2, None, closed="left")],
+        "quantiles": ["array-like"],
+        "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "threshold": [Interval(Real, 0, None, closed="left")],
+        "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def feature_statistics(
+    estimator,
+    X,
+    *,
+    n_top=20,
+    n_bins=64,
+    quantiles=(0.1, 0.5, 0.9),
+    pair_steps=8,
+    threshold=0.0,
+    chunk_size=_DEFAULT_CHUNK,
+    verbose=0,
+):
+    """Per-atom statistics of a fitted SAE's codes over ``X``, in one streaming pass.
+
+    Parameters
+    ----------
+    estimator : fitted SAE
+        Any of the six estimators (or one loaded by :func:`skmpsae.io.load`).
+    X : array-like of shape (n_samples, n_features)
+        float32 or float64 rows, e.g. ``np.load("acts.npy", mmap_mode="r")``; read chunk by
+        chunk.
+    n_top : int, default=20
+        Top-activating rows kept per atom.
+    n_bins : int, default=64
+        Histogram bins per atom (even: the range doubles by merging bins in pairs).
+    quantiles : array-like of float, default=(0.1, 0.5, 0.9)
+        Levels in [0, 1] of the quantiles of each atom's activation when firing.
+    pair_steps : int, default=8
+        Pairs of atoms are counted among the atoms each row selects in its first
+        ``pair_steps`` pursuit steps (an atom selected again counts once, at its first step),
+        or, for the other encoders, among its ``pair_steps`` largest activations; 0 counts
+        none.
+        Their number grows as ``pair_steps**2`` per row.
+    chunk_size : int, default=4096
+        Rows encoded at a time.
+    verbose : int, default=0
+        Show progress on stderr.
+
+    Returns
+    -------
+    statistics : :class:`~sklearn.utils.Bunch`
+        ``n_samples``; per atom (arrays of length n_components): ``frequency`` (rows where
+        it is non-zero), ``firing_rate``, ``mean_activation`` and ``max_activation`` (when
+        firing; 0 for a dead atom), ``n_negative`` (firings below zero); ``quantiles``
+        (n_components, len(quantiles)) of the magnitude when firing, at
+        ``quantile_levels``; ``histogram`` (n_components, n_bins) and ``histogram_edges``
+        (n_components, n_bins + 1) of the magnitudes; ``top_rows`` and ``top_values``
+        (n_components, n_top), largest first (row -1 and value 0 where an atom fired in fewer
+        rows); ``selection_steps`` (n_components, n_steps), how often matching pursuit
+        selected each atom at each step (None for other estimators); ``pair_counts``, a
+        sparse (n_components, n_components) matrix counting rows where ``i`` fired before
+        ``j`` (None if ``pair_steps=0``); ``ordered``, whether "before" is the pursuit's
+        order.
+
+    See Also
+    --------
+    atom_hierarchy : Parents and children of atoms from ``pair_counts``.
+    context_windows : The tokens around each top row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae import MatchingPursuitSAE
+    >>> from skmpsae.inspect import feature_statistics
+    >>> X = np.random.RandomState(0).rand(300, 10).astype(np.float32)
+    >>> sae = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=3, max_iter=2,
+    ...                          random_state=0).fit(X)
+    >>> stats = feature_statistics(sae, X, n_top=5)
+    >>> stats.top_rows.shape, stats.selection_steps.shape
+    ((16, 5), (16, 3))
+    >>> int(stats.selection_steps.sum()) <= 300 * 3
+    True
+    """
+    X = _check_rows(estimator, X)
+    if n_bins % 2:
+        raise ValueError(f"n_bins must be even (bins merge in pairs), got {n_bins}.")
+    levels = np.asarray(quantiles, dtype=float).ravel()
+    if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
+        raise ValueError(f"quantiles must be levels in [0, 1], got {quantiles!r}.")
+    return _statistics(
+        estimator, X, n_top, n_bins, levels, pair_steps, chunk_size, verbose, threshold
     )

@@ -1,7 +1,11 @@
 """Atoms' parents and children from how often atoms fire together, and the tree's recovery on
 data whose tree is known."""
 
+from numbers import Real
+
 import numpy as np
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval, validate_params
 
 
 def _hierarchy(frequency, pair_counts, ordered, min_probability):
@@ -65,3 +69,137 @@ def _recovery(components, parent, features, true_parent):
         correct / len(predicted) if predicted else 0.0,
         float(cos[feat, atom].mean()),
     )
+
+
+@validate_params(
+    {
+        "statistics": [Bunch, dict],
+        "min_probability": [Interval(Real, 0, 1, closed="both")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def atom_hierarchy(statistics, *, min_probability=0.5):
+    """A parent -> children tree of atoms from the pairs counted by :func:`feature_statistics`.
+
+    The parent of atom ``j`` is the atom ``i`` that fires more often than ``j`` and maximises
+    ``P(i | j)``, the share of the rows where ``j`` fires in which ``i`` fires too (matching
+    pursuit: is selected in the same pursuit; other encoders: is active, i.e. co-activation).
+    It is kept if that share is at least ``min_probability``. For matching pursuit,
+    ``parent_first`` then says in what share of those rows the parent was selected at an
+    earlier step than the child (the MP-SAE paper's "parent before child").
+
+    Parameters
+    ----------
+    statistics : Bunch
+        The result of :func:`feature_statistics` with ``pair_steps > 0``.
+    min_probability : float, default=0.5
+        Smallest conditional probability that makes ``i`` the parent of ``j``.
+
+    Returns
+    -------
+    hierarchy : :class:`~sklearn.utils.Bunch`
+        ``parent`` (n_components,), the parent atom or -1; ``probability`` (n_components,),
+        the best candidate's conditional probability (whether kept or not);
+        ``parent_first`` (n_components,), for matching pursuit the share of co-selections
+        where the parent came first (0 without a parent; None for other encoders);
+        ``children``, a
+        list of arrays, the children of each atom; ``conditional``, the sparse matrix of
+        ``P(i | j)`` over the admissible pairs.
+
+    See Also
+    --------
+    hierarchy_recovery : Score the tree against a known one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae import MatchingPursuitSAE
+    >>> from skmpsae.inspect import atom_hierarchy, feature_statistics
+    >>> X = np.random.RandomState(0).rand(300, 10).astype(np.float32)
+    >>> sae = MatchingPursuitSAE(n_components=16, n_nonzero_coefs=3, max_iter=2,
+    ...                          random_state=0).fit(X)
+    >>> tree = atom_hierarchy(feature_statistics(sae, X))
+    >>> tree.parent.shape
+    (16,)
+    """
+    counts = statistics.get("pair_counts")
+    if counts is None:
+        raise ValueError(
+            "statistics has no pair_counts: compute them with feature_statistics(pair_steps>0)."
+        )
+    parent, probability, parent_first, conditional = _hierarchy(
+        np.asarray(statistics["frequency"]), counts, bool(statistics["ordered"]), min_probability
+    )
+    children = [np.flatnonzero(parent == i) for i in range(parent.size)]
+    return Bunch(
+        parent=parent,
+        probability=probability,
+        parent_first=parent_first if statistics["ordered"] else None,
+        children=children,
+        conditional=conditional,
+    )
+
+
+@validate_params(
+    {
+        "components": ["array-like"],
+        "parent": ["array-like"],
+        "features": ["array-like"],
+        "true_parent": ["array-like"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def hierarchy_recovery(components, parent, features, true_parent):
+    """How much of a known feature tree a tree of atoms recovers.
+
+    Atoms are matched one to one to the true features (largest total absolute cosine, Hungarian
+    algorithm); a true link ``p -> c`` is recovered when the atom matched to ``c`` has the atom
+    matched to ``p`` as its parent.
+
+    Parameters
+    ----------
+    components : array-like of shape (n_components, n_features)
+        The atoms.
+    parent : array-like of shape (n_components,)
+        Each atom's parent (-1: none), e.g. ``atom_hierarchy(...).parent``.
+    features : array-like of shape (n_true, n_features)
+        The true feature directions.
+    true_parent : array-like of shape (n_true,)
+        Each true feature's parent (-1: none), e.g. ``tree.parent_of`` from
+        :func:`skmpsae.datasets.make_hierarchical_features`.
+
+    Returns
+    -------
+    recall : float
+        Share of the true links recovered.
+    precision : float
+        Share of the links predicted between matched atoms that are true (0 if none).
+    match_cosine : float
+        Mean absolute cosine of the matched (feature, atom) pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmpsae.inspect import hierarchy_recovery
+    >>> F = np.eye(3)
+    >>> hierarchy_recovery(F, [-1, 0, 0], F, [-1, 0, 0])
+    (1.0, 1.0, 1.0)
+    """
+    components = np.asarray(components, dtype=float)
+    features = np.asarray(features, dtype=float)
+    parent = np.asarray(parent).astype(np.int64)
+    true_parent = np.asarray(true_parent).astype(np.int64)
+    if components.ndim != 2 or features.ndim != 2 or components.shape[1] != features.shape[1]:
+        raise ValueError(
+            f"components {components.shape} and features {features.shape} must be 2-D with "
+            "the same number of columns."
+        )
+    if parent.shape != (components.shape[0],) or true_parent.shape != (features.shape[0],):
+        raise ValueError("parent and true_parent need one entry per atom and per feature.")
+    if components.shape[0] < features.shape[0]:
+        raise ValueError(
+            f"{components.shape[0]} atoms cannot be matched one to one to "
+            f"{features.shape[0]} features."
+        )
+    recall, precision, cosine = _recovery(components, parent, features, true_parent)
+    return float(recall), float(precision), cosine
