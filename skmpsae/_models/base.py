@@ -51,7 +51,7 @@ from .._train.distributed import is_main_process
 from .._train.early_stopping import _EarlyStopping, _validation_split
 from .._train.loop import train_epochs
 from .._train.progress import epoch_reporter
-from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor, _cached_tensors, _n_batches, _torch_dtype
+from .._train.tensors import _cached_tensors, _n_batches, _row_chunks, _torch_dtype
 from .._train.trainer import _Trainer
 from .._utils import NotBoolInterval, resolve_device
 from .training import initialize_module, load_published, module_arrays, validation_score
@@ -63,14 +63,6 @@ class _LiveTrainer(NamedTuple):
 
     trainer: Any
     components: np.ndarray
-
-
-def _chunks(X, device, dtype=None):
-    """``(start, rows)`` for each chunk of ``_TRANSFORM_CHUNK`` rows of ``X``, as tensors on
-    ``device``: encoding never builds the codes of all of ``X`` at once, and a memmap is read
-    one chunk at a time."""
-    for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
-        yield start, _as_tensor(X[start : start + _TRANSFORM_CHUNK], dtype, device)
 
 
 class _BaseSAE(
@@ -291,7 +283,7 @@ class _BaseSAE(
         params = self._params_as_tensors(X.dtype)
         out = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
         with torch.no_grad():
-            for start, chunk in _chunks(X, params["components_"].device):
+            for start, chunk in _row_chunks(X, params["components_"].device):
                 out[start : start + chunk.shape[0]] = self._encode(chunk, params).cpu().numpy()
         return out
 
@@ -303,7 +295,7 @@ class _BaseSAE(
         with torch.no_grad():
             blocks = [
                 self._encode_sparse(chunk, params)
-                for _, chunk in _chunks(X, params["components_"].device)
+                for _, chunk in _row_chunks(X, params["components_"].device)
             ]
         return sparse.vstack(blocks, format="csr", dtype=X.dtype)
 

@@ -14,10 +14,10 @@ from sklearn.utils import check_random_state
 from .._metrics.reconstruction import explained_variance
 from .._train.tensors import (
     _OUTLIER_RATIO,
-    _TRANSFORM_CHUNK,
     _as_tensor,
     _outlier_rows,
     _rms_scale,
+    _row_chunks,
     _sample_rows,
 )
 from .._utils import torch_generator
@@ -106,8 +106,7 @@ def validation_score(trainer, *, X_validation, encode, derive, published_params)
     params.update(derive(params))
     dtype, device = module.dictionary.dtype, module.dictionary.device
     X_hat = np.empty_like(X_validation)
-    for start in range(0, X_validation.shape[0], _TRANSFORM_CHUNK):
-        chunk = _as_tensor(X_validation[start : start + _TRANSFORM_CHUNK], dtype, device)
+    for start, chunk in _row_chunks(X_validation, device, dtype):
         recon = encode(chunk, params) @ params["components_"] + params["intercept_"]
         X_hat[start : start + chunk.shape[0]] = recon.cpu().numpy()
     return explained_variance(X_validation, X_hat)

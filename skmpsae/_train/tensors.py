@@ -29,6 +29,14 @@ def _as_tensor(array, dtype, device):
     return torch.as_tensor(array, dtype=dtype).to(device)
 
 
+def _row_chunks(X, device, dtype=None):
+    """``(start, rows)`` for each chunk of ``_TRANSFORM_CHUNK`` rows of ``X``, as tensors on
+    ``device``: encoding never builds the codes of all of ``X`` at once, and a memmap is read
+    one chunk at a time."""
+    for start in range(0, X.shape[0], _TRANSFORM_CHUNK):
+        yield start, _as_tensor(X[start : start + _TRANSFORM_CHUNK], dtype, device)
+
+
 def _cached_tensors(cache, arrays, np_dtype, device, derive):
     """``arrays`` (a dict of numpy arrays) as tensors of ``np_dtype`` on ``device``, plus
     ``derive(tensors)``'s extra tensors, from ``cache`` while the arrays are unchanged."""
