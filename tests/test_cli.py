@@ -125,6 +125,26 @@ def test_cli_fit_is_the_python_fit(data_file, tmp_path, capsys):
     assert capsys.readouterr().err == ""  # --quiet
 
 
+def test_param_sets_any_other_estimator_parameter(data_file, tmp_path):
+    path, X = data_file
+    out = tmp_path / "m.joblib"
+    params = ["--param", "min_cosine=0.1", "--param", "selection_method=rows"]
+    assert main(["fit", str(path), *FIT_ARGS, *params, "-q", "-o", str(out)]) == 0
+    fitted = joblib.load(out)
+    assert (fitted.min_cosine, fitted.selection_method) == (0.1, "rows")
+    expected = MatchingPursuitSAE(
+        n_components=12,
+        n_nonzero_coefs=3,
+        max_iter=3,
+        batch_size=128,
+        random_state=0,
+        device="cpu",
+        min_cosine=0.1,
+        selection_method="rows",
+    ).fit(X)
+    np.testing.assert_array_equal(fitted.components_, expected.components_)
+
+
 def test_plain_epoch_lines_without_tqdm(data_file, tmp_path, capsys, monkeypatch):
     path, _ = data_file
     monkeypatch.setitem(sys.modules, "tqdm", None)
@@ -211,6 +231,11 @@ def test_non_float_data_is_converted(tmp_path, capsys):
         (["fit", "{data}", "--alpha", "1", "-o", "m.joblib"], "relu only"),
         (["fit", "{data}", "--learning-rate", "nan", "-o", "m.joblib"], "positive number"),
         (["compare", "--models", "mp,pca"], "--models"),
+        (["fit", "{data}", "--param", "min_cosine", "-o", "m.joblib"], "NAME=VALUE"),
+        (["fit", "{data}", "--param", "k=3", "-o", "m.joblib"], "has no parameter 'k'"),
+        (["fit", "{data}", "--param", "n_components=3", "-o", "m.joblib"], "use --n-components"),
+        (["fit", "{data}", "--param", "min_cosine=2", "-o", "m.joblib"], "'min_cosine' parameter"),
+        (["fit", "{data}", "--param", "tol=1", "--param", "tol=2", "-o", "m.joblib"], "twice"),
     ],
 )
 def test_usage_errors_exit_2(argv, fragment, data_file, tmp_path, capsys, monkeypatch):

@@ -279,5 +279,64 @@ def _defaults(param, models=None):
     return f"{', '.join(rest)}, {values[others[0]]} for {who}"
 
 
+def _param(text):
+    """``--param NAME=VALUE``: VALUE read as None, true/false, an int or a float where it is
+    one, else kept as a string; the estimator's own validation judges it."""
+    name, equals, raw = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    if raw.lower() in ("none", "null"):
+        return name, None
+    if raw.lower() in ("true", "false"):
+        return name, raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    return name, raw
+
+
+def _add_param_option(parser):
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other parameter of the estimator, as in Python (repeatable), e.g. "
+        "--param min_cosine=0.2 --param selection_method=gemm",
+    )
+
+
+def _estimator_params(args, estimator, options, flags):
+    """The estimator's parameters from its dedicated flags (``options``, None where left out)
+    and from ``--param``; a parameter that has a flag or that the command sets itself is
+    refused (``flags``: name -> what to do instead). Errors name the flags, and come before
+    any data is read."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    params = {name: value for name, value in options.items() if value is not None}
+    names = estimator._get_param_names()
+    given = set()
+    for name, value in args.param:
+        if name in flags:
+            args.subparser.error(f"--param {name}: {flags[name]}")
+        if name not in names:
+            args.subparser.error(
+                f"--param {name}: {estimator.__name__} has no parameter {name!r}; its "
+                f"parameters: {', '.join(n for n in names if n not in flags)}"
+            )
+        if name in given:
+            args.subparser.error(f"--param {name} is given twice")
+        given.add(name)
+        params[name] = value
+    try:
+        estimator(**params)._validate_params()
+    except InvalidParameterError as exc:
+        args.subparser.error(f"--param: {exc}")
+    return params
+
+
 def _report(quiet):
     return (lambda message: None) if quiet else (lambda message: _emit(message, sys.stderr))

@@ -12,11 +12,13 @@ from .._train.progress import Progress, describe_epoch
 from .common import (
     MODEL_SUFFIXES,
     CommandError,
+    _add_param_option,
     _as_float_for_training,
     _check_output_dir,
     _check_suffix,
     _defaults,
     _emit,
+    _estimator_params,
     _learning_rate,
     _load_npy,
     _non_negative_float,
@@ -24,6 +26,20 @@ from .common import (
     _report,
     _silence,
 )
+
+# Estimator parameters that have a flag of their own (or that the command sets), not --param.
+_FLAGS = {
+    "n_components": "use --n-components",
+    "n_nonzero_coefs": "use --k",
+    "alpha": "use --alpha",
+    "batch_size": "use --batch-size",
+    "max_iter": "use --max-iter",
+    "learning_rate": "use --learning-rate",
+    "device": "use --device",
+    "random_state": "use --random-state",
+    "verbose": "skmpsae fit shows its own progress (-q/--quiet hides it)",
+    "callback": "skmpsae fit shows its own progress (-q/--quiet hides it)",
+}
 
 # Exit status after Ctrl-C, as a shell reports a process killed by SIGINT (128 + 2).
 _INTERRUPTED = 130
@@ -96,6 +112,7 @@ def add_parser(commands):
     )
     fit.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     fit.add_argument("--random-state", type=int, default=None, help="seed (default: none)")
+    _add_param_option(fit)
     fit.add_argument(
         "-o",
         "--output",
@@ -188,7 +205,7 @@ def run(args):
         "n_nonzero_coefs": args.k,
         "alpha": args.alpha,
     }
-    params = {name: value for name, value in options.items() if value is not None}
+    params = _estimator_params(args, spec.estimator, options, _FLAGS)
     estimator = spec.estimator(device=args.device, random_state=args.random_state, **params)
 
     device = resolve_device(args.device)  # fail before reading any data

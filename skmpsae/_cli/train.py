@@ -5,7 +5,28 @@ import warnings
 from pathlib import Path
 
 from .._models.registry import estimator_specs
-from .common import CommandError, _learning_rate, _non_negative_float, _positive_int
+from .common import (
+    CommandError,
+    _add_param_option,
+    _estimator_params,
+    _learning_rate,
+    _non_negative_float,
+    _positive_int,
+)
+
+# Estimator parameters that have a flag of their own (or that the command sets), not --param.
+_FLAGS = {
+    "n_components": "use --n-components",
+    "n_nonzero_coefs": "use --k",
+    "alpha": "use --alpha",
+    "batch_size": "use --sae-batch-size",
+    "learning_rate": "use --learning-rate",
+    "device": "use --device",
+    "random_state": "use --random-state",
+    "max_iter": "skmpsae train runs partial_fit until --tokens are used",
+    "verbose": "skmpsae train shows its own progress (-q/--quiet hides it)",
+    "callback": "skmpsae train shows its own progress (-q/--quiet hides it)",
+}
 
 
 def add_parser(commands):
@@ -93,6 +114,7 @@ def add_parser(commands):
         "model on its own part of the corpus, and the SAEs train data-parallel (default: 1)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_param_option(parser)
     parser.set_defaults(subparser=parser, run=run)
     return parser
 
@@ -112,7 +134,7 @@ def run(args):
         "batch_size": args.sae_batch_size,
         "learning_rate": args.learning_rate,
     }
-    params = {name: value for name, value in options.items() if value is not None}
+    params = _estimator_params(args, spec.estimator, options, _FLAGS)
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return _launch_workers(args)
     from .._train.distributed import destroy, init_from_environment, is_main_process
