@@ -52,8 +52,8 @@ _COUNTERS = (
 
 
 def _json_attribute(name, value):
-    """A fitted attribute or a sequence parameter as JSON; tuples and numeric arrays are
-    tagged so that they load as they were."""
+    """A fitted attribute or a sequence parameter as JSON; tuples, numeric arrays and
+    mappings with string keys are tagged so that they load as they were."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (Integral, np.bool_)):
@@ -63,6 +63,8 @@ def _json_attribute(name, value):
     if isinstance(value, (list, tuple)):
         items = [_json_attribute(name, v) for v in value]
         return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {"mapping": {key: _json_attribute(name, v) for key, v in value.items()}}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         return {"array": value.tolist(), "dtype": value.dtype.str}
     raise TypeError(f"cannot save {name}={value!r} of type {type(value).__name__}")
@@ -72,6 +74,8 @@ def _from_json_attribute(value):
     if isinstance(value, dict):
         if set(value) == {"tuple"} and isinstance(value["tuple"], list):
             return tuple(_from_json_attribute(v) for v in value["tuple"])
+        if set(value) == {"mapping"} and isinstance(value["mapping"], dict):
+            return {key: _from_json_attribute(v) for key, v in value["mapping"].items()}
         if set(value) == {"array", "dtype"} and np.dtype(value["dtype"]).kind in "biuf":
             return np.array(value["array"], dtype=np.dtype(value["dtype"]))
         raise ValueError(f"unexpected mapping {value!r}")

@@ -38,6 +38,8 @@ def describe(sae):
         "epochs": int(getattr(sae, "n_iter_", 0)),
         "final_loss": losses[-1] if losses else None,
         "dead_atoms_in_training": getattr(sae, "n_dead_components_", None),
+        "selection_method": getattr(sae, "selection_method_", None),
+        "selection_seconds": getattr(sae, "selection_seconds_", None),
         "provenance": getattr(sae, "provenance_", None),
     }
 
@@ -70,6 +72,19 @@ def format_description(path, summary):
         + ("" if loss is None else f", final loss {loss:.4g}")
         + ("" if dead is None else f", dead atoms {dead}/{summary['n_components']}"),
     ]
+    path = summary.get("selection_method")
+    if path:
+        timed = summary.get("selection_seconds") or {}
+        lines.append(
+            f"  selection path in training: {path}"
+            + (
+                " (timed on the first batch: "
+                + ", ".join(f"{p} {s:.3g} s" for p, s in sorted(timed.items(), key=lambda t: t[1]))
+                + ")"
+                if timed
+                else ""
+            )
+        )
     provenance = summary["provenance"] or {}
     held = provenance.get("held_out")
     if held:

@@ -636,8 +636,14 @@ class _BaseSAE(
         # The cache dict is created once and updated in place, so that transform never adds
         # attributes to a fitted estimator (scikit-learn's check_dict_unchanged).
         cache = self.__dict__.setdefault("_tensor_cache", {})
-        return _cached_tensors(cache, arrays, np_dtype, device, self._derived_tensors)
+        return _cached_tensors(
+            cache, arrays, np_dtype, device, self._derived_tensors, self._derived_settings()
+        )
 
     def _derived_tensors(self, tensors):
         """Extra tensors computed once per dictionary (e.g. a Gram matrix)."""
         return {}
+
+    def _derived_settings(self):
+        """The parameters that :meth:`_derived_tensors` depends on, beyond the arrays."""
+        return ()

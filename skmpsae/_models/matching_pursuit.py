@@ -1,8 +1,9 @@
 """MP-SAE: a sparse autoencoder whose encoder unrolls matching pursuit on its own dictionary.
 
-One model, one file: the torch module (about 110 lines) and the estimator, whose numpydoc,
-with each default's measurement, is most of the remaining 330; the file is over 400 lines for
-that reason only.
+One model, one file: the torch module with its two helpers (about 180 lines: the selection,
+with the path it measured carried in its state, the differentiable loss, early stops and the
+revival term) and the estimator (about 390, two thirds of them the numpydoc that gives each
+default's measurement); the file is over 400 lines for those reasons.
 """
 
 from numbers import Integral, Real
@@ -12,6 +13,7 @@ import torch
 from scipy import sparse
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._pursuit.autotune import measured_selection
 from .._pursuit.encode import _decode_selected, _scatter_codes, _select_omp
 from .._pursuit.grad import (
     _mp_coefficients,
@@ -20,7 +22,7 @@ from .._pursuit.grad import (
     _SelfProducts,
 )
 from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram
-from .._pursuit.selection import _select_mp
+from .._pursuit.selection import PATHS, _select_mp
 from .._train.optim import _AtomAdam
 from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
@@ -50,9 +52,17 @@ class _MatchingPursuitModule(_SAEModule):
         selection_dtype=None,
         revival_coef=0.0,
         min_cosine=0.0,
+        selection_method="auto",
     ):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
         self.min_cosine = min_cosine
+        self.selection_method = selection_method
+        # The path every batch without a Gram matrix takes: measured on the first such batch
+        # ("auto"), forced, or None (the cost model per batch); and the measurement's seconds.
+        self.selection_path = selection_method if selection_method in PATHS else None
+        self.selection_seconds = {}
+        # The path the last batch took, published as selection_method_.
+        self.last_path = None
         self.n_nonzero_coefs = n_nonzero_coefs
         self.positive = positive
         self.max_bytes = max_bytes
@@ -72,21 +82,62 @@ class _MatchingPursuitModule(_SAEModule):
     def _select(self, centred, gram=None, correlations=None):
         """The atoms (n, k) matching pursuit selects for the centred rows, without autograd,
         and the float mask of the steps taken."""
-        indices, values = _select_mp(
-            centred.detach(),
-            self.dictionary.detach(),
-            self.n_nonzero_coefs,
-            positive=self.positive,
-            gram=None if gram is None else gram.detach(),
-            distinct=self.n_distinct,
-            max_bytes=self.max_bytes,
-            compute_dtype=self.selection_dtype,
-            correlations=correlations,
-        )
-        taken = _steps_kept(centred.detach(), values, self.min_cosine)
+        X, dictionary = centred.detach(), self.dictionary.detach()
+        kwargs = {
+            "positive": self.positive,
+            "distinct": self.n_distinct,
+            "max_bytes": self.max_bytes,
+            "compute_dtype": self.selection_dtype,
+        }
+        if gram is None and self.selection_path is None and self.selection_method == "auto":
+            indices, values, self.selection_path, self.selection_seconds = measured_selection(
+                X, dictionary, self.n_nonzero_coefs, **kwargs
+            )
+            self.last_path = self.selection_path
+        else:
+            # A Gram matrix at hand makes its path the cheapest, unless one is forced.
+            method = self.selection_path or "auto"
+            if gram is not None and self.selection_method == "auto":
+                method = "gram"
+            info = {}
+            indices, values = _select_mp(
+                X,
+                dictionary,
+                self.n_nonzero_coefs,
+                gram=None if gram is None else gram.detach(),
+                method=method,
+                correlations=correlations,
+                info=info,
+                **kwargs,
+            )
+            self.last_path = info["plan"].method
+        taken = _steps_kept(X, values, self.min_cosine)
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
         self.n_distinct = int(selected.index_fill_(0, indices[taken], True).sum())
         return indices, taken.to(centred.dtype)
+
+    # The measured path travels with the module's state (checkpoints, pickled trainers), so
+    # that a resumed run takes the path of the run it continues: paths agree only up to
+    # rounding. A tensor, as the trainer's state holds tensors only: the path's index in
+    # PATHS (-1: none yet), then the measured seconds of each (NaN: not measured).
+    def get_extra_state(self):
+        path = -1 if self.selection_path is None else PATHS.index(self.selection_path)
+        seconds = [self.selection_seconds.get(p, float("nan")) for p in PATHS]
+        return torch.tensor([path, *seconds], dtype=torch.float64)
+
+    def set_extra_state(self, state):
+        if self.selection_method != "auto":
+            return  # a forced path or the cost model: nothing was measured
+        path, *seconds = state.tolist()
+        self.selection_path = None if path < 0 else PATHS[int(path)]
+        self.selection_seconds = {p: s for p, s in zip(PATHS, seconds, strict=True) if s == s}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the path was measured have no extra state: measure again.
+        key = prefix + "_extra_state"
+        if key not in state_dict:
+            state_dict[key] = self.get_extra_state()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable), the selected atoms and the float mask of
@@ -261,6 +312,18 @@ class MatchingPursuitSAE(_BaseSAE):
         for its loss anyway, selects from those. On a CPU, half-precision GEMMs are far
         slower: leave it None there.
         Measured effect on R2: see docs/performance.md.
+    selection_method : {"auto", "cost_model", "gram", "rows", "gemm"}, default="auto"
+        How the pursuit finds each step's atom where no Gram matrix is at hand (training
+        beyond about 3,000 atoms; :meth:`transform` beyond what ``cache_size`` caches). The
+        exact paths give the same codes up to rounding: "gram" computes the whole Gram
+        matrix, "rows" its rows for the atoms selected, "gemm" one correlation GEMM per step.
+        "auto" times the paths that a cost model leaves as candidates on the first training
+        batch, keeps the fastest for the run and for :meth:`transform`, and remembers it for
+        this machine and these sizes in ``~/.cache/skmpsae/selection.json``
+        (``SKMPSAE_CACHE_DIR`` moves it; delete it to measure again); the measuring costs the
+        other candidates' time on one batch. "cost_model" lets the model choose per batch
+        without measuring; a path's name forces that path everywhere.
+        Measured in docs/performance.md ("Epoch time against n_components").
     sparse_output : bool, default=False
         If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the
         selected atoms, never a dense (n_samples, n_components) array (as
@@ -301,6 +364,12 @@ class MatchingPursuitSAE(_BaseSAE):
         (close to ``1 - R2`` on the training data).
     n_dead_components_ : int
         Atoms chosen for no sample during the last epoch.
+    selection_method_ : str
+        The selection path ("gram", "rows" or "gemm") of the last training batch.
+    selection_seconds_ : dict
+        Seconds each candidate path took on the batch where ``selection_method="auto"``
+        timed them (in this fit, or in an earlier run whose choice the cache recalled);
+        empty where nothing was timed (one candidate, a Gram matrix at hand, a forced path).
     validation_scores_ : list of float or None
         Held-out R2 after each epoch of the last :meth:`fit` with ``early_stopping=True``;
         None otherwise.
@@ -366,6 +435,7 @@ class MatchingPursuitSAE(_BaseSAE):
         "selection_dtype": [StrOptions({"bfloat16", "float16"}), None],
         "revival_coef": [Interval(Real, 0, None, closed="left")],
         "min_cosine": [NotBoolInterval(Real, 0, 1, closed="both")],
+        "selection_method": [StrOptions({"auto", "cost_model", *PATHS})],
     }
 
     def __init__(
@@ -390,6 +460,7 @@ class MatchingPursuitSAE(_BaseSAE):
         cache_size=2048,
         sparse_output=False,
         selection_dtype=None,
+        selection_method="auto",
         callback=None,
         early_stopping=False,
         validation_fraction=0.1,
@@ -415,6 +486,7 @@ class MatchingPursuitSAE(_BaseSAE):
         self.cache_size = cache_size
         self.sparse_output = sparse_output
         self.selection_dtype = selection_dtype
+        self.selection_method = selection_method
         self.callback = callback
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -451,7 +523,17 @@ class MatchingPursuitSAE(_BaseSAE):
             selection_dtype=self._compute_dtype(),
             revival_coef=self.revival_coef,
             min_cosine=self.min_cosine,
+            selection_method=self.selection_method,
         )
+
+    def _fitted_extras(self, module):
+        return {
+            "selection_method_": module.last_path,
+            "selection_seconds_": dict(module.selection_seconds),
+        }
+
+    def _derived_settings(self):
+        return (self._max_bytes(),)
 
     def _derived_tensors(self, tensors):
         # The Gram matrix is cached only if it takes at most half of the memory budget;
@@ -477,6 +559,17 @@ class MatchingPursuitSAE(_BaseSAE):
         codes.eliminate_zeros()
         return codes
 
+    def _transform_path(self, gram):
+        """The selection path of :meth:`transform` ("auto": the cost model's choice)."""
+        if self.selection_method in PATHS:
+            return self.selection_method
+        measured = getattr(self, "selection_method_", None)
+        # The path timed in training, where no Gram matrix is cached to make it moot; the
+        # whole-Gram path is left to the model, which knows whether the matrix fits.
+        if gram is None and self.selection_method == "auto" and measured in ("rows", "gemm"):
+            return measured
+        return "auto"
+
     def _select(self, X, params):
         """Selected atoms and their values, each (n, k), for :meth:`transform`."""
         X = X - params["intercept_"]
@@ -490,8 +583,6 @@ class MatchingPursuitSAE(_BaseSAE):
             # A tolerance stops each sample by itself: allow every step until it does.
             k = self.n_nonzero_coefs if tol is None else max_steps
         max_bytes = self._max_bytes()
-        if gram is not None and gram.numel() * gram.element_size() > max_bytes // 2:
-            gram = None  # cached under a larger cache_size than the current one
         if omp:
             return _select_omp(
                 X, dictionary, min(k, max_steps), self.positive_code, tol, gram, max_bytes=max_bytes
@@ -506,6 +597,7 @@ class MatchingPursuitSAE(_BaseSAE):
             gram,
             max_bytes=max_bytes,
             compute_dtype=compute_dtype,
+            method=self._transform_path(gram),
         )
         if self.min_cosine:
             values = values * _steps_kept(X, values, self.min_cosine).to(values.dtype)

@@ -46,6 +46,10 @@ _SECONDS_PER_ARGMAX_ENTRY = 1.5e-9
 _SECONDS_PER_ROWS_CALL = 1.5e-4
 
 
+# The exact paths, in the order the module docstring describes them.
+PATHS = ("gram", "rows", "gemm")
+
+
 class _Plan(NamedTuple):
     method: str
     chunk: int  # rows per chunk of correlations
@@ -122,8 +126,9 @@ def _plan_mp(
     elif method not in costs:
         raise ValueError(
             f"The memory budget of {max_bytes / 2**20:.3g} MiB (cache_size) cannot hold the "
-            f"{K} x {K} Gram matrix ({K * row_bytes / 2**20:.3g} MiB) that method={method!r} "
-            "needs; raise cache_size or let the method be chosen automatically."
+            f"{K} x {K} Gram matrix ({K * row_bytes / 2**20:.3g} MiB) that "
+            f"selection_method={method!r} needs; raise cache_size or let the path be chosen "
+            "automatically."
         )
     return _Plan(method, chunk, capacity, costs)
 

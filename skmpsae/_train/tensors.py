@@ -37,10 +37,11 @@ def _row_chunks(X, device, dtype=None):
         yield start, _as_tensor(X[start : start + _TRANSFORM_CHUNK], dtype, device)
 
 
-def _cached_tensors(cache, arrays, np_dtype, device, derive):
+def _cached_tensors(cache, arrays, np_dtype, device, derive, settings=()):
     """``arrays`` (a dict of numpy arrays) as tensors of ``np_dtype`` on ``device``, plus
-    ``derive(tensors)``'s extra tensors, from ``cache`` while the arrays are unchanged."""
-    key = (np.dtype(np_dtype).str, str(device))
+    ``derive(tensors)``'s extra tensors, from ``cache`` while the arrays and the ``settings``
+    the derived tensors depend on (e.g. a memory budget) are unchanged."""
+    key = (np.dtype(np_dtype).str, str(device), settings)
     # The entry is read and replaced as one tuple: concurrent transforms (e.g. one float32,
     # one float64) must never see another call's half-written entry.
     entry = cache.get("entry")
