@@ -15,6 +15,11 @@ can win back. The model's favourite runs last (warm caches, no first-call costs)
 path must beat it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run
 off the model's choice for nothing. The batch's codes are those of the chosen path: measuring
 costs the other candidates' time on one batch, once per machine and size.
+
+In data-parallel training each rank chooses for itself (no collective is needed, and a rank
+whose share of a batch is empty never waits for the others); ranks of one machine recall one
+another's choice from the shared file once it is written. Every path is exact, so ranks on
+different paths differ only by rounding.
 """
 
 import json
