@@ -3,6 +3,13 @@
 Import them as ``from _helpers import ...``: pytest puts this folder on ``sys.path``.
 """
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 
 from skmpsae._models.registry import estimator_specs
@@ -46,3 +53,52 @@ def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):
     rng = np.random.RandomState(seed)
     X = rng.rand(n_samples, 3) @ rng.randn(3, n_features) + 0.05 * rng.randn(n_samples, n_features)
     return X.astype(dtype)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_ranks(argv, world_size, timeout):
+    """Start ``world_size`` processes ``python ARGV...`` as the ranks of a gloo process group
+    (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set as torchrun sets them, on a free port,
+    one thread each, importing this checkout's skmpsae whatever else is installed); return
+    their (exit status, stderr) once all have exited, killing any still running after
+    ``timeout`` seconds."""
+    port = _free_port()
+    root = str(Path(__file__).resolve().parents[1])
+    procs = []
+    try:
+        for rank in range(world_size):
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": "1",
+                "CUDA_VISIBLE_DEVICES": "",
+                "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *argv],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        results = []
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((proc.returncode, stderr))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

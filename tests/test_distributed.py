@@ -7,7 +7,6 @@ reaped, also when a test fails.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +16,11 @@ import joblib
 import numpy as np
 import pytest
 
+from _helpers import run_ranks
 from skmpsae import MatchingPursuitSAE
 from skmpsae._train.distributed import _ProcessGroup
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
-# The worker imports this checkout's skmpsae, whatever else is installed.
-ROOT = str(Path(__file__).resolve().parents[1])
 TIMEOUT = 240  # seconds; a two-rank run takes 3-10 s on an idle 2-core machine
 # Parameters of the worker's MatchingPursuitSAE (see _distributed_worker.py).
 PARAMS = {
@@ -45,49 +43,9 @@ def data_file(tmp_path):
     return path
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_ranks(mode, data, out_dir, world_size=2):
-    """Start ``world_size`` ranks of the worker; return their (exit status, stderr) once all
-    have exited, killing any still running after TIMEOUT seconds."""
-    port = _free_port()
-    procs = []
-    try:
-        for rank in range(world_size):
-            env = {
-                **os.environ,
-                "RANK": str(rank),
-                "WORLD_SIZE": str(world_size),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "OMP_NUM_THREADS": "1",
-                "CUDA_VISIBLE_DEVICES": "",
-                "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-            }
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(WORKER), mode, str(data), str(out_dir)],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        deadline = time.monotonic() + TIMEOUT
-        results = []
-        for proc in procs:
-            _, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            results.append((proc.returncode, stderr))
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    """Start ``world_size`` ranks of the worker; their (exit status, stderr) once all exited."""
+    return run_ranks([str(WORKER), mode, str(data), str(out_dir)], world_size, TIMEOUT)
 
 
 def _rank_result(out_dir, rank):

@@ -8,12 +8,14 @@ command line and the pattern over its six layers.
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+from _helpers import run_ranks
 from skmpsae import MatchingPursuitSAE, TopKSAE, io
 from skmpsae.cli import main
 
@@ -365,6 +367,43 @@ def test_resume_after_an_interrupt_gives_the_same_bits(gpt2, tmp_path, monkeypat
         assert json.loads(a.metadata()["skmpsae"]) == json.loads(b.metadata()["skmpsae"])
         for key in a.keys():
             np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
+
+
+def test_data_parallel_resume_after_an_interrupt_gives_the_same_bits(gpt2, tmp_path):
+    """Two gloo ranks, each streaming its own documents through its own shuffle buffer,
+    die just after the second checkpoint and resume (tests/_stream_worker.py): every
+    rank ends with the models of the run never interrupted, bit for bit."""
+    model, tokenizer = gpt2
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(DOCS) + "\n")
+    worker = str(Path(__file__).with_name("_stream_worker.py"))
+    argv = [worker, str(tmp_path / "model"), str(corpus), str(tmp_path)]
+    for status, stderr in run_ranks(argv, world_size=2, timeout=240):
+        assert status == 0, stderr[-3000:]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert not (whole / "checkpoint.safetensors").exists()
+    assert not (resumed / "checkpoint.safetensors").exists()
+    runs = [np.load(run / f"rank{r}.npz") for run in (whole, resumed) for r in range(2)]
+    assert set(runs[0].files) == {
+        f"h.{i}/{name}_"
+        for i in range(2)
+        for name in ("components", "intercept", "loss_curve", "n_iter", "n_steps")
+    }
+    # 8 chunks of 64 rows from each rank; the interrupted run died at the end of the 4th.
+    assert int(runs[0]["h.0/n_iter_"]) == 8
+    for other in runs[1:]:
+        for key in runs[0].files:
+            assert torch.equal(torch.from_numpy(other[key]), torch.from_numpy(runs[0][key])), key
+    for h in ("h.0", "h.1"):
+        a, b = (safe_open(str(run / f"{h}.safetensors"), "numpy") for run in (whole, resumed))
+        assert json.loads(a.metadata()["skmpsae"]) == json.loads(b.metadata()["skmpsae"])
+        assert sorted(a.keys()) == sorted(b.keys())
+        for key in a.keys():
+            assert torch.equal(
+                torch.from_numpy(a.get_tensor(key)), torch.from_numpy(b.get_tensor(key))
+            )
 
 
 def test_bad_input_is_one_clear_error_and_writes_nothing(gpt2, tmp_path):
