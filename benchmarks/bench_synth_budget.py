@@ -7,10 +7,11 @@ scaled world instead (drawn with ``random_state=1``; ``bench_synth.py``'s world 
 ``partial_fit`` in chunks of ``--chunk`` rows, one pass each, and is scored with
 :func:`skmpsae.metrics.ground_truth_scores` after ``CHECKPOINTS`` samples: one run gives a
 learning curve per model. ``partial_fit`` warms the learning rate up and then holds it
-constant (a fit's last-20% decay needs the number of steps in advance), so every point of a
-curve is trained alike; the settings are otherwise the library defaults, as in
-``bench_synth.py``, at ``k = 25``. The MP-SAE trained with ``min_cosine=0.2`` is scored both as
-trained and encoded with all 25 steps (``min_cosine=0`` after training, as
+constant, so every point of a curve is trained alike; ``--cool-down N`` then gives each run
+the final decay a fit has (the rate falling linearly to zero, here over ``N`` more samples)
+and scores it again. The settings are otherwise the library defaults, as in
+``bench_synth.py``, at ``k = 25``. The MP-SAE trained with ``min_cosine=0.2`` is scored both
+with its stop and encoded with all 25 steps (``min_cosine=0`` after training, as
 ``bench_synth_mp.py`` does).
 
 The runs advance together, one checkpoint at a time (every model and seed reaches 120,000
@@ -19,12 +20,13 @@ After each checkpoint the scores are added to ``bench_synth_budget.json`` and ea
 (with its optimiser state) is pickled into ``bench_synth_budget/`` in the cache directory: the
 next run continues from there.
 
-Run: ``python benchmarks/bench_synth_budget.py [--samples 1000000] [--seeds 2]`` (about 40
-minutes per seed and million samples single-threaded on a quiet 2-core machine, plus ~15
-minutes to draw the million fresh samples the first time; they are cached); ``--plot-only``
-rebuilds the table and the figure from the cache. The table goes between the markers
-``synth-budget`` in ``docs/benchmarks.md``, the learning curves to
-``docs/synth_budget_scaled.png``; both stop at the last checkpoint that every run reached.
+Run: ``python benchmarks/bench_synth_budget.py --samples 1000000 --seeds 3 --cool-down 200000``
+(about 15 minutes per seed single-threaded on a shared 2-core machine, plus ~16 minutes to draw
+the million fresh samples the first time; they are cached); ``--plot-only`` rebuilds the
+table and the figure from the cache. The table (120,000 and 1M samples seen, and after the
+decay) goes between the markers ``synth-budget`` in ``docs/benchmarks.md``, the learning
+curves to ``docs/synth_budget_scaled.png``; both leave out a checkpoint that not every model
+has reached with the same seeds.
 """
 
 import json
@@ -51,7 +53,9 @@ from skmpsae.metrics import ground_truth_scores
 
 K = 25
 CHECKPOINTS = (120_000, 240_000, 480_000, 720_000, 1_000_000)
-# Fresh samples drawn once and cached; a run uses the first --samples of them.
+# The checkpoints in the table (with the last one every run reached).
+TABLE_BUDGETS = (120_000, 1_000_000)
+# Fresh samples are drawn and cached in parts of FRESH; a run uses the first --samples.
 FRESH = 1_000_000
 # name -> (estimator, parameters of the fit, {scored name: parameters set for scoring}).
 MODELS = {
@@ -70,21 +74,23 @@ MODELS = {
 
 
 def load_fresh(n_samples, cache_dir, features):
-    """The first ``n_samples`` of ``FRESH`` training samples of the scaled world, drawn apart
-    from ``load_world``'s (another ``random_state``) and cached on disk; ``features`` checks
-    that they come from the same world."""
-    if n_samples > FRESH:
-        raise ValueError(f"--samples is at most {FRESH}, got {n_samples}")
-    path = Path(cache_dir) / f"synthsaebench-scaled-fresh-{FRESH}.npz"
-    if not path.exists():
-        tic = time.perf_counter()
-        world = make_synthsaebench(FRESH, config="scaled", random_state=1)
-        if not np.array_equal(world.features, features):
-            raise RuntimeError("the fresh samples come from another world than bench_synth.py's")
-        print(f"drew {FRESH} fresh samples in {time.perf_counter() - tic:.0f}s", flush=True)
-        with atomic_write(path) as file:
-            np.savez(file, data=world.data)
-    return np.load(path)["data"][:n_samples]
+    """``n_samples`` training samples of the scaled world, drawn apart from ``load_world``'s:
+    parts of ``FRESH`` samples, part ``i`` drawn with ``random_state=1 + i`` and cached on disk
+    (drawing one takes ~15 minutes on a shared CPU); ``features`` checks that they come from
+    the same world."""
+    parts = []
+    for i in range(-(-n_samples // FRESH)):
+        path = Path(cache_dir) / f"synthsaebench-scaled-fresh-{FRESH}-seed{1 + i}.npz"
+        if not path.exists():
+            tic = time.perf_counter()
+            world = make_synthsaebench(FRESH, config="scaled", random_state=1 + i)
+            if not np.array_equal(world.features, features):
+                raise RuntimeError("the fresh samples come from another world than bench_synth's")
+            print(f"drew {FRESH} fresh samples in {time.perf_counter() - tic:.0f}s", flush=True)
+            with atomic_write(path) as file:
+                np.savez(file, data=world.data)
+        parts.append(np.load(path)["data"])
+    return np.concatenate(parts)[:n_samples]
 
 
 def score(est, encodings, test, test_acts, features):
@@ -96,6 +102,19 @@ def score(est, encodings, test, test_acts, features):
         est.set_params(**saved)
         out[name] = {m: float(s[m]) for m in METRICS}
     return out
+
+
+def point(row):
+    """``(samples seen, samples of the final decay)`` of a row: where on the curves it is."""
+    return row["samples"], row.get("cool_down", 0)
+
+
+def done_points(rows):
+    return {(r["model"], r["seed"], *point(r)) for r in rows}
+
+
+def scored_names(models):
+    return [m for name in models for m in MODELS[name][2]]
 
 
 def advance(name, seed, stop, train, chunk, state_dir):
@@ -122,6 +141,7 @@ def advance(name, seed, stop, train, chunk, state_dir):
 
 COLUMNS = [
     ("samples", "samples seen", ","),
+    ("lr", "learning rate", ""),
     ("model", "SAE", ""),
     ("f1", "F1", ".3f"),
     ("mcc", "MCC", ".3f"),
@@ -134,22 +154,30 @@ COLUMNS = [
 
 
 def table(rows, budgets):
-    """Mean ± sd over the seeds at each budget in ``budgets``, models in ``MODELS``'s order."""
-    order = [m for _, _, encodings in MODELS.values() for m in encodings]
-    at = [r for r in rows if r["samples"] in budgets]
-    merged = aggregate(at, ["samples", "model"])
+    """Mean ± sd over the seeds at each point in ``budgets`` (see :func:`point`), models in
+    ``MODELS``'s order."""
+    order = scored_names(MODELS)
+    at = [r | {"lr": lr_label(r)} for r in rows if point(r) in budgets]
+    merged = aggregate(at, ["samples", "lr", "model"])
     merged.sort(key=lambda r: (r["samples"], order.index(r["model"])))
     return markdown_table(merged, COLUMNS)
 
 
+def lr_label(row):
+    n = row.get("cool_down", 0)
+    return f"decayed to 0 over the last {n:,}" if n else "constant"
+
+
 def plot(rows, name="synth_budget_scaled.png"):
     """F1 and variance explained against samples seen: one colour per model, a thin line per
-    seed, the mean over seeds bold."""
+    seed, the mean over seeds bold (constant learning rate); a star for the mean after the
+    final decay of the learning rate, where measured."""
     plt = use_agg()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    models = [m for _, _, encodings in MODELS.values() for m in encodings]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
+    models = scored_names(MODELS)
     for i, model in enumerate(models):
-        mine = [r for r in rows if r["model"] == model]
+        mine = [r for r in rows if r["model"] == model and not r.get("cool_down")]
+        cooled = [r for r in rows if r["model"] == model and r.get("cool_down")]
         if not mine:
             continue
         colour = f"C{i}"
@@ -168,6 +196,8 @@ def plot(rows, name="synth_budget_scaled.png"):
                 linewidth=2,
                 label=f"{model} ({len(seeds)} seeds)",
             )
+            for r in aggregate(cooled, ["samples"]):
+                ax.plot(r["samples"], float(r[metric]), color=colour, marker="*", markersize=14)
     for ax, label in zip(
         axes, ("F1 (latent as detector of its true feature)", "variance explained"), strict=True
     ):
@@ -175,19 +205,47 @@ def plot(rows, name="synth_budget_scaled.png"):
         ax.set_xlabel("training samples seen (fresh, held-out scoring)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize="small")
+    if any(r.get("cool_down") for r in rows):
+        axes[0].plot([], [], "k*", markersize=12, linestyle="none", label="after the decay")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
     fig.suptitle("SynthSAEBench scaled, 1,024 latents, L0 = 25: learning curves")
     save_figure(fig, name)
     plt.close(fig)
+
+
+def cool_down(name, seed, start, n_samples, train, chunk, state_dir):
+    """Run ``(name, seed)`` from its pickle at ``start`` samples seen, trained on
+    ``n_samples`` more with the learning rate falling linearly to zero, one constant step per
+    chunk (what a fit's final decay does, which ``partial_fit`` alone cannot); the pickle is
+    kept. The decay re-reads the first ``n_samples`` of ``train``, seen once ``start -
+    n_samples`` samples earlier (drawing more fresh ones takes ~15 minutes per million)."""
+    if n_samples > start:
+        raise ValueError(f"--cool-down is at most --samples ({start}), got {n_samples}")
+    path = Path(state_dir) / f"{name.replace(' ', '_')}-seed{seed}.pkl"
+    est, seen, seconds = pickle.loads(path.read_bytes())
+    if seen != start:
+        raise RuntimeError(f"{path} has seen {seen} samples, not {start}")
+    peak, n_chunks = est._learning_rate(), -(-n_samples // chunk)
+    tic = time.perf_counter()
+    for i in range(n_chunks):
+        est.set_params(learning_rate=peak * (1 - (i + 0.5) / n_chunks))
+        est.partial_fit(train[i * chunk : min((i + 1) * chunk, n_samples)])
+    return est, seconds + time.perf_counter() - tic
 
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=CHECKPOINTS[-1])
     p.add_argument("--chunk", type=int, default=40_000)
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "skmpsae"))
+    p.add_argument(
+        "--cool-down",
+        type=int,
+        default=0,
+        help="after --samples, train this many more with the learning rate decaying to zero",
+    )
     p.add_argument("--plot-only", action="store_true", help="table and figure from the cache")
     args = p.parse_args(argv)
     limit_threads(args.threads)
@@ -204,8 +262,7 @@ def main(argv=None):
             for seed in range(args.seeds):
                 for name in args.models:
                     encodings = MODELS[name][2]
-                    done = {(r["model"], r["seed"], r["samples"]) for r in rows}
-                    if all((m, seed, stop) in done for m in encodings):
+                    if all((m, seed, stop, 0) in done_points(rows) for m in encodings):
                         continue
                     est, seconds = advance(name, seed, stop, train, args.chunk, state_dir)
                     scores = score(est, encodings, test, test_acts, features)
@@ -224,11 +281,54 @@ def main(argv=None):
                         + f" ({seconds:.0f}s training)",
                         flush=True,
                     )
-    # The last checkpoint every run has reached (the runs advance together).
-    runs = {(r["model"], r["seed"]) for r in rows}
-    reached = min(max(r["samples"] for r in rows if (r["model"], r["seed"]) == run) for run in runs)
-    rows = [r for r in rows if r["samples"] <= reached]
-    budgets = sorted({CHECKPOINTS[0], reached})
+        for seed in range(args.seeds) if args.cool_down else ():
+            for name in args.models:
+                encodings = MODELS[name][2]
+                key = (args.samples + args.cool_down, args.cool_down)
+                if all((m, seed, *key) in done_points(rows) for m in encodings):
+                    continue
+                est, seconds = cool_down(
+                    name, seed, args.samples, args.cool_down, train, args.chunk, state_dir
+                )
+                scores = score(est, encodings, test, test_acts, features)
+                rows += [
+                    {"model": m, "seed": seed, "samples": key[0], "cool_down": key[1]}
+                    | {"seconds": seconds, **s}
+                    for m, s in scores.items()
+                ]
+                with atomic_write(results) as file:
+                    file.write(json.dumps(rows).encode())
+                print(
+                    f"{args.samples} + {args.cool_down} decayed, seed {seed}: "
+                    + ", ".join(
+                        f"{m} F1 {s['f1']:.3f} VE {s['explained_variance']:.3f}"
+                        for m, s in scores.items()
+                    ),
+                    flush=True,
+                )
+    # The seeds asked for (--plot-only --seeds 2 leaves out a third seed), at the checkpoints
+    # that every model has reached with the same seeds (a run stopped part-way through a
+    # checkpoint leaves it out).
+    names = scored_names(args.models)
+    rows = [r for r in rows if r["seed"] < args.seeds and r["model"] in names]
+    points = sorted({point(r) for r in rows})
+    seeds = {
+        (c, m): {r["seed"] for r in rows if point(r) == c and r["model"] == m}
+        for c in points
+        for m in names
+    }
+    complete = [
+        c
+        for c in points
+        if seeds[c, names[0]] and all(seeds[c, m] == seeds[c, names[0]] for m in names)
+    ]
+    rows = [r for r in rows if point(r) in complete]
+    constant = [c for c in complete if not c[1]]
+    budgets = sorted(
+        {c for c in constant if c[0] in TABLE_BUDGETS}
+        | set(constant[-1:])
+        | set(complete) - set(constant)
+    )
     text = table(rows, budgets)
     print(f"\nSynthSAEBench scaled at longer budgets (mean ± sd over seeds)\n{text}")
     if not args.no_write:
