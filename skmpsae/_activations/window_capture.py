@@ -1,12 +1,14 @@
 """:func:`skmpsae.activations.capture` over a :class:`Corpus`: the token windows that
 :func:`skmpsae.activations.stream` reads, through the same code, written in corpus order to
-the resumable ``.npy`` file of ``capture_file``."""
+the resumable ``.npy`` file of ``capture_file``, with the rows' provenance beside it (the
+window's index in the capture as the text index: see ``provenance``)."""
 
 from pathlib import Path
 
 import numpy as np
 
 from .capture_file import _resume_state, _RowFile, _save_state
+from .provenance import _ProvenanceWriter
 from .stream import _ActivationStream
 
 
@@ -54,7 +56,8 @@ def _capture_windows(
         "skip_special_tokens": bool(skip_special_tokens),
         "n_features": n_features,
     }
-    state_path, _, rows = _resume_state(output, settings, overwrite)
+    # The state's "texts_done" counts windows: the text index of the next window's rows.
+    state_path, windows, rows = _resume_state(output, settings, overwrite)
     if rows:
         import json
 
@@ -63,15 +66,21 @@ def _capture_windows(
 
     progress = Progress(None, "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
+    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
     try:
-        for batch_rows, position, _ in source._batches():
+        for batch_rows, position, ids, keep in source._token_batches():
             out.append(batch_rows[name])
+            tokens.append(windows, keep, ids)
+            tokens.commit()
             out.commit()
             source.position = position
-            _save_state(state_path, {**settings, "position": list(position)}, 0, out.n_rows)
+            windows += ids.shape[0]
+            _save_state(state_path, {**settings, "position": list(position)}, windows, out.n_rows)
             progress.update(f"{out.n_rows} rows")
     finally:
         out.close()
+        tokens.close()
         progress.close()
+    tokens.write_vocab(source.framing.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(Path(output), mmap_mode="r")
