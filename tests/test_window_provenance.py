@@ -179,3 +179,53 @@ def test_report_of_a_window_capture_shows_the_tokens(tmp_path):
             assert [t for t in context["t"] if t] == by_hand
             shown += 1
     assert shown == 8 * 3 and '" cat"' in chunk and "row " not in chunk
+
+
+def test_cli_capture_of_a_corpus_then_fit_and_report(tmp_path, capsys):
+    from skmpsae.cli import main
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=16, n_head=2, vocab_size=40, n_positions=64, bos_token_id=None
+    )
+    config.eos_token_id = None
+    tokenizer = _tokenizer("gpt2")
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"body": d}) + "\n" for d in DOCS))
+    acts = tmp_path / "acts.npy"
+    argv = ["capture", str(tmp_path / "lm"), "--hookpoint", "transformer.h.0"]
+    argv += ["--corpus", str(corpus), "--text-field", "body", "--context-size", str(CONTEXT)]
+    assert main([*argv, "--batch-size", "4", "-o", str(acts), "-q"]) == 0
+    windows = _windows_by_hand(tokenizer, "gpt2")
+    out = capsys.readouterr().out
+    assert f"from {len(windows)} windows of {CONTEXT} tokens" in out
+    table = np.load(str(acts) + ".tokens.npy")
+    assert table.tolist() == [[w, p, t] for w, ids in enumerate(windows) for p, t in enumerate(ids)]
+    meta = json.loads((tmp_path / "acts.npy.meta.json").read_text())
+    assert meta["context_size"] == CONTEXT and meta["n_rows"] == len(table)
+    assert meta["hookpoint"] == "transformer.h.0" and meta["model"] == str(tmp_path / "lm")
+    # fit holds out whole windows; the report shows the windows' tokens.
+    fit = ["fit", str(acts), "--model", "topk", "--n-components", "8", "--k", "2"]
+    fit += ["--max-iter", "1", "--validation-fraction", "0.25", "-q"]
+    assert main([*fit, "-o", str(tmp_path / "m.safetensors")]) == 0
+    report = ["report", str(tmp_path / "m.safetensors"), "--acts", str(acts)]
+    assert main([*report, "-o", str(tmp_path / "site"), "-q"]) == 0
+    chunk = (tmp_path / "site" / "data" / "atoms_0000.js").read_text()
+    assert '" cat"' in chunk and "row " not in chunk
+    # The options of the other source are one-line errors.
+    capsys.readouterr()
+    for extra, message in (
+        (["--input"], "--input applies to --texts"),
+        (["--max-length", "8"], "--max-length applies to --texts"),
+        (["--context-size", "999"], "--context-size 999 is beyond the model's limit of 64"),
+    ):
+        assert main([*argv, *extra, "-o", str(tmp_path / "x.npy")]) != 0
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    texts = ["capture", str(tmp_path / "lm"), "--hookpoint", "transformer.h.0", "--texts"]
+    texts += [str(corpus), "--context-size", "8", "-o", str(tmp_path / "y.npy")]
+    assert main(texts) != 0
+    assert "--context-size applies to --corpus" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "y.npy").exists()
