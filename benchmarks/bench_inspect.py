@@ -8,19 +8,25 @@ Three parts (``--part``, default all):
   matching pursuit's co-selection for MP-SAE, from co-activation for TopK and BatchTopK
   (``hierarchy_recovery``, atoms matched one to one to the features); also with MP-SAE's
   dictionary set to the true features (what the rule gives when the atoms are right).
-* ``report``: ``write_report`` for an MP-SAE with ``--n-components`` atoms (k=32) over
-  ``--n-rows`` x 768 memory-mapped activation-like rows, against one plain ``transform`` pass
-  (sparse output) of the same model over the same file; wall time and peak resident memory,
-  each in its own process.
+* ``report``: ``write_report`` with its defaults (``n_top=20, window=8``, as ``skmpsae report``
+  runs it) for an MP-SAE with ``--n-components`` atoms (k=32) over ``--n-rows`` x 768
+  memory-mapped activation-like rows, written chunk by chunk (one chunk in memory), with a
+  provenance file as a window capture of 128-token windows writes it (random token ids), so
+  that the report shades each top row's context; against one plain ``transform`` pass (sparse
+  output) of the same model over the same file. ``--stages`` adds ``report-window0``
+  (``window=0``: the statistics pass without the shading). Each run in its own process: wall
+  and CPU seconds (CPU time is what a loaded machine distorts least), peak anonymous memory
+  (sampled every 50 ms) and ``VmHWM`` (which also counts the mapped rows' file pages).
 * ``browser``: the page weight of that report's index and its time to first render (the
   table drawn) and to open an atom, in headless Chromium.
 
-Run: ``python benchmarks/bench_inspect.py [--n-rows 20000 --n-components 16384]``; the tables
-go between the markers ``inspect-*`` in ``docs/inspecting.md``.
+Run: ``python benchmarks/bench_inspect.py [--n-rows 1000000 --n-components 16384]``; the
+tables go between the markers ``inspect-*`` in ``docs/inspecting.md``. The default is the
+issue's size, 1M rows (3 GiB of disk in ``--tmpdir``, one to two hours on one thread);
+``--n-rows 20000 --no-write`` checks the script in minutes.
 """
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,12 +36,17 @@ from pathlib import Path
 import numpy as np
 from _common import (
     MeanSD,
-    activation_like,
     limit_threads,
     markdown_table,
     parser,
+    write_npy,
     write_table,
 )
+
+from skmpsae._activations.provenance import provenance_path
+
+N_TOP, WINDOW = 20, 8  # write_report's defaults: what `skmpsae report` does
+TEXT_TOKENS = 128  # tokens per window of the synthetic provenance
 
 
 def part_tree(seeds):
@@ -93,35 +104,77 @@ def part_tree(seeds):
     )
 
 
+def _rss_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def _stage(args):
-    """One measured run in this process: 'transform' or 'report'; prints JSON."""
+    """One measured run in this process: 'transform', 'report' or 'report-window0'; prints
+    JSON. Peak anonymous memory is sampled, since the peak resident set (``VmHWM``) also
+    counts the memory-mapped rows' file pages, which the kernel keeps or drops at will."""
+    import threading
+
     from skmpsae import io
 
+    peak = {"anon": 0}
+
+    def sample():
+        while True:
+            peak["anon"] = max(peak["anon"], _rss_kib("RssAnon"))
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
     sae = io.load(args.model)
     X = np.load(args.acts, mmap_mode="r")
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     if args.stage == "transform":
         sae.set_params(sparse_output=True).transform(X)
     else:
         from skmpsae.inspect import write_report
 
-        write_report(sae, args.acts, args.out, n_top=10, window=8, force=True)
-    seconds = time.perf_counter() - tic
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+        window = 0 if args.stage == "report-window0" else WINDOW
+        write_report(sae, args.acts, args.out, n_top=N_TOP, window=window, force=True)
+    seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
+    peak["anon"] = max(peak["anon"], _rss_kib("RssAnon"))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                # Not ru_maxrss: Linux carries the parent's peak into a child.
+                "peak_mb": _rss_kib("VmHWM") / 1024,
+                "anon_mb": peak["anon"] / 1024,
+            }
+        )
+    )
 
 
-def part_report(n_rows, n_components, threads, workdir):
+def _write_rows(acts, n_rows):
+    """The activation-like rows, written chunk by chunk into the memory-mapped file (one chunk
+    in memory at a time), and a provenance file beside them as a window capture of
+    ``TEXT_TOKENS``-token windows writes it, with random token ids: the report then shades
+    each top row's context window, as it does for a real capture."""
+    write_npy(acts, n_rows, 768, seed=0)
+    table = np.lib.format.open_memmap(
+        provenance_path(acts), mode="w+", dtype="<i4", shape=(n_rows, 3)
+    )
+    rows = np.arange(n_rows)
+    table[:, 0] = rows // TEXT_TOKENS
+    table[:, 1] = rows % TEXT_TOKENS
+    table[:, 2] = np.random.default_rng(0).integers(0, 50_000, n_rows)
+    table.flush()
+    del table
+
+
+def part_report(n_rows, n_components, threads, workdir, stages):
     from skmpsae import MatchingPursuitSAE, io
 
     acts = workdir / "acts.npy"
-    out = np.lib.format.open_memmap(acts, mode="w+", dtype=np.float32, shape=(n_rows, 768))
-    start = 0
-    for chunk in activation_like(n_rows, 768, seed=0):
-        out[start : start + len(chunk)] = chunk
-        start += len(chunk)
-    out.flush()
-    del out
+    _write_rows(acts, n_rows)
     X = np.load(acts, mmap_mode="r")
     rng = np.random.default_rng(0)
     D = rng.standard_normal((n_components, 768)).astype(np.float32)
@@ -135,9 +188,10 @@ def part_report(n_rows, n_components, threads, workdir):
         random_state=0,
     )
     sae.fit(np.asarray(X[:512]))
+    del X
     io.save(sae, workdir / "mp.safetensors")
     measured = {}
-    for stage in ("transform", "report"):
+    for stage in stages:
         cmd = [
             sys.executable,
             __file__,
@@ -155,24 +209,34 @@ def part_report(n_rows, n_components, threads, workdir):
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         measured[stage] = json.loads(done.stdout.strip().splitlines()[-1])
         print(stage, measured[stage], flush=True)
-    t, r = measured["transform"], measured["report"]
-    data_mb = n_rows * 768 * 4 / 2**20
+    t = measured["transform"]
+    names = {
+        "transform": "transform (sparse output)",
+        "report": f"write_report (n_top={N_TOP}, window={WINDOW})",
+        "report-window0": f"write_report (n_top={N_TOP}, window=0)",
+    }
     rows = [
-        {"run": "transform (sparse output)", "s": t["seconds"], "mb": t["peak_mb"], "ratio": 1.0},
         {
-            "run": "write_report",
-            "s": r["seconds"],
-            "mb": r["peak_mb"],
-            "ratio": r["seconds"] / t["seconds"],
-        },
+            "run": names[stage],
+            "s": m["seconds"],
+            "cpu": m["cpu_seconds"],
+            "ratio": m["cpu_seconds"] / t["cpu_seconds"],
+            "anon": m["anon_mb"],
+            "mb": m["peak_mb"],
+        }
+        for stage, m in measured.items()
     ]
+    data_mb = n_rows * 768 * 4 / 2**20
+    head = f"{n_rows:,} x 768 rows ({data_mb:,.0f} MiB), {n_components:,} atoms, k=32"
     table = markdown_table(
         rows,
         [
-            ("run", f"{n_rows:,} x 768 rows ({data_mb:.0f} MiB), {n_components:,} atoms, k=32", ""),
-            ("s", "seconds", ".1f"),
-            ("ratio", "time / transform", ".2f"),
-            ("mb", "peak RSS (MiB)", ".0f"),
+            ("run", head, ""),
+            ("s", "wall seconds", ".0f"),
+            ("cpu", "CPU seconds", ".0f"),
+            ("ratio", "CPU time / transform", ".2f"),
+            ("anon", "peak anonymous memory (MiB)", ".0f"),
+            ("mb", "peak resident, file pages too (VmHWM, MiB)", ".0f"),
         ],
     )
     return table, workdir / "report"
@@ -237,8 +301,15 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--part", choices=("all", "tree", "report", "browser"), default="all")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--n-rows", type=int, default=20_000)
+    p.add_argument("--n-rows", type=int, default=1_000_000, help="default: the issue's 1M")
     p.add_argument("--n-components", type=int, default=16_384)
+    p.add_argument(
+        "--stages",
+        default="transform,report",
+        help="the measured runs of --part report, comma-separated: transform (always run), "
+        "report, report-window0 (default: transform,report)",
+    )
+    p.add_argument("--tmpdir", default=None, help="where the rows are written (default: $TMPDIR)")
     p.add_argument("--stage", help=argparse_hidden())
     p.add_argument("--model", help=argparse_hidden())
     p.add_argument("--acts", help=argparse_hidden())
@@ -256,13 +327,16 @@ def main(argv=None):
         if not args.no_write:
             write_table("inspect-tree", table, page="inspecting.md")
     if args.part in ("all", "report", "browser"):
-        with tempfile.TemporaryDirectory() as tmp:
-            table, site = part_report(args.n_rows, args.n_components, args.threads, Path(tmp))
+        stages = ["transform"] + [s for s in args.stages.split(",") if s and s != "transform"]
+        with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
+            table, site = part_report(
+                args.n_rows, args.n_components, args.threads, Path(tmp), stages
+            )
             print(table)
             if not args.no_write:
                 write_table(
                     "inspect-report",
-                    table + f"\n\nLoad average at the start: {load}.",
+                    table + f"\n\n{args.threads} thread(s); load average at the start: {load}.",
                     page="inspecting.md",
                 )
             if args.part in ("all", "browser"):

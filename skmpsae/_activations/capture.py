@@ -45,7 +45,10 @@ def capture(
     interrupted for any reason resumes from the last finished batch when called again with
     the same arguments (the state lives in ``OUTPUT.capture.json`` until the capture ends).
     A finished capture leaves its settings in ``OUTPUT.meta.json`` (see
-    :func:`read_capture_metadata`), which ``skmpsae fit`` copies into the model file.
+    :func:`read_capture_metadata`), which ``skmpsae fit`` copies into the model file. Beside
+    the rows, ``OUTPUT.tokens.npy`` gives each row's text index (for a :class:`Corpus`, the
+    window's index in the capture), token position and token id, aligned through a resume,
+    and ``OUTPUT.vocab.json`` the tokens' text: what :mod:`skmpsae.inspect` shows.
 
     Parameters
     ----------
@@ -125,6 +128,7 @@ def capture(
             overwrite,
             verbose,
             context_size,
+            source,
         )
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a sequence of strings (one document each).")
@@ -197,6 +201,7 @@ def _capture_corpus(
     overwrite,
     verbose,
     context_size,
+    source,
 ):
     from .window_capture import _capture_windows
 
@@ -216,7 +221,7 @@ def _capture_corpus(
         skip_special_tokens=skip_special_tokens,
         overwrite=overwrite,
         verbose=verbose,
-        model_id=_model_id(model),
+        source=source,
     )
 
 

@@ -7,6 +7,17 @@ goes, with a fixed-size header that counts only committed rows, so that a resume
 aligned with the activations. When the capture ends, ``ACTS.npy.vocab.json`` maps every token id
 that occurs to the tokenizer's text for it, so that the inspection tools show tokens without
 the model.
+
+What "text" means depends on the capture. One text per line (``capture(model, texts, ...)``):
+the text's index in ``texts``, and the position counts the tokenizer's special tokens of that
+text. A :class:`Corpus` cut into windows (``context_size=``): the window's index in the
+capture, counted from 0 across every batch and through a resume, and the position in the
+window, framing tokens ([CLS], BOS...) included, so 0 to ``context_size - 1``. A window is
+the unit the model saw as one sequence and its tokens are contiguous rows, so the context of
+a row is the rest of its window, and ``skmpsae fit --validation-fraction`` holds out whole
+windows; a document cut across two windows is two texts. With ``skip_special_tokens`` the
+rows of special tokens are dropped and the positions of the others stay those in the window
+(or the text).
 """
 
 import json

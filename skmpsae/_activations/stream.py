@@ -183,6 +183,13 @@ class _ActivationStream:
     # -- reading ------------------------------------------------------------------------------
     def _batches(self):
         """``(rows per hookpoint, position after the batch, windows)`` per forward batch."""
+        for rows, position, ids, _ in self._token_batches():
+            yield rows, position, ids.shape[0]
+
+    def _token_batches(self):
+        """``(rows per hookpoint, position after the batch, token ids, kept)`` per forward
+        batch: the windows' ids (n_windows, context_size) and the mask of the positions that
+        gave rows, in row order (what a capture's provenance records)."""
         windows = _windows(
             self.corpus,
             self.framing,
@@ -202,7 +209,7 @@ class _ActivationStream:
             if self.skip_special_tokens and special.size:
                 keep = ~np.isin(ids.numpy(), special)
             rows = {h: t.reshape(*ids.shape, -1).numpy()[keep] for h, t in hidden.items()}
-            yield rows, batch[-1][1], len(batch)
+            yield rows, batch[-1][1], ids.numpy(), keep
 
     def _reader(self, out, stop):
         try:

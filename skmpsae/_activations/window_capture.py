@@ -1,12 +1,16 @@
 """:func:`skmpsae.activations.capture` over a :class:`Corpus`: the token windows that
 :func:`skmpsae.activations.stream` reads, through the same code, written in corpus order to
-the resumable ``.npy`` file of ``capture_file``."""
+the resumable ``.npy`` file of ``capture_file``, with the rows' provenance beside it (the
+window's index in the capture as the text index: see ``provenance``)."""
 
 from pathlib import Path
 
 import numpy as np
 
 from .capture_file import _resume_state, _RowFile, _save_state
+from .metadata import metadata_path, model_id, write_capture_metadata
+from .models import _model_id
+from .provenance import _ProvenanceWriter
 from .stream import _ActivationStream
 
 
@@ -22,9 +26,9 @@ def _capture_windows(
     skip_special_tokens,
     overwrite,
     verbose,
-    model_id,
+    source,
 ):
-    source = _ActivationStream(
+    stream = _ActivationStream(
         model,
         tokenizer,
         corpus,
@@ -36,42 +40,52 @@ def _capture_windows(
         skip_special_tokens=skip_special_tokens,
         seed=0,
     )
-    if len(source.hookpoints) != 1:
+    if len(stream.hookpoints) != 1:
         raise ValueError(
-            f"hookpoint {hookpoint!r} names {len(source.hookpoints)} modules; capture takes one."
+            f"hookpoint {hookpoint!r} names {len(stream.hookpoints)} modules; capture takes one."
         )
-    (name,) = source.hookpoints
-    first = next(source._batches(), None)
+    (name,) = stream.hookpoints
+    first = next(stream._batches(), None)
     if first is None:
         raise ValueError(f"the corpus gives no full window of context_size={context_size} tokens.")
     n_features = first[0][name].shape[1]
     settings = {
         "hookpoint": name,
-        "model": model_id,
+        "model": _model_id(model),
         "corpus": repr(corpus),
         "context_size": context_size,
         "batch_size": batch_size,
         "skip_special_tokens": bool(skip_special_tokens),
         "n_features": n_features,
     }
-    state_path, _, rows = _resume_state(output, settings, overwrite)
+    # The state's "texts_done" counts windows: the text index of the next window's rows.
+    state_path, windows, rows = _resume_state(output, settings, overwrite)
+    metadata_path(output).unlink(missing_ok=True)  # written again when this capture ends
     if rows:
         import json
 
-        source.position = tuple(json.loads(state_path.read_text())["position"])
+        stream.position = tuple(json.loads(state_path.read_text())["position"])
     from .._train.progress import Progress
 
     progress = Progress(None, "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
+    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
     try:
-        for batch_rows, position, _ in source._batches():
+        for batch_rows, position, ids, keep in stream._token_batches():
             out.append(batch_rows[name])
+            tokens.append(windows, keep, ids)
+            tokens.commit()
             out.commit()
-            source.position = position
-            _save_state(state_path, {**settings, "position": list(position)}, 0, out.n_rows)
+            stream.position = position
+            windows += ids.shape[0]
+            _save_state(state_path, {**settings, "position": list(position)}, windows, out.n_rows)
             progress.update(f"{out.n_rows} rows")
     finally:
         out.close()
+        tokens.close()
         progress.close()
+    meta = {**settings, "capture_input": False, "model": source, "model_id": model_id(model)}
+    write_capture_metadata(output, meta, out.n_rows)
+    tokens.write_vocab(stream.framing.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(Path(output), mmap_mode="r")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+
 from .common import CommandError, _positive_int
 
 
@@ -9,9 +11,12 @@ def add_parser(commands):
     parser = commands.add_parser(
         "capture",
         help="capture a model's activations at a named module into a .npy file",
-        description="Run MODEL over the texts of FILE (one per line; blank lines skipped) and "
-        "append the activations of module NAME, one float32 row per non-padding token, to "
-        "ACTS.npy; an interrupted run resumes when started again with the same arguments.",
+        description="Run MODEL over the texts of FILE (one per line, each padded alone; blank "
+        "lines skipped) or over a corpus C packed into windows of --context-size tokens (as "
+        "skmpsae train reads it), and append the activations of module NAME, one float32 row "
+        "per non-padding token, to ACTS.npy, with each row's text (or window), position and "
+        "token in ACTS.npy.tokens.npy; an interrupted run resumes when started again with the "
+        "same arguments.",
     )
     parser.add_argument(
         "model",
@@ -24,7 +29,22 @@ def add_parser(commands):
         metavar="NAME",
         help="a module name as model.named_modules() gives it",
     )
-    parser.add_argument("--texts", required=True, metavar="FILE", help="one text per line")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--texts", metavar="FILE", help="one text per line")
+    source.add_argument(
+        "--corpus",
+        metavar="C",
+        help="a .txt (one document per line), .jsonl, .parquet or .arrow file, or a directory "
+        "written by datasets' save_to_disk, cut into windows of --context-size tokens",
+    )
+    parser.add_argument("--text-field", default=None, help="with --corpus (default: text)")
+    parser.add_argument("--split", default=None, help="with --corpus: a DatasetDict's split")
+    parser.add_argument(
+        "--context-size",
+        type=_positive_int,
+        default=None,
+        help="tokens per window with --corpus (default: 128)",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="ACTS.npy")
     parser.add_argument("--input", action="store_true", help="capture the module's input")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
@@ -63,6 +83,13 @@ def run(args):
             f"{output}: already exists (a finished capture or another file); pass --overwrite "
             "to replace it"
         )
+    if args.corpus is not None:
+        return _run_corpus(args, output)
+    for flag, value in (("--context-size", args.context_size), ("--text-field", args.text_field)):
+        if value is not None:
+            raise CommandError(f"{flag} applies to --corpus, not to --texts")
+    if args.split is not None:
+        raise CommandError("--split applies to --corpus, not to --texts")
     path = Path(args.texts)
     if not path.is_file():
         raise CommandError(f"--texts {path}: {'a directory' if path.is_dir() else 'no such file'}")
@@ -112,3 +139,45 @@ def _capture(capture, model, texts, tokenizer, args):
         overwrite=args.overwrite,
         verbose=not args.quiet,
     )
+
+
+def _run_corpus(args, output):
+    from .._activations.metadata import model_source, update_capture_metadata
+    from ..activations import Corpus, capture, load_model
+
+    if args.input:
+        raise CommandError("--input applies to --texts, not to the windows of --corpus")
+    if args.max_length is not None:
+        raise CommandError("--max-length applies to --texts; windows have --context-size tokens")
+    try:
+        corpus = Corpus(args.corpus, text_field=args.text_field or "text", split=args.split)
+        model, tokenizer = load_model(args.model, device=args.device)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        X = capture(
+            model,
+            corpus,
+            args.hookpoint,
+            output,
+            tokenizer=tokenizer,
+            batch_size=args.batch_size,
+            skip_special_tokens=args.skip_special_tokens,
+            overwrite=args.overwrite,
+            verbose=not args.quiet,
+            context_size=args.context_size or 128,
+        )
+    except ValueError as exc:
+        message = str(exc).replace("overwrite=True", "--overwrite")
+        message = message.replace("context_size=", "--context-size ")
+        if message.startswith("hookpoint "):
+            message = "--" + message
+        raise CommandError(message) from None
+    update_capture_metadata(output, model=model_source(args.model))
+    windows = int(np.load(str(output) + ".tokens.npy", mmap_mode="r")[-1, 0]) + 1
+    print(
+        f"captured {X.shape[0]} rows x {X.shape[1]} features from {windows} windows of "
+        f"{args.context_size or 128} tokens at {args.hookpoint}; saved to {output} (settings "
+        f"in {output}.meta.json)"
+    )
+    return 0

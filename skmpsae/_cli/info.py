@@ -54,6 +54,8 @@ _CAPTURE_FIELDS = (
     ("n_texts", "texts"),
     ("texts_file", "texts file"),
     ("texts_sha256", "texts sha256"),
+    ("corpus", "corpus"),
+    ("context_size", "window (tokens)"),
     ("n_rows", "rows"),
     ("created", "captured at"),
 )
