@@ -292,23 +292,35 @@ def test_bench_selection_writes_its_table(tmp_path, monkeypatch):
                 "gram": 0.3,
                 "rows": 0.4,
                 "gemm": 1.2,
+                "cost_model": 0.3,
+                "model_path": "gram",
+                "timed": "-",
+                "auto_path": "gram",
                 "auto": 0.3,
-                "chosen": "gram",
+                "measuring": 0.0,
+                "later": 0.3,
                 "distinct": 1000,
             },
             {
                 "K": 65536,
                 "rows": 150.0,
                 "gemm": 120.0,
-                "auto": 150.0,
-                "chosen": "rows",
+                "cost_model": 150.0,
+                "model_path": "rows",
+                "timed": "gemm/rows",
+                "auto_path": "gemm",
+                "auto": 195.0,
+                "measuring": 75.0,
+                "later": 120.0,
                 "distinct": 25000,
             },  # no whole-Gram run at this size
         ],
         threads=1,
     )
-    assert "| 1024 | 0.30 | 0.40 | 1.20 | 0.30 | gram | 1000 | 4.0 |" in table
-    assert "| 65536 | - | 150.00 | 120.00 | 150.00 | rows | 25000 | 0.8 |" in table
+    forced = "| 1024 | 0.30 | 0.40 | 1.20 | 0.30 | gram |"
+    assert forced + " - | gram | 0.30 | 0.00 | 0.30 | 1.00 | 1000 |" in table
+    forced = "| 65536 | - | 150.00 | 120.00 | 150.00 | rows |"
+    assert forced + " gemm/rows | gemm | 195.00 | 75.00 | 120.00 | 1.25 | 25000 |" in table
     assert table in _written(tmp_path, monkeypatch, "performance.md", {"selection": table})
 
 
