@@ -48,11 +48,11 @@ def _tokenizer(kind):
     )
 
 
-@pytest.fixture(scope="module")
-def bert():
+def tiny_bert(num_hidden_layers=3):
+    """A BERT of 16 features with random weights (seed 0) and its small word-level tokenizer."""
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        num_hidden_layers=3,
+        num_hidden_layers=num_hidden_layers,
         hidden_size=16,
         num_attention_heads=2,
         intermediate_size=32,
@@ -60,6 +60,11 @@ def bert():
         max_position_embeddings=64,
     )
     return transformers.BertModel(config).eval(), _tokenizer("bert")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return tiny_bert()
 
 
 @pytest.fixture(scope="module")

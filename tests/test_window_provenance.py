@@ -22,22 +22,13 @@ from skmpsae._activations import capture_file  # noqa: E402
 from skmpsae._activations.metadata import row_text_index  # noqa: E402
 from skmpsae.activations import Corpus, capture  # noqa: E402
 from skmpsae.inspect import context_windows, feature_statistics, write_report  # noqa: E402
-from test_stream import DOCS, _tokenizer  # noqa: E402
+from test_stream import DOCS, _tokenizer, tiny_bert  # noqa: E402
 
 CONTEXT = 16
 
 
 def _bert():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        num_hidden_layers=2,
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=32,
-        vocab_size=40,
-        max_position_embeddings=64,
-    )
-    return transformers.BertModel(config).eval(), _tokenizer("bert")
+    return tiny_bert(num_hidden_layers=2)
 
 
 def _gpt2():
