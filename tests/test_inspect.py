@@ -10,6 +10,7 @@ import pytest
 from scipy import sparse
 
 from skmpsae import BatchTopKSAE, JumpReLUSAE, MatchingPursuitSAE, ReLUSAE, TopKSAE, io
+from skmpsae._inspect.pairs import _PairSummary
 from skmpsae.cli import main
 from skmpsae.datasets import make_hierarchical_features
 from skmpsae.inspect import (
@@ -84,6 +85,55 @@ def test_statistics_equal_a_naive_loop(estimator):
                 for j in active[s + 1 :]:
                     naive[i, j] += 1
     np.testing.assert_array_equal(stats.pair_counts.toarray(), naive)
+    assert not stats.pair_error.any()  # 24 atoms: fewer partners than max_partners
+
+
+def _naive_pairs(first, second, K):
+    ordered = np.zeros((K, K), dtype=np.int64)
+    np.add.at(ordered, (first, second), 1)
+    return ordered
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_pair_summary_bounds_its_error(m):
+    """Each atom keeps m partners: counts are never above the truth, at most the atom's error
+    below it, the error is at most its pairs / (m + 1), and every partner counted above the
+    error is kept; the partner-first counts are exact where nothing was subtracted."""
+    K, rng = 30, np.random.default_rng(m)
+    summary = _PairSummary(K, m)
+    firsts, seconds = [], []
+    for _ in range(7):  # chunks merged one by one (the buffer is emptied by hand)
+        # Zipfian atoms: a few strong partners and a long tail, as real codes have.
+        a = rng.zipf(1.6, size=(300, 2)) % K
+        a = a[a[:, 0] != a[:, 1]]
+        summary.add(a[:, 0], a[:, 1])
+        summary._merge()
+        firsts.append(a[:, 0]), seconds.append(a[:, 1])
+    ordered = _naive_pairs(np.concatenate(firsts), np.concatenate(seconds), K)
+    both = ordered + ordered.T
+    counts, error = summary.matrix()
+    got = counts.toarray()
+    got_both = got + got.T
+    bound = np.minimum(error[:, None], error[None, :])
+    assert np.all(got_both <= both) and np.all(got_both >= both - bound)
+    assert np.all(error <= both.sum(axis=1) / (m + 1))
+    assert np.all((got_both > 0) | ((both <= error[:, None]) & (both <= error[None, :])))
+    exact = (error[:, None] == 0) | (error[None, :] == 0)
+    np.testing.assert_array_equal(got[exact], ordered[exact])
+    if m == 1:
+        assert error.any()  # the bound was exercised
+
+
+def test_pair_summary_memory_is_bounded():
+    K, m = 50, 3
+    summary = _PairSummary(K, m)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.integers(0, K, size=(5000, 2))
+        a = a[a[:, 0] != a[:, 1]]
+        summary.add(a[:, 0], a[:, 1])
+        summary._merge()
+        assert summary.keys.size <= K * m
 
 
 def test_hierarchy_from_counts_and_its_recovery():
@@ -223,6 +273,14 @@ def test_report_cli_errors(tmp_path, capsys):
     assert main(base + ["-o", str(tmp_path / "r"), "-q"]) == 0
     assert main(base + ["-o", str(tmp_path / "busy"), "-q", "--force"]) == 0
     assert not (tmp_path / "busy" / "thesis.tex").exists()
+    out = ["-o", str(tmp_path / "r")]
+    assert "--pair-steps must be >= 0" in error(base + out + ["--pair-steps", "-1"])
+    assert "--min-probability must be in [0, 1]" in error(base + out + ["--min-probability", "2"])
+    # The tree's flags reach the report: no pair steps, no parents.
+    assert main(base + out + ["-q", "--pair-steps", "0", "--max-partners", "4"]) == 0
+    script = (tmp_path / "r" / "data" / "index.js").read_text()
+    index = json.loads(script.removeprefix("window.SKMPSAE_INDEX = ").rstrip().rstrip(";"))
+    assert index["atoms"]["parent"] is None
     mnist = base + ["-o", str(tmp_path / "img"), "-q", "--image-shape", "3,4"]
     assert main(mnist) == 0
     assert '"image":' in (tmp_path / "img" / "data" / "atoms_0000.js").read_text()

@@ -40,6 +40,26 @@ def add_parser(commands):
         help="codes of magnitude at most this count as not firing (default: 0)",
     )
     parser.add_argument(
+        "--pair-steps",
+        type=int,
+        default=8,
+        help="atoms of each row's first N pursuit steps (or N largest codes) counted in pairs "
+        "for the parent/child tree; 0 skips the tree (default: 8)",
+    )
+    parser.add_argument(
+        "--max-partners",
+        type=_positive_int,
+        default=256,
+        help="partners whose pair counts each atom keeps: memory stays n_components x N "
+        "(default: 256)",
+    )
+    parser.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.5,
+        help="a parent must fire in at least this share of its child's rows (default: 0.5)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace FOLDER even if it is not a report"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -60,6 +80,10 @@ def run(args):
         raise CommandError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     if args.window < 0:
         raise CommandError(f"--window must be >= 0, got {args.window}")
+    if args.pair_steps < 0:
+        raise CommandError(f"--pair-steps must be >= 0, got {args.pair_steps}")
+    if not 0 <= args.min_probability <= 1:
+        raise CommandError(f"--min-probability must be in [0, 1], got {args.min_probability}")
     image_shape = None
     if args.image_shape:
         try:
@@ -92,6 +116,9 @@ def run(args):
             image_shape=image_shape,
             n_top=args.n_top,
             window=args.window,
+            pair_steps=args.pair_steps,
+            max_partners=args.max_partners,
+            min_probability=args.min_probability,
             threshold=args.threshold,
             force=args.force,
             verbose=not args.quiet,

@@ -259,6 +259,7 @@ def _progress(stage, verbose):
         "window": [NotBoolInterval(Integral, 0, None, closed="left")],
         "min_probability": [Interval(Real, 0, 1, closed="both")],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "n_logits": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "force": ["boolean"],
@@ -278,6 +279,7 @@ def write_report(
     window=8,
     min_probability=0.5,
     pair_steps=8,
+    max_partners=256,
     n_logits=10,
     threshold=0.0,
     force=False,
@@ -321,6 +323,8 @@ def write_report(
         See :func:`atom_hierarchy`.
     pair_steps : int, default=8
         See :func:`feature_statistics`; 0 skips the hierarchy.
+    max_partners : int, default=256
+        See :func:`feature_statistics`.
     n_logits : int, default=10
         Promoted and suppressed tokens shown per atom.
     threshold : float, default=0.0
@@ -371,7 +375,13 @@ def write_report(
                 f"got {image_shape}."
             )
     stats = feature_statistics(
-        estimator, X, n_top=n_top, pair_steps=pair_steps, threshold=threshold, verbose=verbose
+        estimator,
+        X,
+        n_top=n_top,
+        pair_steps=pair_steps,
+        max_partners=max_partners,
+        threshold=threshold,
+        verbose=verbose,
     )
     hierarchy = None
     if stats.pair_counts is not None:

@@ -5,9 +5,9 @@ values)`` triples (plus, for matching pursuit, the step at which each atom was s
 keeps, per atom: the exact firing count, sum and maximum; the exact ``n_top`` largest values and
 their rows; a histogram of the firing magnitudes on a range that doubles as larger values
 arrive (merging bins two by two keeps the counts exact); the count of selections at each
-pursuit step; and, sparse, the count of ordered pairs of atoms that fire in the same row
-(``i`` before ``j``: selected at an earlier step by matching pursuit, or with a larger
-activation for the other encoders).
+pursuit step; and the count of ordered pairs of atoms that fire in the same row (``i`` before
+``j``: selected at an earlier step by matching pursuit, or with a larger activation for the
+other encoders), for each atom's strongest partners (:mod:`.pairs`).
 """
 
 from numbers import Integral, Real
@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
+from .pairs import _PairSummary
 
 
 class _TopN:
@@ -101,44 +102,8 @@ class _DoublingHistogram:
         return out
 
 
-class _PairCounts:
-    """Sparse counts of ordered atom pairs (i, j), i != j, keyed ``i * K + j``; chunks are
-    merged when the pending keys outgrow the table."""
-
-    def __init__(self, n_components):
-        self.K = n_components
-        self.keys = np.zeros(0, dtype=np.int64)
-        self.counts = np.zeros(0, dtype=np.int64)
-        self.pending = []
-        self.n_pending = 0
-
-    def add(self, first, second):
-        keys = first.astype(np.int64) * self.K + second
-        self.pending.append(keys)
-        self.n_pending += keys.size
-        if self.n_pending > max(1 << 22, 2 * self.keys.size):
-            self._merge()
-
-    def _merge(self):
-        if not self.pending:
-            return
-        keys, counts = np.unique(np.concatenate(self.pending), return_counts=True)
-        self.pending, self.n_pending = [], 0
-        merged_keys = np.concatenate([self.keys, keys])
-        merged_counts = np.concatenate([self.counts, counts])
-        self.keys, inverse = np.unique(merged_keys, return_inverse=True)
-        self.counts = np.bincount(inverse, weights=merged_counts).astype(np.int64)
-
-    def matrix(self):
-        from scipy import sparse
-
-        self._merge()
-        i, j = np.divmod(self.keys, self.K)
-        return sparse.csr_matrix((self.counts, (i, j)), shape=(self.K, self.K), dtype=np.int64)
-
-
 class _Accumulator:
-    def __init__(self, n_components, n_top, n_bins, n_steps, pair_steps):
+    def __init__(self, n_components, n_top, n_bins, n_steps, pair_steps, max_partners):
         K = n_components
         self.n_samples = 0
         self.frequency = np.zeros(K, dtype=np.int64)
@@ -148,7 +113,7 @@ class _Accumulator:
         self.hist = _DoublingHistogram(K, n_bins)
         self.steps = None if n_steps is None else np.zeros((K, n_steps), dtype=np.int64)
         self.pair_steps = pair_steps
-        self.pairs = _PairCounts(K) if pair_steps else None
+        self.pairs = _PairSummary(K, max_partners) if pair_steps else None
 
     def update(self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None):
         """One chunk: nonzero codes as (row, atom, value) triples, rows counted from the
@@ -222,7 +187,16 @@ _DEFAULT_CHUNK = _TRANSFORM_CHUNK
 
 
 def _statistics(
-    estimator, X, n_top, n_bins, quantiles, pair_steps, chunk_size, verbose, threshold=0.0
+    estimator,
+    X,
+    n_top,
+    n_bins,
+    quantiles,
+    pair_steps,
+    chunk_size,
+    verbose,
+    threshold=0.0,
+    max_partners=256,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
@@ -239,7 +213,7 @@ def _statistics(
         n_steps = estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs
         if estimator.transform_tol is not None and estimator.transform_n_nonzero_coefs is None:
             n_steps = K
-    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps)
+    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners)
     progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
     try:
         for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
@@ -274,6 +248,7 @@ def _statistics(
     freq = acc.frequency
     fired = np.maximum(freq, 1)
     top_values = np.where(acc.top.rows >= 0, acc.top.values, 0.0)
+    pair_counts, pair_error = (None, None) if acc.pairs is None else acc.pairs.matrix()
     return Bunch(
         n_samples=acc.n_samples,
         frequency=freq,
@@ -288,7 +263,8 @@ def _statistics(
         top_rows=acc.top.rows,
         top_values=top_values,
         selection_steps=acc.steps,
-        pair_counts=None if acc.pairs is None else acc.pairs.matrix(),
+        pair_counts=pair_counts,
+        pair_error=pair_error,
         ordered=bool(selection),
     )
 
@@ -301,6 +277,7 @@ def _statistics(
         "n_bins": [NotBoolInterval(Integral, 2, None, closed="left")],
         "quantiles": ["array-like"],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
@@ -315,6 +292,7 @@ def feature_statistics(
     n_bins=64,
     quantiles=(0.1, 0.5, 0.9),
     pair_steps=8,
+    max_partners=256,
     threshold=0.0,
     chunk_size=_DEFAULT_CHUNK,
     verbose=0,
@@ -340,6 +318,13 @@ def feature_statistics(
         or, for the other encoders, among its ``pair_steps`` largest activations; 0 counts
         none.
         Their number grows as ``pair_steps**2`` per row.
+    max_partners : int, default=256
+        Partners whose pair counts each atom keeps (a Misra-Gries summary), so that memory
+        stays O(n_components x max_partners) however many distinct pairs the rows hold.
+        An atom's counts are exact while it has fired with at most ``max_partners`` distinct
+        atoms; otherwise each is low by at most ``pair_error`` for that atom, which is at
+        most ``(pair_steps - 1) / (max_partners + 1)`` of the atom's firings, and every
+        partner above that share is kept.
     chunk_size : int, default=4096
         Rows encoded at a time.
     verbose : int, default=0
@@ -358,7 +343,9 @@ def feature_statistics(
         rows); ``selection_steps`` (n_components, n_steps), how often matching pursuit
         selected each atom at each step (None for other estimators); ``pair_counts``, a
         sparse (n_components, n_components) matrix counting rows where ``i`` fired before
-        ``j`` (None if ``pair_steps=0``); ``ordered``, whether "before" is the pursuit's
+        ``j`` (None if ``pair_steps=0``); ``pair_error`` (n_components,), how much lower
+        than the truth each atom's pair counts may be (0: exact; see ``max_partners``);
+        ``ordered``, whether "before" is the pursuit's
         order.
 
     See Also
@@ -387,5 +374,14 @@ def feature_statistics(
     if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
         raise ValueError(f"quantiles must be levels in [0, 1], got {quantiles!r}.")
     return _statistics(
-        estimator, X, n_top, n_bins, levels, pair_steps, chunk_size, verbose, threshold
+        estimator,
+        X,
+        n_top,
+        n_bins,
+        levels,
+        pair_steps,
+        chunk_size,
+        verbose,
+        threshold,
+        max_partners,
     )
