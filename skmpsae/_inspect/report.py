@@ -1,18 +1,7 @@
-"""The feature browser: a static site that opens from ``file://`` with no server and no network.
+"""The feature browser: :func:`write_report` computes what the site shows (statistics, the
+atom tree, shaded contexts, images, logit effects) and :mod:`.site` writes it."""
 
-``index.html`` and ``static/`` (the page, its script and its style, copied from this package)
-read ``data/index.js`` (every atom's summary: the sortable, searchable index) and, when an atom
-is opened, ``data/atoms_NNNN.js`` (the details of ``_CHUNK`` atoms), through ``<script>`` tags:
-browsers refuse ``fetch()`` on ``file://`` pages. ``skmpsae-report.json`` marks the folder as a
-report, so that writing again may replace it and nothing else.
-"""
-
-import base64
-import json
 import os
-import shutil
-import tempfile
-from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -27,171 +16,9 @@ from .contexts import (
     logit_effects,
 )
 from .inputs import _ESTIMATOR, _check_rows, _load_acts
+from .site import _b64, _check_output, _write
 from .stats import _DEFAULT_CHUNK, feature_statistics
 from .tree import atom_hierarchy
-
-MARKER = "skmpsae-report.json"
-_CHUNK = 256
-
-
-def _check_output(output, force):
-    output = Path(output)
-    if output.exists():
-        if not output.is_dir():
-            raise FileExistsError(f"{output}: exists and is not a directory.")
-        is_report = (output / MARKER).is_file()
-        if not is_report and any(output.iterdir()) and not force:
-            raise FileExistsError(
-                f"{output}: exists and is not a skmpsae report; choose another folder or pass "
-                "force=True (--force) to replace it."
-            )
-    elif not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent}: no such directory for the report.")
-    return output
-
-
-def _assign(name, payload):
-    text = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return f"window.{name} = {text};\n"
-
-
-def _call(name, *args):
-    text = ",".join(
-        json.dumps(a, separators=(",", ":"), allow_nan=False).replace("</", "<\\/") for a in args
-    )
-    return f"{name}({text});\n"
-
-
-def _round(x, digits=4):
-    return float(f"{float(x):.{digits}g}")
-
-
-def _b64(array):
-    return base64.b64encode(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).decode()
-
-
-def _write(
-    output,
-    *,
-    meta,
-    stats,
-    hierarchy,
-    contexts,
-    logits,
-    images,
-    force,
-):
-    """Write the site into a temporary folder beside ``output``, then put it in place."""
-    output = _check_output(output, force)
-    K = stats.frequency.size
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    try:
-        (tmp / "static").mkdir()
-        (tmp / "data").mkdir()
-        static = resources.files("skmpsae._inspect") / "static"
-        for name in ("app.js", "style.css"):
-            (tmp / "static" / name).write_bytes((static / name).read_bytes())
-        (tmp / "index.html").write_bytes((static / "index.html").read_bytes())
-
-        tokens, acts, centre = contexts["tokens"], contexts["activations"], contexts["centre"]
-        top_text, search = [], []
-        for i in range(K):
-            seen = []
-            for j in range(stats.top_rows.shape[1]):
-                if stats.top_rows[i, j] < 0:
-                    break
-                tok = tokens[i][j][centre]
-                if tok not in seen:
-                    seen.append(tok)
-            top_text.append(" · ".join(t.strip() or repr(t) for t in seen[:4]))
-            search.append("\n".join(t.strip().lower() for t in seen))
-        steps = None
-        if stats.selection_steps is not None:
-            counts = stats.selection_steps
-            total = counts.sum(axis=1)
-            mean = (counts * (np.arange(counts.shape[1]) + 1)).sum(axis=1) / np.maximum(total, 1)
-            steps = [_round(m) if t else None for m, t in zip(mean, total, strict=True)]
-        atoms = {
-            "freq": stats.frequency.tolist(),
-            "mean": [_round(x) for x in stats.mean_activation],
-            "max": [_round(x) for x in stats.max_activation],
-            "step": steps,
-            "parent": None if hierarchy is None else hierarchy.parent.tolist(),
-            "top": top_text,
-            "search": search,
-        }
-        index = {"meta": meta, "atoms": atoms, "chunk_size": _CHUNK}
-        (tmp / "data" / "index.js").write_text(_assign("SKMPSAE_INDEX", index), encoding="utf-8")
-
-        levels = stats.quantile_levels
-        for c in range(-(-K // _CHUNK)):
-            chunk = []
-            for i in range(c * _CHUNK, min(K, (c + 1) * _CHUNK)):
-                used = np.flatnonzero(stats.histogram[i])
-                last = int(used[-1]) + 1 if used.size else 1
-                bins = stats.histogram.shape[1]
-                # Show the bins up to the last non-empty one (at least a quarter of them).
-                last = max(last, bins // 4)
-                d = {
-                    "hist": {
-                        "counts": stats.histogram[i, :last].tolist(),
-                        "hi": _round(stats.histogram_edges[i, last]),
-                    },
-                    "quantiles": [
-                        [_round(q, 3), _round(v)]
-                        for q, v in zip(levels, stats.quantiles[i], strict=True)
-                    ],
-                    "negative": int(stats.n_negative[i]),
-                    "contexts": [],
-                }
-                for j in range(stats.top_rows.shape[1]):
-                    row = int(stats.top_rows[i, j])
-                    if row < 0:
-                        break
-                    keep = contexts["valid"][i][j]
-                    d["contexts"].append(
-                        {
-                            "v": _round(stats.top_values[i, j]),
-                            "row": row,
-                            "t": [t for t, k in zip(tokens[i][j], keep, strict=True) if k],
-                            "a": [_round(a, 3) for a, k in zip(acts[i, j], keep, strict=True) if k],
-                            "c": int(keep[:centre].sum()),
-                        }
-                    )
-                if stats.selection_steps is not None:
-                    d["steps"] = stats.selection_steps[i].tolist()
-                if hierarchy is not None:
-                    p = int(hierarchy.parent[i])
-                    d["parent"] = p
-                    d["parent_p"] = _round(hierarchy.probability[i]) if p >= 0 else None
-                    d["parent_first"] = (
-                        _round(hierarchy.parent_first[i])
-                        if p >= 0 and hierarchy.parent_first is not None
-                        else None
-                    )
-                    kids = hierarchy.children[i]
-                    d["children"] = [[int(k), _round(hierarchy.probability[k])] for k in kids]
-                if logits is not None:
-                    d["logits"] = {
-                        "up": [[t, _round(v)] for t, v in logits[i][0]],
-                        "down": [[t, _round(v)] for t, v in logits[i][1]],
-                    }
-                if images is not None:
-                    d["image"] = images["atoms"][i]
-                    d["images"] = images["top"][i]
-                chunk.append(d)
-            (tmp / "data" / f"atoms_{c:04d}.js").write_text(
-                _call("SKMPSAE_CHUNK", c, chunk), encoding="utf-8"
-            )
-        summary = {"n_components": K, "n_samples": int(stats.n_samples), **meta}
-        (tmp / MARKER).write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output
 
 
 def _contexts(estimator, X, stats, provenance, window, chunk_size):
@@ -241,10 +68,6 @@ def _images(estimator, X, stats, image_shape):
             f"not the {D.shape[1]} features of the rows."
         )
     return {"atoms": atoms, "top": top}
-
-
-def _progress(stage, verbose):
-    return Progress(1, stage, "stage", bool(verbose))
 
 
 @validate_params(
@@ -355,8 +178,6 @@ def write_report(
     >>> sorted(p.name for p in write_report(sae, X, folder).iterdir())
     ['data', 'index.html', 'skmpsae-report.json', 'static']
     """
-    from pathlib import Path
-
     from .._activations.provenance import Provenance, _marks_spaces, _token_text
 
     _check_output(output, force)
