@@ -12,7 +12,10 @@ the final decay a fit has (the rate falling linearly to zero, here over ``N`` mo
 and scores it again. The settings are otherwise the library defaults, as in
 ``bench_synth.py``, at ``k = 25``. The MP-SAE trained with ``min_cosine=0.2`` is scored both
 with its stop and encoded with all 25 steps (``min_cosine=0`` after training, as
-``bench_synth_mp.py`` does).
+``bench_synth_mp.py`` does). Its stop leaves L0 near 12, so BatchTopK and Matryoshka are also
+trained at ``k = 12``: the comparison at the same L0; and MP-SAE with ``k = 40`` and a slightly
+lower stop (``min_cosine=0.185``) is a point between the two L0. ``synth_budget_frontier.png``
+plots F1 and MCC against variance explained at the last point every run reached.
 
 The runs advance together, one checkpoint at a time (every model and seed reaches 120,000
 samples before any goes on), so a run stopped by a deadline leaves every curve equally long.
@@ -70,6 +73,15 @@ MODELS = {
     ),
     "BatchTopK": (BatchTopKSAE, {}, {"BatchTopK": {}}),
     "Matryoshka": (MatryoshkaSAE, {}, {"Matryoshka": {}}),
+    # A larger k with a slightly lower stop: does the stop help nearer L0 25?
+    "MatchPursuit k=40 min_cosine=0.185": (
+        MatchingPursuitSAE,
+        {"n_nonzero_coefs": 40, "min_cosine": 0.185},
+        {"MP, k=40, min_cosine=0.185": {}},
+    ),
+    # At the L0 that MP-SAE's min_cosine=0.2 stop reaches (11.8): the comparison at the same L0.
+    "BatchTopK k=12": (BatchTopKSAE, {"n_nonzero_coefs": 12}, {"BatchTopK, k=12": {}}),
+    "Matryoshka k=12": (MatryoshkaSAE, {"n_nonzero_coefs": 12}, {"Matryoshka, k=12": {}}),
 }
 
 
@@ -125,7 +137,7 @@ def advance(name, seed, stop, train, chunk, state_dir):
     if path.exists():
         est, seen, seconds = pickle.loads(path.read_bytes())
     else:
-        est = cls(SIZES["scaled"][0], n_nonzero_coefs=K, random_state=seed, **fit_params)
+        est = cls(SIZES["scaled"][0], random_state=seed, **{"n_nonzero_coefs": K} | fit_params)
         seen, seconds = 0, 0.0
     if seen > stop:
         raise RuntimeError(f"{path} has seen {seen} samples, past {stop}: remove it to restart")
@@ -208,7 +220,38 @@ def plot(rows, name="synth_budget_scaled.png"):
     if any(r.get("cool_down") for r in rows):
         axes[0].plot([], [], "k*", markersize=12, linestyle="none", label="after the decay")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
-    fig.suptitle("SynthSAEBench scaled, 1,024 latents, L0 = 25: learning curves")
+    fig.suptitle("SynthSAEBench scaled, 1,024 latents, k = 25 unless named: learning curves")
+    save_figure(fig, name)
+    plt.close(fig)
+
+
+def frontier(rows, name="synth_budget_frontier.png"):
+    """F1 and MCC against variance explained at the last point every run reached: mean ± sd
+    over the seeds, each model labelled with its L0 (squares: matching pursuit)."""
+    plt = use_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
+    order = scored_names(MODELS)
+    mean = {r["model"]: r for r in aggregate(rows, ["model"])}
+    for i, model in enumerate(m for m in order if m in mean):
+        r = mean[model]
+        for ax, metric in zip(axes, ("f1", "mcc"), strict=True):
+            ax.errorbar(
+                r["explained_variance"].mean,
+                r[metric].mean,
+                xerr=r["explained_variance"].sd,
+                yerr=r[metric].sd,
+                color=f"C{i}",
+                marker="s" if "MP" in model or "Match" in model else "o",
+                markersize=8,
+                label=f"{model} (L0 {r['l0'].mean:.1f})",
+            )
+    for ax, label in zip(axes, ("F1", "MCC"), strict=True):
+        ax.set_xlabel("variance explained")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    n = max(r["samples"] for r in rows)
+    fig.suptitle(f"SynthSAEBench scaled, 1,024 latents, {n:,} samples seen: up and right is better")
     save_figure(fig, name)
     plt.close(fig)
 
@@ -335,6 +378,8 @@ def main(argv=None):
         write_table("synth-budget", text)
     if not args.no_plot:
         plot(rows)
+        final = [r for r in rows if point(r) == max(complete, key=lambda c: (c[1] > 0, c))]
+        frontier(final)
 
 
 if __name__ == "__main__":

@@ -249,12 +249,14 @@ class MatchingPursuitSAE(_BaseSAE):
         what is left, which on data made of features in superposition is mostly the noise of
         their overlaps. Codes then have at most ``n_nonzero_coefs`` non-zeros, fewer where the
         pursuit stops early. 0 (the default) never stops early. On SynthSAEBench's scaled world
-        (1,024 atoms, k=25, 3 seeds, ``docs/benchmarks.md`` section 7) 0.2 raised the F1 of the
-        latents against the true features from 0.253 to 0.355 and MCC from 0.436 to 0.501 at
-        L0 11.8 (variance explained 0.832 -> 0.784). Choose it when the latents should be the
-        data's features more than they should reconstruct it; or train with it and encode
-        with ``set_params(min_cosine=0)``: at the full k, F1 0.269, MCC 0.501 and variance
-        explained 0.859, all above the default's, at a lower uniqueness (0.647 vs 0.785).
+        (1,024 atoms, k=25, 3 seeds, 1.2M samples seen; ``docs/benchmarks.md`` section 8) 0.2
+        gave L0 11.8 and, against the true features, F1 0.475 and MCC 0.617 (default: 0.302
+        and 0.516 at L0 25) with variance explained 0.827 (0.866), above BatchTopK and
+        Matryoshka trained at the same L0 (k=12: F1 at most 0.371, MCC 0.519, variance
+        explained 0.676). Choose it when the latents should be the data's features more than
+        they should reconstruct it; or train with it and encode with
+        ``set_params(min_cosine=0)``: at the full k, MCC 0.617 and variance explained 0.887,
+        above the default's, F1 about the same (0.312), uniqueness lower (0.672 vs 0.801).
     revival_coef : float, default=1/32
         Weight of the dead-atom revival term (0 disables it): atoms chosen for no sample over
         the last epoch's worth of samples are turned, each towards the batch residual it is
