@@ -325,6 +325,10 @@ def feature_statistics(
         atoms; otherwise each is low by at most ``pair_error`` for that atom, which is at
         most ``(pair_steps - 1) / (max_partners + 1)`` of the atom's firings, and every
         partner above that share is kept.
+    threshold : float, default=0.0
+        Codes of magnitude at most this count as not firing (matching pursuit run for a fixed
+        number of steps selects atoms for a residual of float rounding once a row is
+        reconstructed).
     chunk_size : int, default=4096
         Rows encoded at a time.
     verbose : int, default=0
