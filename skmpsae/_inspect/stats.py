@@ -1,4 +1,5 @@
-"""One streaming pass over activation rows: per-atom statistics in O(n_components x n_top).
+"""One streaming pass over activation rows: per-atom statistics in memory O(n_components x
+(n_top + max_partners)).
 
 :class:`_Accumulator` takes the sparse codes of one chunk of rows at a time, as ``(rows, atoms,
 values)`` triples (plus, for matching pursuit, the step at which each atom was selected), and
