@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io.saelens import from_saelens, from_sparsify, to_saelens
+from ._io.saelens import from_saelens, to_saelens
 from ._io.safetensors import (
     _check_arrays,
     _check_fitted_sae,
@@ -31,6 +31,7 @@ from ._io.safetensors import (
     _versions,
     _write_safetensors,
 )
+from ._io.sparsify import from_sparsify
 
 __all__ = ["from_saelens", "from_sparsify", "load", "save", "to_saelens"]
 

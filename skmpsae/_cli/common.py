@@ -128,7 +128,8 @@ def _load_npy(path):
 
 def _load_model(path):
     """A fitted SAE from a file written by ``skmpsae fit`` or a SAELens / sparsify directory."""
-    from .._io.saelens import from_saelens, from_sparsify
+    from .._io.saelens import from_saelens
+    from .._io.sparsify import from_sparsify
 
     path = Path(path)
     if path.is_dir():

@@ -1,10 +1,9 @@
-"""The SAELens and sparsify directory layouts, read and written without those packages.
+"""The SAELens directory layout, read and written without SAELens.
 
 :func:`to_saelens` and :func:`from_saelens` write and read the directory layout that
-``sae_lens.SAE.load_from_disk`` reads (``cfg.json`` + ``sae_weights.safetensors``);
-:func:`from_sparsify` reads a TopK SAE saved by EleutherAI's sparsify (``cfg.json`` +
-``sae.safetensors``). A model that the other format would encode differently is refused with a
-``ValueError`` that says why, never converted approximately.
+``sae_lens.SAE.load_from_disk`` reads (``cfg.json`` + ``sae_weights.safetensors``). A model
+that SAELens would encode differently is refused with a ``ValueError`` that says why, never
+converted approximately.
 """
 
 import json
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from .cfg import _CFG, _positive_int_field, _read_cfg
 from .safetensors import (
     _check_arrays,
     _check_fitted_sae,
@@ -24,14 +24,11 @@ from .safetensors import (
 )
 
 _SAELENS_WEIGHTS = "sae_weights.safetensors"
-_SPARSIFY_WEIGHTS = "sae.safetensors"
-_CFG = "cfg.json"
 # Written as the SAELens version of exported configs when sae-lens is not installed: configs
 # from before 6.0 are read through SAELens's legacy converter, which this layout is not.
 _SAELENS_MIN_VERSION = "6.0.0"
 
 
-# -- SAELens -----------------------------------------------------------------------------------
 def _saelens_version():
     try:
         return _metadata.version("sae-lens")
@@ -191,33 +188,6 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     return directory
 
 
-def _read_cfg(directory, weights, library):
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such directory")
-    cfg_path = directory / _CFG
-    if not cfg_path.is_file() or not (directory / weights).is_file():
-        children = sorted(p.name for p in directory.iterdir() if (p / _CFG).is_file())
-        hint = f"; it holds SAEs in the sub-directories {children}" if children else ""
-        raise ValueError(
-            f"{directory}: not a {library} SAE directory (expected {_CFG} and {weights}){hint}."
-        )
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{cfg_path}: not valid JSON ({exc}).") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}.")
-    return directory, cfg
-
-
-def _positive_int_field(cfg, key, source):
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{source}: {key} must be a positive integer, got {value!r}.")
-    return value
-
-
 def _saelens_architecture(cfg, source):
     architecture = cfg.get("architecture")
     if architecture is None:  # configs written before SAELens 6
@@ -359,66 +329,3 @@ def _provenance_from_cfg(cfg):
     metadata = cfg.get("metadata")
     provenance = metadata.get("skmpsae_provenance") if isinstance(metadata, dict) else None
     return {"provenance_": provenance} if isinstance(provenance, dict) else {}
-
-
-# -- sparsify ----------------------------------------------------------------------------------
-def from_sparsify(directory):
-    """Load a TopK SAE saved by EleutherAI's sparsify (``SparseCoder.save_to_disk``).
-
-    Parameters
-    ----------
-    directory : str or path-like
-        One hookpoint's directory, holding ``cfg.json`` and ``sae.safetensors`` (sparsify
-        writes one per hookpoint, e.g. ``checkpoints/run/layers.3``).
-
-    Returns
-    -------
-    estimator : TopKSAE
-        Its ``transform`` gives the codes of sparsify's ``encode`` (scattered into a dense
-        matrix), up to float rounding, and ``inverse_transform`` its ``decode``. The decoder
-        rows are kept as saved (unit norm when sparsify's ``normalize_decoder`` is true, its
-        default). Training counters are zero.
-
-    Raises
-    ------
-    ValueError
-        For a transcoder, a skip connection, the "groupmax" activation, a missing decoder, or
-        tensors that do not match the config.
-
-    See Also
-    --------
-    from_saelens : Load a SAELens SAE.
-    """
-    from .._models.topk import TopKSAE
-
-    directory, cfg = _read_cfg(directory, _SPARSIFY_WEIGHTS, "sparsify")
-    source = directory / _CFG
-    d_in = _positive_int_field(cfg, "d_in", source)
-    k = _positive_int_field(cfg, "k", source)
-    for key, why in (
-        ("transcode", "a transcoder predicts another module's output"),
-        ("skip_connection", "its linear skip connection has no skmpsae equivalent"),
-    ):
-        if cfg.get(key, False):
-            raise ValueError(f"{source}: {key}=true: {why}; only plain SAEs load.")
-    if cfg.get("activation", "topk") != "topk":
-        raise ValueError(f"{source}: activation {cfg['activation']!r}; only 'topk' loads.")
-    n_latents = cfg.get("num_latents") or d_in * _positive_int_field(
-        cfg, "expansion_factor", source
-    )
-    weights, _ = _read_safetensors(directory / _SPARSIFY_WEIGHTS, "sparsify weights")
-    shapes = {
-        "encoder.weight": (n_latents, d_in),
-        "encoder.bias": (n_latents,),
-        "W_dec": (n_latents, d_in),
-        "b_dec": (d_in,),
-    }
-    _check_arrays(weights, shapes, directory / _SPARSIFY_WEIGHTS)
-    arrays = {
-        "components_": weights["W_dec"],
-        "intercept_": weights["b_dec"],
-        "encoder_weights_": weights["encoder.weight"],
-        "encoder_intercept_": weights["encoder.bias"],
-    }
-    estimator = TopKSAE(n_components=int(n_latents), n_nonzero_coefs=k)
-    return estimator._set_fitted_state(_same_dtype(arrays))
