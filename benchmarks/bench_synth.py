@@ -128,14 +128,18 @@ def run(estimator, train, test, test_acts, features):
     return {m: float(scores[m]) for m in METRICS} | {"seconds": seconds}
 
 
-COLUMNS = [
-    ("model", "SAE", ""),
-    ("target", "L0 target", ""),
+# The ground-truth columns every SynthSAEBench table shows (bench_synth_budget.py too).
+SCORE_COLUMNS = [
     ("f1", "F1", ".3f"),
     ("mcc", "MCC", ".3f"),
     ("uniqueness", "uniqueness", ".3f"),
     ("explained_variance", "var. explained", ".3f"),
     ("n_dead", "dead", ".1f"),
+]
+COLUMNS = [
+    ("model", "SAE", ""),
+    ("target", "L0 target", ""),
+    *SCORE_COLUMNS,
     ("shrinkage", "shrinkage", ".3f"),
     ("l0", "L0", ".1f"),
     ("seconds", "fit s", ".0f"),

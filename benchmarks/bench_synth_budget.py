@@ -47,7 +47,7 @@ from _common import (
     use_agg,
     write_table,
 )
-from bench_synth import METRICS, SIZES, load_world
+from bench_synth import METRICS, SCORE_COLUMNS, SIZES, load_world
 
 from skmpsae import BatchTopKSAE, MatchingPursuitSAE, MatryoshkaSAE
 from skmpsae._atomic import atomic_write
@@ -155,11 +155,7 @@ COLUMNS = [
     ("samples", "samples seen", ","),
     ("lr", "learning rate", ""),
     ("model", "SAE", ""),
-    ("f1", "F1", ".3f"),
-    ("mcc", "MCC", ".3f"),
-    ("uniqueness", "uniqueness", ".3f"),
-    ("explained_variance", "var. explained", ".3f"),
-    ("n_dead", "dead", ".1f"),
+    *SCORE_COLUMNS,
     ("l0", "L0", ".1f"),
     ("n_runs", "seeds", ""),
 ]
@@ -256,6 +252,18 @@ def frontier(rows, name="synth_budget_frontier.png"):
     plt.close(fig)
 
 
+def record(rows, results, scores, at, label):
+    """Add one run's ``{scored name: scores}`` to ``rows`` with the point ``at``, save them all
+    to ``results`` (atomically: the next run continues from there) and print a line."""
+    rows += [{"model": m, **at, **s} for m, s in scores.items()]
+    with atomic_write(results) as file:
+        file.write(json.dumps(rows).encode())
+    summary = ", ".join(
+        f"{m} F1 {s['f1']:.3f} VE {s['explained_variance']:.3f}" for m, s in scores.items()
+    )
+    print(f"{label}: {summary}", flush=True)
+
+
 def cool_down(name, seed, start, n_samples, train, chunk, state_dir):
     """Run ``(name, seed)`` from its pickle at ``start`` samples seen, trained on
     ``n_samples`` more with the learning rate falling linearly to zero, one constant step per
@@ -309,21 +317,9 @@ def main(argv=None):
                         continue
                     est, seconds = advance(name, seed, stop, train, args.chunk, state_dir)
                     scores = score(est, encodings, test, test_acts, features)
-                    rows += [
-                        {"model": m, "seed": seed, "samples": stop, "seconds": seconds, **s}
-                        for m, s in scores.items()
-                    ]
-                    with atomic_write(results) as file:
-                        file.write(json.dumps(rows).encode())
-                    print(
-                        f"{stop} samples, seed {seed}: "
-                        + ", ".join(
-                            f"{m} F1 {s['f1']:.3f} VE {s['explained_variance']:.3f}"
-                            for m, s in scores.items()
-                        )
-                        + f" ({seconds:.0f}s training)",
-                        flush=True,
-                    )
+                    at = {"seed": seed, "samples": stop, "seconds": seconds}
+                    label = f"{stop} samples, seed {seed}"
+                    record(rows, results, scores, at, f"{label} ({seconds:.0f}s training)")
         for seed in range(args.seeds) if args.cool_down else ():
             for name in args.models:
                 encodings = MODELS[name][2]
@@ -334,21 +330,9 @@ def main(argv=None):
                     name, seed, args.samples, args.cool_down, train, args.chunk, state_dir
                 )
                 scores = score(est, encodings, test, test_acts, features)
-                rows += [
-                    {"model": m, "seed": seed, "samples": key[0], "cool_down": key[1]}
-                    | {"seconds": seconds, **s}
-                    for m, s in scores.items()
-                ]
-                with atomic_write(results) as file:
-                    file.write(json.dumps(rows).encode())
-                print(
-                    f"{args.samples} + {args.cool_down} decayed, seed {seed}: "
-                    + ", ".join(
-                        f"{m} F1 {s['f1']:.3f} VE {s['explained_variance']:.3f}"
-                        for m, s in scores.items()
-                    ),
-                    flush=True,
-                )
+                at = {"seed": seed, "samples": key[0], "cool_down": key[1], "seconds": seconds}
+                label = f"{args.samples} + {args.cool_down} decayed, seed {seed}"
+                record(rows, results, scores, at, label)
     # The seeds asked for (--plot-only --seeds 2 leaves out a third seed), at the checkpoints
     # that every model has reached with the same seeds (a run stopped part-way through a
     # checkpoint leaves it out).
