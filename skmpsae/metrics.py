@@ -15,14 +15,9 @@ wrapping.
 
 # Each family of metrics lives in a private module of its own; all are published here.
 from ._activations.splice import spliced_embedding_cosine, spliced_lm_metrics
+from ._metrics.detection import detection_scores, ground_truth_scores, shrinkage
 from ._metrics.dictionary import babel, feature_recovery, mutual_coherence
-from ._metrics.ground_truth import (
-    detection_scores,
-    feature_uniqueness,
-    ground_truth_scores,
-    mean_correlation_coefficient,
-    shrinkage,
-)
+from ._metrics.ground_truth import feature_uniqueness, mean_correlation_coefficient
 from ._metrics.reconstruction import (
     component_usage,
     dead_components,
