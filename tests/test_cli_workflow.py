@@ -371,7 +371,7 @@ def test_hookpoint_suggestions_and_capture_refusal_use_cli_spellings(gpt2_dir, t
 
 
 def test_closest_names_rank_over_the_whole_model():
-    from skmpsae._activations.splice import closest_names
+    from skmpsae._activations.hooks import closest_names
 
     names = ["0", "0.model", "0.model.embeddings"] + [
         f"0.model.encoder.layer.{i}{s}" for i in range(6) for s in ("", ".attention", ".output")

@@ -9,6 +9,7 @@ import torch
 
 from .capture_file import _fingerprint, _resume_state, _RowFile, _save_state
 from .corpus import Corpus
+from .hooks import _hidden_tensor, _resolve_module, _TokenBatcher
 from .metadata import (
     metadata_path,
     model_id,
@@ -17,7 +18,6 @@ from .metadata import (
 )
 from .models import _model_id, _StopForward, load_model
 from .provenance import _ProvenanceWriter
-from .splice import _hidden_tensor, _resolve_module, _TokenBatcher
 
 
 # -- capture -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .corpus import _Framing, _windows
-from .splice import _device_of, _hidden_tensor, _is_sentence_transformer, _TokenBatcher
+from .hooks import _device_of, _hidden_tensor, _is_sentence_transformer, _TokenBatcher
 
 
 class _StopForward(Exception):

@@ -71,8 +71,8 @@ def add_parser(commands):
 def run(args):
     # The optional extra "activations" (transformers) is imported only when capture runs.
     from .._activations.capture_file import _state_path
+    from .._activations.hooks import UnknownHookpoint
     from .._activations.metadata import model_source, update_capture_metadata
-    from .._activations.splice import UnknownHookpoint
     from ..activations import capture, load_model
 
     output = Path(args.output)

@@ -131,7 +131,7 @@ def _texts_for_splice(args, rows_meta):
 
 def spliced_metrics(sae, model_source, texts, provenance, device="cpu"):
     """The spliced metrics of ``sae`` in the model loaded from ``model_source``."""
-    from .._activations.splice import _is_sentence_transformer
+    from .._activations.hooks import _is_sentence_transformer
     from ..activations import load_model
     from ..metrics import spliced_embedding_cosine, spliced_lm_metrics
 

@@ -33,7 +33,7 @@ def module_shapes(model, tokenizer, text):
     """[(name, class name, output shape or None)] for every named module of ``model``."""
     import torch
 
-    from .._activations.splice import _TokenBatcher
+    from .._activations.hooks import _TokenBatcher
 
     shapes, handles = {}, []
 
