@@ -341,3 +341,24 @@ def _estimator_params(args, estimator, options, flags):
 
 def _report(quiet):
     return (lambda message: None) if quiet else (lambda message: _emit(message, sys.stderr))
+
+
+def _launch_workers(args):
+    """Run this same command (``args.argv``) in ``--nproc-per-node`` local workers with
+    torch's launcher (``torch.distributed.run --standalone``: a rendezvous on a free local
+    port); inside the launcher the workers run the command instead of launching again."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as launch
+
+    argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node)]
+    argv += ["--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
+    try:
+        launch(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        first = exc.failures[sorted(exc.failures)[0]]
+        raise CommandError(
+            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
+            f"{first.exitcode}); its message is above"
+        ) from None
+    return 0

@@ -19,6 +19,7 @@ from .common import (
     _defaults,
     _emit,
     _estimator_params,
+    _launch_workers,
     _learning_rate,
     _load_npy,
     _non_negative_float,
@@ -195,7 +196,7 @@ def run(args):
     # done its work: the worker trains, it does not launch again.
     in_worker = "LOCAL_RANK" in os.environ
     if args.nproc_per_node > 1 and not in_worker:
-        return _launch_workers(args)
+        return _launch_fit_workers(args)
     # Options left out keep the estimator's own defaults.
     options = {
         "n_components": args.n_components,
@@ -372,36 +373,10 @@ def _close(progress):
         _silence(sys.stderr)
 
 
-def _launch_workers(args):
-    """Run this same command in ``--nproc-per-node`` local workers with torch's launcher
-    (``torch.distributed.run --standalone``: a rendezvous on a free local port)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser
-    from torch.distributed.run import run as launch
-
+def _launch_fit_workers(args):
+    """Check what every worker would otherwise report once per rank, then launch them."""
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CommandError(f"{output.parent}: no such directory for the output model")
-    _load_npy(args.data)  # one error here rather than one per worker
-    # The workers get this very command line; inside the launcher they train instead of
-    # launching again (see _run_fit).
-    launcher_argv = [
-        "--standalone",
-        "--nproc-per-node",
-        str(args.nproc_per_node),
-        "--monitor-interval",
-        "0.5",
-        "-m",
-        "skmpsae",
-        *args.argv,
-    ]
-    try:
-        launch(get_args_parser().parse_args(launcher_argv))
-    except ChildFailedError as exc:
-        ranks = sorted(exc.failures)
-        first = exc.failures[ranks[0]]
-        raise CommandError(
-            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
-            f"{first.exitcode}); its message is above"
-        ) from None
-    return 0
+    _load_npy(args.data)
+    return _launch_workers(args)

@@ -9,6 +9,7 @@ from .common import (
     CommandError,
     _add_param_option,
     _estimator_params,
+    _launch_workers,
     _learning_rate,
     _non_negative_float,
     _positive_int,
@@ -190,26 +191,6 @@ def _train(args, estimator, main_process):
             f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps, loss "
             f"{sae.loss_curve_[-1]:.4g}; saved to {Path(args.output_dir) / hookpoint}.safetensors"
         )
-    return 0
-
-
-def _launch_workers(args):
-    """This same command in ``--nproc-per-node`` local workers (``torch.distributed.run
-    --standalone``), which train instead of launching again."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser
-    from torch.distributed.run import run as launch
-
-    argv = ["--standalone", "--nproc-per-node", str(args.nproc_per_node)]
-    argv += ["--monitor-interval", "0.5", "-m", "skmpsae", *args.argv]
-    try:
-        launch(get_args_parser().parse_args(argv))
-    except ChildFailedError as exc:
-        first = exc.failures[sorted(exc.failures)[0]]
-        raise CommandError(
-            f"worker rank {first.local_rank} of {args.nproc_per_node} failed (exit status "
-            f"{first.exitcode}); its message is above"
-        ) from None
     return 0
 
 
