@@ -215,7 +215,7 @@ def plot(rows, name="synth_budget_scaled.png"):
         ax.grid(True, alpha=0.3)
     if any(r.get("cool_down") for r in rows):
         axes[0].plot([], [], "k*", markersize=12, linestyle="none", label="after the decay")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     fig.suptitle("SynthSAEBench scaled, 1,024 latents, k = 25 unless named: learning curves")
     save_figure(fig, name)
     plt.close(fig)
