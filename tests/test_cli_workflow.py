@@ -28,6 +28,8 @@ tokenizers = pytest.importorskip("tokenizers")
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on mat a dog ran far away zebra crossing at noon one more hello world".split()
 HOOK = "transformer.h.1"
+# R2 of float32 rows, computed twice in different chunkings: equal to float32 rounding.
+F32_R2_TOL = 1e-7
 
 
 def _texts(n, seed):
@@ -93,7 +95,9 @@ def test_capture_sidecar_travels_into_the_model(captured, gpt2_dir, capsys):
     held = sae.provenance_["held_out"]
     X_test = np.load(captured / "test.npy")
     X_hat = sae.inverse_transform(sae.transform(X_test))
-    assert held["r2"] == pytest.approx(explained_variance(X_test, X_hat), abs=1e-9)
+    # Float32 codes: fit scores the held-out rows in chunks, whose GEMMs round differently
+    # from one whole-array transform on some BLAS kernels (AMD EPYC: 1.4e-9 apart).
+    assert held["r2"] == pytest.approx(explained_variance(X_test, X_hat), abs=F32_R2_TOL)
     assert held["n_rows"] == X_test.shape[0] and held["source"] == str(captured / "test.npy")
 
     capsys.readouterr()
@@ -148,7 +152,7 @@ def test_evaluate_equals_the_python_metrics(captured, gpt2_dir, capsys):
     result = json.loads(capsys.readouterr().out)
     codes = sae.transform(X)
     assert result["r2"] == pytest.approx(
-        explained_variance(X, sae.inverse_transform(codes)), abs=1e-9
+        explained_variance(X, sae.inverse_transform(codes)), abs=F32_R2_TOL
     )
     assert result["l0"] == pytest.approx(np.count_nonzero(codes) / X.shape[0])
     assert result["dead"] == int((np.abs(codes).sum(axis=0) == 0).sum())
