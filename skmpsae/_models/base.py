@@ -3,10 +3,8 @@
 A model file supplies a torch module (its parameters and its loss, see ``module.py``) and an
 encoder over plain tensors. ``fit`` and ``partial_fit`` build a ``_Trainer`` from explicit
 settings (``_train/trainer.py``), run it through ``_train.loop.train_epochs`` and publish what
-comes back with :meth:`_BaseSAE._set_fitted_state`, the one writer of fitted state (``io.load``,
-``from_saelens`` and ``from_sparsify`` use it too). Everything a scikit-learn user touches
-lives here, once: the public methods with their numpydoc (half of the file), the trainer's
-construction and the writing of fitted state, which is why the file is over 400 lines.
+comes back with :func:`~skmpsae._models.fitted.set_fitted_state`, the one writer of fitted
+state (``io.load``, ``from_saelens`` and ``from_sparsify`` use it too).
 
 Fitted state is published as numpy arrays in the data's own units (``components_``,
 ``intercept_``, ...), never as pickled torch objects, so a model fitted on a GPU loads on a
@@ -54,6 +52,7 @@ from .._train.progress import epoch_reporter
 from .._train.tensors import _cached_tensors, _n_batches, _row_chunks, _torch_dtype
 from .._train.trainer import _Trainer
 from .._utils import NotBoolInterval, resolve_device
+from .fitted import published_arrays, set_fitted_state
 from .training import initialize_module, load_published, module_arrays, validation_score
 
 
@@ -424,7 +423,7 @@ class _BaseSAE(
         when the estimator was pickled if they belong to these parameters; else fresh."""
         dtype = _torch_dtype(self.components_.dtype)
         module = self._make_module(self.n_features_in_, dtype, resolve_device(self.device))
-        load_published(module, self._published_arrays(), self._published_params, self._data_scale)
+        load_published(module, published_arrays(self), self._published_params, self._data_scale)
         trainer = self._make_trainer(
             module, self._data_scale, None, 0, 1, self.n_steps_, self.n_iter_
         )
@@ -555,69 +554,10 @@ class _BaseSAE(
         return {}
 
     # -- fitted state: one writer -----------------------------------------------------------
-    def _published_arrays(self):
-        """The published parameters, {attribute: array}."""
-        return {attr: getattr(self, attr) for attr, _ in self._published_params.values()}
-
-    def _published_shapes(self, n_features):
-        """{attribute: shape} of the published arrays for ``n_features`` inputs, read from the
-        model's own module built on the meta device (no memory)."""
-        module = self._make_module(n_features, torch.float32, torch.device("meta"))
-        return {
-            attr: tuple(getattr(module, name).shape)
-            for name, (attr, _) in self._published_params.items()
-        }
-
-    def _set_fitted_state(
-        self,
-        arrays,
-        *,
-        n_features_in_=None,
-        feature_names_in_=None,
-        n_iter=0,
-        n_steps=0,
-        loss_curve=(),
-        n_dead=None,
-        data_scale=1.0,
-        fitted=None,
-        reset=True,
-    ):
-        """Make the estimator fitted: the one place fitted state is written, by ``fit``,
-        ``partial_fit``, :func:`skmpsae.io.load`, ``from_saelens`` and ``from_sparsify``.
-
-        ``arrays`` are the published parameters (already checked), ``feature_names_in_`` the
-        input's column names or None, ``data_scale`` the RMS deviation the optimiser divides
-        the data by (so that ``partial_fit`` can go on), and ``fitted`` further fitted
-        attributes by name (``prefix_sizes_``, ``validation_scores_``, ...). With ``reset``
-        (a new model) no public fitted attribute of an earlier model survives, such as the
-        ``provenance_`` of rows it was fitted on before.
-        """
-        if reset:
-            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
-                delattr(self, name)
-        for name, value in arrays.items():
-            # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar.
-            value = np.array(value, order="C")
-            setattr(self, name, value if value.ndim else value[()])
-        self.n_features_in_ = int(
-            arrays["components_"].shape[1] if n_features_in_ is None else n_features_in_
-        )
-        if feature_names_in_ is not None:
-            self.feature_names_in_ = np.asarray(feature_names_in_, dtype=object)
-        else:
-            self.__dict__.pop("feature_names_in_", None)
-        self.n_iter_ = int(n_iter)
-        self.n_steps_ = int(n_steps)
-        self.loss_curve_ = [float(v) for v in loss_curve]
-        self.n_dead_components_ = None if n_dead is None else int(n_dead)
-        self._data_scale = float(data_scale)
-        for name, value in (fitted or {}).items():
-            setattr(self, name, value)
-        # Derived tensors, the live trainer and Adam moments of an earlier model go stale.
-        self.__dict__.setdefault("_tensor_cache", {}).clear()
-        self.__dict__.pop("_trainer_state", None)
-        self.__dict__.pop("_live_trainer", None)
-        return self
+    def _set_fitted_state(self, arrays, **state):
+        """Make the estimator fitted, through the one writer of fitted state
+        (:func:`~skmpsae._models.fitted.set_fitted_state`, which documents ``state``)."""
+        return set_fitted_state(self, arrays, **state)
 
     # -- validation ------------------------------------------------------------------------
     def _validate_new_data(self, X):
