@@ -146,7 +146,7 @@ def test_the_checks_see_imports():
     """The walker itself: it finds relative, absolute and lazy imports."""
     deps = _graph()
     assert "skmpsae._models.base" in deps["skmpsae._models.topk"]
-    assert "skmpsae._train.trainer" in deps["skmpsae._models.base"]
+    assert "skmpsae._train.trainer" in deps["skmpsae._models.session"]
     assert "skmpsae.activations" in deps["skmpsae._cli.capture"]  # inside a function
     assert _layer("skmpsae._cli.fit") > _layer("skmpsae._models.base")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _helpers import ESTIMATORS, estimator_factory, low_rank_data
+from _helpers import ESTIMATORS, estimator_factory, low_rank_data, new_trainer
 from skmpsae import DivergenceError
 from skmpsae._train.trainer import LossOutput, _Schedule
 
@@ -52,19 +52,19 @@ def test_state_dict_round_trip_continues_bit_identically(name):
     X = low_rank_data(N_SAMPLES)
     sae = make_estimator(name)
     n_steps = 3 * (N_SAMPLES // BATCH_SIZE)
-    straight = sae._new_trainer(X, n_steps)
+    straight = new_trainer(sae, X, n_steps=n_steps)
     for _ in range(3):
         straight.run_epoch(X, BATCH_SIZE)
     # The estimator's fit is this very loop.
     fitted = make_estimator(name).fit(X)
     np.testing.assert_array_equal(fitted.components_, straight.module.dictionary.detach().numpy())
 
-    first = sae._new_trainer(X, n_steps)
+    first = new_trainer(sae, X, n_steps=n_steps)
     for _ in range(2):
         first.run_epoch(X, BATCH_SIZE)
     state = round_trip(first.state_dict())
     # A trainer with another initialisation, and Adam moments of its own, takes the state.
-    resumed = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    resumed = new_trainer(make_estimator(name, random_state=1), X, n_steps=n_steps)
     resumed.run_epoch(X, BATCH_SIZE)
     resumed.load_state_dict(state)
     assert (resumed.step, resumed.epoch) == (2 * N_SAMPLES // BATCH_SIZE, 2)
@@ -73,7 +73,7 @@ def test_state_dict_round_trip_continues_bit_identically(name):
     assert resumed.step == straight.step and resumed.epoch == straight.epoch == 3
     assert result.loss == fitted.loss_curve_[-1]
     # Without Adam's moments the third epoch goes elsewhere: the state carries them.
-    no_moments = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    no_moments = new_trainer(make_estimator(name, random_state=1), X, n_steps=n_steps)
     no_moments.module.load_state_dict(state["module"])
     no_moments.step, no_moments.epoch = state["step"], state["epoch"]
     no_moments.order_rng.set_state(state["order_rng"])
@@ -86,7 +86,7 @@ def test_state_dict_round_trip_continues_bit_identically(name):
 def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
     X = low_rank_data(N_SAMPLES)
     n_steps = 2 * (N_SAMPLES // BATCH_SIZE)
-    straight = make_estimator(name)._new_trainer(X, n_steps)
+    straight = new_trainer(make_estimator(name), X, n_steps=n_steps)
     losses = [straight.run_epoch(X, BATCH_SIZE).loss for _ in range(2)]
 
     saved = {}
@@ -95,12 +95,12 @@ def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
         if state["step"] == save_at:
             saved["state"] = round_trip(state)
 
-    interrupted = make_estimator(name)._new_trainer(X, n_steps)
+    interrupted = new_trainer(make_estimator(name), X, n_steps=n_steps)
     for _ in range(2):
         interrupted.run_epoch(X, BATCH_SIZE, checkpoint=(1, save))
     assert saved["state"]["in_epoch"]["next_row"] == (save_at - 3) * BATCH_SIZE
 
-    resumed = make_estimator(name, random_state=5)._new_trainer(X, n_steps)
+    resumed = new_trainer(make_estimator(name, random_state=5), X, n_steps=n_steps)
     resumed.load_state_dict(saved["state"])
     result = resumed.run_epoch(X, BATCH_SIZE)  # the rest of epoch 2
     assert resumed.step == straight.step == 6 and resumed.epoch == 2
@@ -125,7 +125,7 @@ def test_schedule_warms_up_then_decays():
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
     X = low_rank_data(N_SAMPLES)
-    trainer = make_estimator(name, max_iter=2)._new_trainer(X, 40)
+    trainer = new_trainer(make_estimator(name, max_iter=2), X, n_steps=40)
     module, loss = trainer.module, trainer.module.loss
     seen = []
 
@@ -223,7 +223,7 @@ def test_failed_fit_keeps_input_description():
 # -- losses take explicit inputs -----------------------------------------------------------
 def fitted_module(name, **params):
     X = low_rank_data(N_SAMPLES)
-    trainer = make_estimator(name, **params)._new_trainer(X, 30)
+    trainer = new_trainer(make_estimator(name, **params), X, n_steps=30)
     trainer.run_epoch(X, BATCH_SIZE)
     module = trainer.module.double()
     return module, torch.as_tensor(X[:40], dtype=torch.float64) / trainer.scale
