@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 
 # Initial threshold, in units of the data's RMS deviation: low enough that about half the
 # latents fire on the first batches (the encoder starts as the transposed dictionary), so that
@@ -60,12 +60,8 @@ class _Step(torch.autograd.Function):
         return None, grad_threshold.sum(dim=0), None
 
 
-def _pre_activations(x, weight, encoder_bias, bias):
-    return (x - bias) @ weight.T + encoder_bias
-
-
 def _jumprelu_codes(x, weight, encoder_bias, bias, threshold):
-    pre = _pre_activations(x, weight, encoder_bias, bias)
+    pre = pre_activations(x, weight, encoder_bias, bias)
     return pre * (pre > threshold).to(pre.dtype)
 
 
@@ -93,7 +89,7 @@ class _JumpReLUModule(_EncoderModule):
     def loss(self, x, dead_mask=None, sparsity_scale=1.0):
         """LossOutput on batch ``x`` with the L0 weight ``alpha * sparsity_scale``;
         ``dead_mask`` is unused."""
-        pre = _pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
+        pre = pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
         z = _JumpReLU.apply(pre, self.threshold, self.bandwidth)
         x_hat = z @ self.dictionary + self.bias
         l0 = _Step.apply(pre, self.threshold, self.bandwidth).sum(dim=1).mean()

@@ -7,7 +7,10 @@ inputs; it never reads the trainer. Its ``loss`` returns the trainer's
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils.validation import check_array
+
+from .._pursuit.encode import _decode_selected
 
 
 class _SAEModule(torch.nn.Module):
@@ -78,6 +81,34 @@ class _EncoderModule(_SAEModule):
         # An encoder equal to the decoder's transpose starts as a tied autoencoder.
         self.encoder_weight.copy_(self.dictionary)
         self.encoder_bias.zero_()
+
+
+def pre_activations(x, weight, encoder_bias, bias):
+    """The encoders' pre-activations ``(x - b) @ W_enc.T + b_enc``, from the module's
+    parameters in training or the published ones (``params``) in ``transform``."""
+    return (x - bias) @ weight.T + encoder_bias
+
+
+def auxk_term(x, x_hat, pre, dead_mask, dictionary, aux_coef):
+    """``aux_coef`` times the AuxK loss (Gao et al., 2024), 0.0 when no latent is dead (or
+    ``dead_mask`` is None): the ``k_aux`` largest pre-activations of dead latents reconstruct
+    the residual the live latents leave, relative to the residual's variance. It pulls dead
+    latents back towards directions the live ones miss."""
+    if dead_mask is None or not aux_coef or not bool(dead_mask.any()):
+        return 0.0
+    n_features = x.shape[1]
+    k_aux = min(int(dead_mask.sum()), max(1, n_features // 2))
+    masked = pre.masked_fill(~dead_mask, float("-inf"))
+    aux_values, aux_indices = masked.topk(k_aux, dim=1)
+    aux_hat = _decode_selected(aux_indices, F.relu(aux_values), dictionary)
+    residual = (x - x_hat).detach()
+    scale = ((residual - residual.mean(dim=0)) ** 2).sum(dim=1).mean()
+    # x is scaled to unit RMS deviation (squared norm ~ n_features per sample). Once the live
+    # latents explain all but 1e-4 of that, the residual is rounding noise: normalising by it
+    # would turn a tiny aux_hat into a loss of 1e5 and more (seen on constant data, reported
+    # as a divergence).
+    aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(1e-4 * n_features)
+    return aux_coef * aux
 
 
 # How the encoder's parameters are published on a fitted estimator: module parameter name ->

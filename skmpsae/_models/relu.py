@@ -7,11 +7,11 @@ from sklearn.utils._param_validation import Interval
 
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 
 
 def _relu_codes(x, weight, encoder_bias, bias):
-    return F.relu((x - bias) @ weight.T + encoder_bias)
+    return F.relu(pre_activations(x, weight, encoder_bias, bias))
 
 
 class _ReLUModule(_EncoderModule):
