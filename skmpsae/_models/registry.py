@@ -2,8 +2,9 @@
 
 Everything that enumerates the estimators reads it here: the package's exports, the command
 line's ``--model`` choices and help, ``skmpsae compare``, :mod:`skmpsae.io` (which class a file
-names) and the SAELens reader (which class an architecture becomes), the tests and the
-benchmarks. A new estimator is one model file and one :func:`register` call.
+names), the io layer's table of conversions to other formats (keyed by the short names), the
+tests and the benchmarks. A new estimator is one model file and one :func:`register` call; it
+has no SAELens export until ``skmpsae/_io/conversions.py`` gives it one.
 """
 
 from dataclasses import dataclass
@@ -31,16 +32,12 @@ class EstimatorSpec:
         line) or a penalty whose L0 emerges in training (``--alpha``).
     sparsity_scope : str
         How the sparsity applies, as ``compare``'s table says it ("" for per sample).
-    saelens_architecture : str or None
-        The SAELens architecture that :func:`skmpsae.io.from_saelens` reads into this class,
-        None for an estimator exported under another's architecture.
     """
 
     name: str
     estimator: type
     sparsity: str
     sparsity_scope: str = ""
-    saelens_architecture: str | None = None
 
     @property
     def penalised(self):
@@ -80,9 +77,9 @@ def spec_of(estimator):
     raise KeyError(cls.__name__)
 
 
-register(EstimatorSpec("mp", MatchingPursuitSAE, "n_nonzero_coefs", "", "matching_pursuit"))
-register(EstimatorSpec("topk", TopKSAE, "n_nonzero_coefs", "", "topk"))
+register(EstimatorSpec("mp", MatchingPursuitSAE, "n_nonzero_coefs"))
+register(EstimatorSpec("topk", TopKSAE, "n_nonzero_coefs"))
 register(EstimatorSpec("batchtopk", BatchTopKSAE, "n_nonzero_coefs", "per batch"))
 register(EstimatorSpec("matryoshka", MatryoshkaSAE, "n_nonzero_coefs", "per batch"))
-register(EstimatorSpec("jumprelu", JumpReLUSAE, "alpha", "", "jumprelu"))
-register(EstimatorSpec("relu", ReLUSAE, "alpha", "", "standard"))
+register(EstimatorSpec("jumprelu", JumpReLUSAE, "alpha"))
+register(EstimatorSpec("relu", ReLUSAE, "alpha"))
