@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._compat import check_parameters
 from ._io.saelens import from_saelens, to_saelens
 from ._io.safetensors import (
     _check_arrays,
@@ -312,7 +313,7 @@ def load(path):
     cls = classes[name]
     try:
         estimator = cls(**params)
-        estimator._validate_params()
+        check_parameters(estimator)
         n_features = int(attrs["n_features_in_"])
         expected = published_shapes(estimator, n_features)
     except (TypeError, ValueError, KeyError) as exc:

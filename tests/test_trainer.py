@@ -292,3 +292,30 @@ def test_a_short_last_batch_joins_the_one_before():
     assert _batch_bounds(3600, 512)[-1] == (3072, 3600)
     assert _batch_bounds(10, 32) == [(0, 10)] and _batch_bounds(64, 32) == [(0, 32), (32, 64)]
     assert _n_batches(700, 512) == 1 and _n_batches(0, 32) == 0
+
+
+def test_mp_state_without_extra_state_loads_and_measures_again():
+    """A trainer state saved before MP's module carried its measured selection path (its
+    extra state) loads, the path to be measured again; the caller's dict is not changed, and
+    a missing parameter is still an error."""
+    X = low_rank_data(N_SAMPLES)
+    trainer = new_trainer(make_estimator("mp"), X, n_steps=9)
+    trainer.module.selection_path, trainer.module.selection_seconds = "rows", {"rows": 0.5}
+    state = trainer.state_dict()
+    assert "_extra_state" in state["module"]
+    old = {**state, "module": {k: v for k, v in state["module"].items() if k != "_extra_state"}}
+    old_keys = set(old["module"])
+
+    restored = new_trainer(make_estimator("mp"), X, n_steps=9)
+    restored.load_state_dict(state)
+    assert restored.module.selection_path == "rows"
+    assert restored.module.selection_seconds == {"rows": 0.5}
+    from_old = new_trainer(make_estimator("mp"), X, n_steps=9)
+    from_old.load_state_dict(old)
+    assert from_old.module.selection_path is None and from_old.module.selection_seconds == {}
+    assert set(old["module"]) == old_keys
+    assert_same_parameters(parameters(from_old), parameters(restored))
+
+    del old["module"]["dictionary"]
+    with pytest.raises(RuntimeError, match="Missing key.*dictionary"):
+        new_trainer(make_estimator("mp"), X, n_steps=9).load_state_dict(old)

@@ -15,22 +15,12 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import metadata_routing
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _get_feature_names,
-    check_array,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .._compat import Interval, StrOptions, fit_context, get_feature_names
 from .._metrics.reconstruction import explained_variance
 from .._train.checkpoint import _Checkpointer, run_description
 from .._train.early_stopping import _validation_split
@@ -119,7 +109,7 @@ class _BaseSAE(
         return self.learning_rate
 
     # -- public API ------------------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, checkpoint_dir=None, checkpoint_every=1000, resume=False):
         """Fit the autoencoder on ``X`` for ``max_iter`` epochs of mini-batch Adam.
 
@@ -195,7 +185,7 @@ class _BaseSAE(
         )
         return self
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         """Continue training on ``X`` for one pass (epoch) of mini-batches.
 
@@ -376,7 +366,7 @@ class _BaseSAE(
     # -- validation ------------------------------------------------------------------------
     def _validate_new_data(self, X):
         """``X`` as a float array, and the :class:`InputDescription` of a new model."""
-        feature_names = _get_feature_names(X)
+        feature_names = get_feature_names(X)
         X = check_array(X, dtype=[np.float64, np.float32], estimator=self, input_name="X")
         return X, InputDescription(X.shape[1], feature_names)
 

@@ -4,8 +4,8 @@ estimators (Rajamanoharan et al., 2024; the architecture of Gemma Scope)."""
 from numbers import Real
 
 import torch
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
 from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations

@@ -11,8 +11,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._compat import Interval, StrOptions
 from .._pursuit.autotune import measured_selection
 from .._pursuit.encode import _decode_selected, _scatter_codes, _select_omp
 from .._pursuit.grad import (
@@ -131,13 +131,6 @@ class _MatchingPursuitModule(_SAEModule):
         path, *seconds = state.tolist()
         self.selection_path = None if path < 0 else PATHS[int(path)]
         self.selection_seconds = {p: s for p, s in zip(PATHS, seconds, strict=True) if s == s}
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints written before the path was measured have no extra state: measure again.
-        key = prefix + "_extra_state"
-        if key not in state_dict:
-            state_dict[key] = self.get_extra_state()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable), the selected atoms and the float mask of

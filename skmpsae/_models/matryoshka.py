@@ -225,11 +225,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         )
         self.prefix_sizes = prefix_sizes
 
-    def _validate_params(self):
-        super()._validate_params()
-        self._check_prefix_sizes()
-
     def _check_prefix_sizes(self):
+        # Checked in fit when the module is built (and by io.load), as scikit-learn checks a
+        # parameter whose valid values depend on another (here n_components).
         n = self.n_components
         if self.prefix_sizes is None:
             return _default_prefix_sizes(n)

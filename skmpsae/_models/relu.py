@@ -3,8 +3,8 @@
 from numbers import Real
 
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
 from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations

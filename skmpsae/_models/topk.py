@@ -4,8 +4,8 @@ import warnings
 from numbers import Integral, Real
 
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._pursuit.encode import _decode_selected, _scatter_codes
 from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .._compat import EXTRA_STATE_KEY_SUFFIX
 from .distributed import _ProcessGroup
 from .reader import _epoch_order, _prefers_buffer, _read_ahead
 from .tensors import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
@@ -62,6 +63,17 @@ class _Schedule:
             if step >= decay_start:
                 lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
         return lr
+
+
+def _with_own_extra_state(module, saved):
+    """``saved`` (a module state_dict), completed with ``module``'s own extra state where it
+    has none (a copy then: the caller's dict is never changed)."""
+    missing = {
+        key: value
+        for key, value in module.state_dict().items()
+        if key.endswith(EXTRA_STATE_KEY_SUFFIX) and key not in saved
+    }
+    return {**saved, **missing} if missing else saved
 
 
 class _EpochResult(NamedTuple):
@@ -326,8 +338,12 @@ class _Trainer:
         }
 
     def load_state_dict(self, state):
-        """Continue from ``state`` (from :meth:`state_dict` of a trainer of the same model)."""
-        self.module.load_state_dict(state["module"])
+        """Continue from ``state`` (from :meth:`state_dict` of a trainer of the same model).
+
+        A module state saved before the module had extra state (matching pursuit's measured
+        selection path, see ``get_extra_state``) takes the module's own, as if nothing had
+        been measured: the next batches measure again. ``state`` is left as it was."""
+        self.module.load_state_dict(_with_own_extra_state(self.module, state["module"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule = _Schedule(**state["schedule"])
         self.scale = state["scale"]
