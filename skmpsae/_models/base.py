@@ -63,15 +63,11 @@ class _BaseSAE(
         "resume": metadata_routing.UNUSED,
     }
 
-    # Initial atoms: random centred samples (True) or random directions (False). Measured on
-    # MNIST (4k/1k, 256 atoms, k=16, 15 epochs), held-out R2: MP 0.790 from samples vs 0.746
-    # from random directions; TopK 0.680 vs 0.729, as an encoder initialised to correlated
-    # sample atoms starts by overshooting (initial loss 10x the data variance).
+    # Initial atoms: random centred samples (True) or random directions (False); each model
+    # chooses by measurement (docs/benchmarks.md, "Where the defaults come from").
     _init_from_samples = False
 
-    # Default peak learning rate at 256 atoms; each model sets its own and reports its MNIST
-    # measurements in its docstring (TopK keeps 3e-3 although 1e-2 scores a little higher, as
-    # 1e-2 leaves 28 dead latents).
+    # Default peak learning rate at 256 atoms; a model may set its own.
     _auto_learning_rate = 3e-3
 
     # Names of module parameters -> (published attribute, whether it carries the data's units).

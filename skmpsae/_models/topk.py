@@ -127,9 +127,9 @@ class TopKSAE(_KSparseSAE):
     transform_n_nonzero_coefs : int, default=None
         k at inference (capped at ``n_components`` in the same way); None means
         ``n_nonzero_coefs``.
-        Unlike matching pursuit, a TopK encoder is not trained for other values: on MNIST a
-        model trained at k=16 stops improving once k passes ~41, the number of latents with a
-        positive pre-activation (docs/benchmarks.md).
+        Unlike matching pursuit, a TopK encoder is not trained for other values: past the
+        number of latents with a positive pre-activation, a larger k changes nothing
+        (docs/benchmarks.md, section 2).
     aux_coef : float, default=1/32
         Weight of the AuxK loss (0 disables it).
     max_iter : int, default=50
@@ -137,10 +137,10 @@ class TopKSAE(_KSparseSAE):
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
-        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``. On
-        MNIST with 256 latents and k=16, 1e-3, 3e-3 and 1e-2 gave held-out R2 0.763, 0.773
-        and 0.778, the last with 28 dead latents. Linear warm-up over the first 5% of steps
-        (at most 100), linear decay to zero over the last 20% of a fit.
+        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``.
+        Linear warm-up over the first 5% of steps (at most 100), linear decay to zero over
+        the last 20% of a fit.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None

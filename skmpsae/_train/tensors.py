@@ -62,8 +62,7 @@ def _batch_bounds(n_samples, batch_size):
     """``(start, stop)`` of each batch of an epoch: ``batch_size`` rows each, except that a
     last batch of fewer than half of that joins the batch before. A few rows alone would get a
     step as large as any other (Adam's steps do not shrink with the batch) from a far noisier
-    gradient: with 3,600 MNIST rows in batches of 512, the 16-row last batch of every epoch
-    cost MatchingPursuitSAE 0.05 of held-out R2."""
+    gradient (measured in ``docs/benchmarks.md``, "Where the defaults come from")."""
     starts = list(range(0, n_samples, batch_size))
     if len(starts) > 1 and n_samples - starts[-1] < batch_size / 2:
         starts.pop()
