@@ -27,6 +27,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/basedpyright
 
 test: lint
 	$(PY) -m pytest -q

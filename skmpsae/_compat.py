@@ -8,16 +8,10 @@ and the newest (``make test-compat``). The same holds for torch: the key under w
 module's extra state is saved.
 """
 
-from sklearn.base import _fit_context
-from sklearn.utils._param_validation import (
-    HasMethods,
-    Interval,
-    InvalidParameterError,
-    StrOptions,
-    validate_params,
-)
-from sklearn.utils.validation import _get_feature_names
-from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
+from sklearn import base as _base
+from sklearn.utils import _param_validation
+from sklearn.utils import validation as _validation
+from torch.nn.modules import module as _torch_module
 
 __all__ = [
     "EXTRA_STATE_KEY_SUFFIX",
@@ -32,11 +26,16 @@ __all__ = [
     "validate_params",
 ]
 
-fit_context = _fit_context
-get_feature_names = _get_feature_names
+HasMethods = _param_validation.HasMethods
+Interval = _param_validation.Interval
+InvalidParameterError = _param_validation.InvalidParameterError
+StrOptions = _param_validation.StrOptions
+validate_params = _param_validation.validate_params
+fit_context = _base._fit_context
+get_feature_names = _validation._get_feature_names
 
 # The suffix of the state_dict key that holds what a module's get_extra_state returns.
-EXTRA_STATE_KEY_SUFFIX = _EXTRA_STATE_KEY_SUFFIX
+EXTRA_STATE_KEY_SUFFIX: str = _torch_module._EXTRA_STATE_KEY_SUFFIX
 
 
 def check_parameters(estimator):

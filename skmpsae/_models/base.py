@@ -25,6 +25,7 @@ from .._metrics.reconstruction import explained_variance
 from .._train.checkpoint import _Checkpointer, run_description
 from .._train.early_stopping import _validation_split
 from .._train.tensors import _cached_tensors, _n_batches, _row_chunks
+from .._train.trainer import SAEModule
 from .._utils import NotBoolInterval, resolve_device
 from .fitted import set_fitted_state
 from .session import InputDescription, TrainingSession, portable_state
@@ -75,11 +76,11 @@ class _BaseSAE(
 
     # -- hooks a model implements ------------------------------------------------------------
     @abstractmethod
-    def _make_module(self, n_features, dtype, device):
+    def _make_module(self, n_features: int, dtype: torch.dtype, device: torch.device) -> SAEModule:
         """Return the torch module with uninitialised parameters."""
 
     @abstractmethod
-    def _encode(self, X, params):
+    def _encode(self, X: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Dense codes (n, n_components) of tensor ``X`` from published ``params`` (a dict of
         tensors named as ``_published_params``' attributes)."""
 
@@ -166,7 +167,7 @@ class _BaseSAE(
         checkpointer = _Checkpointer.from_fit_args(run, checkpoint_dir, checkpoint_every, resume)
         n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
         session = TrainingSession(self, learning_rate=self._learning_rate())
-        if resume:
+        if resume and checkpointer is not None:  # from_fit_args refuses resume without one
             trainer = session.checkpointed_trainer(X, checkpointer=checkpointer, n_steps=n_steps)
         else:
             trainer = session.new_trainer(X, n_steps=n_steps)

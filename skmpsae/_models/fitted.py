@@ -5,16 +5,18 @@ Fitted state is published as numpy arrays in the data's own units (``components_
 CPU-only machine.
 """
 
+from typing import Any
+
 import numpy as np
 import torch
 
 
-def published_arrays(estimator):
+def published_arrays(estimator) -> dict[str, np.ndarray]:
     """The published parameters of a fitted ``estimator``, {attribute: array}."""
     return {attr: getattr(estimator, attr) for attr, _ in estimator._published_params.values()}
 
 
-def published_shapes(estimator, n_features):
+def published_shapes(estimator, n_features) -> dict[str, tuple[int, ...]]:
     """{attribute: shape} of the published arrays of ``estimator`` for ``n_features`` inputs,
     read from the model's own module built on the meta device (no memory)."""
     module = estimator._make_module(n_features, torch.float32, torch.device("meta"))
@@ -37,7 +39,7 @@ def set_fitted_state(
     data_scale=1.0,
     fitted=None,
     reset=True,
-):
+) -> Any:
     """Make the estimator fitted: the one place fitted state is written, by ``fit``,
     ``partial_fit``, :func:`skmpsae.io.load`, ``from_saelens`` and ``from_sparsify``.
 

@@ -29,7 +29,7 @@ class _SAEModule(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(n_features, **kw), requires_grad=fit_intercept)
 
     @torch.no_grad()
-    def initialize(self, bias, dictionary):
+    def initialize(self, bias, dictionary) -> None:
         """Set the bias and the (unit-norm) dictionary; subclasses add their own parameters."""
         self.bias.copy_(bias)
         self.dictionary.copy_(dictionary)
@@ -37,14 +37,14 @@ class _SAEModule(torch.nn.Module):
     # Share of a fit's steps over which the learning rate decays to zero (see _Schedule).
     lr_decay_fraction = 0.2
 
-    def make_optimizer(self, learning_rate):
+    def make_optimizer(self, learning_rate) -> torch.optim.Optimizer:
         """The optimiser the trainer steps: Adam, with torch's fused kernel where it has one
         (one pass over each parameter instead of a dozen)."""
         fused = self.dictionary.device.type in ("cpu", "cuda")
         return torch.optim.Adam(self.parameters(), lr=learning_rate, fused=fused)
 
     @torch.no_grad()
-    def project_gradients(self):
+    def project_gradients(self) -> None:
         # The step then only rotates each atom; renormalising afterwards corrects the curvature
         # instead of fighting a radial component of the gradient. Without no_grad, the product
         # with the (grad-requiring) dictionary records an autograd graph on .grad at every step,
@@ -54,11 +54,11 @@ class _SAEModule(torch.nn.Module):
             grad -= (grad * self.dictionary).sum(dim=1, keepdim=True) * self.dictionary.detach()
 
     @torch.no_grad()
-    def normalize(self):
+    def normalize(self) -> None:
         norms = self.dictionary.norm(dim=1, keepdim=True)
         self.dictionary /= norms.clamp_min(torch.finfo(norms.dtype).tiny)
 
-    def fired_counts(self, indices, active):
+    def fired_counts(self, indices, active) -> torch.Tensor:
         """Samples that gave each latent a non-zero code, from selected ``indices`` and the
         matching ``active`` flags (both of shape (n_samples, k))."""
         fired = torch.zeros(self.dictionary.shape[0], dtype=torch.long, device=indices.device)
@@ -83,13 +83,13 @@ class _EncoderModule(_SAEModule):
         self.encoder_bias.zero_()
 
 
-def pre_activations(x, weight, encoder_bias, bias):
+def pre_activations(x, weight, encoder_bias, bias) -> torch.Tensor:
     """The encoders' pre-activations ``(x - b) @ W_enc.T + b_enc``, from the module's
     parameters in training or the published ones (``params``) in ``transform``."""
     return (x - bias) @ weight.T + encoder_bias
 
 
-def auxk_term(x, x_hat, pre, dead_mask, dictionary, aux_coef):
+def auxk_term(x, x_hat, pre, dead_mask, dictionary, aux_coef) -> torch.Tensor | float:
     """``aux_coef`` times the AuxK loss (Gao et al., 2024), 0.0 when no latent is dead (or
     ``dead_mask`` is None): the ``k_aux`` largest pre-activations of dead latents reconstruct
     the residual the live latents leave, relative to the residual's variance. It pulls dead
@@ -119,7 +119,7 @@ _ENCODER_PUBLISHED_PARAMS = {
 }
 
 
-def initial_dictionary(Xc, n_components, dict_init, from_samples, generator):
+def initial_dictionary(Xc, n_components, dict_init, from_samples, generator) -> torch.Tensor:
     """Unit-norm initial atoms, shape (n_components, n_features), for centred scaled data.
 
     ``dict_init`` (an array) if given; else random centred samples with a little noise

@@ -40,14 +40,14 @@ class EstimatorSpec:
     sparsity_scope: str = ""
 
     @property
-    def penalised(self):
+    def penalised(self) -> bool:
         return self.sparsity == "alpha"
 
 
 _REGISTRY = {}
 
 
-def register(spec):
+def register(spec) -> EstimatorSpec:
     """Add ``spec`` to the registry (a name or class registered twice is an error)."""
     if spec.sparsity not in ("n_nonzero_coefs", "alpha"):
         raise ValueError(f"sparsity must be 'n_nonzero_coefs' or 'alpha', got {spec.sparsity!r}.")
@@ -58,17 +58,17 @@ def register(spec):
     return spec
 
 
-def unregister(name):
+def unregister(name) -> None:
     """Remove the estimator registered as ``name`` (for tests that register their own)."""
     del _REGISTRY[name]
 
 
-def estimator_specs():
+def estimator_specs() -> dict[str, EstimatorSpec]:
     """Every registered estimator, in registration order, by short name."""
     return dict(_REGISTRY)
 
 
-def spec_of(estimator):
+def spec_of(estimator) -> EstimatorSpec:
     """The spec of an estimator class or instance; KeyError if it is not registered."""
     cls = estimator if isinstance(estimator, type) else type(estimator)
     for spec in _REGISTRY.values():

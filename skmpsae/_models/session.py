@@ -17,14 +17,17 @@ from sklearn.utils import check_random_state
 
 from .._train.checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
 from .._train.distributed import is_main_process
-from .._train.early_stopping import _EarlyStopping
+from .._train.early_stopping import _EarlyStopping, _RowSubset
 from .._train.loop import TrainingResult, train_epochs
 from .._train.progress import epoch_reporter
 from .._train.tensors import _torch_dtype
-from .._train.trainer import _Trainer
+from .._train.trainer import SAEModule, _Trainer
 from .._utils import resolve_device
 from .fitted import published_arrays, set_fitted_state
 from .training import initialize_module, load_published, module_arrays, validation_score
+
+# Training rows: an array (a memmap is read batch by batch) or early stopping's training part.
+Rows = np.ndarray | _RowSubset
 
 
 class InputDescription(NamedTuple):
@@ -79,7 +82,7 @@ class TrainingSession:
         self.learning_rate = learning_rate
 
     # -- the trainer: new, going on, or restored ----------------------------------------------
-    def new_trainer(self, X: np.ndarray, *, n_steps: int | None) -> _Trainer:
+    def new_trainer(self, X: Rows, *, n_steps: int | None) -> _Trainer:
         """A trainer over a new module started from a sample of ``X``, with ``n_steps``
         planned steps (None for ``partial_fit``). Tests build one to drive it step by step."""
         est = self.estimator
@@ -102,9 +105,11 @@ class TrainingSession:
             dead_window=X.shape[0],
         )
 
-    def continued_trainer(self, X: np.ndarray) -> _Trainer:
+    def continued_trainer(self, X: np.ndarray, *, n_steps: int | None = None) -> _Trainer:
         """The trainer of a ``partial_fit`` call on a fitted estimator, prepared for ``X``:
-        the live one if it trained the published model, else one rebuilt from it."""
+        the live one if it trained the published model, else one rebuilt from it. ``n_steps``:
+        the steps of the whole run when a caller knows them (the learning rate then decays as
+        in a fit), else None (warm-up, then constant)."""
         est = self.estimator
         live = est.__dict__.get("_live_trainer")
         if live is not None and live.components is est.components_:
@@ -113,7 +118,7 @@ class TrainingSession:
             trainer = self._published_trainer()
         # Reproducible shuffles that still differ from one partial_fit call to the next.
         seed = (_shuffle_seed(est.random_state) + est.n_iter_) % (2**31 - 1)
-        trainer.start_call(self.learning_rate, None, seed, X.shape[0])
+        trainer.start_call(self.learning_rate, n_steps, seed, X.shape[0])
         return trainer
 
     def _published_trainer(self) -> _Trainer:
@@ -140,7 +145,7 @@ class TrainingSession:
         return trainer
 
     def checkpointed_trainer(
-        self, X: np.ndarray, *, checkpointer: _Checkpointer, n_steps: int
+        self, X: Rows, *, checkpointer: _Checkpointer, n_steps: int
     ) -> _Trainer:
         """A trainer restored from ``checkpointer``'s checkpoint, for ``fit(..., resume=True)``."""
         est = self.estimator
@@ -155,7 +160,7 @@ class TrainingSession:
 
     def _make_trainer(
         self,
-        module: torch.nn.Module,
+        module: SAEModule,
         *,
         scale: float,
         n_steps: int | None,
@@ -180,7 +185,7 @@ class TrainingSession:
     # -- running and publishing ------------------------------------------------------------
     def run(
         self,
-        X: np.ndarray,
+        X: Rows,
         trainer: _Trainer,
         *,
         n_epochs: int,
