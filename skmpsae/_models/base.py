@@ -162,9 +162,13 @@ class _BaseSAE(
         X, inputs = self._validate_new_data(X)
         X_validation = None
         if self.early_stopping:
-            X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
-        run = run_description(type(self).__name__, self.get_params(deep=False), X)
-        checkpointer = _Checkpointer.from_fit_args(run, checkpoint_dir, checkpoint_every, resume)
+            X, X_validation = _validation_split(
+                X, validation_fraction=self.validation_fraction, random_state=self.random_state
+            )
+        run = run_description(name=type(self).__name__, params=self.get_params(deep=False), X=X)
+        checkpointer = _Checkpointer.from_fit_args(
+            run, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
+        )
         n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
         session = TrainingSession(self, learning_rate=self._learning_rate())
         if resume and checkpointer is not None:  # from_fit_args refuses resume without one

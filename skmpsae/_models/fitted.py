@@ -19,7 +19,9 @@ def published_arrays(estimator) -> dict[str, np.ndarray]:
 def published_shapes(estimator, n_features) -> dict[str, tuple[int, ...]]:
     """{attribute: shape} of the published arrays of ``estimator`` for ``n_features`` inputs,
     read from the model's own module built on the meta device (no memory)."""
-    module = estimator._make_module(n_features, torch.float32, torch.device("meta"))
+    module = estimator._make_module(
+        n_features=n_features, dtype=torch.float32, device=torch.device("meta")
+    )
     return {
         attr: tuple(getattr(module, name).shape)
         for name, (attr, _) in estimator._published_params.items()

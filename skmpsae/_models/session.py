@@ -86,7 +86,9 @@ class TrainingSession:
         """A trainer over a new module started from a sample of ``X``, with ``n_steps``
         planned steps (None for ``partial_fit``). Tests build one to drive it step by step."""
         est = self.estimator
-        module = est._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
+        module = est._make_module(
+            n_features=X.shape[1], dtype=_torch_dtype(X.dtype), device=torch.device("cpu")
+        )
         scale = initialize_module(
             module,
             X,
@@ -118,7 +120,12 @@ class TrainingSession:
             trainer = self._published_trainer()
         # Reproducible shuffles that still differ from one partial_fit call to the next.
         seed = (_shuffle_seed(est.random_state) + est.n_iter_) % (2**31 - 1)
-        trainer.start_call(self.learning_rate, n_steps, seed, X.shape[0])
+        trainer.start_call(
+            learning_rate=self.learning_rate,
+            n_steps=n_steps,
+            shuffle_seed=seed,
+            dead_window=X.shape[0],
+        )
         return trainer
 
     def _published_trainer(self) -> _Trainer:
@@ -126,7 +133,9 @@ class TrainingSession:
         when the estimator was pickled if they belong to these parameters; else fresh."""
         est = self.estimator
         dtype = _torch_dtype(est.components_.dtype)
-        module = est._make_module(est.n_features_in_, dtype, resolve_device(est.device))
+        module = est._make_module(
+            n_features=est.n_features_in_, dtype=dtype, device=resolve_device(est.device)
+        )
         load_published(module, published_arrays(est), est._published_params, est._data_scale)
         trainer = self._make_trainer(
             module,
@@ -150,7 +159,9 @@ class TrainingSession:
         """A trainer restored from ``checkpointer``'s checkpoint, for ``fit(..., resume=True)``."""
         est = self.estimator
         state = checkpointer.resume()
-        module = est._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
+        module = est._make_module(
+            n_features=X.shape[1], dtype=_torch_dtype(X.dtype), device=torch.device("cpu")
+        )
         module.to(resolve_device(est.device))
         trainer = self._make_trainer(
             module, scale=state["scale"], n_steps=n_steps, shuffle_seed=0, dead_window=X.shape[0]
@@ -207,7 +218,11 @@ class TrainingSession:
         # What the callback reports as the epochs of this call: all of a resumed fit's.
         total_epochs = n_epochs if checkpointer is None else est.max_iter
         report = epoch_reporter(
-            est, total_epochs, est.verbose, est.callback, main_process=is_main_process()
+            est,
+            n_epochs=total_epochs,
+            verbose=est.verbose,
+            callback=est.callback,
+            main_process=is_main_process(),
         )
         early_stopping = None
         if X_validation is not None:

@@ -191,7 +191,7 @@ class _Trainer:
         )
         self.reseed(shuffle_seed)
 
-    def start_call(self, learning_rate, n_steps, shuffle_seed, dead_window) -> None:
+    def start_call(self, *, learning_rate, n_steps, shuffle_seed, dead_window) -> None:
         """Prepare a ``fit`` or ``partial_fit`` call: its schedule (the step count goes on), its
         data order and the silence after which a latent counts as dead."""
         self.schedule = _Schedule(learning_rate, n_steps, self.module.lr_decay_fraction)
