@@ -3,8 +3,8 @@
 A :class:`TrainingSession` builds the call's :class:`~skmpsae._train.trainer._Trainer` (new
 from the data, going on from the published model, or restored from a checkpoint), runs it
 through :func:`~skmpsae._train.loop.train_epochs`, decides what an interruption keeps, and
-publishes the result through the estimator's ``_set_fitted_state``. The estimator keeps the
-scikit-learn surface; it reaches its training through this object only.
+publishes the result through :func:`~skmpsae._models.fitted.set_fitted_state`. The estimator
+keeps the scikit-learn surface; it reaches its training through this object only.
 """
 
 import warnings
@@ -71,8 +71,9 @@ class TrainingSession:
     estimator : _BaseSAE
         The estimator trained: its parameters, and the hooks of its model file
         (``_make_module``, ``_batch_size``, ``_encode``, ``_fitted_extras``...) say what to
-        build. The session writes its fitted state through :func:`.fitted.set_fitted_state`
-        only, and its live trainer as ``_live_trainer``.
+        build. The session writes its fitted state through
+        :func:`~skmpsae._models.fitted.set_fitted_state` only, and its live trainer as
+        ``_live_trainer``.
     learning_rate : float
         The peak learning rate (the estimator's rule for "auto" applied).
     """
