@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo lint test docs bench venv clean
+.PHONY: demo lint test test-compat docs bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,32 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/basedpyright
 
 test: lint
 	$(PY) -m pytest -q
+
+# The scikit-learn contract (scikit-learn's estimator checks, the estimators' API, parameter
+# validation) against the oldest scikit-learn that pyproject.toml allows, in a second venv;
+# .venv has the newest that installs. skmpsae reaches scikit-learn's private API through
+# skmpsae/_compat.py only, so a release that breaks it fails here first.
+SKLEARN_OLDEST ?= 1.6.1
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+CONTRACT_TESTS := tests/test_sklearn_checks.py tests/test_estimators.py tests/test_validation.py
+
+$(COMPAT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip
+	$(COMPAT_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(COMPAT_PY) -m pip install -q -e . "scikit-learn==$(SKLEARN_OLDEST)" "$(TORCH_SPEC)" \
+		"pytest>=7" "hypothesis>=6.80" "pandas>=1.5"
+	touch $(COMPAT_STAMP)
+
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_PY) -c "import sklearn; print('scikit-learn', sklearn.__version__)"
+	$(COMPAT_PY) -m pytest -q $(CONTRACT_TESTS)
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
@@ -38,4 +61,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) docs/_build build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) docs/_build build *.egg-info

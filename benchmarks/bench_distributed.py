@@ -102,12 +102,13 @@ def checkpoint_cost(data, directory):
     """Seconds and bytes of one checkpoint of the model being trained, and the step time."""
     import torch
 
+    from skmpsae._models.session import TrainingSession
     from skmpsae._train.checkpoint import _Checkpointer, run_description
 
     torch.set_num_threads(1)
     X = np.load(data, mmap_mode="r")
     sae = _estimator()
-    trainer = sae._new_trainer(X, 100)
+    trainer = TrainingSession(sae, learning_rate=sae._learning_rate()).new_trainer(X, n_steps=100)
     trainer._order = trainer.order_rng.permutation(X.shape[0])
     steps = []
     for i in range(4):

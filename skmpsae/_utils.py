@@ -2,7 +2,8 @@
 
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+
+from ._compat import Interval
 
 
 def resolve_device(device):

@@ -25,7 +25,6 @@ from numbers import Integral
 from pathlib import Path
 
 import torch
-from sklearn.utils._param_validation import validate_params
 
 from ._activations.capture import capture
 from ._activations.corpus import Corpus
@@ -42,6 +41,7 @@ from ._activations.train import (
     _settings_of,
     _train_from_stream,
 )
+from ._compat import validate_params
 from ._utils import NotBoolInterval
 
 __all__ = [

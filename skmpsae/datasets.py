@@ -12,8 +12,8 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
-from sklearn.utils._param_validation import StrOptions, validate_params
 
+from ._compat import StrOptions, validate_params
 from ._datasets import synthsaebench as _synthsaebench
 from ._datasets.hierarchical import (
     _MAGNITUDE_MEAN,

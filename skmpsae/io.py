@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._compat import check_parameters
 from ._io.saelens import from_saelens, to_saelens
 from ._io.safetensors import (
     _check_arrays,
@@ -32,6 +33,7 @@ from ._io.safetensors import (
     _write_safetensors,
 )
 from ._io.sparsify import from_sparsify
+from ._models.fitted import published_arrays, published_shapes
 
 __all__ = ["from_saelens", "from_sparsify", "load", "save", "to_saelens"]
 
@@ -86,7 +88,7 @@ def _from_json_attribute(value):
 
 
 def _fitted_attributes(estimator):
-    published = set(estimator._published_arrays())
+    published = set(published_arrays(estimator))
     return {
         name: _json_attribute(name, value)
         for name, value in sorted(vars(estimator).items())
@@ -197,7 +199,7 @@ def save(estimator, path, *, provenance=None):
     _check_fitted_sae(estimator, "save")
     # np.array, not np.ascontiguousarray, which turns BatchTopK's scalar threshold_ into 1-d.
     tensors = {
-        name: np.array(value, order="C") for name, value in estimator._published_arrays().items()
+        name: np.array(value, order="C") for name, value in published_arrays(estimator).items()
     }
     params = {
         name: _json_param(name, value, tensors)
@@ -311,9 +313,9 @@ def load(path):
     cls = classes[name]
     try:
         estimator = cls(**params)
-        estimator._validate_params()
+        check_parameters(estimator)
         n_features = int(attrs["n_features_in_"])
-        expected = estimator._published_shapes(n_features)
+        expected = published_shapes(estimator, n_features)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{path}: invalid hyper-parameters for {name} ({exc}).") from None
     try:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import HasMethods, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted
 
+from ._compat import HasMethods, StrOptions, validate_params
 from ._utils import NotBoolInterval
 from .metrics import component_usage
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from skmpsae._models.registry import estimator_specs
+from skmpsae._models.session import TrainingSession
 
 # Every estimator, by the short name that test ids use, from the package's one registry.
 ESTIMATOR_CLASSES = {name: spec.estimator for name, spec in estimator_specs().items()}
@@ -46,6 +47,13 @@ def estimator_factory(**defaults):
         return cls(**{**base, **params})
 
     return make
+
+
+def new_trainer(estimator, X, *, n_steps):
+    """The trainer ``estimator.fit(X)`` would run (``n_steps`` planned steps; None for
+    ``partial_fit``), for tests that drive it step by step."""
+    session = TrainingSession(estimator, learning_rate=estimator._learning_rate())
+    return session.new_trainer(X, n_steps=n_steps)
 
 
 def low_rank_data(n_samples=120, n_features=10, seed=0, dtype=np.float32):

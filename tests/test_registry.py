@@ -39,6 +39,14 @@ def test_a_registered_estimator_is_everywhere(registered, tmp_path, capsys):
     # save/load: the file names the class, and load finds it through the registry.
     loaded = io.load(out)
     assert type(loaded) is TinyReLUSAE and loaded.n_iter_ == 2
+    # Exports are conversions the io layer knows by name: none for a new estimator, in a line.
+    no_export = "TinyReLUSAE has no SAELens export; the estimators that have one: Matching"
+    with pytest.raises(ValueError, match=no_export):
+        io.to_saelens(loaded, tmp_path / "saelens")
+    assert main(["export", str(out), "-o", str(tmp_path / "saelens")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"skmpsae export: error: {no_export}") and err.count("\n") == 1
+    assert not (tmp_path / "saelens" / "cfg.json").exists()
     # compare fits it beside the others.
     assert "tinyrelu" in model_names()
     rows = compare_models(X, X, models=["tinyrelu"], n_components=8, max_iter=2, device="cpu")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-from _helpers import ESTIMATORS, estimator_factory, low_rank_data
+from _helpers import ESTIMATORS, estimator_factory, low_rank_data, new_trainer
 from skmpsae import DivergenceError
 
 _make_small = estimator_factory(
@@ -130,8 +130,10 @@ def test_a_huge_row_is_named_and_does_not_set_the_scale(estimator):
     big[[3, 50]] *= 3e3
     sae = make_estimator(estimator)
     with pytest.warns(UserWarning, match="rows 3, 50 of X"):
-        scale = sae._new_trainer(big, None).scale
-    assert scale == pytest.approx(sae._new_trainer(np.delete(X, [3, 50], axis=0), None).scale)
+        scale = new_trainer(sae, big, n_steps=None).scale
+    assert scale == pytest.approx(
+        new_trainer(sae, np.delete(X, [3, 50], axis=0), n_steps=None).scale
+    )
     # Ordinary spread, a 100x row included, warns of nothing.
     ordinary = X.copy()
     ordinary[5] *= 100

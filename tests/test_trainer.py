@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _helpers import ESTIMATORS, estimator_factory, low_rank_data
+from _helpers import ESTIMATORS, estimator_factory, low_rank_data, new_trainer
 from skmpsae import DivergenceError
 from skmpsae._train.trainer import LossOutput, _Schedule
 
@@ -52,19 +52,19 @@ def test_state_dict_round_trip_continues_bit_identically(name):
     X = low_rank_data(N_SAMPLES)
     sae = make_estimator(name)
     n_steps = 3 * (N_SAMPLES // BATCH_SIZE)
-    straight = sae._new_trainer(X, n_steps)
+    straight = new_trainer(sae, X, n_steps=n_steps)
     for _ in range(3):
         straight.run_epoch(X, BATCH_SIZE)
     # The estimator's fit is this very loop.
     fitted = make_estimator(name).fit(X)
     np.testing.assert_array_equal(fitted.components_, straight.module.dictionary.detach().numpy())
 
-    first = sae._new_trainer(X, n_steps)
+    first = new_trainer(sae, X, n_steps=n_steps)
     for _ in range(2):
         first.run_epoch(X, BATCH_SIZE)
     state = round_trip(first.state_dict())
     # A trainer with another initialisation, and Adam moments of its own, takes the state.
-    resumed = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    resumed = new_trainer(make_estimator(name, random_state=1), X, n_steps=n_steps)
     resumed.run_epoch(X, BATCH_SIZE)
     resumed.load_state_dict(state)
     assert (resumed.step, resumed.epoch) == (2 * N_SAMPLES // BATCH_SIZE, 2)
@@ -73,7 +73,7 @@ def test_state_dict_round_trip_continues_bit_identically(name):
     assert resumed.step == straight.step and resumed.epoch == straight.epoch == 3
     assert result.loss == fitted.loss_curve_[-1]
     # Without Adam's moments the third epoch goes elsewhere: the state carries them.
-    no_moments = make_estimator(name, random_state=1)._new_trainer(X, n_steps)
+    no_moments = new_trainer(make_estimator(name, random_state=1), X, n_steps=n_steps)
     no_moments.module.load_state_dict(state["module"])
     no_moments.step, no_moments.epoch = state["step"], state["epoch"]
     no_moments.order_rng.set_state(state["order_rng"])
@@ -86,7 +86,7 @@ def test_state_dict_round_trip_continues_bit_identically(name):
 def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
     X = low_rank_data(N_SAMPLES)
     n_steps = 2 * (N_SAMPLES // BATCH_SIZE)
-    straight = make_estimator(name)._new_trainer(X, n_steps)
+    straight = new_trainer(make_estimator(name), X, n_steps=n_steps)
     losses = [straight.run_epoch(X, BATCH_SIZE).loss for _ in range(2)]
 
     saved = {}
@@ -95,12 +95,12 @@ def test_state_dict_mid_epoch_resumes_at_the_same_row(name, save_at):
         if state["step"] == save_at:
             saved["state"] = round_trip(state)
 
-    interrupted = make_estimator(name)._new_trainer(X, n_steps)
+    interrupted = new_trainer(make_estimator(name), X, n_steps=n_steps)
     for _ in range(2):
         interrupted.run_epoch(X, BATCH_SIZE, checkpoint=(1, save))
     assert saved["state"]["in_epoch"]["next_row"] == (save_at - 3) * BATCH_SIZE
 
-    resumed = make_estimator(name, random_state=5)._new_trainer(X, n_steps)
+    resumed = new_trainer(make_estimator(name, random_state=5), X, n_steps=n_steps)
     resumed.load_state_dict(saved["state"])
     result = resumed.run_epoch(X, BATCH_SIZE)  # the rest of epoch 2
     assert resumed.step == straight.step == 6 and resumed.epoch == 2
@@ -125,7 +125,7 @@ def test_schedule_warms_up_then_decays():
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_trainer_passes_the_schedule_and_dead_mask_to_the_loss(name):
     X = low_rank_data(N_SAMPLES)
-    trainer = make_estimator(name, max_iter=2)._new_trainer(X, 40)
+    trainer = new_trainer(make_estimator(name, max_iter=2), X, n_steps=40)
     module, loss = trainer.module, trainer.module.loss
     seen = []
 
@@ -223,7 +223,7 @@ def test_failed_fit_keeps_input_description():
 # -- losses take explicit inputs -----------------------------------------------------------
 def fitted_module(name, **params):
     X = low_rank_data(N_SAMPLES)
-    trainer = make_estimator(name, **params)._new_trainer(X, 30)
+    trainer = new_trainer(make_estimator(name, **params), X, n_steps=30)
     trainer.run_epoch(X, BATCH_SIZE)
     module = trainer.module.double()
     return module, torch.as_tensor(X[:40], dtype=torch.float64) / trainer.scale
@@ -292,3 +292,30 @@ def test_a_short_last_batch_joins_the_one_before():
     assert _batch_bounds(3600, 512)[-1] == (3072, 3600)
     assert _batch_bounds(10, 32) == [(0, 10)] and _batch_bounds(64, 32) == [(0, 32), (32, 64)]
     assert _n_batches(700, 512) == 1 and _n_batches(0, 32) == 0
+
+
+def test_mp_state_without_extra_state_loads_and_measures_again():
+    """A trainer state saved before MP's module carried its measured selection path (its
+    extra state) loads, the path to be measured again; the caller's dict is not changed, and
+    a missing parameter is still an error."""
+    X = low_rank_data(N_SAMPLES)
+    trainer = new_trainer(make_estimator("mp"), X, n_steps=9)
+    trainer.module.selection_path, trainer.module.selection_seconds = "rows", {"rows": 0.5}
+    state = trainer.state_dict()
+    assert "_extra_state" in state["module"]
+    old = {**state, "module": {k: v for k, v in state["module"].items() if k != "_extra_state"}}
+    old_keys = set(old["module"])
+
+    restored = new_trainer(make_estimator("mp"), X, n_steps=9)
+    restored.load_state_dict(state)
+    assert restored.module.selection_path == "rows"
+    assert restored.module.selection_seconds == {"rows": 0.5}
+    from_old = new_trainer(make_estimator("mp"), X, n_steps=9)
+    from_old.load_state_dict(old)
+    assert from_old.module.selection_path is None and from_old.module.selection_seconds == {}
+    assert set(old["module"]) == old_keys
+    assert_same_parameters(parameters(from_old), parameters(restored))
+
+    del old["module"]["dictionary"]
+    with pytest.raises(RuntimeError, match="Missing key.*dictionary"):
+        new_trainer(make_estimator("mp"), X, n_steps=9).load_state_dict(old)

@@ -12,8 +12,8 @@ import warnings
 from numbers import Integral
 
 import torch
-from sklearn.utils._param_validation import HasMethods, validate_params
 
+from .._compat import HasMethods, validate_params
 from .._utils import NotBoolInterval
 from .hooks import (
     _device_of,

@@ -263,13 +263,14 @@ def _defaults(param, models=None):
     the others", or one value when they agree (for help texts that cannot drift)."""
     from collections import Counter
 
+    from .._compat import param_names
     from .._models.registry import estimator_specs
 
     specs = estimator_specs()
     values = {
         name: getattr(spec.estimator(), param)
         for name, spec in specs.items()
-        if (models is None or name in models) and param in spec.estimator._get_param_names()
+        if (models is None or name in models) and param in param_names(spec.estimator)
     }
     if len(set(map(repr, values.values()))) == 1:
         return str(next(iter(values.values())))
@@ -315,10 +316,10 @@ def _estimator_params(args, estimator, options, flags):
     and from ``--param``; a parameter that has a flag or that the command sets itself is
     refused (``flags``: name -> what to do instead). Errors name the flags, and come before
     any data is read."""
-    from sklearn.utils._param_validation import InvalidParameterError
+    from .._compat import InvalidParameterError, check_parameters, param_names
 
     params = {name: value for name, value in options.items() if value is not None}
-    names = estimator._get_param_names()
+    names = param_names(estimator)
     given = set()
     for name, value in args.param:
         if name in flags:
@@ -333,7 +334,7 @@ def _estimator_params(args, estimator, options, flags):
         given.add(name)
         params[name] = value
     try:
-        estimator(**params)._validate_params()
+        check_parameters(estimator(**params))
     except InvalidParameterError as exc:
         args.subparser.error(f"--param: {exc}")
     return params

@@ -6,9 +6,9 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import HasMethods, validate_params
 from sklearn.utils.validation import check_is_fitted
 
+from .._compat import HasMethods, validate_params
 from .._train.tensors import _as_tensor
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows

@@ -2,8 +2,9 @@
 array) checked against a fitted estimator."""
 
 import numpy as np
-from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
+
+from .._compat import HasMethods
 
 
 def _load_acts(path):

@@ -6,8 +6,8 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
+from .._compat import HasMethods, Interval, validate_params
 from .._train.progress import Progress
 from .._utils import NotBoolInterval
 from .contexts import (

@@ -16,8 +16,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval, validate_params
 
+from .._compat import Interval, validate_params
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows

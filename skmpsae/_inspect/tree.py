@@ -5,7 +5,8 @@ from numbers import Real
 
 import numpy as np
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import Interval, validate_params
+
+from .._compat import Interval, validate_params
 
 
 def _hierarchy(frequency, pair_counts, ordered, min_probability):

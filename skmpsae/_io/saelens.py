@@ -14,6 +14,7 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .cfg import _CFG, _positive_int_field, _read_cfg
+from .conversions import FROM_SAELENS, reader_of, saelens_fields
 from .safetensors import (
     _check_arrays,
     _check_fitted_sae,
@@ -34,59 +35,6 @@ def _saelens_version():
         return _metadata.version("sae-lens")
     except _metadata.PackageNotFoundError:
         return _SAELENS_MIN_VERSION
-
-
-def _mp_saelens_steps(estimator):
-    """The number of steps an exported MP-SAE runs, or a ValueError saying what SAELens's
-    matching pursuit cannot do."""
-    if not estimator.positive_code:
-        raise ValueError(
-            "SAELens's matching pursuit keeps positive codes only; this MatchingPursuitSAE has "
-            "positive_code=False (signed codes), which SAELens would encode differently."
-        )
-    if estimator.transform_algorithm != "mp":
-        raise ValueError(
-            f"transform_algorithm={estimator.transform_algorithm!r} (orthogonal matching "
-            "pursuit) has no SAELens equivalent; set_params(transform_algorithm='mp') first."
-        )
-    if estimator.transform_tol is not None:
-        raise ValueError(
-            "transform_tol is not exported: SAELens's residual_threshold tests the residual "
-            "after each step, not before, so some samples would get one more atom. Export with "
-            "set_params(transform_tol=None, transform_n_nonzero_coefs=k)."
-        )
-    return int(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs)
-
-
-def _encoder_saelens_config(estimator, dtype):
-    """The SAELens architecture fields and extra tensors of an estimator with an encoder, or a
-    ValueError saying why SAELens would encode differently."""
-    from .._models.batchtopk import BatchTopKSAE
-    from .._models.jumprelu import JumpReLUSAE
-    from .._models.topk import TopKSAE
-
-    n_components = estimator.n_components
-    if isinstance(estimator, (TopKSAE, BatchTopKSAE)) and (
-        isinstance(estimator, TopKSAE) or estimator.transform_n_nonzero_coefs is not None
-    ):
-        k = min(estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs, n_components)
-        return {"architecture": "topk", "k": int(k), "rescale_acts_by_decoder_norm": False}, {}
-    if isinstance(estimator, BatchTopKSAE):
-        # transform keeps relu(pre) where relu(pre) > threshold_: SAELens's JumpReLU
-        # (relu(pre) where pre > threshold) with that threshold for every latent, as SAELens
-        # saves its own trained BatchTopK SAEs. A negative threshold keeps every positive
-        # activation, as a zero one does.
-        threshold = np.full(n_components, max(float(estimator.threshold_), 0.0), dtype=dtype)
-        return {"architecture": "jumprelu"}, {"threshold": threshold}
-    if isinstance(estimator, JumpReLUSAE):
-        threshold = np.asarray(estimator.threshold_)
-        if np.any(threshold < 0):
-            raise ValueError(
-                "this JumpReLUSAE has negative thresholds, which let negative codes through; "
-                "SAELens's JumpReLU applies a ReLU first and would zero them."
-            )
-        return {"architecture": "jumprelu"}, {"threshold": threshold}
-    return {"architecture": "standard"}, {}
 
 
 def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
@@ -127,7 +75,8 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
     ValueError
         For settings SAELens would encode differently: a ``MatchingPursuitSAE`` with
         ``positive_code=False``, ``transform_algorithm="omp"`` or ``transform_tol`` set, or a
-        ``JumpReLUSAE`` with a negative threshold.
+        ``JumpReLUSAE`` with a negative threshold; for an estimator that has no SAELens
+        conversion (one registered beside the six, or not registered).
 
     See Also
     --------
@@ -151,20 +100,9 @@ def to_saelens(estimator, directory, *, hook_name=None, model_name=None):
         "normalize_activations": "none",
         "reshape_activations": "none",
     }
-    tensors = {"W_dec": W_dec, "b_dec": estimator.intercept_}
-    if name == "MatchingPursuitSAE":
-        steps = _mp_saelens_steps(estimator)
-        cfg.update(
-            architecture="matching_pursuit",
-            residual_threshold=0.0,
-            max_iterations=steps,
-            stop_on_duplicate_support=False,
-        )
-    else:
-        tensors.update(W_enc=estimator.encoder_weights_.T, b_enc=estimator.encoder_intercept_)
-        fields, extra = _encoder_saelens_config(estimator, W_dec.dtype)
-        cfg.update(fields)
-        tensors.update(extra)
+    fields = saelens_fields(estimator)
+    cfg.update(fields.cfg)
+    tensors = {"W_dec": W_dec, "b_dec": estimator.intercept_, **fields.tensors}
     cfg["metadata"] = {
         "sae_lens_version": _saelens_version(),
         "sae_lens_training_version": None,
@@ -202,16 +140,18 @@ def _saelens_architecture(cfg, source):
             raise ValueError(
                 f"{source}: activation function {activation!r} has no skmpsae estimator."
             )
-    if architecture not in ("standard", "topk", "matching_pursuit", "jumprelu"):
+    if architecture not in FROM_SAELENS:
         hint = (
             " (a training SAE: SAELens saves it for inference as 'jumprelu', which loads)"
             if "batchtopk" in str(architecture)
             else ""
         )
+        supported = ", ".join(
+            f"{arch!r} -> {reader_of(name).__name__}" for arch, name in FROM_SAELENS.items()
+        )
         raise ValueError(
             f"{source}: SAELens architecture {architecture!r} has no skmpsae estimator{hint} "
-            "(supported: 'standard' -> ReLUSAE, 'topk' -> TopKSAE, 'jumprelu' -> JumpReLUSAE, "
-            "'matching_pursuit' -> MatchingPursuitSAE)."
+            f"(supported: {supported})."
         )
     return architecture, cfg
 
@@ -253,11 +193,6 @@ def from_saelens(directory):
     its thresholds, skmpsae's does not: a negative threshold loads as zero, which gives the
     same codes.
     """
-    from .._models.jumprelu import JumpReLUSAE
-    from .._models.matching_pursuit import MatchingPursuitSAE
-    from .._models.relu import ReLUSAE
-    from .._models.topk import TopKSAE
-
     directory, cfg = _read_cfg(directory, _SAELENS_WEIGHTS, "SAELens")
     source = directory / _CFG
     architecture, cfg = _saelens_architecture(cfg, source)
@@ -285,7 +220,7 @@ def from_saelens(directory):
             )
         steps = cfg.get("max_iterations") or d_in
         _check_arrays(weights, shapes, directory / _SAELENS_WEIGHTS)
-        estimator = MatchingPursuitSAE(
+        estimator = reader_of(FROM_SAELENS[architecture])(
             n_components=d_sae, n_nonzero_coefs=int(steps), fit_intercept=subtract_b_dec
         )
         arrays = {"components_": weights["W_dec"], "intercept_": weights["b_dec"]}
@@ -304,14 +239,10 @@ def from_saelens(directory):
     b_enc = weights["b_enc"]
     if not subtract_b_dec:
         b_enc = b_enc + weights["b_dec"] @ weights["W_enc"]
+    params = {"n_components": d_sae}
     if architecture == "topk":
-        estimator = TopKSAE(
-            n_components=d_sae, n_nonzero_coefs=_positive_int_field(cfg, "k", source)
-        )
-    elif architecture == "jumprelu":
-        estimator = JumpReLUSAE(n_components=d_sae)
-    else:
-        estimator = ReLUSAE(n_components=d_sae)
+        params["n_nonzero_coefs"] = _positive_int_field(cfg, "k", source)
+    estimator = reader_of(FROM_SAELENS[architecture])(**params)
     arrays = {
         "components_": weights["W_dec"],
         "intercept_": weights["b_dec"],

@@ -5,6 +5,7 @@ never converted approximately.
 """
 
 from .cfg import _CFG, _positive_int_field, _read_cfg
+from .conversions import FROM_SPARSIFY, reader_of
 from .safetensors import _check_arrays, _read_safetensors, _same_dtype
 
 _SPARSIFY_WEIGHTS = "sae.safetensors"
@@ -37,8 +38,6 @@ def from_sparsify(directory):
     --------
     from_saelens : Load a SAELens SAE.
     """
-    from .._models.topk import TopKSAE
-
     directory, cfg = _read_cfg(directory, _SPARSIFY_WEIGHTS, "sparsify")
     source = directory / _CFG
     d_in = _positive_int_field(cfg, "d_in", source)
@@ -68,5 +67,5 @@ def from_sparsify(directory):
         "encoder_weights_": weights["encoder.weight"],
         "encoder_intercept_": weights["encoder.bias"],
     }
-    estimator = TopKSAE(n_components=int(n_latents), n_nonzero_coefs=k)
+    estimator = reader_of(FROM_SPARSIFY)(n_components=int(n_latents), n_nonzero_coefs=k)
     return estimator._set_fitted_state(_same_dtype(arrays))

@@ -11,8 +11,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import Bunch, check_array
-from sklearn.utils._param_validation import HasMethods, validate_params
 
+from .._compat import HasMethods, validate_params
 from .._utils import ARRAY_OR_SPARSE, NotBoolInterval
 from .ground_truth import (
     _best_matches,

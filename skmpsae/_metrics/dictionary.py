@@ -10,8 +10,8 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import validate_params
 
+from .._compat import validate_params
 from .._utils import ARRAY_OR_SPARSE, NotBoolInterval
 
 # Gram blocks are built this many entries at a time (float64: 32 MiB).

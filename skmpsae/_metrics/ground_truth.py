@@ -18,8 +18,8 @@ model with an unused atom can be scored.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import validate_params
 
+from .._compat import validate_params
 from .._utils import ARRAY_OR_SPARSE
 
 # SAELens clamps norms at this value before dividing (``sae_lens.util.cosine_similarities``):

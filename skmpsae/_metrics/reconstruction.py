@@ -10,8 +10,8 @@ wrapping.
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import HasMethods, validate_params
 
+from .._compat import HasMethods, validate_params
 from .._utils import ARRAY_OR_SPARSE
 
 

@@ -1,68 +1,34 @@
 """The estimator base shared by every SAE: parameters, validation and the scikit-learn API.
 
 A model file supplies a torch module (its parameters and its loss, see ``module.py``) and an
-encoder over plain tensors. ``fit`` and ``partial_fit`` build a ``_Trainer`` from explicit
-settings (``_train/trainer.py``), run it through ``_train.loop.train_epochs`` and publish what
-comes back with :meth:`_BaseSAE._set_fitted_state`, the one writer of fitted state (``io.load``,
-``from_saelens`` and ``from_sparsify`` use it too). Everything a scikit-learn user touches
-lives here, once: the public methods with their numpydoc (half of the file), the trainer's
-construction and the writing of fitted state, which is why the file is over 400 lines.
-
-Fitted state is published as numpy arrays in the data's own units (``components_``,
-``intercept_``, ...), never as pickled torch objects, so a model fitted on a GPU loads on a
-CPU-only machine. Internally the module trains on ``X / scale`` with ``scale`` the data's RMS
-deviation: the default learning rate then means the same thing for pixels in [0, 1], for
-activations around 1e6 and for signals around 1e-6.
+encoder over plain tensors. ``fit`` and ``partial_fit`` hand their data to a
+:class:`~skmpsae._models.session.TrainingSession`, which builds or resumes the trainer, runs
+it and publishes the result through :func:`~skmpsae._models.fitted.set_fitted_state`, the one
+writer of fitted state. Internally the module trains on ``X / scale`` with ``scale`` the
+data's RMS deviation: the default learning rate then means the same thing for pixels in
+[0, 1], for activations around 1e6 and for signals around 1e-6.
 """
 
-import warnings
 from abc import ABCMeta, abstractmethod
-from functools import partial
 from numbers import Integral, Real
-from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
-from sklearn.utils import check_random_state, metadata_routing
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import metadata_routing
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _get_feature_names,
-    check_array,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .._compat import Interval, StrOptions, fit_context, get_feature_names
 from .._metrics.reconstruction import explained_variance
-from .._train.checkpoint import (
-    _Checkpointer,
-    run_description,
-    state_as_arrays,
-    state_from_arrays,
-)
-from .._train.distributed import is_main_process
-from .._train.early_stopping import _EarlyStopping, _validation_split
-from .._train.loop import train_epochs
-from .._train.progress import epoch_reporter
-from .._train.tensors import _cached_tensors, _n_batches, _row_chunks, _torch_dtype
-from .._train.trainer import _Trainer
+from .._train.checkpoint import _Checkpointer, run_description
+from .._train.early_stopping import _validation_split
+from .._train.tensors import _cached_tensors, _n_batches, _row_chunks
+from .._train.trainer import SAEModule
 from .._utils import NotBoolInterval, resolve_device
-from .training import initialize_module, load_published, module_arrays, validation_score
-
-
-class _LiveTrainer(NamedTuple):
-    """The trainer of the last training call and the ``components_`` it published: the next
-    ``partial_fit`` goes on with it (Adam's moments included) while they are still published."""
-
-    trainer: Any
-    components: np.ndarray
+from .fitted import set_fitted_state
+from .session import InputDescription, TrainingSession, portable_state
 
 
 class _BaseSAE(
@@ -98,15 +64,11 @@ class _BaseSAE(
         "resume": metadata_routing.UNUSED,
     }
 
-    # Initial atoms: random centred samples (True) or random directions (False). Measured on
-    # MNIST (4k/1k, 256 atoms, k=16, 15 epochs), held-out R2: MP 0.790 from samples vs 0.746
-    # from random directions; TopK 0.680 vs 0.729, as an encoder initialised to correlated
-    # sample atoms starts by overshooting (initial loss 10x the data variance).
+    # Initial atoms: random centred samples (True) or random directions (False); each model
+    # chooses by measurement (docs/benchmarks.md, "Where the defaults come from").
     _init_from_samples = False
 
-    # Default peak learning rate at 256 atoms; each model sets its own and reports its MNIST
-    # measurements in its docstring (TopK keeps 3e-3 although 1e-2 scores a little higher, as
-    # 1e-2 leaves 28 dead latents).
+    # Default peak learning rate at 256 atoms; a model may set its own.
     _auto_learning_rate = 3e-3
 
     # Names of module parameters -> (published attribute, whether it carries the data's units).
@@ -114,11 +76,11 @@ class _BaseSAE(
 
     # -- hooks a model implements ------------------------------------------------------------
     @abstractmethod
-    def _make_module(self, n_features, dtype, device):
+    def _make_module(self, n_features: int, dtype: torch.dtype, device: torch.device) -> SAEModule:
         """Return the torch module with uninitialised parameters."""
 
     @abstractmethod
-    def _encode(self, X, params):
+    def _encode(self, X: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Dense codes (n, n_components) of tensor ``X`` from published ``params`` (a dict of
         tensors named as ``_published_params``' attributes)."""
 
@@ -143,11 +105,8 @@ class _BaseSAE(
             return self._auto_learning_rate * min(1.0, np.sqrt(256 / self.n_components))
         return self.learning_rate
 
-    def _shuffle_seed(self):
-        return check_random_state(self.random_state).randint(2**31 - 1)
-
     # -- public API ------------------------------------------------------------------------
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, checkpoint_dir=None, checkpoint_every=1000, resume=False):
         """Fit the autoencoder on ``X`` for ``max_iter`` epochs of mini-batch Adam.
 
@@ -200,28 +159,34 @@ class _BaseSAE(
         >>> bool(np.array_equal(sae.components_, again.components_))
         True
         """
-        X, new_input = self._validate_new_data(X)
+        X, inputs = self._validate_new_data(X)
         X_validation = None
         if self.early_stopping:
-            X, X_validation = _validation_split(X, self.validation_fraction, self.random_state)
-        run = run_description(type(self).__name__, self.get_params(deep=False), X)
-        checkpointer = _Checkpointer.from_fit_args(run, checkpoint_dir, checkpoint_every, resume)
+            X, X_validation = _validation_split(
+                X, validation_fraction=self.validation_fraction, random_state=self.random_state
+            )
+        run = run_description(name=type(self).__name__, params=self.get_params(deep=False), X=X)
+        checkpointer = _Checkpointer.from_fit_args(
+            run, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume
+        )
         n_steps = self.max_iter * _n_batches(X.shape[0], self._batch_size())
-        if resume:
-            trainer = self._checkpointed_trainer(X, checkpointer, n_steps)
+        session = TrainingSession(self, learning_rate=self._learning_rate())
+        if resume and checkpointer is not None:  # from_fit_args refuses resume without one
+            trainer = session.checkpointed_trainer(X, checkpointer=checkpointer, n_steps=n_steps)
         else:
-            trainer = self._new_trainer(X, n_steps)
-        self._train(
+            trainer = session.new_trainer(X, n_steps=n_steps)
+        session.run(
             X,
             trainer,
-            self.max_iter - trainer.epoch,
-            new_input=new_input,
+            n_epochs=self.max_iter - trainer.epoch,
+            inputs=inputs,
+            new_model=True,
             checkpointer=checkpointer,
             X_validation=X_validation,
         )
         return self
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         """Continue training on ``X`` for one pass (epoch) of mini-batches.
 
@@ -244,21 +209,16 @@ class _BaseSAE(
         self : object
             The updated estimator.
         """
+        session = TrainingSession(self, learning_rate=self._learning_rate())
         if not hasattr(self, "components_"):
-            X, new_input = self._validate_new_data(X)
-            trainer = self._new_trainer(X, None)
-            self._train(X, trainer, 1, new_input=new_input)
+            X, inputs = self._validate_new_data(X)
+            trainer = session.new_trainer(X, n_steps=None)
+            session.run(X, trainer, n_epochs=1, inputs=inputs, new_model=True)
             return self
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        live = self.__dict__.get("_live_trainer")
-        if live is not None and live.components is self.components_:
-            trainer = live.trainer
-        else:
-            trainer = self._resume_trainer()
-        # Reproducible shuffles that still differ from one partial_fit call to the next.
-        seed = (self._shuffle_seed() + self.n_iter_) % (2**31 - 1)
-        trainer.start_call(self._learning_rate(), None, seed, X.shape[0])
-        self._train(X, trainer, 1)
+        inputs = InputDescription(self.n_features_in_, getattr(self, "feature_names_in_", None))
+        trainer = session.continued_trainer(X)
+        session.run(X, trainer, n_epochs=1, inputs=inputs, new_model=False)
         return self
 
     def transform(self, X):
@@ -392,241 +352,24 @@ class _BaseSAE(
 
     def __getstate__(self):
         # A copy: object.__getstate__ returns the live __dict__, which must not lose its trainer.
-        state = dict(super().__getstate__())
-        # Torch objects are tied to a device and a torch version: the trainer travels as its
-        # state_dict in numpy arrays, so that partial_fit after unpickling continues with its
-        # Adam moments and the pickle still holds no torch object.
-        live = state.pop("_live_trainer", None)
-        state.pop("_tensor_cache", None)
-        if live is not None and live.components is self.components_:
-            state["_trainer_state"] = state_as_arrays(live.trainer.state_dict())
-        return state
-
-    # -- training: the trainer gets explicit settings, the estimator publishes its result ---
-    def _new_trainer(self, X, n_steps):
-        """The trainer ``fit`` runs: a new module started from a sample of ``X``, ``n_steps``
-        planned steps (None for ``partial_fit``). Tests build one to drive it step by step."""
-        module = self._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
-        scale = initialize_module(
-            module,
-            X,
-            fit_intercept=self.fit_intercept,
-            dict_init=self.dict_init,
-            init_from_samples=self._init_from_samples,
-            random_state=self.random_state,
-            name=type(self).__name__,
-        )
-        module.to(resolve_device(self.device))
-        return self._make_trainer(module, scale, n_steps, self._shuffle_seed(), X.shape[0])
-
-    def _resume_trainer(self):
-        """A trainer over the published parameters, with the Adam moments and counters saved
-        when the estimator was pickled if they belong to these parameters; else fresh."""
-        dtype = _torch_dtype(self.components_.dtype)
-        module = self._make_module(self.n_features_in_, dtype, resolve_device(self.device))
-        load_published(module, self._published_arrays(), self._published_params, self._data_scale)
-        trainer = self._make_trainer(
-            module, self._data_scale, None, 0, 1, self.n_steps_, self.n_iter_
-        )
-        state = getattr(self, "_trainer_state", None)
-        if state is not None and np.array_equal(
-            state["module"]["dictionary"]["__tensor__"], self.components_
-        ):
-            trainer.load_state_dict(state_from_arrays(state))
-        return trainer
-
-    def _checkpointed_trainer(self, X, checkpointer, n_steps):
-        """A trainer restored from ``checkpointer``'s checkpoint, for ``fit(..., resume=True)``."""
-        state = checkpointer.resume()
-        module = self._make_module(X.shape[1], _torch_dtype(X.dtype), torch.device("cpu"))
-        module.to(resolve_device(self.device))
-        trainer = self._make_trainer(module, state["scale"], n_steps, 0, X.shape[0])
-        trainer.load_state_dict(state)
-        return trainer
-
-    def _make_trainer(self, module, scale, n_steps, shuffle_seed, dead_window, step=0, epoch=0):
-        return _Trainer(
-            module,
-            learning_rate=self._learning_rate(),
-            n_steps=n_steps,
-            scale=scale,
-            shuffle_seed=shuffle_seed,
-            dead_window=dead_window,
-            step=step,
-            epoch=epoch,
-            name=type(self).__name__,
-        )
-
-    def _train(self, X, trainer, n_epochs, new_input=None, checkpointer=None, X_validation=None):
-        """Run ``n_epochs`` epochs of ``trainer`` and publish the result.
-
-        Nothing is published unless an epoch completes: on divergence or another error the
-        estimator is left as it was and the error propagates. Ctrl-C is handled here, once: it
-        keeps the last completed epoch with a warning; before one completes, a new model
-        (``new_input`` from :meth:`_validate_new_data`) re-raises it and a published model
-        being trained further is kept as it was, with a warning.
-        """
-        # What the callback reports as the epochs of this call: all of a resumed fit's.
-        total_epochs = n_epochs if checkpointer is None else self.max_iter
-        report = epoch_reporter(
-            self, total_epochs, self.verbose, self.callback, main_process=is_main_process()
-        )
-        early_stopping = None
-        if X_validation is not None:
-            score = partial(
-                validation_score,
-                X_validation=X_validation,
-                encode=self._encode,
-                derive=self._derived_tensors,
-                published_params=self._published_params,
-            )
-            early_stopping = (_EarlyStopping(self.n_iter_no_change, self.tol), score)
-        previous = getattr(self, "loss_curve_", []) if new_input is None else []
-        try:
-            result = train_epochs(
-                trainer,
-                X,
-                n_epochs,
-                batch_size=self._batch_size(),
-                loss_curve=previous,
-                n_dead=getattr(self, "n_dead_components_", None),
-                report=report,
-                checkpointer=checkpointer,
-                early_stopping=early_stopping,
-            )
-        except BaseException:
-            self._forget_trainer(trainer)
-            raise
-        if result.interrupted and result.n_epochs == 0:
-            self._forget_trainer(trainer)
-            if new_input is not None:
-                raise KeyboardInterrupt  # a new model with no completed epoch: nothing to keep
-            warnings.warn(
-                f"Training interrupted; {type(self).__name__} keeps the model it had before "
-                f"this call ({self.n_iter_} epochs in all).",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        if result.interrupted:
-            warnings.warn(
-                f"Training interrupted; {type(self).__name__} keeps the model of the last "
-                f"completed epoch ({trainer.epoch} epochs in all).",
-                UserWarning,
-                stacklevel=3,
-            )
-        self._publish(trainer, result, new_input)
-
-    def _forget_trainer(self, trainer):
-        # A live trainer that a failed call has half-updated must not be trained further:
-        # the next partial_fit rebuilds one from the published arrays.
-        live = self.__dict__.get("_live_trainer")
-        if live is not None and live.trainer is trainer:
-            del self._live_trainer
-
-    def _publish(self, trainer, result, new_input):
-        """Publish what a completed training call learned, and keep its trainer live for the
-        next ``partial_fit``."""
-        new_model = new_input is not None
-        if not new_model:  # training went on: the input description stays
-            new_input = {
-                "n_features_in_": self.n_features_in_,
-                "feature_names_in_": getattr(self, "feature_names_in_", None),
-            }
-        self._set_fitted_state(
-            module_arrays(trainer.module, self._published_params, trainer.scale),
-            **new_input,
-            n_iter=trainer.epoch,
-            n_steps=trainer.step,
-            loss_curve=result.loss_curve,
-            n_dead=result.n_dead,
-            data_scale=trainer.scale,
-            reset=new_model,
-            fitted={
-                "validation_scores_": result.validation_scores,
-                "best_validation_score_": result.best_validation_score,
-                **self._fitted_extras(trainer.module),
-            },
-        )
-        self._live_trainer = _LiveTrainer(trainer, self.components_)
+        return portable_state(self, dict(super().__getstate__()))
 
     def _fitted_extras(self, module):
         """Further fitted attributes a model publishes from its trained module."""
         return {}
 
     # -- fitted state: one writer -----------------------------------------------------------
-    def _published_arrays(self):
-        """The published parameters, {attribute: array}."""
-        return {attr: getattr(self, attr) for attr, _ in self._published_params.values()}
-
-    def _published_shapes(self, n_features):
-        """{attribute: shape} of the published arrays for ``n_features`` inputs, read from the
-        model's own module built on the meta device (no memory)."""
-        module = self._make_module(n_features, torch.float32, torch.device("meta"))
-        return {
-            attr: tuple(getattr(module, name).shape)
-            for name, (attr, _) in self._published_params.items()
-        }
-
-    def _set_fitted_state(
-        self,
-        arrays,
-        *,
-        n_features_in_=None,
-        feature_names_in_=None,
-        n_iter=0,
-        n_steps=0,
-        loss_curve=(),
-        n_dead=None,
-        data_scale=1.0,
-        fitted=None,
-        reset=True,
-    ):
-        """Make the estimator fitted: the one place fitted state is written, by ``fit``,
-        ``partial_fit``, :func:`skmpsae.io.load`, ``from_saelens`` and ``from_sparsify``.
-
-        ``arrays`` are the published parameters (already checked), ``feature_names_in_`` the
-        input's column names or None, ``data_scale`` the RMS deviation the optimiser divides
-        the data by (so that ``partial_fit`` can go on), and ``fitted`` further fitted
-        attributes by name (``prefix_sizes_``, ``validation_scores_``, ...). With ``reset``
-        (a new model) no public fitted attribute of an earlier model survives, such as the
-        ``provenance_`` of rows it was fitted on before.
-        """
-        if reset:
-            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
-                delattr(self, name)
-        for name, value in arrays.items():
-            # A 0-d array (BatchTopK's threshold_) is published as a numpy scalar.
-            value = np.array(value, order="C")
-            setattr(self, name, value if value.ndim else value[()])
-        self.n_features_in_ = int(
-            arrays["components_"].shape[1] if n_features_in_ is None else n_features_in_
-        )
-        if feature_names_in_ is not None:
-            self.feature_names_in_ = np.asarray(feature_names_in_, dtype=object)
-        else:
-            self.__dict__.pop("feature_names_in_", None)
-        self.n_iter_ = int(n_iter)
-        self.n_steps_ = int(n_steps)
-        self.loss_curve_ = [float(v) for v in loss_curve]
-        self.n_dead_components_ = None if n_dead is None else int(n_dead)
-        self._data_scale = float(data_scale)
-        for name, value in (fitted or {}).items():
-            setattr(self, name, value)
-        # Derived tensors, the live trainer and Adam moments of an earlier model go stale.
-        self.__dict__.setdefault("_tensor_cache", {}).clear()
-        self.__dict__.pop("_trainer_state", None)
-        self.__dict__.pop("_live_trainer", None)
-        return self
+    def _set_fitted_state(self, arrays, **state):
+        """Make the estimator fitted, through the one writer of fitted state
+        (:func:`~skmpsae._models.fitted.set_fitted_state`, which documents ``state``)."""
+        return set_fitted_state(self, arrays, **state)
 
     # -- validation ------------------------------------------------------------------------
     def _validate_new_data(self, X):
-        """``X`` as a float array, and the input description of a new model:
-        ``n_features_in_`` and ``feature_names_in_`` are set when the model is published, so
-        that a failed fit leaves the estimator as it was."""
-        feature_names = _get_feature_names(X)
+        """``X`` as a float array, and the :class:`InputDescription` of a new model."""
+        feature_names = get_feature_names(X)
         X = check_array(X, dtype=[np.float64, np.float32], estimator=self, input_name="X")
-        return X, {"n_features_in_": X.shape[1], "feature_names_in_": feature_names}
+        return X, InputDescription(X.shape[1], feature_names)
 
     # -- encoding helpers ------------------------------------------------------------------
     def _params_as_tensors(self, np_dtype):

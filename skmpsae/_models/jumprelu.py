@@ -4,11 +4,11 @@ estimators (Rajamanoharan et al., 2024; the architecture of Gemma Scope)."""
 from numbers import Real
 
 import torch
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 
 # Initial threshold, in units of the data's RMS deviation: low enough that about half the
 # latents fire on the first batches (the encoder starts as the transposed dictionary), so that
@@ -60,12 +60,8 @@ class _Step(torch.autograd.Function):
         return None, grad_threshold.sum(dim=0), None
 
 
-def _pre_activations(x, weight, encoder_bias, bias):
-    return (x - bias) @ weight.T + encoder_bias
-
-
 def _jumprelu_codes(x, weight, encoder_bias, bias, threshold):
-    pre = _pre_activations(x, weight, encoder_bias, bias)
+    pre = pre_activations(x, weight, encoder_bias, bias)
     return pre * (pre > threshold).to(pre.dtype)
 
 
@@ -93,7 +89,7 @@ class _JumpReLUModule(_EncoderModule):
     def loss(self, x, dead_mask=None, sparsity_scale=1.0):
         """LossOutput on batch ``x`` with the L0 weight ``alpha * sparsity_scale``;
         ``dead_mask`` is unused."""
-        pre = _pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
+        pre = pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
         z = _JumpReLU.apply(pre, self.threshold, self.bandwidth)
         x_hat = z @ self.dictionary + self.bias
         l0 = _Step.apply(pre, self.threshold, self.bandwidth).sum(dim=1).mean()
@@ -125,23 +121,22 @@ class JumpReLUSAE(_BaseSAE):
         Number of latents (dictionary rows).
     alpha : float, default=4e-3
         Weight of the L0 penalty: the fraction of the data's variance a latent must explain to
-        pay for firing. Warmed up with the learning rate. Chosen to give L0 near 16 on MNIST
-        (4k/1k, 256 latents, defaults): held-out R2 0.7881 +/- 0.0012 at L0 16.0 over 3 seeds
-        (BatchTopK at k=16: 0.7898 at L0 18.3); alpha=1e-3 gave L0 38, 4e-2 gave L0 11.
+        pay for firing. Warmed up with the learning rate. The default gives an L0 near 16 on
+        MNIST (256 latents), as the other estimators' k=16.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     bandwidth : float, default=0.5
         Width of the straight-through estimator's window around each threshold, in units of the
-        data's RMS deviation (inputs are scaled by it, so it means the same on any scale). On
-        MNIST at alpha=3e-3, widths 0.05, 0.5 and 2 gave R2 0.806, 0.802 and 0.796 at L0 19.0,
-        18.2 and 17.4: one R2-L0 curve, so the width matters little; 0.5 sits in the middle.
+        data's RMS deviation (inputs are scaled by it, so it means the same on any scale).
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     max_iter : int, default=50
         Epochs in :meth:`fit`.
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
         Peak Adam learning rate; "auto" is ``1e-2 * min(1, sqrt(256 / n_components))``. The
-        thresholds learn at this rate from their initial 0.1: at 3e-3 they barely moved in 50
-        epochs on MNIST (L0 34 even at alpha=1e-2); at 3e-2, 14 of 256 latents died. Linear
-        warm-up over the first 5% of steps, linear decay to zero over the last 20% of a fit.
+        thresholds learn at this rate from their initial 0.1. Linear warm-up over the first 5%
+        of steps, linear decay to zero over the last 20% of a fit.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None

@@ -1,9 +1,7 @@
 """MP-SAE: a sparse autoencoder whose encoder unrolls matching pursuit on its own dictionary.
 
-One model, one file: the torch module with its two helpers (about 180 lines: the selection,
-with the path it measured carried in its state, the differentiable loss, early stops and the
-revival term) and the estimator (about 390, two thirds of them the numpydoc that gives each
-default's measurement); the file is over 400 lines for those reasons.
+The torch module (the selection, with the path it measured carried in its state, the
+differentiable loss, early stops and the revival term) and the estimator.
 """
 
 from numbers import Integral, Real
@@ -11,8 +9,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._compat import Interval, StrOptions
 from .._pursuit.autotune import measured_selection
 from .._pursuit.encode import _decode_selected, _scatter_codes, _select_omp
 from .._pursuit.grad import (
@@ -71,8 +69,8 @@ class _MatchingPursuitModule(_SAEModule):
         self.n_distinct = None
         self.revival_coef = revival_coef
 
-    # The learning rate decays over the last half of a fit: on MNIST, 0.003 more held-out R2
-    # at 35 epochs than over the last 20% (the other SAEs' default, _SAEModule's).
+    # The learning rate decays over the last half of a fit, not the last 20% (the other SAEs'
+    # default, _SAEModule's): measured in docs/benchmarks.md, "Where the defaults come from".
     lr_decay_fraction = 0.5
 
     def make_optimizer(self, learning_rate):
@@ -131,13 +129,6 @@ class _MatchingPursuitModule(_SAEModule):
         path, *seconds = state.tolist()
         self.selection_path = None if path < 0 else PATHS[int(path)]
         self.selection_seconds = {p: s for p, s in zip(PATHS, seconds, strict=True) if s == s}
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints written before the path was measured have no extra state: measure again.
-        key = prefix + "_extra_state"
-        if key not in state_dict:
-            state_dict[key] = self.get_extra_state()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable), the selected atoms and the float mask of
@@ -248,15 +239,10 @@ class MatchingPursuitSAE(_BaseSAE):
         (``value / ||residual||``): the step would explain less than ``min_cosine**2`` of
         what is left, which on data made of features in superposition is mostly the noise of
         their overlaps. Codes then have at most ``n_nonzero_coefs`` non-zeros, fewer where the
-        pursuit stops early. 0 (the default) never stops early. On SynthSAEBench's scaled world
-        (1,024 atoms, k=25, 3 seeds, 1.2M samples seen; ``docs/benchmarks.md`` section 8) 0.2
-        gave L0 11.8 and, against the true features, F1 0.475 and MCC 0.617 (default: 0.302
-        and 0.516 at L0 25) with variance explained 0.827 (0.866), above BatchTopK and
-        Matryoshka trained at the same L0 (k=12: F1 at most 0.371, MCC 0.519, variance
-        explained 0.676). Choose it when the latents should be the data's features more than
-        they should reconstruct it; or train with it and encode with
-        ``set_params(min_cosine=0)``: at the full k, MCC 0.617 and variance explained 0.887,
-        above the default's, F1 about the same (0.312), uniqueness lower (0.672 vs 0.801).
+        pursuit stops early. 0 (the default) never stops early. A positive value trades
+        reconstruction for latents closer to the data's features; or train with it and encode
+        with ``set_params(min_cosine=0)``. Measured on SynthSAEBench in ``docs/benchmarks.md``
+        (section 8, "MP-SAE variants").
     revival_coef : float, default=1/32
         Weight of the dead-atom revival term (0 disables it): atoms chosen for no sample over
         the last epoch's worth of samples are turned, each towards the batch residual it is
@@ -265,29 +251,28 @@ class MatchingPursuitSAE(_BaseSAE):
         learning rate.
         Measured in ``docs/benchmarks.md`` (dead atoms and held-out R2 with and without).
     max_iter : int, default=35
-        Epochs (passes over the training data) in :meth:`fit`. On MNIST (256 atoms, k=16,
-        3 seeds) 30 epochs gave held-out R2 0.832 and 35 gave 0.835.
+        Epochs (passes over the training data) in :meth:`fit`.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     batch_size : int or "auto", default="auto"
-        Samples per optimiser step. "auto" is 512 up to 2,048 atoms (tuned on MNIST: 512,
-        640, 768 and 1,024 gave R2 0.834, 0.831, 0.829 and 0.826 at 35 epochs, 3 seeds),
-        then ``n_components / 4`` up to 4,096 (4,096 from 16,384 atoms): a training step
-        at large K costs the Gram matrix of the selected atoms (``2 K^2 d`` flops at most)
-        whatever the batch, so larger batches spread it over more rows; at 16,384 atoms
-        an epoch takes ~8x less time at 4,096 than at 256 (docs/performance.md).
+        Samples per optimiser step. "auto" is 512 up to 2,048 atoms, then
+        ``n_components / 4`` up to 4,096 (4,096 from 16,384 atoms): a training step at large
+        K costs the Gram matrix of the selected atoms (``2 K^2 d`` flops at most) whatever
+        the batch, so larger batches spread it over more rows (docs/performance.md,
+        "Defaults at large n_components").
     learning_rate : float or "auto", default="auto"
         Peak learning rate of the optimiser, Adam with one second-moment estimate per atom
         (so that a step turns each atom without distorting it); "auto" is
-        ``5e-2 * min(1, sqrt(256 / n_components))`` (on MNIST at 30 epochs, 3.5e-2, 5e-2 and
-        7e-2 gave R2 within 0.001 of each other, 2 seeds). Reached after a linear warm-up over
-        the first 5% of steps (at most 100), decayed linearly to zero over the last half of
-        the steps of a fit (over the last 20%, R2 is 0.003 lower at 35 epochs).
+        ``5e-2 * min(1, sqrt(256 / n_components))``. Reached after a linear warm-up over the
+        first 5% of steps (at most 100), decayed linearly to zero over the last half of the
+        steps of a fit.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     fit_intercept : bool, default=True
         Learn a bias ``b`` (initialised to the data mean): codes are computed from ``X - b`` and
         reconstructions are ``codes @ components_ + b``.
     dict_init : array-like of shape (n_components, n_features), default=None
         Initial dictionary, e.g. ``DictionaryLearning().components_``; rows are normalised.
-        None: centred training samples picked at random, with a little noise (held-out R2 on
-        MNIST 0.79 against 0.75 from random directions).
+        None: centred training samples picked at random, with a little noise.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the shuffling. Fits with the same integer are identical
         on the CPU; torch's global random number generator is never touched.

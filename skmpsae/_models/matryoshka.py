@@ -70,8 +70,8 @@ class MatryoshkaSAE(BatchTopKSAE):
         Sizes of the nested prefixes, strictly increasing, each at most ``n_components``; the
         whole dictionary is always the last prefix (appended if missing). None:
         ``n/16, n/8, n/4, n/2, n`` for ``n = n_components``, halvings as in the paper's
-        nested groups. The nesting costs reconstruction: on MNIST (256 latents, k=16, 3 seeds)
-        held-out R2 0.7779 against BatchTopK's 0.7898.
+        nested groups. The nesting costs some reconstruction against :class:`BatchTopKSAE`
+        (``docs/benchmarks.md``, section 1).
     n_nonzero_coefs : int, default=16
         k, the mean number of latents kept per sample in training; a k over ``n_components``
         keeps every latent, with a warning (as :class:`TopKSAE`).
@@ -225,11 +225,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         )
         self.prefix_sizes = prefix_sizes
 
-    def _validate_params(self):
-        super()._validate_params()
-        self._check_prefix_sizes()
-
     def _check_prefix_sizes(self):
+        # Checked in fit when the module is built (and by io.load), as scikit-learn checks a
+        # parameter whose valid values depend on another (here n_components).
         n = self.n_components
         if self.prefix_sizes is None:
             return _default_prefix_sizes(n)

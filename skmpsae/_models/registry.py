@@ -2,8 +2,9 @@
 
 Everything that enumerates the estimators reads it here: the package's exports, the command
 line's ``--model`` choices and help, ``skmpsae compare``, :mod:`skmpsae.io` (which class a file
-names) and the SAELens reader (which class an architecture becomes), the tests and the
-benchmarks. A new estimator is one model file and one :func:`register` call.
+names), the io layer's table of conversions to other formats (keyed by the short names), the
+tests and the benchmarks. A new estimator is one model file and one :func:`register` call; it
+has no SAELens export until ``skmpsae/_io/conversions.py`` gives it one.
 """
 
 from dataclasses import dataclass
@@ -31,26 +32,22 @@ class EstimatorSpec:
         line) or a penalty whose L0 emerges in training (``--alpha``).
     sparsity_scope : str
         How the sparsity applies, as ``compare``'s table says it ("" for per sample).
-    saelens_architecture : str or None
-        The SAELens architecture that :func:`skmpsae.io.from_saelens` reads into this class,
-        None for an estimator exported under another's architecture.
     """
 
     name: str
     estimator: type
     sparsity: str
     sparsity_scope: str = ""
-    saelens_architecture: str | None = None
 
     @property
-    def penalised(self):
+    def penalised(self) -> bool:
         return self.sparsity == "alpha"
 
 
 _REGISTRY = {}
 
 
-def register(spec):
+def register(spec) -> EstimatorSpec:
     """Add ``spec`` to the registry (a name or class registered twice is an error)."""
     if spec.sparsity not in ("n_nonzero_coefs", "alpha"):
         raise ValueError(f"sparsity must be 'n_nonzero_coefs' or 'alpha', got {spec.sparsity!r}.")
@@ -61,17 +58,17 @@ def register(spec):
     return spec
 
 
-def unregister(name):
+def unregister(name) -> None:
     """Remove the estimator registered as ``name`` (for tests that register their own)."""
     del _REGISTRY[name]
 
 
-def estimator_specs():
+def estimator_specs() -> dict[str, EstimatorSpec]:
     """Every registered estimator, in registration order, by short name."""
     return dict(_REGISTRY)
 
 
-def spec_of(estimator):
+def spec_of(estimator) -> EstimatorSpec:
     """The spec of an estimator class or instance; KeyError if it is not registered."""
     cls = estimator if isinstance(estimator, type) else type(estimator)
     for spec in _REGISTRY.values():
@@ -80,9 +77,9 @@ def spec_of(estimator):
     raise KeyError(cls.__name__)
 
 
-register(EstimatorSpec("mp", MatchingPursuitSAE, "n_nonzero_coefs", "", "matching_pursuit"))
-register(EstimatorSpec("topk", TopKSAE, "n_nonzero_coefs", "", "topk"))
+register(EstimatorSpec("mp", MatchingPursuitSAE, "n_nonzero_coefs"))
+register(EstimatorSpec("topk", TopKSAE, "n_nonzero_coefs"))
 register(EstimatorSpec("batchtopk", BatchTopKSAE, "n_nonzero_coefs", "per batch"))
 register(EstimatorSpec("matryoshka", MatryoshkaSAE, "n_nonzero_coefs", "per batch"))
-register(EstimatorSpec("jumprelu", JumpReLUSAE, "alpha", "", "jumprelu"))
-register(EstimatorSpec("relu", ReLUSAE, "alpha", "", "standard"))
+register(EstimatorSpec("jumprelu", JumpReLUSAE, "alpha"))
+register(EstimatorSpec("relu", ReLUSAE, "alpha"))

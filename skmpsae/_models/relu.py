@@ -3,15 +3,15 @@
 from numbers import Real
 
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._train.trainer import LossOutput
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 
 
 def _relu_codes(x, weight, encoder_bias, bias):
-    return F.relu((x - bias) @ weight.T + encoder_bias)
+    return F.relu(pre_activations(x, weight, encoder_bias, bias))
 
 
 class _ReLUModule(_EncoderModule):
@@ -51,19 +51,19 @@ class ReLUSAE(_BaseSAE):
     n_components : int, default=256
         Number of latents (dictionary rows).
     alpha : float, default=4.0
-        Strength of the L1 penalty, in units of the data's RMS deviation. On MNIST (4k/1k, 256
-        latents, defaults otherwise) alpha=2, 4, 8 gave held-out R2 0.80, 0.73, 0.63 at mean
-        L0 28, 15, 8; the default sits near the k=16 of the other estimators.
+        Strength of the L1 penalty, in units of the data's RMS deviation. The default gives an
+        L0 near the k=16 of the other estimators on MNIST (256 latents).
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     max_iter : int, default=50
         Epochs in :meth:`fit`.
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
-        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``. On
-        MNIST with 256 latents and alpha=4, 3e-3 and 1e-2 gave held-out R2 0.729 (L0 14.6) and
-        0.695 (L0 11.0). Linear warm-up over the first 5% of steps (at most 100; 50 for
+        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``.
+        Linear warm-up over the first 5% of steps (at most 100; 50 for
         :meth:`partial_fit`), which ramps the L1 penalty up with it; linear decay to zero over
         the last 20% of a fit.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None

@@ -4,26 +4,25 @@ import warnings
 from numbers import Integral, Real
 
 import torch.nn.functional as F
-from sklearn.utils._param_validation import Interval
 
+from .._compat import Interval
 from .._pursuit.encode import _decode_selected, _scatter_codes
 from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
-from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule
+from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, auxk_term, pre_activations
 
 
 def _topk_codes(x, weight, encoder_bias, bias, k):
     """Values (after ReLU) and indices of the k largest pre-activations of ``x``."""
-    pre = (x - bias) @ weight.T + encoder_bias
+    pre = pre_activations(x, weight, encoder_bias, bias)
     values, indices = pre.topk(k, dim=1)
     return F.relu(values), indices, pre
 
 
 class _TopKModule(_EncoderModule):
-    """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss, in which the
-    ``k_aux`` largest pre-activations of dead latents reconstruct the residual; it pulls dead
-    latents back towards directions the live ones miss."""
+    """Loss: squared reconstruction error + ``aux_coef`` times the AuxK loss
+    (:func:`~skmpsae._models.module.auxk_term`)."""
 
     def __init__(self, n_components, n_features, k, fit_intercept, dtype, device, aux_coef=1 / 32):
         super().__init__(n_components, n_features, fit_intercept, dtype, device)
@@ -37,23 +36,8 @@ class _TopKModule(_EncoderModule):
             x, self.encoder_weight, self.encoder_bias, self.bias, self.k
         )
         x_hat = _decode_selected(indices, values, self.dictionary) + self.bias
-        n_features = x.shape[1]
-        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / n_features
-        dead = dead_mask
-        n_dead = 0 if dead is None else int(dead.sum())
-        if n_dead and self.aux_coef:
-            k_aux = min(n_dead, max(1, n_features // 2))
-            masked = pre.masked_fill(~dead, float("-inf"))
-            aux_values, aux_indices = masked.topk(k_aux, dim=1)
-            residual = (x - x_hat).detach()
-            aux_hat = _decode_selected(aux_indices, F.relu(aux_values), self.dictionary)
-            scale = ((residual - residual.mean(dim=0)) ** 2).sum(dim=1).mean()
-            # x is scaled to unit RMS deviation (squared norm ~ n_features per sample). Once
-            # the live latents explain all but 1e-4 of that, the residual is rounding noise:
-            # normalising by it would turn a tiny aux_hat into a loss of 1e5 and more (seen on
-            # constant data, reported as a divergence).
-            aux = ((residual - aux_hat) ** 2).sum(dim=1).mean() / scale.clamp_min(1e-4 * n_features)
-            loss = loss + self.aux_coef * aux
+        loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1]
+        loss = loss + auxk_term(x, x_hat, pre, dead_mask, self.dictionary, self.aux_coef)
         return LossOutput(loss, self.fired_counts(indices, values > 0))
 
 
@@ -143,9 +127,9 @@ class TopKSAE(_KSparseSAE):
     transform_n_nonzero_coefs : int, default=None
         k at inference (capped at ``n_components`` in the same way); None means
         ``n_nonzero_coefs``.
-        Unlike matching pursuit, a TopK encoder is not trained for other values: on MNIST a
-        model trained at k=16 stops improving once k passes ~41, the number of latents with a
-        positive pre-activation (docs/benchmarks.md).
+        Unlike matching pursuit, a TopK encoder is not trained for other values: past the
+        number of latents with a positive pre-activation, a larger k changes nothing
+        (docs/benchmarks.md, section 2).
     aux_coef : float, default=1/32
         Weight of the AuxK loss (0 disables it).
     max_iter : int, default=50
@@ -153,10 +137,10 @@ class TopKSAE(_KSparseSAE):
     batch_size : int, default=256
         Samples per Adam step.
     learning_rate : float or "auto", default="auto"
-        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``. On
-        MNIST with 256 latents and k=16, 1e-3, 3e-3 and 1e-2 gave held-out R2 0.763, 0.773
-        and 0.778, the last with 28 dead latents. Linear warm-up over the first 5% of steps
-        (at most 100), linear decay to zero over the last 20% of a fit.
+        Peak Adam learning rate; "auto" is ``3e-3 * min(1, sqrt(256 / n_components))``.
+        Linear warm-up over the first 5% of steps (at most 100), linear decay to zero over
+        the last 20% of a fit.
+        Measured in docs/benchmarks.md, "Where the defaults come from".
     fit_intercept : bool, default=True
         Learn a pre-encoder/decoder bias ``b``, initialised to the data mean.
     dict_init : array-like of shape (n_components, n_features), default=None

@@ -6,6 +6,7 @@ Plain functions of explicit arguments: the estimator (``base.py``) calls them, b
 """
 
 import warnings
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,13 +24,22 @@ from .._train.tensors import (
 from .._utils import torch_generator
 from .module import initial_dictionary
 
+
+class Encoder(Protocol):
+    """An estimator's encoder over plain tensors (its ``_encode``): dense codes of shape
+    (n_samples, n_components) of the rows ``X`` from the published parameters ``params``, a
+    dict of tensors named as the estimator's published attributes (``components_``...)."""
+
+    def __call__(self, X: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
 # Rows of X that set the data scale, the bias and the sample atoms of a new model.
 _INIT_SAMPLE_ROWS = 16384
 
 
 def initialize_module(
     module, X, *, fit_intercept, dict_init, init_from_samples, random_state, name
-):
+) -> float:
     """Set ``module``'s initial bias and atoms from a sample of ``X``; return the data scale
     (the RMS deviation the trainer divides the data by).
 
@@ -69,7 +79,7 @@ def _without_outliers(sample, sample_rows, name):
 
 
 @torch.no_grad()
-def load_published(module, arrays, published_params, scale):
+def load_published(module, arrays, published_params, scale) -> None:
     """Copy published ``arrays`` ({attribute: array}, the data's units) into ``module``."""
     dtype, device = module.dictionary.dtype, module.dictionary.device
     for name, (attr, has_units) in published_params.items():
@@ -77,7 +87,7 @@ def load_published(module, arrays, published_params, scale):
         getattr(module, name).copy_(value / scale if has_units else value)
 
 
-def module_tensors(module, published_params, scale):
+def module_tensors(module, published_params, scale) -> dict[str, torch.Tensor]:
     """``module``'s parameters as {attribute: tensor} in the data's units, on its device."""
     tensors = {}
     for name, (attr, has_units) in published_params.items():
@@ -86,7 +96,7 @@ def module_tensors(module, published_params, scale):
     return tensors
 
 
-def module_arrays(module, published_params, scale):
+def module_arrays(module, published_params, scale) -> dict[str, np.ndarray]:
     """``module``'s parameters as {attribute: numpy array} in the data's units: what an
     estimator publishes (copies, in the module's dtype, on the CPU)."""
     np_dtype = np.float32 if module.dictionary.dtype == torch.float32 else np.float64
@@ -97,7 +107,7 @@ def module_arrays(module, published_params, scale):
 
 
 @torch.no_grad()
-def validation_score(trainer, *, X_validation, encode, derive, published_params):
+def validation_score(trainer, *, X_validation, encode: Encoder, derive, published_params) -> float:
     """Held-out R2 of the ``trainer``'s module on ``X_validation``, encoded as the estimator's
     ``transform`` would: ``encode(X, params)`` and ``derive(params)`` are the estimator's
     encoder and its derived tensors."""

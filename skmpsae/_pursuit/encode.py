@@ -18,8 +18,8 @@ import numbers
 import numpy as np
 import torch
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import Interval, validate_params
 
+from .._compat import Interval, validate_params
 from .._utils import ARRAY_OR_SPARSE, NotBoolInterval
 from .gram import (
     _DEFAULT_MAX_BYTES,

@@ -13,7 +13,7 @@ products cost several times more (each says by how much).
 import torch
 
 
-def _prefer_gram_products(n_samples, n_components, n_nonzero_coefs):
+def _prefer_gram_products(n_samples, n_components, n_nonzero_coefs) -> bool:
     """Whether the GEMM form of :func:`_mp_coefficients` is cheaper than the gathered form.
 
     Cost model fitted on a 2-core CPU: the GEMM form runs ~3 (K^2 + nK) d flops at ~110
@@ -23,7 +23,7 @@ def _prefer_gram_products(n_samples, n_components, n_nonzero_coefs):
     return K * K + n_samples * K < 10 * n_samples * n_nonzero_coefs**2
 
 
-def _mp_coefficients(X, dictionary, indices, active, gram=None):
+def _mp_coefficients(X, dictionary, indices, active, gram=None) -> torch.Tensor:
     """Differentiable matching-pursuit coefficients for atoms selected beforehand.
 
     With the atoms ``j_1..j_k`` fixed, step t's coefficient is
@@ -48,12 +48,12 @@ def _mp_coefficients(X, dictionary, indices, active, gram=None):
     return _solve_steps(proj, pairs, active)
 
 
-def _gathered_pairs(gram, indices):
+def _gathered_pairs(gram, indices) -> torch.Tensor:
     """``P[i, s, t] = G[j_s, j_t]`` for each sample's selected atoms, shape (n, k, k)."""
     return _GatheredPairs.apply(gram, indices)
 
 
-def _solve_steps(proj, pairs, active):
+def _solve_steps(proj, pairs, active) -> torch.Tensor:
     """The coefficients of :func:`_mp_coefficients` from the atoms' correlations with the
     sample (``proj``, (n, k)) and with each other (``pairs``, (n, k, k)). Only the strict lower
     triangle of ``pairs`` is read (and receives gradients)."""
@@ -64,7 +64,9 @@ def _solve_steps(proj, pairs, active):
     return coefs * active
 
 
-def _mp_squared_error(centred, bias, dictionary, gram, correlations, indices, active):
+def _mp_squared_error(
+    centred, bias, dictionary, gram, correlations, indices, active
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the rows of matching pursuit's squared residual ``||x - b - sum_t c_t d_t||^2``
     for atoms selected beforehand, differentiable in ``dictionary``, ``bias`` and ``gram`` (``D
     D^T``, built with autograd), and the coefficients ``c``.

@@ -7,7 +7,7 @@ Not used by the estimators or the public functions: tests compare every selectio
 import torch
 
 
-def _naive_matching_pursuit(X, dictionary, n_nonzero_coefs, positive=True):
+def _naive_matching_pursuit(X, dictionary, n_nonzero_coefs, positive=True) -> torch.Tensor:
     """A full ``r @ D.T``, a one-hot code and ``r -= onehot @ D`` per step.
 
     Differentiable; under autograd it stores k dense (n, K) tensors.

@@ -13,6 +13,7 @@ The file is written by ``torch.save`` with numpy arrays stored as tensors, and r
 
 import numbers
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: missing, corrupted or from another run."""
 
 
-def checkpoint_path(directory):
+def checkpoint_path(directory) -> Path:
     return Path(directory) / CHECKPOINT_NAME
 
 
@@ -78,7 +79,7 @@ def _decode(obj):
     return _rebuild(obj, _decode_node)
 
 
-def state_as_arrays(obj):
+def state_as_arrays(obj) -> Any:
     """A trainer state with every tensor as a numpy array (marked, so that
     :func:`state_from_arrays` restores it): what an estimator's pickle carries, which then
     holds no torch object and loads on any machine."""
@@ -91,7 +92,7 @@ def state_as_arrays(obj):
     return _rebuild(obj, to_array)
 
 
-def state_from_arrays(obj):
+def state_from_arrays(obj) -> Any:
     def to_tensor(node):
         if isinstance(node, dict) and set(node) == {"__tensor__"}:
             return torch.from_numpy(node["__tensor__"].copy())
@@ -112,7 +113,7 @@ def _describe_param(value):
     return f"<{type(value).__name__}>"
 
 
-def run_description(name, params, X):
+def run_description(name, params, X) -> dict:
     """What a checkpoint records of its run, to check a resume against: the estimator's class
     ``name``, its ``params`` (``get_params(deep=False)``) and the data's shape and dtype."""
     return {
@@ -123,7 +124,7 @@ def run_description(name, params, X):
     }
 
 
-def save_checkpoint(directory, run, trainer_state, loss_curve, n_dead):
+def save_checkpoint(directory, run, trainer_state, loss_curve, n_dead) -> None:
     """Write the checkpoint of ``run`` (from :func:`run_description`) atomically."""
     payload = {
         "format": _FORMAT,
@@ -137,7 +138,7 @@ def save_checkpoint(directory, run, trainer_state, loss_curve, n_dead):
         torch.save(_encode(payload), file)
 
 
-def load_checkpoint(directory, run):
+def load_checkpoint(directory, run) -> dict[str, Any]:
     """The checkpoint in ``directory``, checked against ``run``; a CheckpointError with a
     one-line message says what is wrong."""
     path = checkpoint_path(directory)
@@ -159,12 +160,12 @@ def load_checkpoint(directory, run):
             f"{path}: checkpoint format version {payload.get('version')}, this skmpsae reads "
             f"version {_VERSION}"
         )
-    payload = _decode(payload)
+    payload = cast(dict, _decode(payload))
     _check_same_run(path, payload["run"], run)
     return payload
 
 
-def _check_same_run(path, saved, current):
+def _check_same_run(path, saved, current) -> None:
     if saved["estimator"] != current["estimator"]:
         raise CheckpointError(
             f"{path}: the checkpoint is of a {saved['estimator']}, not a {current['estimator']}"
@@ -188,7 +189,7 @@ def _check_same_run(path, saved, current):
         )
 
 
-def _same(a, b):
+def _same(a, b) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -222,7 +223,7 @@ class _Checkpointer:
         self._cleaned = False
 
     @classmethod
-    def from_fit_args(cls, run, checkpoint_dir, checkpoint_every, resume):
+    def from_fit_args(cls, run, checkpoint_dir, checkpoint_every, resume) -> "_Checkpointer | None":
         """Check ``fit``'s checkpoint arguments; None when no checkpoints are asked for.
         ``run`` is the fit's :func:`run_description`."""
         every = checkpoint_every
@@ -239,19 +240,19 @@ class _Checkpointer:
             raise ValueError(f"checkpoint_dir {str(directory)!r} exists and is not a directory.")
         return cls(directory, int(checkpoint_every), run)
 
-    def resume(self):
+    def resume(self) -> dict[str, Any]:
         """The saved trainer state, and the losses and dead count of the completed epochs."""
         payload = load_checkpoint(self.directory, self.run)
         self.loss_curve = list(payload["loss_curve"])
         self.n_dead = payload["n_dead"]
         return payload["trainer"]
 
-    def on_epoch(self, trainer_state, loss, n_dead):
+    def on_epoch(self, trainer_state, loss, n_dead) -> None:
         self.loss_curve.append(loss)
         self.n_dead = n_dead
         self.save(trainer_state)
 
-    def save(self, trainer_state):
+    def save(self, trainer_state) -> None:
         if is_main_process():
             self.directory.mkdir(parents=True, exist_ok=True)
             if not self._cleaned:

@@ -111,7 +111,7 @@ class _ProcessGroup:
             else torch.zeros(p.numel(), dtype=dtype, device=device)
             for p in with_grad
         ]
-        if contributes:
+        if contributes and out is not None:
             scalars = torch.stack(
                 [out.loss.detach() * local_rows, torch.zeros((), dtype=dtype, device=device)]
             )

@@ -26,7 +26,7 @@ class _EarlyStopping:
         self.best_state = None
         self._no_improvement = 0
 
-    def update(self, score, state_fn):
+    def update(self, score, state_fn) -> bool:
         """Record one epoch's validation ``score``; ``state_fn()`` gives the state to keep if it
         is the best so far. Returns True when training should stop."""
         self.scores.append(float(score))
@@ -53,7 +53,7 @@ class _RowSubset:
         self.dtype = X.dtype
         self.ndim = X.ndim
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, key):

@@ -29,7 +29,7 @@ def train_epochs(
     report=None,
     checkpointer=None,
     early_stopping=None,
-):
+) -> TrainingResult:
     """Run ``trainer`` for ``n_epochs`` epochs over ``X``; return a :class:`TrainingResult`.
 
     Parameters
@@ -69,7 +69,11 @@ def train_epochs(
                 checkpointer.on_epoch(trainer.state_dict(), result.loss, result.n_dead)
             if report is not None:
                 report(trainer, result)
-            if stopper is not None and stopper.update(score(trainer), trainer.snapshot):
+            if (
+                stopper is not None
+                and score is not None
+                and stopper.update(score(trainer), trainer.snapshot)
+            ):
                 break
     except KeyboardInterrupt:
         interrupted = True

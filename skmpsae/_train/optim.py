@@ -6,8 +6,8 @@ as large a step as the atom's main strokes, and the renormalisation after the st
 the atom's norm on noise. Riemannian Adam on a product of manifolds (Becigneul & Ganea, 2019)
 keeps one second-moment estimate per factor, here per atom (as Adafactor factors the second
 moment by rows, Shazeer & Stern, 2018): the step keeps the momentum's direction within the atom
-and adapts only its length. On MNIST (256 atoms, k=16) matching-pursuit SAEs reach the same
-held-out R2 in about 30% fewer epochs than with Adam (``docs/benchmarks.md``).
+and adapts only its length (measured against Adam in ``docs/benchmarks.md``, "Where the
+defaults come from").
 """
 
 import torch

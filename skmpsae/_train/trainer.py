@@ -10,11 +10,13 @@ never reach into the loop.
 import contextlib
 import copy
 import time
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 
+from .._compat import EXTRA_STATE_KEY_SUFFIX
 from .distributed import _ProcessGroup
 from .reader import _epoch_order, _prefers_buffer, _read_ahead
 from .tensors import _DIVERGED_LOSS, DivergenceError, _as_tensor, _batch_bounds
@@ -35,6 +37,51 @@ class LossOutput(NamedTuple):
     fired: torch.Tensor
 
 
+class SAEModule(Protocol):
+    """What the trainer needs of a model's torch module: the contract every module under an
+    estimator (``_models/module.py``'s ``_SAEModule`` and its subclasses) meets.
+
+    A module owns its parameters (``dictionary`` among them, one unit-norm atom per row),
+    computes its loss from explicit inputs and never reads the trainer.
+    """
+
+    dictionary: torch.nn.Parameter
+    # Share of a fit's steps over which the learning rate decays to zero (see _Schedule).
+    lr_decay_fraction: float
+
+    def loss(
+        self, x: torch.Tensor, dead_mask: torch.Tensor | None = None, sparsity_scale: float = 1.0
+    ) -> LossOutput:
+        """The training loss on the scaled batch ``x``: ``dead_mask`` (bool, one per latent)
+        marks latents silent for long enough to count as dead, ``sparsity_scale`` in [0, 1]
+        is the warm-up factor of a sparsity penalty; a module ignores those it does not use."""
+        ...
+
+    def make_optimizer(self, learning_rate: float) -> torch.optim.Optimizer:
+        """The optimiser of the module's parameters."""
+        ...
+
+    def project_gradients(self) -> None:
+        """Adjust the gradients before the optimiser's step (e.g. keep atoms on the sphere)."""
+        ...
+
+    def normalize(self) -> None:
+        """Restore the parameters' constraints after the step (unit-norm atoms...)."""
+        ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[Any]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any: ...
+
+
 class _Schedule:
     """The one warm-up rule, and the learning rate built on it.
 
@@ -52,16 +99,27 @@ class _Schedule:
         self.decay_fraction = decay_fraction
         self.warmup_steps = 50 if n_steps is None else max(1, min(100, n_steps // 20))
 
-    def warmup(self, step):
+    def warmup(self, step) -> float:
         return min(1.0, (step + 1) / self.warmup_steps)
 
-    def __call__(self, step):
+    def __call__(self, step) -> float:
         lr = self.learning_rate * self.warmup(step)
         if self.n_steps is not None:
             decay_start = (1 - self.decay_fraction) * self.n_steps
             if step >= decay_start:
                 lr *= max(0.0, (self.n_steps - step) / (self.n_steps - decay_start))
         return lr
+
+
+def _with_own_extra_state(module, saved) -> dict:
+    """``saved`` (a module state_dict), completed with ``module``'s own extra state where it
+    has none (a copy then: the caller's dict is never changed)."""
+    missing = {
+        key: value
+        for key, value in module.state_dict().items()
+        if key.endswith(EXTRA_STATE_KEY_SUFFIX) and key not in saved
+    }
+    return {**saved, **missing} if missing else saved
 
 
 class _EpochResult(NamedTuple):
@@ -75,7 +133,7 @@ class _Trainer:
 
     Parameters
     ----------
-    module : _SAEModule
+    module : SAEModule
         Initialised module, on the device training runs on.
     learning_rate : float
         Peak learning rate.
@@ -102,17 +160,17 @@ class _Trainer:
 
     def __init__(
         self,
-        module,
+        module: SAEModule,
         *,
-        learning_rate,
-        n_steps,
-        scale,
-        shuffle_seed,
-        dead_window,
-        step=0,
-        epoch=0,
-        name="SAE",
-    ):
+        learning_rate: float,
+        n_steps: int | None,
+        scale: float,
+        shuffle_seed: int,
+        dead_window: int,
+        step: int = 0,
+        epoch: int = 0,
+        name: str = "SAE",
+    ) -> None:
         self.group = _ProcessGroup()
         # Every rank starts from rank 0's model, scale and data order (they differ when
         # random_state is None).
@@ -133,30 +191,30 @@ class _Trainer:
         )
         self.reseed(shuffle_seed)
 
-    def start_call(self, learning_rate, n_steps, shuffle_seed, dead_window):
+    def start_call(self, *, learning_rate, n_steps, shuffle_seed, dead_window) -> None:
         """Prepare a ``fit`` or ``partial_fit`` call: its schedule (the step count goes on), its
         data order and the silence after which a latent counts as dead."""
         self.schedule = _Schedule(learning_rate, n_steps, self.module.lr_decay_fraction)
         self.dead_window = dead_window
         self.reseed(shuffle_seed)
 
-    def reseed(self, shuffle_seed):
+    def reseed(self, shuffle_seed) -> None:
         """Restart the data order from ``shuffle_seed`` (rank 0's) and forget any epoch in
         progress."""
         self.order_rng = np.random.RandomState(self.group.agree(int(shuffle_seed)))
         self._end_epoch()
 
-    def _end_epoch(self):
+    def _end_epoch(self) -> None:
         self._order = None  # the current epoch's row order; None between epochs
         self._next_row = 0
         self._loss_sum = torch.zeros((), dtype=self.dtype, device=self.device)
         self._fired = torch.zeros_like(self.samples_since_fired)
 
-    def dead_mask(self):
+    def dead_mask(self) -> torch.Tensor:
         return self.samples_since_fired >= self.dead_window
 
     # -- one step, one epoch -------------------------------------------------------------
-    def train_step(self, x, batch_rows=None):
+    def train_step(self, x, batch_rows=None) -> LossOutput:
         """One training step on the scaled batch ``x``: forward and loss, backward, gradient
         projection, Adam step, renormalisation; then the counters. Returns the LossOutput of
         the whole batch.
@@ -182,7 +240,7 @@ class _Trainer:
         self.samples_since_fired.masked_fill_(out.fired > 0, 0)
         return out
 
-    def _all_reduced_gradients(self, x, batch_rows):
+    def _all_reduced_gradients(self, x, batch_rows) -> LossOutput:
         """Data-parallel forward and backward: every parameter's gradient becomes that of the
         whole batch's mean loss (one all-reduce). Returns the whole batch's LossOutput. An
         error on any rank is raised on every rank, so that none waits for it."""
@@ -204,15 +262,16 @@ class _Trainer:
         )
         return LossOutput(loss, fired)
 
-    def _batch(self, X, start, stop):
+    def _batch(self, X, start, stop) -> tuple[torch.Tensor, int]:
         """This rank's share of the batch of rows ``start:stop`` of the epoch's order, scaled,
         and the number of rows in the whole batch."""
         lo, hi = self.group.share(start, stop)
+        assert self._order is not None, "a batch is read within an epoch, which sets the order"
         rows = np.sort(self._order[lo:hi])
         return _as_tensor(X[rows], self.dtype, self.device) / self.scale, stop - start
 
     @torch.no_grad()
-    def check_model(self, X, batch_size):
+    def check_model(self, X, batch_size) -> None:
         """Raise DivergenceError unless the model's loss on the first ``batch_size`` rows of
         ``X`` is finite and not exploding: the losses of an epoch are each taken before their
         step, so without this a blown-up last step (e.g. of a one-batch ``partial_fit``) would
@@ -226,7 +285,7 @@ class _Trainer:
             local = out.loss * x.shape[0]
         self._check_loss(float(self.group.sum(local)) / stop, self.epoch)
 
-    def _check_loss(self, loss, epoch):
+    def _check_loss(self, loss, epoch) -> None:
         if not np.isfinite(loss) or loss > _DIVERGED_LOSS:
             raise DivergenceError(
                 f"{self.name} diverged in epoch {epoch}: the reconstruction loss "
@@ -235,7 +294,7 @@ class _Trainer:
                 "check the input for extreme outliers."
             )
 
-    def run_epoch(self, X, batch_size, checkpoint=None):
+    def run_epoch(self, X, batch_size, checkpoint=None) -> _EpochResult:
         """One pass over ``X`` (unscaled rows) in a fresh random order, or the rest of the pass
         in progress (after :meth:`load_state_dict` of a mid-epoch state). Data-parallel, every
         rank passes the same ``X`` and reads only its share of each batch.
@@ -272,13 +331,13 @@ class _Trainer:
         return _EpochResult(epoch_loss, n_dead, time.perf_counter() - tic)
 
     # -- snapshots and checkpoints -------------------------------------------------------
-    def snapshot(self):
+    def snapshot(self) -> dict:
         """The parameters (CPU copies) and counters at an epoch's end, for :meth:`rollback`."""
         params = {k: p.detach().to("cpu", copy=True) for k, p in self.module.named_parameters()}
         return {"params": params, "step": self.step, "epoch": self.epoch}
 
     @torch.no_grad()
-    def rollback(self, snapshot, counters=True):
+    def rollback(self, snapshot, counters=True) -> None:
         """Return to ``snapshot``'s parameters and, with ``counters``, to its step and epoch
         counts (Adam's moments are kept). Early stopping keeps the counts of the epochs run."""
         for name, p in self.module.named_parameters():
@@ -287,7 +346,7 @@ class _Trainer:
             self.step, self.epoch = snapshot["step"], snapshot["epoch"]
         self._end_epoch()
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly: parameters, Adam's moments, the
         schedule and its position, the data order's random state and the position in the
         current epoch. Tensors are CPU copies; the dict pickles (``torch.save``)."""
@@ -325,9 +384,13 @@ class _Trainer:
             "in_epoch": in_epoch,
         }
 
-    def load_state_dict(self, state):
-        """Continue from ``state`` (from :meth:`state_dict` of a trainer of the same model)."""
-        self.module.load_state_dict(state["module"])
+    def load_state_dict(self, state) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a trainer of the same model).
+
+        A module state saved before the module had extra state (matching pursuit's measured
+        selection path, see ``get_extra_state``) takes the module's own, as if nothing had
+        been measured: the next batches measure again. ``state`` is left as it was."""
+        self.module.load_state_dict(_with_own_extra_state(self.module, state["module"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule = _Schedule(**state["schedule"])
         self.scale = state["scale"]
