@@ -469,7 +469,7 @@ def test_cli_trains_minilms_six_layers_from_a_jsonl_corpus(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main([*argv[:-3], "--tokens", "100000", "-o", str(tmp_path / "y"), "-q"]) == 0
-    assert "warning: the corpus gives" in capsys.readouterr().out
+    assert "skmpsae train: warning: the corpus gives" in capsys.readouterr().err
 
 
 def test_cli_nproc_per_node_reads_disjoint_shares_and_trains_on_all(tmp_path):

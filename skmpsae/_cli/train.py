@@ -1,13 +1,13 @@
 """``skmpsae train``: one SAE per hookpoint, trained on activations streamed from a model."""
 
 import os
-import warnings
 from pathlib import Path
 
 from .._models.registry import estimator_specs
 from .common import (
     CommandError,
     _add_param_option,
+    _cli_spelling,
     _estimator_params,
     _launch_workers,
     _learning_rate,
@@ -158,34 +158,30 @@ def _train(args, estimator, main_process):
         model, tokenizer = load_model(args.model, device=args.device)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         raise CommandError(str(exc)) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        try:
-            saes = train(
-                model,
-                corpus,
-                args.hookpoints,
-                estimator,
-                tokens=args.tokens,
-                tokenizer=tokenizer,
-                context_size=args.context_size,
-                batch_size=args.batch_size,
-                buffer_size=args.buffer_size,
-                chunk_size=args.chunk_size,
-                skip_special_tokens=args.skip_special_tokens,
-                random_state=args.random_state,
-                output_dir=args.output_dir,
-                saelens=args.saelens,
-                checkpoint_every=args.checkpoint_every,
-                resume=args.resume,
-                verbose=not args.quiet and main_process,
-            )
-        except ValueError as exc:
-            raise CommandError(_cli_spelling(str(exc))) from None
+    try:
+        saes = train(
+            model,
+            corpus,
+            args.hookpoints,
+            estimator,
+            tokens=args.tokens,
+            tokenizer=tokenizer,
+            context_size=args.context_size,
+            batch_size=args.batch_size,
+            buffer_size=args.buffer_size,
+            chunk_size=args.chunk_size,
+            skip_special_tokens=args.skip_special_tokens,
+            random_state=args.random_state,
+            output_dir=args.output_dir,
+            saelens=args.saelens,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            verbose=not args.quiet and main_process,
+        )
+    except ValueError as exc:
+        raise CommandError(_train_spelling(str(exc))) from None
     if not main_process:
         return 0
-    for warning in caught:
-        print(f"warning: {_cli_spelling(str(warning.message))}", flush=True)
     for hookpoint, sae in saes.items():
         print(
             f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps, loss "
@@ -194,15 +190,10 @@ def _train(args, estimator, main_process):
     return 0
 
 
-_SPELLING = {
-    "context_size=": "--context-size ",
-    "tokens=": "--tokens ",
-    "resume=True (--resume)": "--resume",
-    "hookpoint ": "--hookpoints ",
-}
+# The command's own parameters, as its messages and warnings spell them.
+_SPELLING = {"context_size": "--context-size", "tokens": "--tokens"}
 
 
-def _cli_spelling(message):
-    for python, flag in _SPELLING.items():
-        message = message.replace(python, flag)
-    return message
+def _train_spelling(message):
+    message = message.replace("resume=True (--resume)", "--resume")
+    return _cli_spelling(message.replace("hookpoint ", "--hookpoints "), _SPELLING)

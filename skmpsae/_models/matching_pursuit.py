@@ -6,6 +6,7 @@ revival term) and the estimator (about 390, two thirds of them the numpydoc that
 default's measurement); the file is over 400 lines for those reasons.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -500,6 +501,18 @@ class MatchingPursuitSAE(_BaseSAE):
 
     def _max_bytes(self):
         return int(self.cache_size * 2**20)
+
+    def _validate_params(self):
+        super()._validate_params()
+        if self.n_nonzero_coefs > self.n_components:
+            # Allowed (a step may pick an atom again), but rarely what was meant.
+            warnings.warn(
+                f"{type(self).__name__}: n_nonzero_coefs={self.n_nonzero_coefs} is larger "
+                f"than n_components={self.n_components}; a code has at most "
+                f"{self.n_components} non-zeros, and the steps beyond select atoms again.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _batch_size(self):
         if self.batch_size != "auto":
