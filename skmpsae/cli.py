@@ -15,8 +15,9 @@ import os
 import sys
 import warnings
 
-from ._cli.common import CommandError, _emit, _silence, _warning_printer
+from ._cli.common import CommandError, _emit, _silence
 from ._cli.parser import _build_parser
+from ._cli.spelling import _warning_printer
 
 __all__ = ["main"]
 

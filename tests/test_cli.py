@@ -339,7 +339,7 @@ def test_estimator_warnings_reach_stderr_in_the_flags_spelling(model, data_file,
 
 
 def test_cli_spelling_replaces_whole_parameter_names_only():
-    from skmpsae._cli.common import _cli_spelling
+    from skmpsae._cli.spelling import _cli_spelling
 
     spelling = {"n_nonzero_coefs": "--k", "batch_size": "--sae-batch-size"}
     message = "n_nonzero_coefs=5 and transform_n_nonzero_coefs=5, batch_size=3 (x.batch_size=3)"

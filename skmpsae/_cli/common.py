@@ -218,6 +218,22 @@ def _check_suffix(path, suffixes, flag, rule):
         raise CommandError(f"{flag} {path}: {rule}")
 
 
+# Suffixes of the files skmpsae reads and writes: an output FOLDER named so is a mistake.
+_FILE_SUFFIXES = (".safetensors", ".joblib", ".npy", ".npz", ".json", ".html", ".md")
+
+
+def _check_output_folder(path, flag, what):
+    """Refuse an output folder named like a file (``-o out.safetensors``) or that is one."""
+    path = Path(path)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        raise CommandError(
+            f"{flag} {path}: names a {path.suffix} file, but {what} is a directory; "
+            f"name a folder, e.g. {flag} {path.with_suffix('')}"
+        )
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{flag} {path}: a file, but {what} is a directory")
+
+
 def _check_output_dir(path, what):
     parent = Path(path).parent
     if not parent.is_dir():
@@ -244,53 +260,6 @@ def _silence(stream):
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def _flag_spelling(command_module):
-    """{Python parameter: command-line flag} for a command: its ``_FLAGS`` entries that say
-    "use --FLAG", and its own ``_SPELLING`` (parameters of the command itself)."""
-    spelling = {
-        name: text[len("use ") :]
-        for name, text in getattr(command_module, "_FLAGS", {}).items()
-        if text.startswith("use --")
-    }
-    return {**spelling, **getattr(command_module, "_SPELLING", {})}
-
-
-def _cli_spelling(message, spelling):
-    """``message`` with ``name=value`` of each Python parameter in ``spelling`` written as
-    its flag (``n_nonzero_coefs=100`` -> ``--k 100``); other names are left alone."""
-    import re
-
-    for name, flag in spelling.items():
-        message = re.sub(rf"(?<![\w.]){re.escape(name)}=", f"{flag} ", message)
-    return message
-
-
-def _warning_printer(command, command_module):
-    """A ``warnings.showwarning`` that prints one line on stderr, ``skmpsae COMMAND:
-    warning: ...``, in the command's spelling, each distinct line once; on the main process
-    only (under a launcher, every rank would say it)."""
-    spelling = _flag_spelling(command_module)
-    shown = set()
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
-        line = f"skmpsae {command}: warning: {_cli_spelling(text, spelling)}"
-        # The same words from two places (the flags checked, then the fit) are said once.
-        if os.environ.get("RANK", "0") != "0" or line in shown:
-            return
-        shown.add(line)
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(line, file=sys.stderr)  # above a progress bar, not through it
-        except ImportError:
-            _emit(line, sys.stderr)
-        except OSError:
-            _silence(sys.stderr)
-
-    return show
 
 
 def _as_float_for_training(X, path, report):
@@ -384,6 +353,33 @@ def _estimator_params(args, estimator, options, flags):
     except InvalidParameterError as exc:
         args.subparser.error(f"--param: {exc}")
     return params
+
+
+def _add_special_tokens_options(parser):
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--keep-special-tokens",
+        action="store_true",
+        help="keep the rows of [CLS], [SEP], BOS, EOS, PAD (left out by default, as SAELens "
+        "does; an interrupted run resumes with the choice it recorded)",
+    )
+    choice.add_argument(
+        "--skip-special-tokens", action="store_true", help="the default now; still accepted"
+    )
+
+
+def _skip_special_tokens(args):
+    """``skip_special_tokens`` for the Python call: False with --keep-special-tokens, True
+    with the old --skip-special-tokens (with a note), None (the default: leave them out, or
+    resume with the recorded choice) without either."""
+    if args.skip_special_tokens:
+        _emit(
+            f"skmpsae {args.command}: note: --skip-special-tokens is the default now; the flag "
+            "is no longer needed (--keep-special-tokens keeps them)",
+            sys.stderr,
+        )
+        return True
+    return False if args.keep_special_tokens else None
 
 
 def _report(quiet):

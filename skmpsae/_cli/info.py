@@ -36,6 +36,7 @@ def describe(sae):
         spec.sparsity: getattr(sae, spec.sparsity),
         "dtype": str(sae.components_.dtype),
         "epochs": int(getattr(sae, "n_iter_", 0)),
+        "steps": int(getattr(sae, "n_steps_", 0)),
         "final_loss": losses[-1] if losses else None,
         "dead_atoms_in_training": getattr(sae, "n_dead_components_", None),
         "selection_method": getattr(sae, "selection_method_", None),
@@ -50,11 +51,12 @@ _CAPTURE_FIELDS = (
     ("hookpoint", "hookpoint"),
     ("capture_input", "captured the module's input"),
     ("max_length", "max length (tokens)"),
-    ("skip_special_tokens", "special tokens skipped"),
+    ("skip_special_tokens", "special tokens left out"),
     ("n_texts", "texts"),
     ("texts_file", "texts file"),
     ("texts_sha256", "texts sha256"),
     ("corpus", "corpus"),
+    ("corpus_sha256", "corpus sha256"),
     ("context_size", "window (tokens)"),
     ("n_rows", "rows"),
     ("created", "captured at"),
@@ -67,10 +69,19 @@ def format_description(path, summary):
     value = summary.get("n_nonzero_coefs", summary.get("alpha"))
     loss = summary["final_loss"]
     dead = summary["dead_atoms_in_training"]
+    provenance = summary["provenance"] or {}
+    if provenance.get("streamed"):  # one partial_fit per chunk: its "epochs" are chunks
+        passes = provenance.get("passes", 1)
+        trained = (
+            f"  trained {summary['steps']} steps on {provenance['tokens_seen']} tokens "
+            f"streamed ({passes} pass{'es' if passes != 1 else ''} over the corpus)"
+        )
+    else:
+        trained = f"  trained {summary['epochs']} epochs ({summary['steps']} steps)"
     lines += [
         f"  {summary['n_features']} features -> {summary['n_components']} atoms, "
         f"{sparsity}={value}, {summary['dtype']}",
-        f"  trained {summary['epochs']} epochs"
+        trained
         + ("" if loss is None else f", final loss {loss:.4g}")
         + ("" if dead is None else f", dead atoms {dead}/{summary['n_components']}"),
     ]
@@ -87,7 +98,6 @@ def format_description(path, summary):
                 else ""
             )
         )
-    provenance = summary["provenance"] or {}
     held = provenance.get("held_out")
     if held:
         lines.append(
@@ -96,7 +106,8 @@ def format_description(path, summary):
         )
     fields = [(label, provenance[key]) for key, label in _CAPTURE_FIELDS if key in provenance]
     if fields:
-        lines.append("  trained on activations captured with:")
+        how = "streamed" if provenance.get("streamed") else "captured"
+        lines.append(f"  trained on activations {how} with:")
         width = max(len(label) for label, _ in fields)
         lines += [f"    {label.ljust(width)}  {value}" for label, value in fields]
     else:

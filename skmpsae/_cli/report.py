@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .common import CommandError, _positive_int
+from .common import CommandError, _check_output_folder, _positive_int
 
 
 def add_parser(commands):
@@ -71,6 +71,7 @@ def run(args):
     from .. import io
     from ..inspect import write_report
 
+    _check_output_folder(args.output, "-o", "the report")
     model_path = Path(args.model)
     if not model_path.is_file():
         raise CommandError(f"{model_path}: no such file")

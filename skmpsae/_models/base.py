@@ -244,9 +244,15 @@ class _BaseSAE(
         self : object
             The updated estimator.
         """
+        return self._partial_fit(X, None)
+
+    def _partial_fit(self, X, n_steps):
+        """``partial_fit`` with the learning-rate schedule of a fit of ``n_steps`` steps in
+        all (counted from the first call; None: warm-up, then constant), for a caller that
+        knows how much data will come (:func:`skmpsae.activations.train`)."""
         if not hasattr(self, "components_"):
             X, new_input = self._validate_new_data(X)
-            trainer = self._new_trainer(X, None)
+            trainer = self._new_trainer(X, n_steps)
             self._train(X, trainer, 1, new_input=new_input)
             return self
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
@@ -257,7 +263,7 @@ class _BaseSAE(
             trainer = self._resume_trainer()
         # Reproducible shuffles that still differ from one partial_fit call to the next.
         seed = (self._shuffle_seed() + self.n_iter_) % (2**31 - 1)
-        trainer.start_call(self._learning_rate(), None, seed, X.shape[0])
+        trainer.start_call(self._learning_rate(), n_steps, seed, X.shape[0])
         self._train(X, trainer, 1)
         return self
 
