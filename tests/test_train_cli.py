@@ -210,3 +210,43 @@ def test_special_tokens_are_left_out_by_default(gpt2_dir, corpus, tmp_path, caps
     assert _special_tokens_choice(tmp_path / "x.npy", None, overwrite=True) is True
     assert _special_tokens_choice(tmp_path / "y.npy", None, overwrite=False) is True
     assert _special_tokens_choice(tmp_path / "x.npy", True, overwrite=False) is True
+
+
+def test_rows_of_another_kind_or_place_are_warned_about(gpt2_dir, corpus, tmp_path, capsys):
+
+    assert main(_train_argv(gpt2_dir, corpus, tmp_path / "out")) == 0
+    model = str(tmp_path / "out" / f"{HOOK}.safetensors")
+    _capture_rows(gpt2_dir, corpus, tmp_path / "keep.npy", "--keep-special-tokens")
+    capsys.readouterr()
+    commands = {
+        "encode": ["encode", model, str(tmp_path / "keep.npy"), "-o", str(tmp_path / "c.npz")],
+        "evaluate": ["evaluate", model, str(tmp_path / "keep.npy"), "--no-splice"],
+        "report": [
+            "report",
+            model,
+            "--acts",
+            str(tmp_path / "keep.npy"),
+            "-o",
+            str(tmp_path / "r"),
+        ],
+    }
+    for name, argv in commands.items():
+        assert main([*argv, "-q"]) == 0, name
+        warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        assert warned == [
+            f"skmpsae {name}: warning: {tmp_path / 'keep.npy'}: rows captured with special "
+            "tokens ([CLS], BOS...), but the model was trained on rows without special tokens; "
+            "capture again without --keep-special-tokens to compare like with like."
+        ], name
+    # report, like evaluate, names rows of another hookpoint.
+    _capture_rows(gpt2_dir, corpus, tmp_path / "other.npy")
+    meta = json.loads((tmp_path / "other.npy.meta.json").read_text())
+    (tmp_path / "other.npy.meta.json").write_text(
+        json.dumps({**meta, "hookpoint": "transformer.h.0"})
+    )
+    capsys.readouterr()
+    argv = ["report", model, "--acts", str(tmp_path / "other.npy"), "-o", str(tmp_path / "r2")]
+    assert main([*argv, "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "skmpsae report: warning: " in err
+    assert "hookpoint 'transformer.h.0' (fitted on 'transformer.h.1')" in err

@@ -210,6 +210,27 @@ def _check_rows_match(model, data, command):
             model=rows.get("model_id"),
             capture_input=rows.get("capture_input"),
         )
+        _check_special_tokens(provenance_of(model), rows, data)
+
+
+def _check_special_tokens(provenance, rows, data):
+    """Warn when the model was trained on rows with the special tokens left out and ``data``
+    keeps them, or the other way round: such rows (a [CLS], a GPT's first position) are
+    unlike the others, and the scores of the one set say little of the other."""
+    import warnings
+
+    trained, given = provenance.get("skip_special_tokens"), rows.get("skip_special_tokens")
+    if trained is None or given is None or bool(trained) == bool(given):
+        return
+    how = {True: "without special tokens", False: "with special tokens ([CLS], BOS...)"}
+    warnings.warn(
+        f"{data}: rows captured {how[bool(given)]}, but the model was trained on rows "
+        f"{how[bool(trained)]}; capture again "
+        f"{'with' if trained is False else 'without'} --keep-special-tokens to compare like "
+        "with like.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _check_suffix(path, suffixes, flag, rule):

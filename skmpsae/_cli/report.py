@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .common import CommandError, _check_output_folder, _positive_int
+from .common import CommandError, _check_output_folder, _check_rows_match, _positive_int
 
 
 def add_parser(commands):
@@ -97,6 +97,7 @@ def run(args):
         estimator = io.load(model_path)
     except (ValueError, OSError) as exc:
         raise CommandError(f"{model_path}: {exc}") from None
+    _check_rows_match(estimator, args.acts, "report")
     tokenizer = unembedding = None
     if args.model_dir:
         from ..activations import load_model
