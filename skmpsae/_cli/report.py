@@ -99,6 +99,7 @@ def run(args):
         raise CommandError(f"{model_path}: {exc}") from None
     _check_rows_match(estimator, args.acts, "report")
     tokenizer = unembedding = None
+    logits_note = "No logit effects: pass --model-dir with a causal LM to see them."
     if args.model_dir:
         from ..activations import load_model
 
@@ -108,6 +109,11 @@ def run(args):
             raise CommandError(str(exc)) from None
         head = getattr(lm, "get_output_embeddings", lambda: None)()
         unembedding = lm if head is not None else None
+        if head is None:
+            logits_note = (
+                f"No logit effects: {args.model_dir} ({type(lm).__name__}) is not a causal LM; "
+                "it has no unembedding to read them from."
+            )
     try:
         out = write_report(
             estimator,
@@ -124,6 +130,7 @@ def run(args):
             threshold=args.threshold,
             force=args.force,
             verbose=not args.quiet,
+            logits_note=None if unembedding is not None else logits_note,
         )
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         msg = str(exc)
