@@ -36,6 +36,7 @@ from ._activations.models import load_model
 from ._activations.plan import plan_run, planned_steps, warn_if_too_little
 from ._activations.splice import splice
 from ._activations.stream import _ActivationStream
+from ._activations.summary import summarize_activations
 from ._activations.train import (
     _estimators_for,
     _finish,
@@ -54,6 +55,7 @@ __all__ = [
     "read_capture_metadata",
     "splice",
     "stream",
+    "summarize_activations",
     "train",
 ]
 

@@ -250,3 +250,34 @@ def test_rows_of_another_kind_or_place_are_warned_about(gpt2_dir, corpus, tmp_pa
     err = capsys.readouterr().err
     assert "skmpsae report: warning: " in err
     assert "hookpoint 'transformer.h.0' (fitted on 'transformer.h.1')" in err
+
+
+def test_info_on_an_activation_file_shows_its_high_norm_positions(
+    gpt2_dir, corpus, tmp_path, capsys
+):
+    rng = np.random.RandomState(0)
+    X = rng.randn(400, 8).astype(np.float32)
+    positions = np.tile(np.arange(10), 40)
+    X[positions == 0] *= 10  # a first position far above the rest, as in GPT-style models
+    np.save(tmp_path / "acts.npy", X)
+    table = np.stack([np.repeat(np.arange(40), 10), positions, positions + 5], axis=1)
+    np.save(tmp_path / "acts.npy.tokens.npy", table.astype(np.int32))
+    assert main(["info", str(tmp_path / "acts.npy"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    assert summary["norm"]["median"] == pytest.approx(np.median(norms))
+    by_position = {str(p): (n, mean) for p, n, mean in summary["by_position"]}
+    assert by_position["0"] == (40, pytest.approx(norms[positions == 0].mean()))
+    assert by_position["8+"] == (80, pytest.approx(norms[positions >= 8].mean()))
+    assert summary["high_norm_positions"] == [0]
+    assert main(["info", str(tmp_path / "acts.npy")]) == 0
+    assert "high-norm positions: 0 (mean norm over 3x the median" in capsys.readouterr().out
+    # With the capture's sidecar: special tokens against the others.
+    X2 = _capture_rows(gpt2_dir, corpus, tmp_path / "keep.npy", "--keep-special-tokens")
+    ids = np.load(tmp_path / "keep.npy.tokens.npy")[:, 2]
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "keep.npy"), "--json"]) == 0
+    kinds = json.loads(capsys.readouterr().out)["by_kind"]
+    norms = np.linalg.norm(X2.astype(np.float64), axis=1)
+    assert kinds["special"] == [int((ids <= 1).sum()), pytest.approx(norms[ids <= 1].mean())]
+    assert kinds["normal"] == [int((ids > 1).sum()), pytest.approx(norms[ids > 1].mean())]
