@@ -227,6 +227,8 @@ def _fit_and_save(args, estimator, output, main_process):
     quiet = args.quiet or not main_process
     report = _report(quiet)
     X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    if main_process:
+        _check_room(estimator, X, output, args.checkpoint_dir)
     provenance = read_capture_metadata(args.data) or {}
     X, X_held, held_note = _held_out(args, X)
     verb = "resuming" if args.resume else "fitting"
@@ -289,7 +291,25 @@ def _fit_and_save(args, estimator, output, main_process):
     return 0
 
 
+def _check_room(estimator, X, output, checkpoint_dir):
+    """Fail now, not after training, where the model (or a checkpoint: the parameters with
+    Adam's two moments, and its atomic replacement's copy) would not fit."""
+    from .disk import check_free_space, model_bytes
+
+    size = model_bytes(estimator, X.shape[1], X.dtype.itemsize)
+    needs = [(output.parent, size, "the model")]
+    if checkpoint_dir is not None:
+        needs.append((Path(checkpoint_dir), 2 * 3 * size, "checkpoints"))
+    check_free_space(needs)
+
+
 def _save(estimator, output):
+    from .disk import save_or_rescue
+
+    save_or_rescue(_write_model, estimator, output)
+
+
+def _write_model(estimator, output):
     import joblib
 
     if output.suffix == ".safetensors":
