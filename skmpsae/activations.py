@@ -33,6 +33,7 @@ from ._activations.metadata import (
     read_capture_metadata,
 )
 from ._activations.models import load_model
+from ._activations.outputs import save_models, stream_provenance
 from ._activations.plan import plan_run, planned_steps, warn_if_too_little
 from ._activations.splice import splice
 from ._activations.stream import _ActivationStream
@@ -44,7 +45,6 @@ from ._activations.train import (
     _recorded_special_choice,
     _settings_of,
     _train_from_stream,
-    stream_provenance,
 )
 from ._utils import NotBoolInterval
 
@@ -359,11 +359,6 @@ skip_special_tokens, text_field
             source, name, hookpoint, plan, tokens_done, batch_size=batch_size
         )
     if output_dir is not None and rank == 0:
-        from .io import save, to_saelens
-
-        for hookpoint, fitted in estimators.items():
-            save(fitted, Path(output_dir) / f"{hookpoint}.safetensors")
-            if saelens:
-                to_saelens(fitted, Path(output_dir) / f"{hookpoint}.saelens", hook_name=hookpoint)
+        save_models(estimators, output_dir, saelens)
         _finish(output_dir)
     return estimators

@@ -281,3 +281,28 @@ def test_info_on_an_activation_file_shows_its_high_norm_positions(
     norms = np.linalg.norm(X2.astype(np.float64), axis=1)
     assert kinds["special"] == [int((ids <= 1).sum()), pytest.approx(norms[ids <= 1].mean())]
     assert kinds["normal"] == [int((ids > 1).sum()), pytest.approx(norms[ids > 1].mean())]
+
+
+def test_a_failed_save_keeps_the_streamed_model(gpt2_dir, corpus, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from skmpsae._activations import outputs
+
+    out = tmp_path / "out" / f"{HOOK}.safetensors"
+    real_save = io.save
+
+    def save(estimator, path, **kw):
+        if str(path) == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(estimator, path, **kw)
+
+    monkeypatch.setattr(io, "save", save)
+    monkeypatch.setattr(outputs.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert main(_train_argv(gpt2_dir, corpus, tmp_path / "out")) == 1
+    rescued = tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("skmpsae-"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"skmpsae train: error: {out}: could not save the model (No space left on device); it "
+        f"is saved to {rescued} instead: move it where you want it"
+    )
+    assert io.load(rescued).provenance_["hookpoint"] == HOOK and not out.exists()

@@ -349,37 +349,6 @@ class StreamInterrupted(KeyboardInterrupt):
         self.tokens_done, self.total, self.checkpoint = tokens_done, total, checkpoint
 
 
-def stream_provenance(stream, name, hookpoint, plan, tokens_done, *, batch_size):
-    """What a streamed SAE records of its training data, as a capture's sidecar records it
-    for ``fit`` (see :func:`~skmpsae.activations.read_capture_metadata`): the model, the
-    hookpoint, the corpus and its digest, the windows and the special-token choice, and the
-    tokens and passes it was trained on."""
-    from .metadata import model_id, model_source
-
-    model = stream.forward.model
-    special = [int(i) for i in stream.framing.special]
-    fingerprint = model_id(model)
-    if name is None:  # a module passed in: the directory it was loaded from, if it is one
-        path = fingerprint.partition(":")[2]
-        name = path if path and Path(path).is_dir() else None
-    return {
-        "model": None if name is None else model_source(name),
-        "model_id": fingerprint,
-        "hookpoint": hookpoint,
-        "capture_input": False,
-        "corpus": repr(stream.corpus),
-        "corpus_sha256": plan.corpus_sha256,
-        "context_size": stream.context_size,
-        "batch_size": batch_size,
-        "skip_special_tokens": bool(stream.skip_special_tokens),
-        "special_token_ids": special,
-        "streamed": True,
-        "tokens_seen": int(tokens_done),
-        "passes": int(plan.passes),
-        "tokens_per_pass": plan.rows_per_pass,
-    }
-
-
 def _recorded_special_choice(checkpoint_dir):
     """The ``skip_special_tokens`` of the checkpoint in ``checkpoint_dir`` (runs before
     issue 28 kept special tokens by default), else True."""
