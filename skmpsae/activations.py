@@ -359,6 +359,8 @@ skip_special_tokens, text_field
             source, name, hookpoint, plan, tokens_done, batch_size=batch_size
         )
     if output_dir is not None and rank == 0:
-        save_models(estimators, output_dir, saelens)
+        from .io import save, to_saelens
+
+        save_models(estimators, output_dir, saelens, save, to_saelens)
         _finish(output_dir)
     return estimators

@@ -37,12 +37,11 @@ def stream_provenance(stream, name, hookpoint, plan, tokens_done, *, batch_size)
     }
 
 
-def save_models(estimators, output_dir, saelens):
-    """Write ``OUTPUT_DIR/HOOKPOINT.safetensors`` (and the SAELens export) for each SAE. A
-    save that fails writes the model to the temporary directory instead, and the OSError
-    raised names both paths."""
-    from ..io import save, to_saelens
-
+def save_models(estimators, output_dir, saelens, save, to_saelens):
+    """Write ``OUTPUT_DIR/HOOKPOINT.safetensors`` with ``save`` (and the SAELens export with
+    ``to_saelens``: the public :mod:`skmpsae.io` functions) for each SAE. A save that fails
+    writes the model to the temporary directory instead, and the OSError raised names both
+    paths."""
     for hookpoint, fitted in estimators.items():
         path = Path(output_dir) / f"{hookpoint}.safetensors"
         try:

@@ -17,6 +17,7 @@ from sklearn.base import clone
 
 from .._atomic import atomic_write
 from .._train.progress import Progress
+from .._utils import SigintHandler
 
 _CHECKPOINT = "checkpoint.safetensors"
 
@@ -297,7 +298,7 @@ def _passes(stream, first_pass, n_passes):
             chunks.close()
 
 
-class _DeferredInterrupt:
+class _DeferredInterrupt(SigintHandler):
     """Within the block, the first Ctrl-C only raises a flag, read after each chunk (so that
     the chunk's training completes and the checkpoint holds a consistent state); a second
     one raises KeyboardInterrupt at once. Under a process group the ranks agree on the flag,
@@ -305,29 +306,12 @@ class _DeferredInterrupt:
 
     def __init__(self):
         self.seen = self.forced = False
-        self.previous = None
 
     def _handler(self, signum, frame):
         if self.seen:
             self.forced = True
             raise KeyboardInterrupt
         self.seen = True
-
-    def __enter__(self):
-        import signal
-
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: Ctrl-C raises as usual
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
 
     def agreed(self):
         if _process_group()[1] == 1:

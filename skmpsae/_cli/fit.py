@@ -1,7 +1,6 @@
 """``skmpsae fit``: train an SAE on a ``.npy`` file (data-parallel with --nproc-per-node)."""
 
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 from .._atomic import atomic_write
 from .._models.registry import estimator_specs
 from .._train.progress import Progress, describe_epoch
+from .._utils import SigintHandler
 from .common import (
     MODEL_SUFFIXES,
     CommandError,
@@ -355,28 +355,16 @@ def _held_out(args, X):
     )
 
 
-class _Interrupt:
+class _Interrupt(SigintHandler):
     """Within the block, Ctrl-C raises KeyboardInterrupt as usual and is remembered
     (``seen``), including when the estimator catches it to keep its last completed epoch."""
 
     def __init__(self):
-        self.seen, self.previous = False, None
+        self.seen = False
 
     def _handler(self, signum, frame):
         self.seen = True
         raise KeyboardInterrupt
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: nothing to install
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
 
 
 def _update(progress, info):
