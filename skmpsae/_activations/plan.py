@@ -91,17 +91,20 @@ def plan_run(stream, tokens, max_iter):
 def planned_steps(plan, chunk_size, batch_size, world_size=1):
     """The optimiser steps of an SAE trained on ``plan``'s chunks with batches of
     ``batch_size`` rows: every chunk is ``chunk_size`` rows but the last of each pass
-    (``partial_fit`` steps ``ceil(rows / batch_size)`` times on a chunk). Under a process
+    (``partial_fit`` steps once per batch of a chunk, a last batch under half a batch joining
+    the one before). Under a process
     group a chunk gathers every rank's, and each rank's pass may end on a short chunk: the
     count then errs on the high side, so that the rate never reaches zero early."""
+    from .._train.tensors import _n_batches
+
     chunk = chunk_size * world_size
     per_pass = plan.rows_per_pass if plan.rows_per_pass is not None else plan.total
     steps, left = 0, plan.total
     while left > 0:
         in_pass = min(per_pass, left)
         full, rest = divmod(in_pass, chunk)
-        steps += full * -(-chunk // batch_size) + -(-rest // batch_size)
-        steps += (world_size - 1) * -(-chunk_size // batch_size)
+        steps += full * _n_batches(chunk, batch_size) + _n_batches(rest, batch_size)
+        steps += (world_size - 1) * _n_batches(chunk_size, batch_size)
         left -= in_pass
     return max(steps, 1)
 
