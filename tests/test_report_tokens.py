@@ -89,3 +89,31 @@ def test_every_atom_mostly_on_one_token_is_flagged_in_the_index_and_on_its_page(
         assert "is not a causal LM" in page.inner_text("#no-logits")
         page.screenshot(path=str(folder.parent / "atom.png"), full_page=True)
         browser.close()
+
+
+def test_the_hierarchy_is_an_expandable_tree_with_each_links_probability(site):
+    folder, _, _ = site
+    index = (folder / "data" / "index.js").read_text()
+    import json
+
+    atoms = json.loads(index[index.index("=") + 1 :].rstrip().rstrip(";"))["atoms"]
+    parent, prob = np.array(atoms["parent"]), atoms["parent_p"]
+    kids = {p: np.flatnonzero(parent == p).tolist() for p in set(parent.tolist()) if p >= 0}
+    assert kids, "no atom has a parent here: the test shows nothing"
+    root = max(kids, key=lambda p: len(kids[p]))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        page = browser.new_page()
+        page.goto((folder / "index.html").resolve().as_uri() + f"#atom/{root}")
+        page.wait_for_selector("#tree")
+        tree = page.inner_text("#tree")
+        assert f"{len(kids[root])} children" in tree
+        import re
+
+        shown = dict(re.findall(r"atom (\d+)\s+P\(parent \| child\) = ([\d.]+)", tree))
+        assert sorted(map(int, shown)) == kids[root]
+        for child in kids[root]:
+            assert abs(float(shown[str(child)]) - prob[child]) <= 0.005 + 1e-9  # toFixed(2)
+        if parent[root] >= 0:
+            assert "path from the root:" in tree
+        browser.close()

@@ -117,6 +117,12 @@ def _write(
             "max": [_round(x) for x in stats.max_activation],
             "step": steps,
             "parent": None if hierarchy is None else hierarchy.parent.tolist(),
+            "parent_p": None
+            if hierarchy is None
+            else [
+                _round(q) if p >= 0 else None
+                for p, q in zip(hierarchy.parent, hierarchy.probability, strict=True)
+            ],
             "top": top_text,
             "search": search,
         }

@@ -98,7 +98,7 @@
         if (k === "parent") return el("td", {}, [A.parent[i] >= 0 ? atomLink(A.parent[i], String(A.parent[i])) : null]);
         if (k === "share") {
           if (A.share[i] === null) return el("td", { "class": "num" });
-          return el("td", { "class": "num" + (A.share[i] > FLAG ? " flag" : ""), text: pct(A.share[i]) + " \u201c" + shown(A.share_token[i]) + "\u201d" });
+          return el("td", { "class": "num" + (A.share[i] > FLAG ? " flag" : ""), text: pct(A.share[i]) + " \u201c" + shown(A.share_token[i].trim() || A.share_token[i]) + "\u201d" });
         }
         return el("td", { "class": "num", text: fmt(A[k][i], k === "step" ? 2 : 3) });
       });
@@ -134,6 +134,37 @@
       t.setAttribute("text-anchor", a[1]); t.textContent = a[2]; svg.appendChild(t);
     });
     return svg;
+  }
+  // The tree of atoms, from the index's parents: this atom's ancestors, then its subtree as
+  // nested <details>, each link labelled P(parent | child).
+  var KIDS = null;
+  function kidsOf(i) {
+    if (!KIDS) {
+      KIDS = {};
+      A.parent.forEach(function (p, c) { if (p >= 0) (KIDS[p] = KIDS[p] || []).push(c); });
+    }
+    return KIDS[i] || [];
+  }
+  function treeNode(i, depth, here) {
+    var label = [atomLink(i, (i === here ? "this atom (" + i + ")" : "atom " + i))];
+    if (A.parent_p[i] !== null && depth > 0) label.push(el("span", { "class": "empty", text: "  P(parent | child) = " + fmt(A.parent_p[i], 2) }));
+    var kids = kidsOf(i);
+    if (!kids.length) return el("div", { "class": "leaf" }, label);
+    var node = el("details", {}, [el("summary", {}, label.concat([el("span", { text: " · " + kids.length + " children" })]))]);
+    if (depth < 1) node.open = true;
+    node.addEventListener("toggle", function () {
+      if (node.open && node.children.length === 1) kids.forEach(function (k) { node.appendChild(treeNode(k, depth + 1, here)); });
+    });
+    if (node.open) kids.forEach(function (k) { node.appendChild(treeNode(k, depth + 1, here)); });
+    return node;
+  }
+  function familyTree(i) {
+    var chain = [], p = A.parent[i], seen = {};
+    while (p >= 0 && !seen[p]) { seen[p] = 1; chain.unshift(p); p = A.parent[p]; }
+    var path = el("div", { "class": "links" }, [el("b", { text: "path from the root: " })]);
+    chain.forEach(function (a) { path.appendChild(atomLink(a)); path.appendChild(el("span", { text: "→ " })); });
+    path.appendChild(el("span", { text: "atom " + i }));
+    return el("div", { id: "tree" }, [chain.length ? path : null, treeNode(i, 0, i)]);
   }
   function bars(shares) {  // one bar per step, labelled by step; height: the share of selections
     var W = 260, H = 90, n = shares.length, peak = Math.max.apply(null, shares.concat([1e-9]));
@@ -181,7 +212,7 @@
         ", max " + fmt(A.max[i]) + (d.negative ? "; " + d.negative + " firings below zero" : "") }));
       if (A.share && A.share[i] > FLAG) {
         parts.push(el("p", { "class": "flag", id: "flag", text: "\u26a0 " + pct(A.share[i]) + " of firings on \u201c" +
-          shown(A.share_token[i]) + "\u201d: the contexts below may suggest a meaning this token, not the text, carries." }));
+          shown(A.share_token[i].trim() || A.share_token[i]) + "\u201d: the contexts below may suggest a meaning this token, not the text, carries." }));
       }
       var cards = [];
       var q = d.quantiles.map(function (x) { return "q" + x[0] + " = " + fmt(x[1]); }).join(", ");
@@ -209,6 +240,7 @@
         if (!d.children.length) kids.appendChild(el("span", { "class": "empty", text: "none" }));
         d.children.forEach(function (k) { kids.appendChild(atomLink(k[0])); });
         fam.push(kids);
+        if (A.parent_p) fam.push(familyTree(i));
         cards.push(card(META.ordered ? "Hierarchy (matching-pursuit co-selection)" : "Hierarchy (co-activation)", fam));
       }
       if (!d.logits && META.logits_note) {
