@@ -72,3 +72,31 @@ def test_a_failed_save_names_the_path_and_keeps_the_model(data, tmp_path, capsys
     X = np.load(data)
     again = io.load(rescued).transform(X)
     assert again.shape == (300, 64)
+
+
+def test_report_checks_space_and_names_a_failed_write(data, tmp_path, capsys, monkeypatch):
+    from skmpsae._inspect import site
+
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(data), *ARGS, "-o", str(model)]) == 0
+    argv = ["report", str(model), "--acts", str(data), "-o", str(tmp_path / "r"), "-q"]
+    Usage = namedtuple("Usage", "total used free")
+    real = disk.shutil.disk_usage
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 1000))
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"skmpsae report: error: {tmp_path}: 0.0 MiB free, but the report will")
+    assert "(the report ~" in err and not (tmp_path / "r").exists()
+    monkeypatch.setattr(disk.shutil, "disk_usage", real)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(site, "_assign", full)
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"skmpsae report: error: {tmp_path / 'r'}: could not write the report (No space left "
+        "on device); nothing was replaced (the report is written beside it, then moved into "
+        "place)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "x.npy"]

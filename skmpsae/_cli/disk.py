@@ -23,9 +23,9 @@ def model_bytes(estimator, n_features, itemsize):
     return sum(int(np.prod(shape)) for shape in shapes.values()) * itemsize
 
 
-def check_free_space(needs):
-    """``needs``: [(directory, bytes, what)]. Fail before training, with the numbers, where a
-    directory's file system has less free space than what is written there."""
+def check_free_space(needs, writer="training"):
+    """``needs``: [(directory, bytes, what)]. Fail before ``writer`` starts, with the numbers,
+    where a directory's file system has less free space than what is written there."""
     by_device = {}
     for directory, n_bytes, what in needs:
         directory = Path(directory)
@@ -39,7 +39,7 @@ def check_free_space(needs):
         free = shutil.disk_usage(directory).free
         if free < n_bytes:
             raise CommandError(
-                f"{directory}: {free / _MIB:.1f} MiB free, but training will write "
+                f"{directory}: {free / _MIB:.1f} MiB free, but {writer} will write "
                 f"{n_bytes / _MIB:.1f} MiB there ({', '.join(whats)}, with a 20% margin); free "
                 "some space or write elsewhere"
             )

@@ -98,6 +98,13 @@ def run(args):
     except (ValueError, OSError) as exc:
         raise CommandError(f"{model_path}: {exc}") from None
     _check_rows_match(estimator, args.acts, "report")
+    from .disk import check_free_space
+
+    # Per atom: its contexts (tokens, activations: ~24 bytes a token as JSON) and ~2 kB more.
+    per_atom = args.n_top * (2 * args.window + 1) * 24 + 2048
+    folder = Path(args.output).resolve()
+    needs = [(folder.parent, estimator.components_.shape[0] * per_atom, "the report")]
+    check_free_space(needs, writer="the report")
     tokenizer = unembedding = None
     logits_note = "No logit effects: pass --model-dir with a causal LM to see them."
     if args.model_dir:
@@ -136,5 +143,10 @@ def run(args):
         msg = str(exc)
         msg = msg.replace("force=True (--force)", "--force").replace("image_shape", "--image-shape")
         raise CommandError(msg.replace("X has", f"{args.acts} has")) from None
+    except OSError as exc:
+        raise CommandError(
+            f"{args.output}: could not write the report ({exc.strerror or exc}); nothing was "
+            "replaced (the report is written beside it, then moved into place)"
+        ) from None
     print(f"report on {estimator.components_.shape[0]} atoms written to {out}/index.html")
     return 0
