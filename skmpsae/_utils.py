@@ -71,3 +71,30 @@ class NotBoolInterval(Interval):
 # input take them, and the others leave it to check_array to say that dense data is required
 # (clearer than "not an array-like").
 ARRAY_OR_SPARSE = ["array-like", "sparse matrix"]
+
+
+class SigintHandler:
+    """Within the block, SIGINT calls ``self._handler(signum, frame)`` (a subclass's); the
+    previous handler is restored on exit. Off the main thread nothing is installed, and
+    Ctrl-C raises KeyboardInterrupt as usual."""
+
+    previous = None
+
+    def _handler(self, signum, frame):
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False

@@ -32,12 +32,16 @@ from ._activations.metadata import (
     read_capture_metadata,
 )
 from ._activations.models import load_model
+from ._activations.outputs import save_models, stream_provenance
+from ._activations.plan import plan_run, planned_steps, warn_if_too_little
 from ._activations.splice import splice
 from ._activations.stream import _ActivationStream
+from ._activations.summary import summarize_activations
 from ._activations.train import (
     _estimators_for,
     _finish,
     _process_group,
+    _recorded_special_choice,
     _settings_of,
     _train_from_stream,
 )
@@ -51,6 +55,7 @@ __all__ = [
     "read_capture_metadata",
     "splice",
     "stream",
+    "summarize_activations",
     "train",
 ]
 
@@ -66,7 +71,7 @@ _STREAM_PARAMS = {
     "batch_size": _POSITIVE,
     "buffer_size": [NotBoolInterval(Integral, 0, None, closed="left")],
     "chunk_size": _POSITIVE,
-    "skip_special_tokens": ["boolean"],
+    "skip_special_tokens": ["boolean", None],
     "random_state": [NotBoolInterval(Integral, 0, 2**63 - 1, closed="both"), None],
     "text_field": [str],
 }
@@ -92,7 +97,7 @@ def stream(
     batch_size=8,
     buffer_size=16384,
     chunk_size=4096,
-    skip_special_tokens=False,
+    skip_special_tokens=None,
     random_state=None,
     text_field="text",
 ):
@@ -128,8 +133,10 @@ def stream(
         hookpoint.
     chunk_size : int, default=4096
         Rows per yielded chunk (the last may be shorter).
-    skip_special_tokens : bool, default=False
-        Drop the rows of special tokens ([CLS], [SEP], BOS, the end-of-text separators).
+    skip_special_tokens : bool, default=None
+        Drop the rows of the tokenizer's special tokens ([CLS], [SEP], BOS, the end-of-text
+        separators), as SAELens's ``exclude_special_tokens`` does. None: True (for
+        :func:`train`, a resumed run keeps the choice its checkpoint recorded).
     random_state : int, default=None
         Seeds the shuffle buffer (None: a fresh seed).
     text_field : str, default="text"
@@ -168,7 +175,7 @@ def stream(
         batch_size=batch_size,
         buffer_size=buffer_size,
         chunk_size=chunk_size,
-        skip_special_tokens=skip_special_tokens,
+        skip_special_tokens=skip_special_tokens is not False,
         seed=random_state,
     )
 
@@ -178,6 +185,7 @@ def stream(
         **_STREAM_PARAMS,
         "estimator": "no_validation",
         "tokens": [NotBoolInterval(Integral, 1, None, closed="left"), None],
+        "max_iter": _POSITIVE,
         "output_dir": [str, os.PathLike, None],
         "saelens": ["boolean"],
         "checkpoint_every": _POSITIVE,
@@ -193,12 +201,13 @@ def train(
     estimator,
     *,
     tokens=None,
+    max_iter=1,
     tokenizer=None,
     context_size=128,
     batch_size=8,
     buffer_size=16384,
     chunk_size=4096,
-    skip_special_tokens=False,
+    skip_special_tokens=None,
     random_state=0,
     text_field="text",
     output_dir=None,
@@ -210,13 +219,18 @@ def train(
     """Train one SAE per hookpoint on activations streamed from ``model`` over ``corpus``.
 
     No activation file is written: each chunk of :func:`stream` (every hookpoint from one
-    forward pass) is given to each hookpoint's estimator through ``partial_fit``, which
-    keeps Adam's state from chunk to chunk, while the model computes the next windows in a
-    reader thread. The estimators returned are ordinary fitted estimators (``transform``,
-    ``score``, :func:`skmpsae.io.save`...). With ``buffer_size=0`` the result equals
-    capturing the same windows with :func:`capture` (``corpus=`` a :class:`Corpus`, the
-    same ``context_size`` and ``batch_size``) and calling ``partial_fit`` on consecutive
-    slices of ``chunk_size`` rows of that file.
+    forward pass) trains each hookpoint's estimator as ``partial_fit`` does, keeping Adam's
+    state from chunk to chunk, while the model computes the next windows in a reader
+    thread. Unlike a bare ``partial_fit``, the learning rate follows the schedule of
+    ``fit`` (warm-up, then the decay to zero at the end) over the steps the run will take:
+    the corpus is tokenised once beforehand, without the model, to count its tokens (up to
+    ``tokens``). A run too short to learn much is warned about, with its numbers. The
+    estimators returned are ordinary fitted estimators (``transform``, ``score``,
+    :func:`skmpsae.io.save`...) whose ``provenance_`` records the model, hookpoint, corpus,
+    special-token choice, context size, tokens and steps. With ``buffer_size=0`` and one
+    pass the result equals capturing the same windows with :func:`capture` (``corpus=`` a
+    :class:`Corpus`, the same ``context_size`` and ``batch_size``) and training on
+    consecutive slices of ``chunk_size`` rows of that file with the same schedule.
 
     With ``output_dir``, the models are written there as ``HOOKPOINT.safetensors`` (and
     ``HOOKPOINT.saelens/`` with ``saelens=True``) at the end, and a checkpoint (the
@@ -241,9 +255,11 @@ skip_special_tokens, text_field
         (name or pattern; the first key that names or matches a hookpoint) to estimator, so
         that each hookpoint has its own model and parameters.
     tokens : int, default=None
-        Train on this many rows (tokens) per SAE; None: the whole corpus. If the corpus
-        gives fewer, a warning says how many it gave, and training stops having used them
-        all.
+        Train on at most this many rows (tokens) per SAE; None: ``max_iter`` passes over
+        the corpus. If the corpus gives fewer in ``max_iter`` passes, a warning says how
+        many it gave, and training stops having used them all.
+    max_iter : int, default=1
+        Passes over the corpus (each pass reads it again; ``tokens`` caps the total).
     random_state : int, default=0
         Seeds the shuffle buffer (each estimator keeps its own ``random_state``).
     output_dir : str or path-like, default=None
@@ -283,6 +299,9 @@ skip_special_tokens, text_field
     ...              tokens=1_000_000, output_dir="saes")
     """
     rank, world_size = _process_group()
+    name = model if isinstance(model, (str, os.PathLike)) else None
+    if skip_special_tokens is None:
+        skip_special_tokens = _recorded_special_choice(output_dir if resume else None)
     source = _open_stream(
         model,
         corpus,
@@ -299,6 +318,16 @@ skip_special_tokens, text_field
         seed=None if random_state is None else random_state + rank,
     )
     estimators = _estimators_for(source.hookpoints, estimator)
+    for fresh in estimators.values():
+        fresh._validate_params()  # _partial_fit, unlike partial_fit, does not
+    plan = plan_run(source, tokens, max_iter)
+    steps = {
+        h: planned_steps(plan, chunk_size, e._batch_size(), world_size)
+        for h, e in estimators.items()
+    }
+    for h, e in estimators.items():
+        label = f"{h}: {type(e).__name__}"
+        warn_if_too_little(plan, tokens, steps[h], chunk_size, e._batch_size(), label)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     settings = {
@@ -310,25 +339,28 @@ skip_special_tokens, text_field
         "skip_special_tokens": skip_special_tokens,
         "random_state": random_state,
         "tokens": tokens,
+        "max_iter": max_iter,
         "world_size": world_size,
         "estimators": {h: _settings_of(e) for h, e in estimators.items()},
     }
-    estimators, _ = _train_from_stream(
+    estimators, tokens_done = _train_from_stream(
         source,
         estimators,
-        tokens=tokens,
+        plan=plan,
+        steps=steps,
         settings=settings,
         checkpoint_dir=output_dir,
         checkpoint_every=checkpoint_every,
         resume=resume,
         verbose=verbose,
     )
+    for hookpoint, fitted in estimators.items():
+        fitted.provenance_ = stream_provenance(
+            source, name, hookpoint, plan, tokens_done, batch_size=batch_size
+        )
     if output_dir is not None and rank == 0:
         from .io import save, to_saelens
 
-        for hookpoint, fitted in estimators.items():
-            save(fitted, Path(output_dir) / f"{hookpoint}.safetensors")
-            if saelens:
-                to_saelens(fitted, Path(output_dir) / f"{hookpoint}.saelens", hook_name=hookpoint)
+        save_models(estimators, output_dir, saelens, save, to_saelens)
         _finish(output_dir)
     return estimators

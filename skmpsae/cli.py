@@ -4,6 +4,8 @@ SAE, encode, evaluate, export to SAELens, show a model's provenance, compare mod
 Each command lives in its own module of ``skmpsae._cli``. Errors are reported as one line on
 stderr, never as a traceback: exit status 2 for a bad command line (unknown option, invalid
 value), 1 for a failure while running (missing or unreadable file, wrong shape, training error).
+The Python warnings raised while a command runs (the estimators', the capture's) are printed on
+stderr as they come, one line each, with the parameters spelled as the command's flags.
 ``SKMPSAE_TRACEBACK=1`` shows the traceback. Ctrl-C exits with status 130 (``fit`` first
 saves the model of the last completed epoch); a closed output pipe never turns into a
 traceback.
@@ -15,12 +17,9 @@ import warnings
 
 from ._cli.common import CommandError, _emit, _silence
 from ._cli.parser import _build_parser
+from ._cli.spelling import _warning_printer
 
 __all__ = ["main"]
-
-
-def _one_line_warning(message, category, filename, lineno, line=None):
-    return f"skmpsae: warning: {message}\n"
 
 
 def main(argv=None):
@@ -37,8 +36,15 @@ def main(argv=None):
 
 
 def _run(runner, args):
-    previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning
+    with warnings.catch_warnings():
+        # Each distinct warning once, whatever filters the environment set (a command is
+        # run in a process that is not ours under pytest or a notebook).
+        warnings.simplefilter("default")
+        warnings.showwarning = _warning_printer(args.command, sys.modules[runner.__module__])
+        return _run_command(runner, args)
+
+
+def _run_command(runner, args):
     try:
         return runner(args)
     except KeyboardInterrupt:
@@ -54,8 +60,6 @@ def _run(runner, args):
             message = f"{type(exc).__name__}: {message}"
         _emit(f"skmpsae {args.command}: error: {message}", sys.stderr)
         return 1
-    finally:
-        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ SETTINGS = {
     "buffer_size": 200,
     "checkpoint_every": 150,
     "random_state": 3,
+    "skip_special_tokens": False,  # every row: the chunk counts below are of all windows' rows
 }
 SAVES_BEFORE_DEATH = 2
 

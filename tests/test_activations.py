@@ -95,7 +95,7 @@ def _alone(model, tokenizer, hookpoint, tmp_path, **kwargs):
                     hookpoint,
                     tmp_path / f"alone{i}.npy",
                     tokenizer=tokenizer,
-                    **kwargs,
+                    **{"skip_special_tokens": False, **kwargs},
                 )
             )
             for i, text in enumerate(TEXTS)
@@ -135,7 +135,13 @@ def test_gpt2_batched_capture_equals_each_text_alone(gpt2, kwargs, tmp_path):
 def test_bert_batched_capture_drops_padding_and_special_tokens(bert, tmp_path):
     model, tokenizer = bert
     X = capture(
-        model, TEXTS, "encoder.layer.0", tmp_path / "acts.npy", tokenizer=tokenizer, batch_size=4
+        model,
+        TEXTS,
+        "encoder.layer.0",
+        tmp_path / "acts.npy",
+        tokenizer=tokenizer,
+        batch_size=4,
+        skip_special_tokens=False,
     )
     assert X.shape == (_n_tokens(tokenizer, special=True), 32)
     np.testing.assert_allclose(X, _alone(model, tokenizer, "encoder.layer.0", tmp_path), **TOL)
@@ -160,7 +166,14 @@ def test_bert_batched_capture_drops_padding_and_special_tokens(bert, tmp_path):
 
 def test_minilm_batched_capture_equals_each_text_alone(minilm, tmp_path):
     model, tokenizer = minilm
-    X = capture(model, TEXTS, "0.model.encoder.layer.3", tmp_path / "acts.npy", batch_size=4)
+    X = capture(
+        model,
+        TEXTS,
+        "0.model.encoder.layer.3",
+        tmp_path / "acts.npy",
+        batch_size=4,
+        skip_special_tokens=False,
+    )
     assert X.shape[1] == 384
     np.testing.assert_allclose(X, _alone(model, None, "0.model.encoder.layer.3", tmp_path), **TOL)
     features = tokenizer(TEXTS[:1], return_tensors="pt")

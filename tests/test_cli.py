@@ -320,3 +320,29 @@ def test_compare_prints_one_table_and_a_figure(tmp_path, capsys):
             assert 0.0 < float(r2) and float(l0) <= 4.0, line
     assert "1438 train / 359 held out" in out
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("model", ["mp", "topk"])
+def test_estimator_warnings_reach_stderr_in_the_flags_spelling(model, data_file, tmp_path, capsys):
+    import warnings
+
+    path, _ = data_file
+    argv = ["fit", str(path), "--model", model, "--n-components", "8", "--k", "20"]
+    argv += ["--max-iter", "1", "-q", "-o", str(tmp_path / "m.joblib")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what a caller set does not hide a command's warnings
+        assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("skmpsae fit: warning: ")
+    assert "--k 20 is larger than --n-components 8" in lines[0]
+
+
+def test_cli_spelling_replaces_whole_parameter_names_only():
+    from skmpsae._cli.spelling import _cli_spelling
+
+    spelling = {"n_nonzero_coefs": "--k", "batch_size": "--sae-batch-size"}
+    message = "n_nonzero_coefs=5 and transform_n_nonzero_coefs=5, batch_size=3 (x.batch_size=3)"
+    assert _cli_spelling(message, spelling) == (
+        "--k 5 and transform_n_nonzero_coefs=5, --sae-batch-size 3 (x.batch_size=3)"
+    )

@@ -157,6 +157,7 @@ def test_stream_gives_every_hookpoint_of_one_forward_pass(bert):
             batch_size=4,
             buffer_size=0,
             chunk_size=100,
+            skip_special_tokens=False,
         )
     )
     hookpoints = ["encoder.layer.0", "encoder.layer.1", "encoder.layer.2"]
@@ -226,13 +227,16 @@ def test_shuffle_buffer_mixes_the_same_rows_reproducibly(gpt2):
 def test_skip_special_tokens_drops_their_rows(bert):
     model, tokenizer = bert
     kw = {"tokenizer": tokenizer, "context_size": 16, "buffer_size": 0, "chunk_size": 10**6}
-    all_rows = next(iter(stream(model, DOCS, "encoder.layer.1", **kw)))["encoder.layer.1"]
-    kept = next(iter(stream(model, DOCS, "encoder.layer.1", skip_special_tokens=True, **kw)))
+    kept = stream(model, DOCS, "encoder.layer.1", skip_special_tokens=False, **kw)
+    all_rows = next(iter(kept))["encoder.layer.1"]
+    # The default: special tokens left out.
+    kept = next(iter(stream(model, DOCS, "encoder.layer.1", **kw)))
     ids = np.array([w for w, _ in _windows(Corpus(DOCS), _Framing(tokenizer), 16)]).ravel()
     np.testing.assert_array_equal(kept["encoder.layer.1"], all_rows[ids > 4])
 
 
 # -- training --------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*too few to learn")
 def test_stream_training_equals_capture_then_partial_fit(bert, tmp_path):
     model, tokenizer = bert
     saes = train(
@@ -256,10 +260,15 @@ def test_stream_training_equals_capture_then_partial_fit(bert, tmp_path):
             context_size=16,
             batch_size=4,
         )
+        # The same chunks, trained with the schedule of a fit of all their steps.
+        slices = [np.asarray(X[start : start + 128]) for start in range(0, X.shape[0], 128)]
+        # One step per batch of 64 rows; a last batch under 32 rows joins the one before.
+        n_steps = sum(len(rows) // 64 + (len(rows) % 64 >= 32) for rows in slices)
         reference = _sae()
-        for start in range(0, X.shape[0], 128):
-            reference.partial_fit(np.asarray(X[start : start + 128]))
+        for rows in slices:
+            reference._partial_fit(rows, n_steps=n_steps)
         assert saes[h].n_iter_ == reference.n_iter_ > 3
+        assert saes[h].n_steps_ == reference.n_steps_ == n_steps
         np.testing.assert_array_equal(saes[h].components_, reference.components_)
         np.testing.assert_array_equal(saes[h].loss_curve_, reference.loss_curve_)
         np.testing.assert_array_equal(saes[h].transform(X), reference.transform(X))
@@ -269,7 +278,7 @@ def test_capture_of_a_corpus_resumes_after_an_interrupt(bert, tmp_path, monkeypa
     from skmpsae._activations import capture_file
 
     model, tokenizer = bert
-    kw = {"tokenizer": tokenizer, "context_size": 16, "batch_size": 4}
+    kw = {"tokenizer": tokenizer, "context_size": 16, "batch_size": 4, "skip_special_tokens": False}
     whole = np.array(capture(model, Corpus(DOCS), "encoder.layer.1", tmp_path / "a.npy", **kw))
     commit, calls = capture_file._RowFile.commit, []
 
@@ -423,8 +432,9 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(gpt2, tmp_path):
     with pytest.raises(ValueError, match="no full window"):
         train(model, ["", "the cat"], "h.0", _sae(), **kw)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    # 5 documents: 65 words and 5 end-of-text tokens, 4 windows of BOS + 15 tokens.
-    with pytest.warns(UserWarning, match=r"the corpus gives 64 tokens, fewer than tokens=10000"):
+    # 5 documents: 65 words and 5 end-of-text tokens, 4 windows of BOS + 15 tokens; the BOS
+    # and end-of-text rows left out (the default): 56 rows.
+    with pytest.warns(UserWarning, match=r"the corpus gives 56 tokens, fewer than tokens=10000"):
         saes = train(model, DOCS[:5], "h.0", _sae(), tokens=10_000, **kw)
     assert saes["h.0"].n_iter_ == 1 and (tmp_path / "out" / "h.0.safetensors").is_file()
 
@@ -469,7 +479,7 @@ def test_cli_trains_minilms_six_layers_from_a_jsonl_corpus(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main([*argv[:-3], "--tokens", "100000", "-o", str(tmp_path / "y"), "-q"]) == 0
-    assert "warning: the corpus gives" in capsys.readouterr().out
+    assert "skmpsae train: warning: the corpus gives" in capsys.readouterr().err
 
 
 def test_cli_nproc_per_node_reads_disjoint_shares_and_trains_on_all(tmp_path):
@@ -537,7 +547,7 @@ def test_cli_nproc_per_node_reads_disjoint_shares_and_trains_on_all(tmp_path):
                 batch_size=8,
                 buffer_size=0,
                 chunk_size=64,
-                skip_special_tokens=False,
+                skip_special_tokens=True,  # the command's default
                 seed=r,
                 rank=r,
                 world_size=2,
@@ -545,8 +555,19 @@ def test_cli_nproc_per_node_reads_disjoint_shares_and_trains_on_all(tmp_path):
         )
         for r in range(2)
     ]
+    chunks = [
+        np.concatenate([s[i][hook] for s in shares if i < len(s)])
+        for i in range(max(map(len, shares)))
+    ]
+    # The run's schedule is planned before it starts, from the count of both ranks' tokens;
+    # it may count a few steps more than the chunks take (each rank's last chunk is short),
+    # never fewer, so that the rate does not reach zero early.
+    steps = sum(len(chunk) // 32 + (len(chunk) % 32 >= 16) for chunk in chunks)
+    planned = two.provenance_["tokens_seen"]
+    assert planned == sum(len(chunk) for chunk in chunks)
+    n_steps = steps + 2  # the planner's margin: one short chunk per extra rank, of 64 rows
     one = TopKSAE(n_components=16, n_nonzero_coefs=2, batch_size=32, random_state=0)
-    for i in range(max(map(len, shares))):
-        one.partial_fit(np.concatenate([s[i][hook] for s in shares if i < len(s)]))
-    assert two.n_iter_ == one.n_iter_ > 3
-    np.testing.assert_allclose(two.components_, one.components_, rtol=1e-4, atol=1e-5)
+    for chunk in chunks:
+        one._partial_fit(chunk, n_steps=n_steps)
+    assert two.n_iter_ == one.n_iter_ > 3 and two.n_steps_ == steps
+    np.testing.assert_allclose(two.components_, one.components_, rtol=1e-4, atol=5e-5)

@@ -188,6 +188,7 @@ def test_cli_capture_of_a_corpus_then_fit_and_report(tmp_path, capsys):
     acts = tmp_path / "acts.npy"
     argv = ["capture", str(tmp_path / "lm"), "--hookpoint", "transformer.h.0"]
     argv += ["--corpus", str(corpus), "--text-field", "body", "--context-size", str(CONTEXT)]
+    argv += ["--keep-special-tokens"]  # every window position, as _windows_by_hand cuts them
     assert main([*argv, "--batch-size", "4", "-o", str(acts), "-q"]) == 0
     windows = _windows_by_hand(tokenizer, "gpt2")
     out = capsys.readouterr().out

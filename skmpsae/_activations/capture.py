@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .capture_file import _fingerprint, _resume_state, _RowFile, _save_state
+from .capture_file import (
+    _fingerprint,
+    _resume_state,
+    _RowFile,
+    _save_state,
+    _special_tokens_choice,
+)
 from .corpus import Corpus
 from .hooks import _hidden_tensor, _resolve_module, _TokenBatcher
 from .metadata import (
@@ -31,7 +37,7 @@ def capture(
     capture_input=False,
     batch_size=32,
     max_length=None,
-    skip_special_tokens=False,
+    skip_special_tokens=None,
     overwrite=False,
     verbose=0,
     context_size=128,
@@ -78,8 +84,13 @@ def capture(
         Truncate texts to this many tokens; None: the model's maximum (the tokenizer's
         ``model_max_length``, a sentence-transformers model's ``max_seq_length``, or the
         config's ``max_position_embeddings``), when one is known.
-    skip_special_tokens : bool, default=False
-        Also drop positions of special tokens ([CLS], [SEP], BOS...).
+    skip_special_tokens : bool, default=None
+        Drop the positions of the tokenizer's special tokens ([CLS], [SEP], BOS, EOS, PAD),
+        as SAELens's ``exclude_special_tokens`` does: their activations (a [CLS] row, the
+        high-norm first position of a GPT-style model) are unlike the text's and would take
+        atoms of their own. None: True, except that an interrupted capture resumes with the
+        choice it recorded. The choice, and the tokenizer's special token ids, are recorded
+        in the sidecar (``skip_special_tokens``, ``special_token_ids``).
     overwrite : bool, default=False
         Replace ``output`` and any interrupted capture there; otherwise an existing finished
         file is an error and an interrupted one with the same settings is resumed.
@@ -112,6 +123,7 @@ def capture(
     ...             "acts.npy")
     """
     source = None
+    skip_special_tokens = _special_tokens_choice(output, skip_special_tokens, overwrite)
     if isinstance(model, (str, os.PathLike)):
         source = model_source(model)
         model, tokenizer = load_model(model)
@@ -181,8 +193,12 @@ def capture(
         out.close()
         tokens.close()
         progress.close()
+    special = sorted({int(i) for i in getattr(batcher.tokenizer, "all_special_ids", [])})
     write_capture_metadata(
-        output, {**settings, "model": source, "model_id": model_id(model)}, out.n_rows
+        output,
+        {**settings, "model": source, "model_id": model_id(model)},
+        out.n_rows,
+        special_token_ids=special,
     )
     tokens.write_vocab(batcher.tokenizer)
     state_path.unlink(missing_ok=True)

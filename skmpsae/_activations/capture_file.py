@@ -63,6 +63,20 @@ def _state_path(output):
     return Path(str(output) + ".capture.json")
 
 
+def _special_tokens_choice(output, skip_special_tokens, overwrite):
+    """``skip_special_tokens`` resolved: as given, else (None) what an interrupted capture
+    at ``output`` recorded (captures before issue 28 kept them by default), else True."""
+    if skip_special_tokens is not None:
+        return bool(skip_special_tokens)
+    state_path = _state_path(output)
+    if not overwrite and state_path.is_file():
+        try:
+            return bool(json.loads(state_path.read_text()).get("skip_special_tokens", True))
+        except ValueError:
+            pass  # a damaged state: _resume_state says so
+    return True
+
+
 def _resume_state(output, settings, overwrite):
     """Committed (texts, rows) of an interrupted capture with the same settings, else (0, 0)."""
     state_path = _state_path(output)

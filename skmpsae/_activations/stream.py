@@ -180,6 +180,11 @@ class _ActivationStream:
         if rows:
             self._append({h: rows[h] for h in self.hookpoints})
 
+    def restart(self):
+        """Start another pass from the corpus's beginning (the buffer is empty at the end of
+        a pass; its random generator goes on)."""
+        self.position, self.n_windows = (0, 0), 0
+
     # -- reading ------------------------------------------------------------------------------
     def _batches(self):
         """``(rows per hookpoint, position after the batch, windows)`` per forward batch."""

@@ -10,7 +10,6 @@ and its random generator) and the run's settings, which a resume must repeat.
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from sklearn.base import clone
 
 from .._atomic import atomic_write
 from .._train.progress import Progress
+from .._utils import SigintHandler
 
 _CHECKPOINT = "checkpoint.safetensors"
 
@@ -89,7 +89,7 @@ def _settings_of(estimator):
     }
 
 
-def _save_checkpoint(path, settings, tokens_done, stream, estimators):
+def _save_checkpoint(path, settings, tokens_done, pass_, stream, estimators):
     from safetensors.numpy import save
 
     arrays = {}
@@ -99,6 +99,7 @@ def _save_checkpoint(path, settings, tokens_done, stream, estimators):
     state = {
         "settings": settings,
         "tokens_done": tokens_done,
+        "pass": pass_,
         "stream": _encode(stream_state, arrays),
         "buffer": {h: _encode(rows[h], arrays) for h in rows},
         "estimators": {h: _encode(_fitted_state(e), arrays) for h, e in estimators.items()},
@@ -150,6 +151,9 @@ class _GatheredStream:
         rows = {f"{r}/{h}": v for r, (_, part) in enumerate(states) for h, v in part.items()}
         return {"ranks": [state for state, _ in states]}, rows
 
+    def restart(self):
+        self.stream.restart()
+
     def load_state_dict(self, state, rows):
         prefix = f"{self.rank}/"
         mine = {k[len(prefix) :]: v for k, v in rows.items() if k.startswith(prefix)}
@@ -195,17 +199,21 @@ def _train_from_stream(
     stream,
     estimators,
     *,
-    tokens,
+    plan,
+    steps,
     settings,
     checkpoint_dir,
     checkpoint_every,
     resume,
     verbose,
 ):
-    """Train ``estimators`` (hookpoint -> unfitted estimator) on ``stream``; returns the fitted
-    estimators and the number of rows each was trained on."""
+    """Train ``estimators`` (hookpoint -> unfitted estimator) on ``plan.total`` rows of
+    ``stream``, over as many passes as that takes, each SAE's learning rate scheduled for its
+    ``steps[hookpoint]`` steps; returns the fitted estimators and the rows each was trained
+    on. Ctrl-C leaves a checkpoint (when there is a ``checkpoint_dir``) and raises
+    :class:`StreamInterrupted`, which names it."""
     path = Path(checkpoint_dir) / _CHECKPOINT if checkpoint_dir is not None else None
-    tokens_done = 0
+    tokens_done, first_pass = 0, 0
     if _process_group()[1] > 1:
         stream = _GatheredStream(stream)
     if path is not None and path.is_file():
@@ -221,7 +229,7 @@ def _train_from_stream(
                 f"{path}: the checkpoint was written with other settings ({', '.join(changed)} "
                 "differ); delete it to start again."
             )
-        tokens_done = int(state["tokens_done"])
+        tokens_done, first_pass = int(state["tokens_done"]), int(state.get("pass", 0))
         stream.load_state_dict(
             _decode(state["stream"], arrays),
             {h: _decode(v, arrays) for h, v in state["buffer"].items()},
@@ -229,28 +237,43 @@ def _train_from_stream(
         estimators = {
             h: _restore(estimators[h], _decode(state["estimators"][h], arrays)) for h in estimators
         }
-    total = None if tokens is None else -(-(tokens - tokens_done) // stream.chunk_size)
-    progress = Progress(total, "train", "chunk", bool(verbose) and _process_group()[0] == 0)
+    total = plan.total
+    progress = Progress(
+        -(-(total - tokens_done) // stream.chunk_size),
+        "train",
+        "chunk",
+        bool(verbose) and _process_group()[0] == 0,
+    )
     start, seen = time.perf_counter(), 0
     next_checkpoint = tokens_done + checkpoint_every
-    chunks = iter(stream)
+    chunks = _passes(stream, first_pass, max(plan.passes, 1))
+    interrupt = _DeferredInterrupt()
     try:
-        for chunk in chunks:
-            n = next(iter(chunk.values())).shape[0]
-            if tokens is not None:
-                n = min(n, tokens - tokens_done)
-            for h, estimator in estimators.items():
-                estimator.partial_fit(chunk[h][:n])
-            tokens_done += n
-            seen += n
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            losses = " ".join(f"{e.loss_curve_[-1]:.4f}" for e in estimators.values())
-            progress.update(f"{tokens_done} tokens, {rate:.0f} tokens/s, loss {losses}")
-            if tokens is not None and tokens_done >= tokens:
-                break
-            if path is not None and tokens_done >= next_checkpoint:
-                _save_checkpoint(path, settings, tokens_done, stream, estimators)
-                next_checkpoint = tokens_done + checkpoint_every
+        with interrupt:
+            for pass_, chunk in chunks:
+                n = min(next(iter(chunk.values())).shape[0], total - tokens_done)
+                for h, estimator in estimators.items():
+                    estimator._partial_fit(chunk[h][:n], n_steps=steps[h])
+                if interrupt.forced:  # a partial_fit kept its model: this chunk is not in it
+                    raise KeyboardInterrupt
+                tokens_done += n
+                seen += n
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                losses = " ".join(f"{e.loss_curve_[-1]:.4f}" for e in estimators.values())
+                progress.update(f"{tokens_done} tokens, {rate:.0f} tokens/s, loss {losses}")
+                if tokens_done >= total:
+                    break
+                stop = interrupt.agreed()
+                if path is not None and (tokens_done >= next_checkpoint or stop):
+                    _save_checkpoint(path, settings, tokens_done, pass_, stream, estimators)
+                    next_checkpoint = tokens_done + checkpoint_every
+                if stop:
+                    raise StreamInterrupted(tokens_done, total, path)
+    except StreamInterrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint written, if any
+        last = path if path is not None and path.is_file() else None
+        raise StreamInterrupted(tokens_done, total, last) from None
     finally:
         chunks.close()  # stops the reader thread now, not whenever the generator is collected
         progress.close()
@@ -258,13 +281,68 @@ def _train_from_stream(
         raise ValueError(
             "the corpus gives no full window of context_size tokens: nothing to train on."
         )
-    if tokens is not None and tokens_done < tokens:
-        warnings.warn(
-            f"the corpus gives {tokens_done} tokens, fewer than tokens={tokens}: trained on all "
-            "of them.",
-            stacklevel=4,
-        )
     return estimators, tokens_done
+
+
+def _passes(stream, first_pass, n_passes):
+    """``(pass, chunk)`` over passes ``first_pass .. n_passes - 1`` of ``stream`` (the first
+    one from wherever the stream stands: a resumed run goes on mid-pass)."""
+    for pass_ in range(first_pass, n_passes):
+        if pass_ > first_pass:
+            stream.restart()
+        chunks = iter(stream)
+        try:
+            for chunk in chunks:
+                yield pass_, chunk
+        finally:
+            chunks.close()
+
+
+class _DeferredInterrupt(SigintHandler):
+    """Within the block, the first Ctrl-C only raises a flag, read after each chunk (so that
+    the chunk's training completes and the checkpoint holds a consistent state); a second
+    one raises KeyboardInterrupt at once. Under a process group the ranks agree on the flag,
+    as they must take their checkpoint together."""
+
+    def __init__(self):
+        self.seen = self.forced = False
+
+    def _handler(self, signum, frame):
+        if self.seen:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.seen = True
+
+    def agreed(self):
+        if _process_group()[1] == 1:
+            return self.seen
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(self.seen)])
+        dist.all_reduce(flag)
+        return bool(flag.item())
+
+
+class StreamInterrupted(KeyboardInterrupt):
+    """Ctrl-C during streamed training: how far it got, and the checkpoint it left (None
+    when there is none to resume from)."""
+
+    def __init__(self, tokens_done, total, checkpoint):
+        super().__init__(tokens_done, total, checkpoint)
+        self.tokens_done, self.total, self.checkpoint = tokens_done, total, checkpoint
+
+
+def _recorded_special_choice(checkpoint_dir):
+    """The ``skip_special_tokens`` of the checkpoint in ``checkpoint_dir`` (runs before
+    issue 28 kept special tokens by default), else True."""
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / _CHECKPOINT
+    if path is None or not path.is_file():
+        return True
+    try:
+        return bool(_load_checkpoint(path)[0]["settings"].get("skip_special_tokens", True))
+    except (OSError, ValueError, KeyError):
+        return True  # a damaged checkpoint: the resume says so
 
 
 def _finish(checkpoint_dir):

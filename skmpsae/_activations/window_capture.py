@@ -85,7 +85,8 @@ def _capture_windows(
         tokens.close()
         progress.close()
     meta = {**settings, "capture_input": False, "model": source, "model_id": model_id(model)}
-    write_capture_metadata(output, meta, out.n_rows)
+    special = [int(i) for i in stream.framing.special]
+    write_capture_metadata(output, meta, out.n_rows, special_token_ids=special)
     tokens.write_vocab(stream.framing.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(Path(output), mmap_mode="r")

@@ -4,7 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CommandError, _positive_int
+from .common import (
+    CommandError,
+    _add_special_tokens_options,
+    _positive_int,
+    _skip_special_tokens,
+)
 
 
 def add_parser(commands):
@@ -54,11 +59,7 @@ def add_parser(commands):
         default=None,
         help="truncate texts to this many tokens (default: the model's limit)",
     )
-    parser.add_argument(
-        "--skip-special-tokens",
-        action="store_true",
-        help="also drop [CLS], [SEP], BOS... positions",
-    )
+    _add_special_tokens_options(parser)
     parser.add_argument("--device", default="cpu", help="default: cpu")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace ACTS.npy instead of resuming or refusing"
@@ -135,7 +136,7 @@ def _capture(capture, model, texts, tokenizer, args):
         capture_input=args.input,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        skip_special_tokens=args.skip_special_tokens,
+        skip_special_tokens=_skip_special_tokens(args),
         overwrite=args.overwrite,
         verbose=not args.quiet,
     )
@@ -162,7 +163,7 @@ def _run_corpus(args, output):
             output,
             tokenizer=tokenizer,
             batch_size=args.batch_size,
-            skip_special_tokens=args.skip_special_tokens,
+            skip_special_tokens=_skip_special_tokens(args),
             overwrite=args.overwrite,
             verbose=not args.quiet,
             context_size=args.context_size or 128,

@@ -210,12 +210,49 @@ def _check_rows_match(model, data, command):
             model=rows.get("model_id"),
             capture_input=rows.get("capture_input"),
         )
+        _check_special_tokens(provenance_of(model), rows, data)
+
+
+def _check_special_tokens(provenance, rows, data):
+    """Warn when the model was trained on rows with the special tokens left out and ``data``
+    keeps them, or the other way round: such rows (a [CLS], a GPT's first position) are
+    unlike the others, and the scores of the one set say little of the other."""
+    import warnings
+
+    trained, given = provenance.get("skip_special_tokens"), rows.get("skip_special_tokens")
+    if trained is None or given is None or bool(trained) == bool(given):
+        return
+    how = {True: "without special tokens", False: "with special tokens ([CLS], BOS...)"}
+    warnings.warn(
+        f"{data}: rows captured {how[bool(given)]}, but the model was trained on rows "
+        f"{how[bool(trained)]}; capture again "
+        f"{'with' if trained is False else 'without'} --keep-special-tokens to compare like "
+        "with like.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _check_suffix(path, suffixes, flag, rule):
     """Refuse an output name whose suffix skmpsae does not write, naming the rule."""
     if Path(path).suffix not in suffixes:
         raise CommandError(f"{flag} {path}: {rule}")
+
+
+# Suffixes of the files skmpsae reads and writes: an output FOLDER named so is a mistake.
+_FILE_SUFFIXES = (".safetensors", ".joblib", ".npy", ".npz", ".json", ".html", ".md")
+
+
+def _check_output_folder(path, flag, what):
+    """Refuse an output folder named like a file (``-o out.safetensors``) or that is one."""
+    path = Path(path)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        raise CommandError(
+            f"{flag} {path}: names a {path.suffix} file, but {what} is a directory; "
+            f"name a folder, e.g. {flag} {path.with_suffix('')}"
+        )
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{flag} {path}: a file, but {what} is a directory")
 
 
 def _check_output_dir(path, what):
@@ -338,6 +375,33 @@ def _estimator_params(args, estimator, options, flags):
     except InvalidParameterError as exc:
         args.subparser.error(f"--param: {exc}")
     return params
+
+
+def _add_special_tokens_options(parser):
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--keep-special-tokens",
+        action="store_true",
+        help="keep the rows of [CLS], [SEP], BOS, EOS, PAD (left out by default, as SAELens "
+        "does; an interrupted run resumes with the choice it recorded)",
+    )
+    choice.add_argument(
+        "--skip-special-tokens", action="store_true", help="the default now; still accepted"
+    )
+
+
+def _skip_special_tokens(args):
+    """``skip_special_tokens`` for the Python call: False with --keep-special-tokens, True
+    with the old --skip-special-tokens (with a note), None (the default: leave them out, or
+    resume with the recorded choice) without either."""
+    if args.skip_special_tokens:
+        _emit(
+            f"skmpsae {args.command}: note: --skip-special-tokens is the default now; the flag "
+            "is no longer needed (--keep-special-tokens keeps them)",
+            sys.stderr,
+        )
+        return True
+    return False if args.keep_special_tokens else None
 
 
 def _report(quiet):

@@ -1,7 +1,6 @@
 """``skmpsae fit``: train an SAE on a ``.npy`` file (data-parallel with --nproc-per-node)."""
 
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 from .._atomic import atomic_write
 from .._models.registry import estimator_specs
 from .._train.progress import Progress, describe_epoch
+from .._utils import SigintHandler
 from .common import (
     MODEL_SUFFIXES,
     CommandError,
@@ -227,6 +227,8 @@ def _fit_and_save(args, estimator, output, main_process):
     quiet = args.quiet or not main_process
     report = _report(quiet)
     X = _as_float_for_training(_load_npy(args.data), args.data, report)
+    if main_process:
+        _check_room(estimator, X, output, args.checkpoint_dir)
     provenance = read_capture_metadata(args.data) or {}
     X, X_held, held_note = _held_out(args, X)
     verb = "resuming" if args.resume else "fitting"
@@ -289,7 +291,25 @@ def _fit_and_save(args, estimator, output, main_process):
     return 0
 
 
+def _check_room(estimator, X, output, checkpoint_dir):
+    """Fail now, not after training, where the model (or a checkpoint: the parameters with
+    Adam's two moments, and its atomic replacement's copy) would not fit."""
+    from .disk import check_free_space, model_bytes
+
+    size = model_bytes(estimator, X.shape[1], X.dtype.itemsize)
+    needs = [(output.parent, size, "the model")]
+    if checkpoint_dir is not None:
+        needs.append((Path(checkpoint_dir), 2 * 3 * size, "checkpoints"))
+    check_free_space(needs)
+
+
 def _save(estimator, output):
+    from .disk import save_or_rescue
+
+    save_or_rescue(_write_model, estimator, output)
+
+
+def _write_model(estimator, output):
     import joblib
 
     if output.suffix == ".safetensors":
@@ -335,28 +355,16 @@ def _held_out(args, X):
     )
 
 
-class _Interrupt:
+class _Interrupt(SigintHandler):
     """Within the block, Ctrl-C raises KeyboardInterrupt as usual and is remembered
     (``seen``), including when the estimator catches it to keep its last completed epoch."""
 
     def __init__(self):
-        self.seen, self.previous = False, None
+        self.seen = False
 
     def _handler(self, signum, frame):
         self.seen = True
         raise KeyboardInterrupt
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: nothing to install
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
 
 
 def _update(progress, info):

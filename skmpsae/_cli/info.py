@@ -2,8 +2,9 @@
 activations came from."""
 
 import json
+from pathlib import Path
 
-from .common import _emit, _load_model
+from .common import _emit, _load_model, _sniff
 
 
 def add_parser(commands):
@@ -17,7 +18,8 @@ def add_parser(commands):
     info.add_argument(
         "model",
         metavar="MODEL",
-        help="a .safetensors or .joblib file written by 'skmpsae fit', or a SAELens directory",
+        help="a .safetensors or .joblib file written by 'skmpsae fit', a SAELens directory, or "
+        "an activation file ACTS.npy (its norms per position and per kind of token)",
     )
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(subparser=info, run=run)
@@ -36,6 +38,7 @@ def describe(sae):
         spec.sparsity: getattr(sae, spec.sparsity),
         "dtype": str(sae.components_.dtype),
         "epochs": int(getattr(sae, "n_iter_", 0)),
+        "steps": int(getattr(sae, "n_steps_", 0)),
         "final_loss": losses[-1] if losses else None,
         "dead_atoms_in_training": getattr(sae, "n_dead_components_", None),
         "selection_method": getattr(sae, "selection_method_", None),
@@ -50,11 +53,12 @@ _CAPTURE_FIELDS = (
     ("hookpoint", "hookpoint"),
     ("capture_input", "captured the module's input"),
     ("max_length", "max length (tokens)"),
-    ("skip_special_tokens", "special tokens skipped"),
+    ("skip_special_tokens", "special tokens left out"),
     ("n_texts", "texts"),
     ("texts_file", "texts file"),
     ("texts_sha256", "texts sha256"),
     ("corpus", "corpus"),
+    ("corpus_sha256", "corpus sha256"),
     ("context_size", "window (tokens)"),
     ("n_rows", "rows"),
     ("created", "captured at"),
@@ -67,10 +71,19 @@ def format_description(path, summary):
     value = summary.get("n_nonzero_coefs", summary.get("alpha"))
     loss = summary["final_loss"]
     dead = summary["dead_atoms_in_training"]
+    provenance = summary["provenance"] or {}
+    if provenance.get("streamed"):  # one partial_fit per chunk: its "epochs" are chunks
+        passes = provenance.get("passes", 1)
+        trained = (
+            f"  trained {summary['steps']} steps on {provenance['tokens_seen']} tokens "
+            f"streamed ({passes} pass{'es' if passes != 1 else ''} over the corpus)"
+        )
+    else:
+        trained = f"  trained {summary['epochs']} epochs ({summary['steps']} steps)"
     lines += [
         f"  {summary['n_features']} features -> {summary['n_components']} atoms, "
         f"{sparsity}={value}, {summary['dtype']}",
-        f"  trained {summary['epochs']} epochs"
+        trained
         + ("" if loss is None else f", final loss {loss:.4g}")
         + ("" if dead is None else f", dead atoms {dead}/{summary['n_components']}"),
     ]
@@ -87,7 +100,6 @@ def format_description(path, summary):
                 else ""
             )
         )
-    provenance = summary["provenance"] or {}
     held = provenance.get("held_out")
     if held:
         lines.append(
@@ -96,7 +108,8 @@ def format_description(path, summary):
         )
     fields = [(label, provenance[key]) for key, label in _CAPTURE_FIELDS if key in provenance]
     if fields:
-        lines.append("  trained on activations captured with:")
+        how = "streamed" if provenance.get("streamed") else "captured"
+        lines.append(f"  trained on activations {how} with:")
         width = max(len(label) for label, _ in fields)
         lines += [f"    {label.ljust(width)}  {value}" for label, value in fields]
     else:
@@ -104,7 +117,49 @@ def format_description(path, summary):
     return "\n".join(lines)
 
 
+def format_activations(path, summary):
+    """``skmpsae info ACTS.npy``: the file, its capture, and where its large rows are."""
+    meta = summary["metadata"] or {}
+    norm = summary["norm"]
+    lines = [
+        f"{path}: {summary['n_rows']} rows x {summary['n_features']} features, {summary['dtype']}",
+        f"  captured from {meta.get('model')} at {meta.get('hookpoint')}, special tokens "
+        f"{'left out' if meta.get('skip_special_tokens') else 'kept'}"
+        if meta
+        else "  no capture settings (no ACTS.npy.meta.json)",
+        f"  row norm: median {norm['median']:.4g}, mean {norm['mean']:.4g}, max {norm['max']:.4g}",
+    ]
+    if "by_position" in summary:
+        lines.append("  mean norm by token position (rows):")
+        for position, n, mean in summary["by_position"]:
+            ratio = mean / norm["median"] if norm["median"] else float("nan")
+            lines.append(
+                f"    {str(position):>4}  {mean:10.4g}  ({ratio:.2f}x the median, {n} rows)"
+            )
+    if "by_kind" in summary:
+        lines.append("  mean norm by kind of token (rows):")
+        for kind, (n, mean) in summary["by_kind"].items():
+            shown = "-" if mean is None else f"{mean:.4g}"
+            lines.append(f"    {kind:>7}  {shown:>10}  ({n} rows)")
+    high = summary.get("high_norm_positions")
+    if high:
+        lines.append(
+            f"  high-norm positions: {', '.join(map(str, high))} (mean norm over 3x the median: "
+            "a first position or attention sink; such rows dominate the squared loss: leave "
+            "them out, or fit them on their own)"
+        )
+    elif "by_position" not in summary:
+        lines.append("  no per-row provenance (ACTS.npy.tokens.npy): norms by position unknown")
+    return "\n".join(lines)
+
+
 def run(args):
+    if Path(args.model).is_file() and _sniff(args.model) == "npy":
+        from .._activations.summary import summarize_activations
+
+        summary = summarize_activations(args.model)
+        _emit(json.dumps(summary) if args.json else format_activations(args.model, summary))
+        return 0
     summary = describe(_load_model(args.model))
     if args.json:
         _emit(json.dumps(summary))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .common import CommandError, _positive_int
+from .common import CommandError, _check_output_folder, _check_rows_match, _positive_int
 
 
 def add_parser(commands):
@@ -71,6 +71,7 @@ def run(args):
     from .. import io
     from ..inspect import write_report
 
+    _check_output_folder(args.output, "-o", "the report")
     model_path = Path(args.model)
     if not model_path.is_file():
         raise CommandError(f"{model_path}: no such file")
@@ -96,7 +97,16 @@ def run(args):
         estimator = io.load(model_path)
     except (ValueError, OSError) as exc:
         raise CommandError(f"{model_path}: {exc}") from None
+    _check_rows_match(estimator, args.acts, "report")
+    from .disk import check_free_space
+
+    # Per atom: its contexts (tokens, activations: ~24 bytes a token as JSON) and ~2 kB more.
+    per_atom = args.n_top * (2 * args.window + 1) * 24 + 2048
+    folder = Path(args.output).resolve()
+    needs = [(folder.parent, estimator.components_.shape[0] * per_atom, "the report")]
+    check_free_space(needs, writer="the report")
     tokenizer = unembedding = None
+    logits_note = "No logit effects: pass --model-dir with a causal LM to see them."
     if args.model_dir:
         from ..activations import load_model
 
@@ -106,6 +116,11 @@ def run(args):
             raise CommandError(str(exc)) from None
         head = getattr(lm, "get_output_embeddings", lambda: None)()
         unembedding = lm if head is not None else None
+        if head is None:
+            logits_note = (
+                f"No logit effects: {args.model_dir} ({type(lm).__name__}) is not a causal LM; "
+                "it has no unembedding to read them from."
+            )
     try:
         out = write_report(
             estimator,
@@ -122,10 +137,16 @@ def run(args):
             threshold=args.threshold,
             force=args.force,
             verbose=not args.quiet,
+            logits_note=None if unembedding is not None else logits_note,
         )
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         msg = str(exc)
         msg = msg.replace("force=True (--force)", "--force").replace("image_shape", "--image-shape")
         raise CommandError(msg.replace("X has", f"{args.acts} has")) from None
+    except OSError as exc:
+        raise CommandError(
+            f"{args.output}: could not write the report ({exc.strerror or exc}); nothing was "
+            "replaced (the report is written beside it, then moved into place)"
+        ) from None
     print(f"report on {estimator.components_.shape[0]} atoms written to {out}/index.html")
     return 0

@@ -1,19 +1,24 @@
 """``skmpsae train``: one SAE per hookpoint, trained on activations streamed from a model."""
 
 import os
-import warnings
+import sys
 from pathlib import Path
 
 from .._models.registry import estimator_specs
 from .common import (
     CommandError,
     _add_param_option,
+    _add_special_tokens_options,
+    _check_output_folder,
+    _emit,
     _estimator_params,
     _launch_workers,
     _learning_rate,
     _non_negative_float,
     _positive_int,
+    _skip_special_tokens,
 )
+from .spelling import _cli_spelling
 
 # Estimator parameters that have a flag of their own (or that the command sets), not --param.
 _FLAGS = {
@@ -24,7 +29,7 @@ _FLAGS = {
     "learning_rate": "use --learning-rate",
     "device": "use --device",
     "random_state": "use --random-state",
-    "max_iter": "skmpsae train runs partial_fit until --tokens are used",
+    "max_iter": "use --max-iter",
     "verbose": "skmpsae train shows its own progress (-q/--quiet hides it)",
     "callback": "skmpsae train shows its own progress (-q/--quiet hides it)",
 }
@@ -64,7 +69,17 @@ def add_parser(commands):
         "--context-size", type=_positive_int, default=128, help="tokens per window (default: 128)"
     )
     parser.add_argument(
-        "--tokens", type=_positive_int, default=None, help="tokens to train on (default: all)"
+        "--tokens",
+        type=_positive_int,
+        default=None,
+        help="tokens to train on at most (default: all of --max-iter passes)",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="passes over the corpus (default: 1; --tokens caps the total)",
     )
     parser.add_argument("--model", dest="estimator", choices=list(estimator_specs()), default="mp")
     parser.add_argument("--n-components", type=_positive_int, default=None)
@@ -89,12 +104,12 @@ def add_parser(commands):
         default=4096,
         help="rows per partial_fit (default: 4096)",
     )
-    parser.add_argument(
-        "--skip-special-tokens", action="store_true", help="drop [CLS], [SEP], BOS... rows"
-    )
+    _add_special_tokens_options(parser)
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="where the model runs (default: cpu)")
-    parser.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR")
+    parser.add_argument(
+        "-o", "--output-dir", required=True, metavar="OUTDIR", help="a directory (created)"
+    )
     parser.add_argument("--saelens", action="store_true", help="also export each SAE for SAELens")
     parser.add_argument(
         "--checkpoint-every",
@@ -136,6 +151,7 @@ def run(args):
         "learning_rate": args.learning_rate,
     }
     params = _estimator_params(args, spec.estimator, options, _FLAGS)
+    _check_output_folder(args.output_dir, "-o", "OUTDIR")
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return _launch_workers(args)
     from .._train.distributed import destroy, init_from_environment, is_main_process
@@ -151,6 +167,7 @@ def run(args):
 
 
 def _train(args, estimator, main_process):
+    from .._activations.train import StreamInterrupted
     from ..activations import Corpus, load_model, train
 
     try:
@@ -158,51 +175,62 @@ def _train(args, estimator, main_process):
         model, tokenizer = load_model(args.model, device=args.device)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         raise CommandError(str(exc)) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        try:
-            saes = train(
-                model,
-                corpus,
-                args.hookpoints,
-                estimator,
-                tokens=args.tokens,
-                tokenizer=tokenizer,
-                context_size=args.context_size,
-                batch_size=args.batch_size,
-                buffer_size=args.buffer_size,
-                chunk_size=args.chunk_size,
-                skip_special_tokens=args.skip_special_tokens,
-                random_state=args.random_state,
-                output_dir=args.output_dir,
-                saelens=args.saelens,
-                checkpoint_every=args.checkpoint_every,
-                resume=args.resume,
-                verbose=not args.quiet and main_process,
-            )
-        except ValueError as exc:
-            raise CommandError(_cli_spelling(str(exc))) from None
+    try:
+        saes = train(
+            model,
+            corpus,
+            args.hookpoints,
+            estimator,
+            tokens=args.tokens,
+            max_iter=args.max_iter,
+            tokenizer=tokenizer,
+            context_size=args.context_size,
+            batch_size=args.batch_size,
+            buffer_size=args.buffer_size,
+            chunk_size=args.chunk_size,
+            skip_special_tokens=_skip_special_tokens(args),
+            random_state=args.random_state,
+            output_dir=args.output_dir,
+            saelens=args.saelens,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            verbose=not args.quiet and main_process,
+        )
+    except ValueError as exc:
+        raise CommandError(_train_spelling(str(exc))) from None
+    except StreamInterrupted as stop:
+        if main_process:
+            _emit(_interrupted(args, stop), sys.stderr)
+        return 130
     if not main_process:
         return 0
-    for warning in caught:
-        print(f"warning: {_cli_spelling(str(warning.message))}", flush=True)
     for hookpoint, sae in saes.items():
+        seen = sae.provenance_
+        passes = f" ({seen['passes']} passes)" if seen["passes"] > 1 else ""
         print(
-            f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps, loss "
-            f"{sae.loss_curve_[-1]:.4g}; saved to {Path(args.output_dir) / hookpoint}.safetensors"
+            f"{hookpoint}: {type(sae).__name__}, {sae.n_steps_} steps on "
+            f"{seen['tokens_seen']} tokens{passes}, loss {sae.loss_curve_[-1]:.4g}; saved to "
+            f"{Path(args.output_dir) / hookpoint}.safetensors"
         )
     return 0
 
 
-_SPELLING = {
-    "context_size=": "--context-size ",
-    "tokens=": "--tokens ",
-    "resume=True (--resume)": "--resume",
-    "hookpoint ": "--hookpoints ",
-}
+def _interrupted(args, stop):
+    """What Ctrl-C leaves: the checkpoint and the command that continues from it."""
+    import shlex
+
+    done = f"interrupted after {stop.tokens_done} of {stop.total} tokens"
+    if stop.checkpoint is None:
+        return f"skmpsae train: {done}; no checkpoint was written, nothing to resume"
+    argv = [a for a in args.argv if a != "--resume"]
+    command = shlex.join(["skmpsae", *argv, "--resume"])
+    return f"skmpsae train: {done}; the checkpoint is {stop.checkpoint}; continue with: {command}"
 
 
-def _cli_spelling(message):
-    for python, flag in _SPELLING.items():
-        message = message.replace(python, flag)
-    return message
+# The command's own parameters, as its messages and warnings spell them.
+_SPELLING = {"context_size": "--context-size", "tokens": "--tokens", "chunk_size": "--chunk-size"}
+
+
+def _train_spelling(message):
+    message = message.replace("resume=True (--resume)", "--resume")
+    return _cli_spelling(message.replace("hookpoint ", "--hookpoints "), _SPELLING)

@@ -87,6 +87,7 @@ def _images(estimator, X, stats, image_shape):
         "threshold": [Interval(Real, 0, None, closed="left")],
         "force": ["boolean"],
         "verbose": ["verbose"],
+        "logits_note": [None, str],
     },
     prefer_skip_nested_validation=True,
 )
@@ -107,6 +108,7 @@ def write_report(
     threshold=0.0,
     force=False,
     verbose=0,
+    logits_note=None,
 ):
     """Write a feature browser: a static site that opens from ``file://`` in any browser.
 
@@ -156,6 +158,9 @@ def write_report(
         Replace a non-empty ``output`` that is not a report.
     verbose : int, default=0
         Progress on stderr.
+    logits_note : str, default=None
+        Why there are no logit effects (e.g. "the model is not a causal LM"), shown on each
+        atom's page in their place.
 
     Returns
     -------
@@ -195,9 +200,13 @@ def write_report(
                 f"image_shape must be (height, width) with height * width = {X.shape[1]}, "
                 f"got {image_shape}."
             )
+    row_tokens = None
+    if provenance is not None and provenance.table is not None and image_shape is None:
+        row_tokens = np.asarray(provenance.table[:, 2])
     stats = feature_statistics(
         estimator,
         X,
+        row_tokens=row_tokens,
         n_top=n_top,
         pair_steps=pair_steps,
         max_partners=max_partners,
@@ -216,19 +225,19 @@ def write_report(
             contexts = _contexts(estimator, X, stats, None, 0, _DEFAULT_CHUNK)
             images = _images(estimator, X, stats, image_shape)
         stages.update("contexts")
+        vocab = provenance.vocab if provenance is not None else None
+        marks = None if tokenizer is None else _marks_spaces(tokenizer)
+
+        def name(token):
+            if tokenizer is not None:
+                return _token_text(tokenizer, int(token), marks)
+            if vocab is not None and int(token) in vocab:
+                return vocab[int(token)]
+            return f"#{int(token)}"
+
         logits = None
         if unembedding is not None:
             effects = logit_effects(estimator, unembedding, n_top=n_logits)
-            vocab = provenance.vocab if provenance is not None else None
-            marks = None if tokenizer is None else _marks_spaces(tokenizer)
-
-            def name(token):
-                if tokenizer is not None:
-                    return _token_text(tokenizer, int(token), marks)
-                if vocab is not None and int(token) in vocab:
-                    return vocab[int(token)]
-                return f"#{int(token)}"
-
             logits = [
                 (
                     [(name(t), v) for t, v in zip(up, upv, strict=True)],
@@ -251,7 +260,10 @@ def write_report(
             "ordered": bool(stats.ordered),
             "has_tokens": bool(provenance is not None and provenance.table is not None),
             "image_shape": list(image_shape) if image_shape else None,
+            "logits_note": logits_note,
         }
+        if stats.top_tokens is not None:
+            stats.top_token_names = [[name(t) for t in row if t >= 0] for row in stats.top_tokens]
         out = _write(
             output,
             meta=meta,

@@ -99,12 +99,30 @@ def _write(
             total = counts.sum(axis=1)
             mean = (counts * (np.arange(counts.shape[1]) + 1)).sum(axis=1) / np.maximum(total, 1)
             steps = [_round(m) if t else None for m, t in zip(mean, total, strict=True)]
+        share = token_names = None
+        if stats.get("top_tokens") is not None:
+            fired = np.maximum(stats.frequency, 1)
+            share = [
+                _round(c / f) if c else None
+                for c, f in zip(stats.top_token_counts[:, 0], fired, strict=True)
+            ]
+            token_names = stats.top_token_names
         atoms = {
             "freq": stats.frequency.tolist(),
+            "share": share,
+            "share_token": None
+            if token_names is None
+            else [n[0] if n else "" for n in token_names],
             "mean": [_round(x) for x in stats.mean_activation],
             "max": [_round(x) for x in stats.max_activation],
             "step": steps,
             "parent": None if hierarchy is None else hierarchy.parent.tolist(),
+            "parent_p": None
+            if hierarchy is None
+            else [
+                _round(q) if p >= 0 else None
+                for p, q in zip(hierarchy.parent, hierarchy.probability, strict=True)
+            ],
             "top": top_text,
             "search": search,
         }
@@ -146,6 +164,11 @@ def _write(
                             "c": int(keep[:centre].sum()),
                         }
                     )
+                if token_names is not None:
+                    d["tokens"] = [
+                        [t, int(c)]
+                        for t, c in zip(token_names[i], stats.top_token_counts[i], strict=False)
+                    ]
                 if stats.selection_steps is not None:
                     d["steps"] = stats.selection_steps[i].tolist()
                 if hierarchy is not None:

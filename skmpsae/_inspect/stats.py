@@ -22,6 +22,7 @@ from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
 from .pairs import _PairSummary
+from .tokens import _TokenCounts
 
 
 class _TopN:
@@ -104,7 +105,9 @@ class _DoublingHistogram:
 
 
 class _Accumulator:
-    def __init__(self, n_components, n_top, n_bins, n_steps, pair_steps, max_partners):
+    def __init__(
+        self, n_components, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens=None
+    ):
         K = n_components
         self.n_samples = 0
         self.frequency = np.zeros(K, dtype=np.int64)
@@ -115,6 +118,7 @@ class _Accumulator:
         self.steps = None if n_steps is None else np.zeros((K, n_steps), dtype=np.int64)
         self.pair_steps = pair_steps
         self.pairs = _PairSummary(K, max_partners) if pair_steps else None
+        self.tokens = None if row_tokens is None else _TokenCounts(K, row_tokens)
 
     def update(self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None):
         """One chunk: nonzero codes as (row, atom, value) triples, rows counted from the
@@ -128,6 +132,8 @@ class _Accumulator:
         self.n_negative += np.bincount(atoms[values < 0], minlength=K)
         self.top.update(rows + offset, atoms, values.astype(np.float64))
         self.hist.update(atoms, np.abs(values).astype(np.float64))
+        if self.tokens is not None:
+            self.tokens.add(atoms, rows + offset)
         if self.steps is not None and ordered_steps is not None:
             taken = ordered_atoms >= 0
             s = self.steps.shape[1]
@@ -198,6 +204,8 @@ def _statistics(
     verbose,
     threshold=0.0,
     max_partners=256,
+    row_tokens=None,
+    n_top_tokens=10,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
@@ -214,7 +222,7 @@ def _statistics(
         n_steps = estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs
         if estimator.transform_tol is not None and estimator.transform_n_nonzero_coefs is None:
             n_steps = K
-    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners)
+    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens)
     progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
     try:
         for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
@@ -250,6 +258,7 @@ def _statistics(
     fired = np.maximum(freq, 1)
     top_values = np.where(acc.top.rows >= 0, acc.top.values, 0.0)
     pair_counts, pair_error = (None, None) if acc.pairs is None else acc.pairs.matrix()
+    top_tokens = (None, None) if acc.tokens is None else acc.tokens.top(n_top_tokens)
     return Bunch(
         n_samples=acc.n_samples,
         frequency=freq,
@@ -267,6 +276,8 @@ def _statistics(
         pair_counts=pair_counts,
         pair_error=pair_error,
         ordered=bool(selection),
+        top_tokens=top_tokens[0],
+        top_token_counts=top_tokens[1],
     )
 
 
@@ -280,6 +291,7 @@ def _statistics(
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
+        "row_tokens": [None, "array-like"],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     },
@@ -295,6 +307,7 @@ def feature_statistics(
     pair_steps=8,
     max_partners=256,
     threshold=0.0,
+    row_tokens=None,
     chunk_size=_DEFAULT_CHUNK,
     verbose=0,
 ):
@@ -330,6 +343,9 @@ def feature_statistics(
         Codes of magnitude at most this count as not firing (matching pursuit run for a fixed
         number of steps selects atoms for a residual of float rounding once a row is
         reconstructed).
+    row_tokens : array-like of shape (n_samples,), default=None
+        The token id of each row (a capture's provenance): then each atom's ten most
+        frequent tokens among its firings are counted.
     chunk_size : int, default=4096
         Rows encoded at a time.
     verbose : int, default=0
@@ -350,8 +366,10 @@ def feature_statistics(
         sparse (n_components, n_components) matrix counting rows where ``i`` fired before
         ``j`` (None if ``pair_steps=0``); ``pair_error`` (n_components,), how much lower
         than the truth each atom's pair counts may be (0: exact; see ``max_partners``);
-        ``ordered``, whether "before" is the pursuit's
-        order.
+        ``ordered``, whether "before" is the pursuit's order; with ``row_tokens``,
+        ``top_tokens`` and ``top_token_counts`` (n_components, 10), each atom's most
+        frequent token ids among its firings (-1 pads) and how many firings each has (else
+        None).
 
     See Also
     --------
@@ -378,6 +396,10 @@ def feature_statistics(
     levels = np.asarray(quantiles, dtype=float).ravel()
     if levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
         raise ValueError(f"quantiles must be levels in [0, 1], got {quantiles!r}.")
+    if row_tokens is not None and np.asarray(row_tokens).size != X.shape[0]:
+        raise ValueError(
+            f"row_tokens has {np.asarray(row_tokens).size} ids for the {X.shape[0]} rows of X."
+        )
     return _statistics(
         estimator,
         X,
@@ -389,4 +411,5 @@ def feature_statistics(
         verbose,
         threshold,
         max_partners,
+        None if row_tokens is None else np.asarray(row_tokens).ravel(),
     )

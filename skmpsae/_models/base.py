@@ -209,15 +209,21 @@ class _BaseSAE(
         self : object
             The updated estimator.
         """
+        return self._partial_fit(X, n_steps=None)
+
+    def _partial_fit(self, X, *, n_steps):
+        """``partial_fit`` with the learning-rate schedule of a fit of ``n_steps`` steps in
+        all (counted from the first call; None: warm-up, then constant), for a caller that
+        knows how much data will come (:func:`skmpsae.activations.train`)."""
         session = TrainingSession(self, learning_rate=self._learning_rate())
         if not hasattr(self, "components_"):
             X, inputs = self._validate_new_data(X)
-            trainer = session.new_trainer(X, n_steps=None)
+            trainer = session.new_trainer(X, n_steps=n_steps)
             session.run(X, trainer, n_epochs=1, inputs=inputs, new_model=True)
             return self
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         inputs = InputDescription(self.n_features_in_, getattr(self, "feature_names_in_", None))
-        trainer = session.continued_trainer(X)
+        trainer = session.continued_trainer(X, n_steps=n_steps)
         session.run(X, trainer, n_epochs=1, inputs=inputs, new_model=False)
         return self
 

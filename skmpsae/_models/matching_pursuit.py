@@ -4,6 +4,7 @@ The torch module (the selection, with the path it measured carried in its state,
 differentiable loss, early stops and the revival term) and the estimator.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -498,6 +499,17 @@ class MatchingPursuitSAE(_BaseSAE):
         return None if self.selection_dtype is None else getattr(torch, self.selection_dtype)
 
     def _make_module(self, n_features, dtype, device):
+        # Checked when fit builds the module, as Matryoshka checks prefix_sizes: a parameter
+        # judged against another (n_components), so not by _parameter_constraints.
+        if self.n_nonzero_coefs > self.n_components:
+            # Allowed (a step may pick an atom again), but rarely what was meant.
+            warnings.warn(
+                f"{type(self).__name__}: n_nonzero_coefs={self.n_nonzero_coefs} is larger "
+                f"than n_components={self.n_components}; a code has at most "
+                f"{self.n_components} non-zeros, and the steps beyond select atoms again.",
+                UserWarning,
+                stacklevel=2,
+            )
         return _MatchingPursuitModule(
             self.n_components,
             n_features,

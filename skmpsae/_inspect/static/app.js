@@ -32,6 +32,7 @@
     (children || []).forEach(function (c) { if (c) e.appendChild(c); });
     return e;
   }
+  var FLAG = 0.5;  // one token with more than this share of an atom's firings is flagged
   function fmt(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d === undefined ? 3 : d); }
   function pct(x) { return (100 * x).toPrecision(3) + "%"; }
   function atomLink(i, label) { return el("a", { href: "#atom/" + i, text: label || ("atom " + i) }); }
@@ -45,6 +46,7 @@
   var COLUMNS = [
     ["id", "atom"], ["freq", "firing rate"], ["mean", "mean act."], ["max", "max act."],
   ];
+  if (A.share) COLUMNS.push(["share", "top-token share"]);
   if (A.step) COLUMNS.push(["step", "mean MP step"]);
   if (A.parent) COLUMNS.push(["parent", "parent"]);
   COLUMNS.push(["top", "top tokens"]);
@@ -94,6 +96,10 @@
         if (k === "freq") return el("td", { "class": "num", text: pct(A.freq[i] / META.n_samples) });
         if (k === "top") return el("td", { text: A.top[i] });
         if (k === "parent") return el("td", {}, [A.parent[i] >= 0 ? atomLink(A.parent[i], String(A.parent[i])) : null]);
+        if (k === "share") {
+          if (A.share[i] === null) return el("td", { "class": "num" });
+          return el("td", { "class": "num" + (A.share[i] > FLAG ? " flag" : ""), text: pct(A.share[i]) + " \u201c" + shown(A.share_token[i].trim() || A.share_token[i]) + "\u201d" });
+        }
         return el("td", { "class": "num", text: fmt(A[k][i], k === "step" ? 2 : 3) });
       });
       body.appendChild(el("tr", { "data-atom": i }, cells));
@@ -129,6 +135,55 @@
     });
     return svg;
   }
+  // The tree of atoms, from the index's parents: this atom's ancestors, then its subtree as
+  // nested <details>, each link labelled P(parent | child).
+  var KIDS = null;
+  function kidsOf(i) {
+    if (!KIDS) {
+      KIDS = {};
+      A.parent.forEach(function (p, c) { if (p >= 0) (KIDS[p] = KIDS[p] || []).push(c); });
+    }
+    return KIDS[i] || [];
+  }
+  function treeNode(i, depth, here) {
+    var label = [atomLink(i, (i === here ? "this atom (" + i + ")" : "atom " + i))];
+    if (A.parent_p[i] !== null && depth > 0) label.push(el("span", { "class": "empty", text: "  P(parent | child) = " + fmt(A.parent_p[i], 2) }));
+    var kids = kidsOf(i);
+    if (!kids.length) return el("div", { "class": "leaf" }, label);
+    var node = el("details", {}, [el("summary", {}, label.concat([el("span", { text: " · " + kids.length + " children" })]))]);
+    if (depth < 1) node.open = true;
+    node.addEventListener("toggle", function () {
+      if (node.open && node.children.length === 1) kids.forEach(function (k) { node.appendChild(treeNode(k, depth + 1, here)); });
+    });
+    if (node.open) kids.forEach(function (k) { node.appendChild(treeNode(k, depth + 1, here)); });
+    return node;
+  }
+  function familyTree(i) {
+    var chain = [], p = A.parent[i], seen = {};
+    while (p >= 0 && !seen[p]) { seen[p] = 1; chain.unshift(p); p = A.parent[p]; }
+    var path = el("div", { "class": "links" }, [el("b", { text: "path from the root: " })]);
+    chain.forEach(function (a) { path.appendChild(atomLink(a)); path.appendChild(el("span", { text: "→ " })); });
+    path.appendChild(el("span", { text: "atom " + i }));
+    return el("div", { id: "tree" }, [chain.length ? path : null, treeNode(i, 0, i)]);
+  }
+  function bars(shares) {  // one bar per step, labelled by step; height: the share of selections
+    var W = 260, H = 90, n = shares.length, peak = Math.max.apply(null, shares.concat([1e-9]));
+    var ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", W); svg.setAttribute("height", H + 16); svg.setAttribute("id", "steps");
+    shares.forEach(function (v, t) {
+      var r = document.createElementNS(ns, "rect"), bh = H * v / peak, w = W / n;
+      r.setAttribute("x", t * w); r.setAttribute("width", Math.max(1, w - 2));
+      r.setAttribute("y", H - bh); r.setAttribute("height", bh); r.setAttribute("fill", "#3b6fb6");
+      var tip = document.createElementNS(ns, "title"); tip.textContent = "step " + (t + 1) + ": " + pct(v); r.appendChild(tip);
+      svg.appendChild(r);
+      if (n <= 16 || t % Math.ceil(n / 16) === 0) {
+        var lab = document.createElementNS(ns, "text");
+        lab.setAttribute("x", t * w + w / 2); lab.setAttribute("y", H + 13); lab.setAttribute("font-size", "11");
+        lab.setAttribute("text-anchor", "middle"); lab.textContent = String(t + 1); svg.appendChild(lab);
+      }
+    });
+    return svg;
+  }
   function image(b64, shape, signed) {
     var raw = atob(b64), c = el("canvas", { width: shape[1], height: shape[0] });
     c.style.width = (shape[1] * 3) + "px"; c.style.height = (shape[0] * 3) + "px";
@@ -155,13 +210,26 @@
       parts.push(el("p", { text: "fires in " + A.freq[i].toLocaleString() + " of " + META.n_samples.toLocaleString() +
         " rows (" + pct(A.freq[i] / META.n_samples) + "); mean activation when firing " + fmt(A.mean[i]) +
         ", max " + fmt(A.max[i]) + (d.negative ? "; " + d.negative + " firings below zero" : "") }));
+      if (A.share && A.share[i] > FLAG) {
+        parts.push(el("p", { "class": "flag", id: "flag", text: "\u26a0 " + pct(A.share[i]) + " of firings on \u201c" +
+          shown(A.share_token[i].trim() || A.share_token[i]) + "\u201d: the contexts below may suggest a meaning this token, not the text, carries." }));
+      }
       var cards = [];
       var q = d.quantiles.map(function (x) { return "q" + x[0] + " = " + fmt(x[1]); }).join(", ");
       cards.push(card("Activation when firing", [histogram(d.hist), el("div", { text: q })]));
+      if (d.tokens) {
+        var fired = Math.max(A.freq[i], 1);
+        var tokRows = d.tokens.map(function (x) {
+          return el("tr", { "class": x[1] / fired > FLAG ? "flag" : "" }, [el("td", { "class": "logit", text: shown(x[0]) }),
+            el("td", { "class": "num", text: x[1].toLocaleString() }), el("td", { "class": "num", text: pct(x[1] / fired) })]);
+        });
+        cards.push(card("Most frequent tokens (of its firings)", [d.tokens.length ? el("table", { id: "tokens" }, [el("thead", {}, [el("tr", {}, [
+          el("th", { text: "token" }), el("th", { text: "firings" }), el("th", { text: "share" })])]), el("tbody", {}, tokRows)]) :
+          el("span", { "class": "empty", text: "never fires" })]));
+      }
       if (d.steps) {
         var total = d.steps.reduce(function (a, b) { return a + b; }, 0) || 1;
-        cards.push(card("Matching-pursuit step of selection", [el("div", { "class": "logit", id: "steps", text:
-          d.steps.map(function (s, t) { return "step " + (t + 1) + ": " + pct(s / total); }).join("  ") })]));
+        cards.push(card("Matching-pursuit step of selection", [bars(d.steps.map(function (s) { return s / total; }))]));
       }
       if (d.parent !== undefined) {
         var fam = [];
@@ -172,7 +240,11 @@
         if (!d.children.length) kids.appendChild(el("span", { "class": "empty", text: "none" }));
         d.children.forEach(function (k) { kids.appendChild(atomLink(k[0])); });
         fam.push(kids);
+        if (A.parent_p) fam.push(familyTree(i));
         cards.push(card(META.ordered ? "Hierarchy (matching-pursuit co-selection)" : "Hierarchy (co-activation)", fam));
+      }
+      if (!d.logits && META.logits_note) {
+        cards.push(card("Direct logit effect", [el("span", { "class": "empty", id: "no-logits", text: META.logits_note })]));
       }
       if (d.logits) {
         var rows = function (list, cls) {
