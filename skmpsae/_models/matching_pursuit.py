@@ -320,11 +320,12 @@ class MatchingPursuitSAE(_BaseSAE):
         exact paths give the same codes up to rounding: "gram" computes the whole Gram
         matrix, "rows" its rows for the atoms selected, "gemm" one correlation GEMM per step.
         "auto" times the paths that a cost model leaves as candidates on the first training
-        batch, keeps the fastest for the run and for :meth:`transform`, and remembers it for
-        this machine and these sizes in ``~/.cache/skmpsae/selection.json``
-        (``SKMPSAE_CACHE_DIR`` moves it; delete it to measure again); the measuring costs the
-        other candidates' time on one batch. "cost_model" lets the model choose per batch
-        without measuring; a path's name forces that path everywhere.
+        batch, keeps the fastest for the run and for :meth:`transform`, and remembers it in
+        this process; the measuring costs the other candidates' time on one batch. ``fit``
+        writes no file: ``skmpsae tune`` (or ``SKMPSAE_SELECTION_CACHE=1``) saves the choice
+        for this machine and these sizes in ``~/.cache/skmpsae/selection.json``, which later
+        fits read instead of measuring (docs/performance.md). "cost_model" lets the model
+        choose per batch without measuring; a path's name forces that path everywhere.
         Measured in docs/performance.md ("Epoch time against n_components").
     sparse_output : bool, default=False
         If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the

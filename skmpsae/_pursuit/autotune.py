@@ -3,10 +3,14 @@
 The cost model of ``selection.py`` was calibrated on one machine; on another (an Intel Xeon,
 ``docs/performance.md``) it chose the Gram-rows path at 32,768 and 65,536 atoms where one GEMM
 per step was 1.1x and 1.8x faster. So training measures, as cuDNN's benchmark mode does for
-convolutions: on the first batch that needs a choice it runs each candidate path once, keeps
-the fastest for the rest of the run, and records it in a small JSON file keyed by the machine
-and the problem's sizes, so that later runs there skip the measurement (delete the file, or
-point ``SKMPSAE_CACHE_DIR`` elsewhere, to measure again).
+convolutions: on the first batch that needs a choice it runs each candidate path once and keeps
+the fastest for the rest of the run and for later fits of the same sizes in this process.
+
+Nothing is written to disk unless the user asks: ``skmpsae tune`` (:func:`tune`) measures and
+saves the choice in a small JSON file keyed by the machine and the problem's sizes, and
+``SKMPSAE_SELECTION_CACHE=1`` lets every fit save what it measures there too. Fits read the
+file when it exists, so that later runs skip the measurement (delete it to measure again;
+``SKMPSAE_CACHE_DIR`` moves it).
 
 Candidates are the paths that fit the memory budget and that the model prices within
 ``_CANDIDATE_RATIO`` of its cheapest: far from a tie the model was right on every machine
@@ -14,11 +18,10 @@ measured, and timing a path it prices at ten times the best would cost more than
 can win back. The model's favourite runs last (warm caches, no first-call costs) and another
 path must beat it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run
 off the model's choice for nothing. The batch's codes are those of the chosen path: measuring
-costs the other candidates' time on one batch, once per machine and size.
+costs the other candidates' time on one batch, once per process and size.
 
 In data-parallel training each rank chooses for itself (no collective is needed, and a rank
-whose share of a batch is empty never waits for the others); ranks of one machine recall one
-another's choice from the shared file once it is written. Every path is exact, so ranks on
+whose share of a batch is empty never waits for the others). Every path is exact, so ranks on
 different paths differ only by rounding.
 """
 
@@ -27,10 +30,13 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from .._atomic import atomic_write
+from .._utils import resolve_device
+from .gram import _DEFAULT_MAX_BYTES
 from .selection import PATHS, _plan_mp, _select_mp
 
 _CANDIDATE_RATIO = 4.0
@@ -39,13 +45,16 @@ _CACHE_FILE = "selection.json"
 _CACHE_VERSION = 1
 
 # Choices made in this process, by key: a second fit of the same sizes (scikit-learn's checks,
-# a grid search, clone) takes the same path even where the cache file cannot be written.
+# a grid search, clone) takes the same path without measuring again.
 _chosen = {}
+# The environment variable that lets fits save their measurements in the cache file.
+SAVE_VARIABLE = "SKMPSAE_SELECTION_CACHE"
 
 
 def cache_path():
     """The file that remembers the measured paths: ``$SKMPSAE_CACHE_DIR/selection.json``,
-    else under ``$XDG_CACHE_HOME/skmpsae`` or ``~/.cache/skmpsae``."""
+    else under ``$XDG_CACHE_HOME/skmpsae`` or ``~/.cache/skmpsae``. Written only by
+    :func:`tune`, or by fits where ``SKMPSAE_SELECTION_CACHE=1``."""
     directory = os.environ.get("SKMPSAE_CACHE_DIR")
     if not directory:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -97,16 +106,29 @@ def _read_cache(path):
     return entries if isinstance(entries, dict) else {}
 
 
+def _saving():
+    """Whether fits save their measurements (the user opted in)."""
+    return os.environ.get(SAVE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _save(key, entry):
+    """Add ``entry`` under ``key`` to the cache file, replaced atomically."""
+    file = cache_path()
+    entries = _read_cache(file)
+    entries[key] = entry
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(file) as out:
+        content = {"version": _CACHE_VERSION, "entries": entries}
+        out.write(json.dumps(content, indent=1).encode())
+    return file
+
+
 def _remember(key, entry):
     _chosen[key] = entry
-    file = cache_path()
+    if not _saving():
+        return
     try:
-        entries = _read_cache(file)
-        entries[key] = entry
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(file) as out:
-            content = {"version": _CACHE_VERSION, "entries": entries}
-            out.write(json.dumps(content, indent=1).encode())
+        _save(key, entry)
     except OSError:
         pass  # a read-only home only costs the next run a measurement
 
@@ -192,3 +214,67 @@ def _measure(X, dictionary, n_nonzero_coefs, kwargs):
     if seconds[fastest] * _SWITCH_MARGIN > seconds[favourite]:
         fastest = favourite
     return {"path": fastest, "seconds": seconds}, codes[fastest]
+
+
+class TuneResult(NamedTuple):
+    """What :func:`tune` measured and where it saved it."""
+
+    path: str  # the chosen selection path
+    seconds: dict  # seconds of each candidate timed ({} where the model left one)
+    key: str  # the machine and sizes the choice is for (see selection_key)
+    file: Path  # the cache file written
+
+
+def tune(
+    n_samples,
+    n_components,
+    n_features,
+    n_nonzero_coefs,
+    *,
+    dtype=torch.float32,
+    positive=True,
+    max_bytes=_DEFAULT_MAX_BYTES,
+    compute_dtype=None,
+    device="cpu",
+    seed=0,
+):
+    """Measure the fastest selection path for a training batch of these sizes and save it.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows of a training batch (the estimator's batch size; per rank in data-parallel
+        training).
+    n_components, n_features, n_nonzero_coefs : int
+        The dictionary's size and the pursuit's steps.
+    dtype : torch.dtype, default=torch.float32
+        The training data's dtype.
+    positive : bool, default=True
+        The estimator's ``positive_code``.
+    max_bytes : int
+        The memory budget (the estimator's ``cache_size`` in bytes).
+    compute_dtype : torch.dtype, default=None
+        The estimator's ``selection_dtype``.
+    device : str or torch.device, default="cpu"
+        Where training runs.
+    seed : int, default=0
+        Seed of the random batch and dictionary timed (Gaussian rows, unit-norm atoms).
+
+    Returns
+    -------
+    TuneResult
+        The chosen path, the candidates' seconds, the key and the file, which later fits of
+        these sizes on this machine (same processor, thread count and torch) read instead of
+        measuring.
+    """
+    device = resolve_device(device)
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_samples, n_features, generator=generator, dtype=dtype).to(device)
+    dictionary = torch.randn(n_components, n_features, generator=generator, dtype=dtype)
+    dictionary = (dictionary / dictionary.norm(dim=1, keepdim=True)).to(device)
+    kwargs = {"positive": positive, "max_bytes": max_bytes, "compute_dtype": compute_dtype}
+    key = selection_key(X, dictionary, n_nonzero_coefs, **kwargs)
+    entry, _ = _measure(X, dictionary, n_nonzero_coefs, kwargs)
+    _chosen[key] = entry
+    file = _save(key, entry)
+    return TuneResult(entry["path"], dict(entry["seconds"]), key, file)
