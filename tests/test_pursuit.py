@@ -34,13 +34,12 @@ def select(X, D, k, path, **kwargs):
     row_bytes = D.shape[0] * D.element_size()
     if max_bytes is None:  # room for 19 rows: chunks of 4 rows, and 7 rows of cache
         max_bytes = 19 * row_bytes
-    info = {}
-    out = _select_mp(X, D, k, method=method, max_bytes=max_bytes, info=info, **kwargs)
-    assert info["plan"].method == method
+    out = _select_mp(X, D, k, method=method, max_bytes=max_bytes, **kwargs)
+    assert out.plan.method == method
     if path == "rows-small-cache":
-        assert info["plan"].capacity <= 8
-        assert info["rows_computed"] > 2 * info["plan"].capacity
-    return out
+        assert out.plan.capacity <= 8
+        assert out.rows_computed > 2 * out.plan.capacity
+    return out.indices, out.values
 
 
 def centred_problem(mnist, n_components, n_rows, dtype=np.float64):

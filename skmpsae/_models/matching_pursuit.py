@@ -99,18 +99,18 @@ class _MatchingPursuitModule(_SAEModule):
             method = self.selection_path or "auto"
             if gram is not None and self.selection_method == "auto":
                 method = "gram"
-            info = {}
-            indices, values = _select_mp(
+            selection = _select_mp(
                 X,
                 dictionary,
                 self.n_nonzero_coefs,
                 gram=None if gram is None else gram.detach(),
                 method=method,
                 correlations=correlations,
-                info=info,
                 **kwargs,
             )
-            self.last_path = info["plan"].method
+            indices, values = selection.indices, selection.values
+            if selection.plan is not None:
+                self.last_path = selection.plan.method
         taken = _steps_kept(X, values, self.min_cosine)
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
         self.n_distinct = int(selected.index_fill_(0, indices[taken], True).sum())
@@ -591,7 +591,7 @@ class MatchingPursuitSAE(_BaseSAE):
                 X, dictionary, min(k, max_steps), self.positive_code, tol, gram, max_bytes=max_bytes
             )
         compute_dtype = self._compute_dtype()
-        indices, values = _select_mp(
+        indices, values, *_ = _select_mp(
             X,
             dictionary,
             k,

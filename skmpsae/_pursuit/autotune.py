@@ -151,16 +151,38 @@ def _timed(device, fn):
     return out, time.perf_counter() - tic
 
 
-def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs):
+class MeasuredSelection(NamedTuple):
+    """What :func:`measured_selection` returns."""
+
+    indices: torch.Tensor  # (n, k): those of _select_mp on the chosen path
+    values: torch.Tensor  # (n, k)
+    path: str  # the chosen path, one of PATHS
+    seconds: dict  # seconds of each candidate when measured ({}: the model left one)
+
+
+def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs) -> MeasuredSelection:
     """Matching pursuit over ``X`` on the fastest exact path for this machine and these sizes.
 
-    ``kwargs`` are those of :func:`_select_mp` (``positive``, ``max_bytes``, ``distinct``,
-    ``compute_dtype``). The path comes from this process's earlier choices, else from the
-    cache file, else from timing the candidates on ``X`` itself (see the module docstring).
+    The path comes from this process's earlier choices, else from the cache file, else from
+    timing the candidates on ``X`` itself (see the module docstring).
 
-    Returns ``indices``, ``values`` (those of :func:`_select_mp` on the chosen path), the
-    chosen path's name and the seconds each candidate took when it was measured ({} when the
-    cost model left a single candidate).
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, n_features)
+        Rows to encode, already centred.
+    dictionary : torch.Tensor of shape (n_components, n_features)
+        Unit-norm atoms.
+    n_nonzero_coefs : int
+        Pursuit steps.
+    **kwargs
+        Those of :func:`_select_mp`: ``max_bytes`` (required), ``positive``, ``distinct``,
+        ``compute_dtype``.
+
+    Returns
+    -------
+    MeasuredSelection
+        The codes of the chosen path, its name and the seconds each candidate took when it
+        was measured ({} when the cost model left a single candidate).
     """
     key = selection_key(
         X,
@@ -178,10 +200,14 @@ def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs):
         else:
             _chosen[key] = entry  # the model alone decided: nothing worth a file
         if codes is not None:
-            return (*codes, entry["path"], dict(entry["seconds"]))
+            return MeasuredSelection(
+                codes.indices, codes.values, entry["path"], dict(entry["seconds"])
+            )
     path_name = entry["path"]
-    indices, values = _select_mp(X, dictionary, n_nonzero_coefs, method=path_name, **kwargs)
-    return indices, values, path_name, dict(entry.get("seconds") or {})
+    codes = _select_mp(X, dictionary, n_nonzero_coefs, method=path_name, **kwargs)
+    return MeasuredSelection(
+        codes.indices, codes.values, path_name, dict(entry.get("seconds") or {})
+    )
 
 
 def _measure(X, dictionary, n_nonzero_coefs, kwargs):
