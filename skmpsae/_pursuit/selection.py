@@ -25,11 +25,11 @@ import torch
 from .gram import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_SYNC_STEPS,
-    _GRAM_BLOCK_ROWS,
     _BlockArgmax,
     _chunk_rows,
     _FullGram,
     _gram,
+    _gram_block_rows,
     _LazyGramRows,
 )
 
@@ -152,8 +152,9 @@ def _plan_mp(
         costs["gram"] = first + steps
     elif K * row_bytes + working <= max_bytes:
         # The CPU's blocked product skips the blocks below the diagonal (see _gram).
-        blocked = device.type == "cpu" and K > 2 * _GRAM_BLOCK_ROWS
-        entries = (K * K + K * _GRAM_BLOCK_ROWS) / 2 if blocked else K * K
+        block = _gram_block_rows(K)
+        blocked = device.type == "cpu" and K > 2 * block
+        entries = (K * K + K * block) / 2 if blocked else K * K
         costs["gram"] = first + steps + 2.0 * entries * n_features * _SECONDS_PER_FLOP
     capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
     if distinct is None:
