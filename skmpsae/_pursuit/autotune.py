@@ -14,11 +14,12 @@ file when it exists, so that later runs skip the measurement (delete it to measu
 
 Candidates are the paths that fit the memory budget and that the model prices within
 ``_CANDIDATE_RATIO`` of its cheapest: far from a tie the model was right on every machine
-measured, and timing a path it prices at ten times the best would cost more than the choice
-can win back. The model's favourite runs last (warm caches, no first-call costs) and another
-path must beat it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run
-off the model's choice for nothing. The batch's codes are those of the chosen path: measuring
-costs the other candidates' time on one batch, once per process and size.
+measured (where it was wrong, it had priced the faster path within 1.4x of its choice), and
+as fits write no file, every process that measures pays the other candidates' time once.
+The model's favourite runs last (warm caches, no first-call costs) and another path must beat
+it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run off the model's
+choice for nothing. The batch's codes are those of the chosen path: measuring costs the other
+candidates' time on one batch, once per process and size.
 
 In data-parallel training each rank chooses for itself (no collective is needed, and a rank
 whose share of a batch is empty never waits for the others). Every path is exact, so ranks on
@@ -39,7 +40,7 @@ from .._utils import resolve_device
 from .gram import _DEFAULT_MAX_BYTES
 from .selection import PATHS, _plan_mp, _select_mp
 
-_CANDIDATE_RATIO = 4.0
+_CANDIDATE_RATIO = 1.5
 _SWITCH_MARGIN = 1.1
 _CACHE_FILE = "selection.json"
 _CACHE_VERSION = 1
