@@ -28,6 +28,7 @@ import time
 import numpy as np
 from _common import (
     activation_like,
+    best_seconds,
     goal_table,
     limit_threads,
     markdown_table,
@@ -72,10 +73,10 @@ def machine_speed(n, d, K, repeats=3):
 
     g = torch.Generator().manual_seed(0)
     A, B = torch.randn(n, d, generator=g), torch.randn(K, d, generator=g)
-    best = min(_seconds(lambda: A @ B.T) for _ in range(repeats))
+    best = best_seconds(lambda: A @ B.T, repeats)
     src = torch.randn(64 << 20, generator=g)  # 256 MiB
     dst = torch.empty_like(src)
-    copy = min(_seconds(lambda: dst.copy_(src)) for _ in range(repeats))
+    copy = best_seconds(lambda: dst.copy_(src), repeats)
     return 2.0 * n * d * K / best, 2.0 * src.numel() * 4 / copy
 
 
@@ -110,7 +111,7 @@ def measure(name, n_components, k, X, n_test, epochs, device="cpu"):
 
     _, X_test = _validation_split(X, sae.validation_fraction, sae.random_state)  # fit's split
     first = _seconds(lambda: sae.transform(X_test))
-    later = min(_seconds(lambda: sae.transform(X_test)) for _ in range(2))
+    later = best_seconds(lambda: sae.transform(X_test), 2)
     return {
         "estimator": SHORT[name],
         "K": n_components,

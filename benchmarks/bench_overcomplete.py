@@ -23,6 +23,7 @@ Writes the tables ``overcomplete-goal`` and ``overcomplete`` of ``docs/performan
 (about 5 minutes with one thread).
 """
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -31,7 +32,14 @@ import time
 import types
 
 import numpy as np
-from _common import goal_table, limit_threads, markdown_table, parser, write_table
+from _common import (
+    best_seconds,
+    goal_table,
+    limit_threads,
+    markdown_table,
+    parser,
+    write_table,
+)
 
 N_ROWS, N_COMPONENTS, K, BATCH = 2048, 4096, 32, 1024
 GOAL_ENCODE, GOAL_TRAIN = 20, 10
@@ -42,15 +50,6 @@ def _mnist_rows():
 
     X = load_mnist().data
     return np.ascontiguousarray(X[np.random.RandomState(0).permutation(X.shape[0])[:N_ROWS]])
-
-
-def _best(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return min(times)
 
 
 def _import_overcomplete():
@@ -87,7 +86,7 @@ def worker_skmpsae():
     tic = time.perf_counter()
     sae.transform(X)
     encode_first = time.perf_counter() - tic
-    encode = _best(lambda: sae.transform(X))
+    encode = best_seconds(lambda: sae.transform(X))
     return {
         "fit": first,
         "fit_second": second,
@@ -115,7 +114,7 @@ def worker_overcomplete():
     fit = time.perf_counter() - tic
     model.eval()
     with torch.no_grad():
-        encode = _best(lambda: model.encode(X))
+        encode = best_seconds(lambda: model.encode(X))
     return {"fit": fit, "encode": encode}
 
 
@@ -205,7 +204,7 @@ def main(argv=None):
     from bench_cost import cpu_model
 
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse_hidden())
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
     limit_threads(args.threads)
@@ -225,12 +224,6 @@ def main(argv=None):
     if not args.no_write:
         write_table("overcomplete-goal", goal, page="performance.md")
         write_table("overcomplete", table, page="performance.md")
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

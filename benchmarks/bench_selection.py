@@ -39,6 +39,7 @@ from _common import (
     use_agg,
     write_table,
 )
+from _common import best_seconds as best
 
 from skmpsae._models.matching_pursuit import _MatchingPursuitModule
 from skmpsae._pursuit import autotune
@@ -177,15 +178,6 @@ def plot(rows):
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, "selection_scaling.png")
-
-
-def best(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return min(times)
 
 
 def calibrate():
