@@ -23,7 +23,13 @@ import torch
 from scipy import sparse
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit.gram import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
+from skmpsae._pursuit.gram import (
+    _DEFAULT_MAX_BYTES,
+    _gram,
+    _gram_block_rows,
+    _GramRowUpdate,
+    _LazyGramRows,
+)
 from skmpsae._pursuit.reference import _naive_matching_pursuit
 from skmpsae._pursuit.selection import _plan_mp, _select_mp
 
@@ -208,9 +214,12 @@ def test_estimator_caches_a_gram_matrix_only_within_the_budget(algorithm):
     assert all((c != 0).sum(axis=1).max() <= 4 for c in codes.values())
 
 
-def test_blocked_gram_equals_one_product():
-    """Above two blocks of rows the CPU Gram matrix multiplies only the upper triangle."""
-    D = torch.from_numpy(np.random.RandomState(0).randn(4100 + 2 * 2048, 24))
+@pytest.mark.parametrize("n_components", [1100, 4096, 4100 + 2 * 2048])
+def test_blocked_gram_equals_one_product(n_components):
+    """Above two blocks of rows (an eighth of the atoms, 512 to 2,048 rows) the CPU Gram
+    matrix multiplies only the blocks on and above the diagonal, and mirrors the rest."""
+    assert 2 * _gram_block_rows(n_components) < n_components
+    D = torch.from_numpy(np.random.RandomState(0).randn(n_components, 24))
     gram = _gram(D)
     torch.testing.assert_close(gram, D @ D.T, rtol=1e-12, atol=1e-12)
 
