@@ -16,6 +16,10 @@ import torch
 # atoms) found 4-8 MB best, 10-20% faster than 1 MB or 32 MB.
 _CHUNK_BYTES = 1 << 22
 _MIN_CHUNK_ROWS = 16
+# Bytes of the first correlations computed by one GEMM on the CPU, several chunks at once:
+# at 16,384 atoms a chunk of 64 rows' GEMM reads the whole 48 MiB dictionary for 4 MiB of
+# output, and 1,024 rows took 2.5-2.9 s in 64-row GEMMs against 1.65 s in one (one thread).
+_FIRST_GEMM_BYTES = 1 << 26
 # On an accelerator the whole batch goes at once, up to this many bytes of correlations.
 _DEVICE_CHUNK_BYTES = 1 << 28
 # OMP's per-chunk state is dominated by the (k, rows, n_components) orthonormalised directions,

@@ -25,6 +25,7 @@ import torch
 from .gram import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_SYNC_STEPS,
+    _FIRST_GEMM_BYTES,
     _BlockArgmax,
     _chunk_rows,
     _FullGram,
@@ -55,6 +56,7 @@ class _Plan(NamedTuple):
 
     method: str  # one of PATHS
     chunk: int  # rows per chunk of correlations
+    block: int  # rows whose first correlations one GEMM computes (a multiple of chunk)
     capacity: int  # Gram rows the "rows" path may keep
     costs: dict  # modelled seconds of each feasible path
 
@@ -144,7 +146,11 @@ def _plan_mp(
             "floats); raise cache_size."
         )
     chunk = min(n, _chunk_rows(K, element_size, device, max_bytes // 4))
-    working = 2 * chunk * row_bytes  # correlations and the gathered rows of one chunk
+    # The first correlations of several chunks in one GEMM: a chunk's GEMM alone reads the
+    # whole dictionary for a few rows, bound by memory at large K.
+    block_rows = min(n, min(_FIRST_GEMM_BYTES, max_bytes // 8) // row_bytes)
+    block = chunk * max(1, block_rows // chunk)
+    working = (block + chunk) * row_bytes  # correlations and the gathered rows of one chunk
     first = 2.0 * n * n_features * K * _SECONDS_PER_FLOP
     steps = float(n) * K * k * _SECONDS_PER_STEP_ENTRY
     costs = {}
@@ -184,7 +190,7 @@ def _plan_mp(
             f"selection_method={method!r} needs; raise cache_size or let the path be chosen "
             "automatically."
         )
-    return _Plan(method, chunk, capacity, costs)
+    return _Plan(method, chunk, block, capacity, costs)
 
 
 def _select_mp(
@@ -268,7 +274,7 @@ def _select_mp(
             method=method,
             distinct=distinct,
         )
-        chunk = plan.chunk
+        chunk, block = plan.chunk, plan.block
         low = None if compute_dtype is None else dictionary.to(compute_dtype)
 
         def correlate(rows, out):
@@ -286,16 +292,19 @@ def _select_mp(
             source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
         if correlations is None:
-            corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
+            corr_buffer = torch.empty((block, n_components), dtype=dtype, device=device)
         stops = positive or tol is not None
         sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             x_chunk = X[start:stop]
-            if correlations is None:
-                corr = correlate(x_chunk, corr_buffer[: stop - start])
-            else:
+            if correlations is not None:
                 corr = correlations[start:stop]
+            else:
+                if start % block == 0:
+                    block_start, block_stop = start, min(start + block, n)
+                    correlate(X[block_start:block_stop], corr_buffer[: block_stop - block_start])
+                corr = corr_buffer[start - block_start : stop - block_start]
             if source is None:
                 residual = x_chunk.clone()
             if tol is not None:
