@@ -158,9 +158,9 @@ def _plan_mp(
         costs["gram"] = first + steps
     elif K * row_bytes + working <= max_bytes:
         # The CPU's blocked product skips the blocks below the diagonal (see _gram).
-        block = _gram_block_rows(K)
-        blocked = device.type == "cpu" and K > 2 * block
-        entries = (K * K + K * block) / 2 if blocked else K * K
+        gram_block = _gram_block_rows(K)
+        blocked = device.type == "cpu" and K > 2 * gram_block
+        entries = (K * K + K * gram_block) / 2 if blocked else K * K
         costs["gram"] = first + steps + 2.0 * entries * n_features * _SECONDS_PER_FLOP
     capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
     if distinct is None:
