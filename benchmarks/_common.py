@@ -44,6 +44,16 @@ def limit_threads(n_threads):
     os.environ.setdefault("OMP_NUM_THREADS", str(n_threads))
 
 
+def best_seconds(fn, repeats=3):
+    """The shortest wall-clock time of ``repeats`` calls of ``fn()``."""
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return min(times)
+
+
 def timed(fn, *args, **kwargs):
     """``(result, seconds)`` of one call, wall clock."""
     tic = time.perf_counter()

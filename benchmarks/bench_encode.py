@@ -57,7 +57,7 @@ def one_gemm_per_step(X, dictionary, k):
 
 
 def gram_path(X, dictionary, k, gram):
-    indices, values = _select_mp(X, dictionary, k, positive=True, gram=gram)
+    indices, values, *_ = _select_mp(X, dictionary, k, positive=True, gram=gram)
     return _scatter_codes(indices, values, dictionary.shape[0])
 
 

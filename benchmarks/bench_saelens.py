@@ -155,7 +155,7 @@ def main(argv=None):
             with torch.no_grad():
                 sl_codes, t = timed(lambda: sl_infer.encode(x))  # noqa: B023
                 best["sl_enc"] = min(best["sl_enc"], t)
-                (idx, val), t = timed(lambda: _select_mp(xc, W, STEPS, gram=gram))  # noqa: B023
+                (idx, val, *_), t = timed(lambda: _select_mp(xc, W, STEPS, gram=gram))  # noqa: B023
                 best["our_enc"] = min(best["our_enc"], t)
             print(
                 f"batch {batch}, repeat {repeat + 1}: "

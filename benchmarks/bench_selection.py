@@ -39,6 +39,7 @@ from _common import (
     use_agg,
     write_table,
 )
+from _common import best_seconds as best
 
 from skmpsae._models.matching_pursuit import _MatchingPursuitModule
 from skmpsae._pursuit import autotune
@@ -179,15 +180,6 @@ def plot(rows):
     save_figure(fig, "selection_scaling.png")
 
 
-def best(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return min(times)
-
-
 def calibrate():
     """Measure the cost model's constants (see ``skmpsae/_pursuit/selection.py``)."""
     g = torch.Generator().manual_seed(0)
@@ -205,9 +197,9 @@ def calibrate():
     t_argmax = best(lambda: argmax(corr)) / (64 * K)
     # Bookkeeping of the rows path: few features, so that computing rows costs next to nothing.
     small = D[:, :8] / D[:, :8].norm(dim=1, keepdim=True)
-    info = {}
-    t_rows = best(lambda: _select_mp(X[:, :8], small, k, method="rows", info=info), 2)
-    n_calls = -(-n // info["plan"].chunk) * k
+    runs = []
+    t_rows = best(lambda: runs.append(_select_mp(X[:, :8], small, k, method="rows")), 2)
+    n_calls = -(-n // runs[-1].plan.chunk) * k
     step_entry = (t_gram - first) / (n * K * (k - 1))
     rows_call = max(0.0, t_rows - n * K * (k - 1) * step_entry) / n_calls
     print(f"GEMM of a batch ({n} x {d} x {K}): {2 * n * d * K / first / 1e9:.1f} GFLOP/s")

@@ -61,7 +61,7 @@ def step_diagnostics(model, test, test_acts, features):
     cos = np.abs(D @ features.T)
     best = np.argmax(cos, axis=1)
     X = torch.as_tensor(test - model.intercept_)
-    indices, values = _select_mp(X, torch.as_tensor(D), K, positive=True)
+    indices, values, *_ = _select_mp(X, torch.as_tensor(D), K, positive=True)
     indices, values = indices.numpy(), values.numpy()
     taken = values != 0
     truth = test_acts.tocsr()

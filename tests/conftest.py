@@ -5,8 +5,6 @@ gains, and on a machine where other work competes for the two cores it slows the
 times over. Each test module that measures thread handling sets and checks its own values.
 """
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -21,19 +19,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _selection_cache(tmp_path_factory):
-    """MatchingPursuitSAE remembers its measured selection paths in a cache file: the suite
-    writes its own (subprocesses inherit it), never the user's ~/.cache."""
-    previous = os.environ.get("SKMPSAE_CACHE_DIR")
-    os.environ["SKMPSAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("skmpsae-cache"))
-    yield
-    if previous is None:
-        del os.environ["SKMPSAE_CACHE_DIR"]
-    else:
-        os.environ["SKMPSAE_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

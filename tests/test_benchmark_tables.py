@@ -422,3 +422,59 @@ def test_bench_precision_writes_its_table(tmp_path, monkeypatch):
         "| 256 | bfloat16 | 0.7900 | 0.0020 | 80.0% |"
     )
     assert table in _written(tmp_path, monkeypatch, "performance.md", {"precision": table})
+
+
+def test_bench_cost_reads_time_to_a_common_r2_and_writes_its_tables(tmp_path, monkeypatch):
+    import bench_cost as bench
+
+    def row(name, epochs, r2_curve, transform):
+        return {
+            "estimator": name,
+            "K": 4096,
+            "batch": 256,
+            "epoch_first": epochs[0],
+            "epoch": min(epochs[1:]),
+            "epoch_seconds": epochs,
+            "r2_curve": r2_curve,
+            "r2": max(r2_curve),
+            "transform": transform,
+        }
+
+    rows = [
+        row("MP", [3.0, 2.0, 2.0], [0.8, 0.9, 0.92], 0.3),
+        row("TopK", [2.0, 1.0, 1.0], [0.2, 0.3, 0.4], 0.1),
+        row("BatchTopK", [2.0, 2.0, 2.0], [0.1, 0.35, 0.5], 0.1),
+        row("Matryoshka", [2.0, 2.0, 2.0], [0.1, 0.2, 0.45], 0.1),
+    ]
+    # The common R2 is the lowest best (TopK's 0.4): MP reaches it in its first epoch, TopK in
+    # its third, BatchTopK and Matryoshka in their third.
+    assert bench.time_to_common_r2(rows) == 0.4
+    reached = [(r["epochs_to_r2"], r["to_r2"]) for r in rows]
+    assert reached == [(1, 3.0), (3, 4.0), (3, 6.0), (3, 6.0)]
+    bench.with_ratios(rows)
+    mp = rows[0]
+    assert (mp["fit_ratio"], mp["fit_first_ratio"], mp["to_r2_ratio"]) == (2.0, 1.5, 0.75)
+    assert mp["transform_ratio"] == pytest.approx(3.0)
+    # Roofline: 2 n d K flops at 1e9 flop/s, plus (k - 1) n K floats at 1e9 bytes/s.
+    mp["roofline"] = bench.roofline(mp, 100, 10, 5, 1e9, 1e9)
+    assert mp["roofline"] == pytest.approx(2 * 100 * 10 * 4096 / 1e9 + 4 * 100 * 4096 * 4 / 1e9)
+    goal = bench.goal_summary(rows)
+    assert "| 4,096 atoms: MP epoch <= 1.5x TopK's (default batches) | 2.00x (2.00 s" in goal
+    assert goal.count("| no |") == 2
+    table = bench.cost_table(rows, "caption")
+    assert "| 4096 | MP | 256 | 2.00 | 2.00 | 3.00 | 1.50 |" in table
+    page = _written(tmp_path, monkeypatch, "performance.md", {"cost-goal": goal, "cost": table})
+    assert goal in page and table in page
+
+
+@pytest.mark.parametrize("script", ["bench_cost", "bench_gpu"])
+def test_the_cost_and_gpu_benchmarks_run_at_toy_sizes(script, capsys):
+    """``--tiny``: every part runs on the CPU in seconds and prints its table, writing nothing."""
+    import importlib
+
+    bench = importlib.import_module(script)
+    bench.main(["--tiny"])
+    out = capsys.readouterr().out
+    for name in ("MP", "TopK", "BatchTopK", "Matryoshka"):
+        assert f"| {name} |" in out
+    assert "wrote table" not in out and "saved" not in out

@@ -23,7 +23,13 @@ import torch
 from scipy import sparse
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._pursuit.gram import _DEFAULT_MAX_BYTES, _gram, _GramRowUpdate, _LazyGramRows
+from skmpsae._pursuit.gram import (
+    _DEFAULT_MAX_BYTES,
+    _gram,
+    _gram_block_rows,
+    _GramRowUpdate,
+    _LazyGramRows,
+)
 from skmpsae._pursuit.reference import _naive_matching_pursuit
 from skmpsae._pursuit.selection import _plan_mp, _select_mp
 
@@ -172,9 +178,8 @@ def test_full_gram_path_above_46341_atoms():
     X = torch.from_numpy(rng.randn(64, 32).astype(np.float32))
     D = torch.from_numpy(rng.randn(N_ATOMS, 32).astype(np.float32))
     D /= D.norm(dim=1, keepdim=True)
-    info = {}
-    indices, values = _select_mp(X, D, 8, method="gram", max_bytes=10 << 30, info=info)
-    assert info["plan"].method == "gram"
+    indices, values, plan, _ = _select_mp(X, D, 8, method="gram", max_bytes=10 << 30)
+    assert plan.method == "gram"
     naive = _naive_matching_pursuit(X, D, 8)
     ours = torch.zeros_like(naive).scatter_add_(1, indices, values)
     same = ((ours != 0) == (naive != 0)).all(dim=1)
@@ -209,9 +214,12 @@ def test_estimator_caches_a_gram_matrix_only_within_the_budget(algorithm):
     assert all((c != 0).sum(axis=1).max() <= 4 for c in codes.values())
 
 
-def test_blocked_gram_equals_one_product():
-    """Above two blocks of rows the CPU Gram matrix multiplies only the upper triangle."""
-    D = torch.from_numpy(np.random.RandomState(0).randn(4100 + 2 * 2048, 24))
+@pytest.mark.parametrize("n_components", [1100, 4096, 4100 + 2 * 2048])
+def test_blocked_gram_equals_one_product(n_components):
+    """Above two blocks of rows (an eighth of the atoms, 512 to 2,048 rows) the CPU Gram
+    matrix multiplies only the blocks on and above the diagonal, and mirrors the rest."""
+    assert 2 * _gram_block_rows(n_components) < n_components
+    D = torch.from_numpy(np.random.RandomState(0).randn(n_components, 24))
     gram = _gram(D)
     torch.testing.assert_close(gram, D @ D.T, rtol=1e-12, atol=1e-12)
 
@@ -293,7 +301,7 @@ def test_half_precision_selection_keeps_most_atoms(method):
     D = torch.randn(500, 64, generator=g)
     D /= D.norm(dim=1, keepdim=True)
     naive = _naive_matching_pursuit(X, D, 8)
-    indices, values = _select_mp(X, D, 8, method=method, compute_dtype=torch.bfloat16)
+    indices, values, *_ = _select_mp(X, D, 8, method=method, compute_dtype=torch.bfloat16)
     assert values.dtype == torch.float32
     codes = torch.zeros_like(naive).scatter_add_(1, indices, values)
     same = ((codes != 0) == (naive != 0)).all(dim=1)
@@ -334,8 +342,8 @@ def test_cuda_selection_paths_equal_the_cpu(method):
     D /= D.norm(dim=1, keepdim=True)
     cpu = _select_mp(X, D, 16, method=method)
     cuda = _select_mp(X.cuda(), D.cuda(), 16, method=method)
-    torch.testing.assert_close(cuda[0].cpu(), cpu[0])
-    torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(cuda.indices.cpu(), cpu.indices)
+    torch.testing.assert_close(cuda.values.cpu(), cpu.values, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

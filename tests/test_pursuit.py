@@ -17,7 +17,7 @@ from skmpsae._models.matching_pursuit import _MatchingPursuitModule, _revival_te
 from skmpsae._pursuit.encode import _decode_selected, _scatter_codes
 from skmpsae._pursuit.grad import _mp_coefficients, _mp_squared_error, _SelfProducts
 from skmpsae._pursuit.reference import _naive_matching_pursuit
-from skmpsae._pursuit.selection import _select_mp
+from skmpsae._pursuit.selection import _plan_mp, _select_mp
 
 # (method, max_bytes): the three paths, and the rows path with room for a few cached rows only.
 PATHS = {
@@ -34,13 +34,12 @@ def select(X, D, k, path, **kwargs):
     row_bytes = D.shape[0] * D.element_size()
     if max_bytes is None:  # room for 19 rows: chunks of 4 rows, and 7 rows of cache
         max_bytes = 19 * row_bytes
-    info = {}
-    out = _select_mp(X, D, k, method=method, max_bytes=max_bytes, info=info, **kwargs)
-    assert info["plan"].method == method
+    out = _select_mp(X, D, k, method=method, max_bytes=max_bytes, **kwargs)
+    assert out.plan.method == method
     if path == "rows-small-cache":
-        assert info["plan"].capacity <= 8
-        assert info["rows_computed"] > 2 * info["plan"].capacity
-    return out
+        assert out.plan.capacity <= 8
+        assert out.rows_computed > 2 * out.plan.capacity
+    return out.indices, out.values
 
 
 def centred_problem(mnist, n_components, n_rows, dtype=np.float64):
@@ -332,3 +331,28 @@ def test_estimator_omp_transform(mnist):
     assert np.abs(overlap).max() < 1e-3 * np.abs(residual).max() * np.sqrt(X.shape[1])
     assert sae.score(X) > 0.3
     assert not np.array_equal(mp_codes, omp_codes)
+
+
+@pytest.mark.parametrize(
+    ("n", "n_components", "max_bytes"),
+    [
+        (1000, 256, 2048 << 20),
+        (1000, 3000, 2048 << 20),
+        (1024, 16384, 2048 << 20),
+        (900, 600, 1 << 20),
+    ],
+)
+def test_the_first_correlations_cover_whole_chunks(n, n_components, max_bytes):
+    """The first GEMM covers a block of whole chunks (the steps then run chunk by chunk) on
+    every path the plan prices, and the chunk's codes are the naive loop's."""
+    for gram_given in (False, True):
+        plan = _plan_mp(n, n_components, 64, 8, 4, torch.device("cpu"), max_bytes, gram_given)
+        assert plan.chunk <= plan.block and plan.block % plan.chunk == 0
+        assert plan.block <= max(plan.chunk, n)
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(n_components, 16, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    X = torch.randn(n, 16, generator=g, dtype=torch.float64)
+    indices, values, plan, _ = _select_mp(X, D, 6, max_bytes=max_bytes)
+    naive = _naive_matching_pursuit(X, D, 6)
+    torch.testing.assert_close(_scatter_codes(indices, values, n_components), naive)

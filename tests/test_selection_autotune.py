@@ -1,5 +1,6 @@
 """The selection path measured on the machine (``selection_method="auto"``): the rule that picks
-it, the cache that remembers it, and a fit that takes it, resumes on it and publishes it.
+it, the memo and the opt-in cache file that remember it, ``skmpsae tune``, and a fit that takes
+it, resumes on it and publishes it.
 
 The timing rule is tested with set timings (``_timed`` returns given seconds, the selection
 itself still runs), so that the chosen path does not depend on how loaded the machine is; the
@@ -23,10 +24,17 @@ MAX_BYTES = 1 << 31
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(tmp_path, monkeypatch):
-    """Each test starts with no choice made: an empty cache directory and no memory of this
-    process's earlier choices."""
+    """Each test starts with no choice made: no memory of this process's earlier choices, and
+    a cache directory of its own, where a test looks for the file or opts in to writing it."""
     monkeypatch.setenv("SKMPSAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(autotune.SAVE_VARIABLE, raising=False)
     monkeypatch.setattr(autotune, "_chosen", {})
+
+
+@pytest.fixture
+def saving(monkeypatch):
+    """The user opted in: fits save what they measure in the cache file."""
+    monkeypatch.setenv(autotune.SAVE_VARIABLE, "1")
 
 
 def set_timings(monkeypatch, seconds):
@@ -75,7 +83,7 @@ def test_the_fastest_path_wins_and_its_codes_are_returned(monkeypatch):
     assert path == fast and timed == seconds
     # Every path timed once, the model's favourite last (warm).
     assert sorted(calls) == sorted(PATHS) and calls[-1] == slow
-    ref_indices, ref_values = _select_mp(X, D, 5, method=fast, max_bytes=MAX_BYTES)
+    ref_indices, ref_values, *_ = _select_mp(X, D, 5, method=fast, max_bytes=MAX_BYTES)
     assert torch.equal(indices, ref_indices) and torch.equal(values, ref_values)
 
 
@@ -98,7 +106,57 @@ def test_a_single_candidate_is_not_timed_nor_written(monkeypatch):
     assert not autotune.cache_path().exists()
 
 
-def test_the_choice_is_recalled_from_the_file_without_timing(monkeypatch):
+def test_without_opting_in_nothing_is_written_but_the_process_remembers(monkeypatch):
+    monkeypatch.setattr(autotune, "_CANDIDATE_RATIO", float("inf"))
+    X, D = problem()
+    fast = next(p for p in PATHS if p != favourite(X, D, 5))
+    seconds = {p: 1.0 for p in PATHS} | {fast: 0.25}
+    set_timings(monkeypatch, seconds)
+    assert autotune.measured_selection(X, D, 5, max_bytes=MAX_BYTES)[2] == fast
+    assert not autotune.cache_path().parent.exists()
+    # A second fit of these sizes in this process recalls the choice: nothing timed.
+    calls = set_timings(monkeypatch, {})
+    _, _, path, timed = autotune.measured_selection(X, D, 5, max_bytes=MAX_BYTES)
+    assert (path, timed, calls) == (fast, seconds, [])
+    # A fit of an estimator writes nothing either.
+    set_timings(monkeypatch, {"gram": 0.3, "rows": 0.2, "gemm": 0.1})
+    assert sae().fit(data()).selection_method_ == "gemm"
+    assert not autotune.cache_path().parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "saving"),
+    [("1", True), ("true", True), ("Yes", True), ("on", True), ("", False), ("0", False)],
+)
+def test_the_variable_opts_in(monkeypatch, value, saving):
+    monkeypatch.setenv(autotune.SAVE_VARIABLE, value)
+    assert autotune._saving() is saving
+
+
+def test_tune_saves_the_choice_that_later_fits_recall(monkeypatch, capsys):
+    from skmpsae.cli import main
+
+    monkeypatch.setattr(autotune, "_CANDIDATE_RATIO", float("inf"))
+    seconds = {"gram": 0.3, "rows": 0.1, "gemm": 0.2}
+    set_timings(monkeypatch, seconds)
+    # The sizes of sae()'s first batch on data(): 32 rows, 64 atoms, 16 features, k=2.
+    argv = ["tune", "--n-components", "64", "--n-features", "16", "--n-nonzero-coefs", "2"]
+    assert main([*argv, "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert ": rows (" in out and str(autotune.cache_path()) in out
+    (entry,) = json.loads(autotune.cache_path().read_text())["entries"].values()
+    assert entry == {"path": "rows", "seconds": seconds}
+    # A new process reads the file: its fit times nothing and takes the saved path.
+    monkeypatch.setattr(autotune, "_chosen", {})
+    calls = set_timings(monkeypatch, {})
+    model = sae().fit(data())
+    assert (model.selection_method_, model.selection_seconds_, calls) == ("rows", seconds, [])
+    # Bad input: one line on stderr, a non-zero exit.
+    assert main([*argv, "--device", "gpu"]) == 1
+    assert capsys.readouterr().err.strip().endswith("(cpu, cuda, cuda:N)")
+
+
+def test_the_choice_is_recalled_from_the_file_without_timing(monkeypatch, saving):
     monkeypatch.setattr(autotune, "_CANDIDATE_RATIO", float("inf"))
     X, D = problem()
     fast = next(p for p in PATHS if p != favourite(X, D, 5))
@@ -120,7 +178,7 @@ def test_the_choice_is_recalled_from_the_file_without_timing(monkeypatch):
     assert sorted(calls) == sorted(PATHS)
 
 
-def test_a_damaged_or_unwritable_cache_costs_only_a_measurement(tmp_path, monkeypatch):
+def test_a_damaged_or_unwritable_cache_costs_only_a_measurement(tmp_path, monkeypatch, saving):
     monkeypatch.setattr(autotune, "_CANDIDATE_RATIO", float("inf"))
     X, D = problem()
     seconds = dict.fromkeys(PATHS, 1.0)
@@ -184,7 +242,7 @@ def test_small_dictionaries_take_the_gram_matrix_unmeasured(monkeypatch):
     assert (model.selection_method_, model.selection_seconds_, calls) == ("gram", {}, [])
 
 
-def test_a_resumed_fit_continues_on_the_path_of_the_run_it_continues(monkeypatch, tmp_path):
+def test_a_resumed_fit_continues_on_the_path_of_the_run_it_continues(monkeypatch, tmp_path, saving):
     """The path travels in the checkpoint: a resume where the timings would now choose
     another path (or where the cache is gone) still continues on the first run's path."""
     from skmpsae._train import checkpoint as _checkpoint

@@ -15,6 +15,7 @@ from . import (
     report,
     synth,
     train,
+    tune,
 )
 from .common import _ArgumentParser
 
@@ -30,6 +31,7 @@ _COMMANDS = (
     report,
     compare,
     synth,
+    tune,
 )
 
 

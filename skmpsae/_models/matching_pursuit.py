@@ -98,18 +98,18 @@ class _MatchingPursuitModule(_SAEModule):
             method = self.selection_path or "auto"
             if gram is not None and self.selection_method == "auto":
                 method = "gram"
-            info = {}
-            indices, values = _select_mp(
+            selection = _select_mp(
                 X,
                 dictionary,
                 self.n_nonzero_coefs,
                 gram=None if gram is None else gram.detach(),
                 method=method,
                 correlations=correlations,
-                info=info,
                 **kwargs,
             )
-            self.last_path = info["plan"].method
+            indices, values = selection.indices, selection.values
+            if selection.plan is not None:
+                self.last_path = selection.plan.method
         taken = _steps_kept(X, values, self.min_cosine)
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
         self.n_distinct = int(selected.index_fill_(0, indices[taken], True).sum())
@@ -306,11 +306,12 @@ class MatchingPursuitSAE(_BaseSAE):
         exact paths give the same codes up to rounding: "gram" computes the whole Gram
         matrix, "rows" its rows for the atoms selected, "gemm" one correlation GEMM per step.
         "auto" times the paths that a cost model leaves as candidates on the first training
-        batch, keeps the fastest for the run and for :meth:`transform`, and remembers it for
-        this machine and these sizes in ``~/.cache/skmpsae/selection.json``
-        (``SKMPSAE_CACHE_DIR`` moves it; delete it to measure again); the measuring costs the
-        other candidates' time on one batch. "cost_model" lets the model choose per batch
-        without measuring; a path's name forces that path everywhere.
+        batch, keeps the fastest for the run and for :meth:`transform`, and remembers it in
+        this process; the measuring costs the other candidates' time on one batch. ``fit``
+        writes no file: ``skmpsae tune`` (or ``SKMPSAE_SELECTION_CACHE=1``) saves the choice
+        for this machine and these sizes in ``~/.cache/skmpsae/selection.json``, which later
+        fits read instead of measuring (docs/performance.md). "cost_model" lets the model
+        choose per batch without measuring; a path's name forces that path everywhere.
         Measured in docs/performance.md ("Epoch time against n_components").
     sparse_output : bool, default=False
         If True, :meth:`transform` returns a ``scipy.sparse`` CSR matrix built from the
@@ -587,7 +588,7 @@ class MatchingPursuitSAE(_BaseSAE):
                 X, dictionary, min(k, max_steps), self.positive_code, tol, gram, max_bytes=max_bytes
             )
         compute_dtype = self._compute_dtype()
-        indices, values = _select_mp(
+        indices, values, *_ = _select_mp(
             X,
             dictionary,
             k,

@@ -3,22 +3,26 @@
 The cost model of ``selection.py`` was calibrated on one machine; on another (an Intel Xeon,
 ``docs/performance.md``) it chose the Gram-rows path at 32,768 and 65,536 atoms where one GEMM
 per step was 1.1x and 1.8x faster. So training measures, as cuDNN's benchmark mode does for
-convolutions: on the first batch that needs a choice it runs each candidate path once, keeps
-the fastest for the rest of the run, and records it in a small JSON file keyed by the machine
-and the problem's sizes, so that later runs there skip the measurement (delete the file, or
-point ``SKMPSAE_CACHE_DIR`` elsewhere, to measure again).
+convolutions: on the first batch that needs a choice it runs each candidate path once and keeps
+the fastest for the rest of the run and for later fits of the same sizes in this process.
+
+Nothing is written to disk unless the user asks: ``skmpsae tune`` (:func:`tune`) measures and
+saves the choice in a small JSON file keyed by the machine and the problem's sizes, and
+``SKMPSAE_SELECTION_CACHE=1`` lets every fit save what it measures there too. Fits read the
+file when it exists, so that later runs skip the measurement (delete it to measure again;
+``SKMPSAE_CACHE_DIR`` moves it).
 
 Candidates are the paths that fit the memory budget and that the model prices within
 ``_CANDIDATE_RATIO`` of its cheapest: far from a tie the model was right on every machine
-measured, and timing a path it prices at ten times the best would cost more than the choice
-can win back. The model's favourite runs last (warm caches, no first-call costs) and another
-path must beat it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run
-off the model's choice for nothing. The batch's codes are those of the chosen path: measuring
-costs the other candidates' time on one batch, once per machine and size.
+measured (where it was wrong, it had priced the faster path within 1.4x of its choice), and
+as fits write no file, every process that measures pays the other candidates' time once.
+The model's favourite runs last (warm caches, no first-call costs) and another path must beat
+it by ``_SWITCH_MARGIN`` to be chosen, so that timing noise does not move a run off the model's
+choice for nothing. The batch's codes are those of the chosen path: measuring costs the other
+candidates' time on one batch, once per process and size.
 
 In data-parallel training each rank chooses for itself (no collective is needed, and a rank
-whose share of a batch is empty never waits for the others); ranks of one machine recall one
-another's choice from the shared file once it is written. Every path is exact, so ranks on
+whose share of a batch is empty never waits for the others). Every path is exact, so ranks on
 different paths differ only by rounding.
 """
 
@@ -27,25 +31,31 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from .._atomic import atomic_write
+from .._utils import resolve_device
+from .gram import _DEFAULT_MAX_BYTES
 from .selection import PATHS, _plan_mp, _select_mp
 
-_CANDIDATE_RATIO = 4.0
+_CANDIDATE_RATIO = 1.5
 _SWITCH_MARGIN = 1.1
 _CACHE_FILE = "selection.json"
 _CACHE_VERSION = 1
 
 # Choices made in this process, by key: a second fit of the same sizes (scikit-learn's checks,
-# a grid search, clone) takes the same path even where the cache file cannot be written.
+# a grid search, clone) takes the same path without measuring again.
 _chosen = {}
+# The environment variable that lets fits save their measurements in the cache file.
+SAVE_VARIABLE = "SKMPSAE_SELECTION_CACHE"
 
 
 def cache_path():
     """The file that remembers the measured paths: ``$SKMPSAE_CACHE_DIR/selection.json``,
-    else under ``$XDG_CACHE_HOME/skmpsae`` or ``~/.cache/skmpsae``."""
+    else under ``$XDG_CACHE_HOME/skmpsae`` or ``~/.cache/skmpsae``. Written only by
+    :func:`tune`, or by fits where ``SKMPSAE_SELECTION_CACHE=1``."""
     directory = os.environ.get("SKMPSAE_CACHE_DIR")
     if not directory:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -97,16 +107,29 @@ def _read_cache(path):
     return entries if isinstance(entries, dict) else {}
 
 
+def _saving():
+    """Whether fits save their measurements (the user opted in)."""
+    return os.environ.get(SAVE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _save(key, entry):
+    """Add ``entry`` under ``key`` to the cache file, replaced atomically."""
+    file = cache_path()
+    entries = _read_cache(file)
+    entries[key] = entry
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(file) as out:
+        content = {"version": _CACHE_VERSION, "entries": entries}
+        out.write(json.dumps(content, indent=1).encode())
+    return file
+
+
 def _remember(key, entry):
     _chosen[key] = entry
-    file = cache_path()
+    if not _saving():
+        return
     try:
-        entries = _read_cache(file)
-        entries[key] = entry
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(file) as out:
-            content = {"version": _CACHE_VERSION, "entries": entries}
-            out.write(json.dumps(content, indent=1).encode())
+        _save(key, entry)
     except OSError:
         pass  # a read-only home only costs the next run a measurement
 
@@ -129,16 +152,38 @@ def _timed(device, fn):
     return out, time.perf_counter() - tic
 
 
-def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs):
+class MeasuredSelection(NamedTuple):
+    """What :func:`measured_selection` returns."""
+
+    indices: torch.Tensor  # (n, k): those of _select_mp on the chosen path
+    values: torch.Tensor  # (n, k)
+    path: str  # the chosen path, one of PATHS
+    seconds: dict  # seconds of each candidate when measured ({}: the model left one)
+
+
+def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs) -> MeasuredSelection:
     """Matching pursuit over ``X`` on the fastest exact path for this machine and these sizes.
 
-    ``kwargs`` are those of :func:`_select_mp` (``positive``, ``max_bytes``, ``distinct``,
-    ``compute_dtype``). The path comes from this process's earlier choices, else from the
-    cache file, else from timing the candidates on ``X`` itself (see the module docstring).
+    The path comes from this process's earlier choices, else from the cache file, else from
+    timing the candidates on ``X`` itself (see the module docstring).
 
-    Returns ``indices``, ``values`` (those of :func:`_select_mp` on the chosen path), the
-    chosen path's name and the seconds each candidate took when it was measured ({} when the
-    cost model left a single candidate).
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, n_features)
+        Rows to encode, already centred.
+    dictionary : torch.Tensor of shape (n_components, n_features)
+        Unit-norm atoms.
+    n_nonzero_coefs : int
+        Pursuit steps.
+    **kwargs
+        Those of :func:`_select_mp`: ``max_bytes`` (required), ``positive``, ``distinct``,
+        ``compute_dtype``.
+
+    Returns
+    -------
+    MeasuredSelection
+        The codes of the chosen path, its name and the seconds each candidate took when it
+        was measured ({} when the cost model left a single candidate).
     """
     key = selection_key(
         X,
@@ -156,10 +201,14 @@ def measured_selection(X, dictionary, n_nonzero_coefs, **kwargs):
         else:
             _chosen[key] = entry  # the model alone decided: nothing worth a file
         if codes is not None:
-            return (*codes, entry["path"], dict(entry["seconds"]))
+            return MeasuredSelection(
+                codes.indices, codes.values, entry["path"], dict(entry["seconds"])
+            )
     path_name = entry["path"]
-    indices, values = _select_mp(X, dictionary, n_nonzero_coefs, method=path_name, **kwargs)
-    return indices, values, path_name, dict(entry.get("seconds") or {})
+    codes = _select_mp(X, dictionary, n_nonzero_coefs, method=path_name, **kwargs)
+    return MeasuredSelection(
+        codes.indices, codes.values, path_name, dict(entry.get("seconds") or {})
+    )
 
 
 def _measure(X, dictionary, n_nonzero_coefs, kwargs):
@@ -192,3 +241,67 @@ def _measure(X, dictionary, n_nonzero_coefs, kwargs):
     if seconds[fastest] * _SWITCH_MARGIN > seconds[favourite]:
         fastest = favourite
     return {"path": fastest, "seconds": seconds}, codes[fastest]
+
+
+class TuneResult(NamedTuple):
+    """What :func:`tune` measured and where it saved it."""
+
+    path: str  # the chosen selection path
+    seconds: dict  # seconds of each candidate timed ({} where the model left one)
+    key: str  # the machine and sizes the choice is for (see selection_key)
+    file: Path  # the cache file written
+
+
+def tune(
+    n_samples,
+    n_components,
+    n_features,
+    n_nonzero_coefs,
+    *,
+    dtype=torch.float32,
+    positive=True,
+    max_bytes=_DEFAULT_MAX_BYTES,
+    compute_dtype=None,
+    device="cpu",
+    seed=0,
+):
+    """Measure the fastest selection path for a training batch of these sizes and save it.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows of a training batch (the estimator's batch size; per rank in data-parallel
+        training).
+    n_components, n_features, n_nonzero_coefs : int
+        The dictionary's size and the pursuit's steps.
+    dtype : torch.dtype, default=torch.float32
+        The training data's dtype.
+    positive : bool, default=True
+        The estimator's ``positive_code``.
+    max_bytes : int
+        The memory budget (the estimator's ``cache_size`` in bytes).
+    compute_dtype : torch.dtype, default=None
+        The estimator's ``selection_dtype``.
+    device : str or torch.device, default="cpu"
+        Where training runs.
+    seed : int, default=0
+        Seed of the random batch and dictionary timed (Gaussian rows, unit-norm atoms).
+
+    Returns
+    -------
+    TuneResult
+        The chosen path, the candidates' seconds, the key and the file, which later fits of
+        these sizes on this machine (same processor, thread count and torch) read instead of
+        measuring.
+    """
+    device = resolve_device(device)
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_samples, n_features, generator=generator, dtype=dtype).to(device)
+    dictionary = torch.randn(n_components, n_features, generator=generator, dtype=dtype)
+    dictionary = (dictionary / dictionary.norm(dim=1, keepdim=True)).to(device)
+    kwargs = {"positive": positive, "max_bytes": max_bytes, "compute_dtype": compute_dtype}
+    key = selection_key(X, dictionary, n_nonzero_coefs, **kwargs)
+    entry, _ = _measure(X, dictionary, n_nonzero_coefs, kwargs)
+    _chosen[key] = entry
+    file = _save(key, entry)
+    return TuneResult(entry["path"], dict(entry["seconds"]), key, file)

@@ -236,7 +236,7 @@ def matching_pursuit(
     """
     Xt, unit, norms, k = _prepare(X, dictionary, n_nonzero_coefs, tol)
     max_bytes = int(cache_size * 2**20)
-    indices, values = _select_mp(Xt, unit, k, positive=positive, tol=tol, max_bytes=max_bytes)
+    indices, values, *_ = _select_mp(Xt, unit, k, positive=positive, tol=tol, max_bytes=max_bytes)
     codes = _scatter_codes(indices, values, unit.shape[0]).numpy()
     return codes / norms
 

@@ -16,6 +16,10 @@ import torch
 # atoms) found 4-8 MB best, 10-20% faster than 1 MB or 32 MB.
 _CHUNK_BYTES = 1 << 22
 _MIN_CHUNK_ROWS = 16
+# Bytes of the first correlations computed by one GEMM on the CPU, several chunks at once:
+# at 16,384 atoms a chunk of 64 rows' GEMM reads the whole 48 MiB dictionary for 4 MiB of
+# output, and 1,024 rows took 2.5-2.9 s in 64-row GEMMs against 1.65 s in one (one thread).
+_FIRST_GEMM_BYTES = 1 << 26
 # On an accelerator the whole batch goes at once, up to this many bytes of correlations.
 _DEVICE_CHUNK_BYTES = 1 << 28
 # OMP's per-chunk state is dominated by the (k, rows, n_components) orthonormalised directions,
@@ -23,8 +27,18 @@ _DEVICE_CHUNK_BYTES = 1 << 28
 _OMP_CHUNK_BYTES = 1 << 25
 # Default memory budget for everything n_components wide (Gram entries, correlation blocks).
 _DEFAULT_MAX_BYTES = 2048 << 20
-# Rows per block of the CPU Gram matrix, of which only the upper triangle is multiplied.
+# Rows per block of the CPU Gram matrix, of which only the upper triangle is multiplied: an
+# eighth of the atoms, within these bounds (at 4,096 atoms, 512-row blocks took 0.9 s where
+# one GEMM took 1.5-1.8 s, one thread; from 16,384 atoms 2,048 and 512 tied).
 _GRAM_BLOCK_ROWS = 2048
+_GRAM_MIN_BLOCK_ROWS = 512
+
+
+def _gram_block_rows(n_components):
+    """Rows per block of :func:`_gram` on the CPU; blocks are used above two of them."""
+    return max(_GRAM_MIN_BLOCK_ROWS, min(_GRAM_BLOCK_ROWS, n_components // 8))
+
+
 # Width of the blocks of the two-level argmax.
 _ARGMAX_BLOCK = 64
 # Atoms up to which one Tensor.max beats the blocked argmax (512 rows, one thread: 98 against
@@ -52,11 +66,11 @@ def _chunk_rows(n_components, element_size, device, max_bytes=None):
 
 
 def _gram(dictionary):
-    """``D D^T``. On the CPU, above two blocks of rows, only the blocks on and above the
-    diagonal are multiplied and the rest mirrored: 56% of the flops at 16,384 atoms, 30-40%
-    faster than one GEMM (``benchmarks/bench_selection.py``)."""
+    """``D D^T``. On the CPU, above two blocks of rows (:func:`_gram_block_rows`), only the
+    blocks on and above the diagonal are multiplied and the rest mirrored: 56% of the flops at
+    4,096 and 16,384 atoms, 30-40% faster than one GEMM (``benchmarks/bench_selection.py``)."""
     n_components = dictionary.shape[0]
-    block = _GRAM_BLOCK_ROWS
+    block = _gram_block_rows(n_components)
     if dictionary.device.type != "cpu" or dictionary.requires_grad or n_components <= 2 * block:
         return dictionary @ dictionary.T
     gram = torch.empty((n_components, n_components), dtype=dictionary.dtype)

@@ -25,11 +25,12 @@ import torch
 from .gram import (
     _DEFAULT_MAX_BYTES,
     _DEVICE_SYNC_STEPS,
-    _GRAM_BLOCK_ROWS,
+    _FIRST_GEMM_BYTES,
     _BlockArgmax,
     _chunk_rows,
     _FullGram,
     _gram,
+    _gram_block_rows,
     _LazyGramRows,
 )
 
@@ -51,15 +52,42 @@ PATHS = ("gram", "rows", "gemm")
 
 
 class _Plan(NamedTuple):
-    method: str
+    """The selection path :func:`_plan_mp` chose, and its sizes."""
+
+    method: str  # one of PATHS
     chunk: int  # rows per chunk of correlations
+    block: int  # rows whose first correlations one GEMM computes (a multiple of chunk)
     capacity: int  # Gram rows the "rows" path may keep
     costs: dict  # modelled seconds of each feasible path
 
 
+class Selection(NamedTuple):
+    """What :func:`_select_mp` returns: a sparse code, step by step, and how it was found."""
+
+    indices: torch.Tensor  # (n, k) long: the atom of each step
+    values: torch.Tensor  # (n, k): the step's value (0 for a step not taken)
+    plan: _Plan | None  # the path taken (None when there was nothing to select)
+    rows_computed: int  # Gram rows computed ("rows" path; 0 on the others)
+
+
 def _expected_distinct(n_selections, n_components):
-    """Distinct atoms among ``n_selections`` uniform draws: an upper estimate, as real data
-    reuses its frequent atoms more than uniform draws do."""
+    """Distinct atoms among ``n_selections`` uniform draws of ``n_components``.
+
+    An upper estimate of the distinct atoms a batch selects, as real data reuses its frequent
+    atoms more than uniform draws do.
+
+    Parameters
+    ----------
+    n_selections : int
+        Draws (rows times steps).
+    n_components : int
+        Atoms drawn from.
+
+    Returns
+    -------
+    float
+        The expected number of distinct atoms drawn.
+    """
     if n_components == 1:
         return 1.0
     return n_components * -math.expm1(n_selections * math.log1p(-1.0 / n_components))
@@ -77,10 +105,37 @@ def _plan_mp(
     method="auto",
     distinct=None,
 ):
-    """Choose the selection path and its sizes; raise ValueError if none fits ``max_bytes``.
+    """Choose the selection path and its sizes with the cost model.
 
-    ``distinct``, if known (e.g. measured on the previous training batch), is the number of
-    distinct atoms the call will select; otherwise that of uniform draws, an upper estimate.
+    Parameters
+    ----------
+    n, n_components, n_features, k : int
+        Rows to encode, atoms, features and pursuit steps.
+    element_size : int
+        Bytes per float of the data.
+    device : torch.device
+        Where the selection runs (the CPU's chunks are smaller, its Gram matrix blocked).
+    max_bytes : int
+        Memory budget for every n_components-wide array (the estimators' ``cache_size``).
+    gram_given : bool, default=False
+        Whether the caller holds the whole Gram matrix (the "gram" path then costs no GEMM
+        beyond the first).
+    method : {"auto", "gram", "rows", "gemm"}, default="auto"
+        "auto" takes the path the model prices cheapest; a path's name forces it.
+    distinct : float, default=None
+        The number of distinct atoms the call will select, if known (e.g. measured on the
+        previous training batch); None: that of uniform draws, an upper estimate.
+
+    Returns
+    -------
+    _Plan
+        The path, the rows per chunk, the Gram rows the "rows" path may keep, and the modelled
+        seconds of every path that fits the budget.
+
+    Raises
+    ------
+    ValueError
+        If the budget cannot hold two Gram rows, or if the forced ``method`` does not fit it.
     """
     K, row_bytes = n_components, n_components * element_size
     if max_bytes < 2 * row_bytes:
@@ -91,7 +146,11 @@ def _plan_mp(
             "floats); raise cache_size."
         )
     chunk = min(n, _chunk_rows(K, element_size, device, max_bytes // 4))
-    working = 2 * chunk * row_bytes  # correlations and the gathered rows of one chunk
+    # The first correlations of several chunks in one GEMM: a chunk's GEMM alone reads the
+    # whole dictionary for a few rows, bound by memory at large K.
+    block_rows = min(n, min(_FIRST_GEMM_BYTES, max_bytes // 8) // row_bytes)
+    block = chunk * max(1, block_rows // chunk)
+    working = (block + chunk) * row_bytes  # correlations and the gathered rows of one chunk
     first = 2.0 * n * n_features * K * _SECONDS_PER_FLOP
     steps = float(n) * K * k * _SECONDS_PER_STEP_ENTRY
     costs = {}
@@ -99,8 +158,9 @@ def _plan_mp(
         costs["gram"] = first + steps
     elif K * row_bytes + working <= max_bytes:
         # The CPU's blocked product skips the blocks below the diagonal (see _gram).
-        blocked = device.type == "cpu" and K > 2 * _GRAM_BLOCK_ROWS
-        entries = (K * K + K * _GRAM_BLOCK_ROWS) / 2 if blocked else K * K
+        gram_block = _gram_block_rows(K)
+        blocked = device.type == "cpu" and K > 2 * gram_block
+        entries = (K * K + K * gram_block) / 2 if blocked else K * K
         costs["gram"] = first + steps + 2.0 * entries * n_features * _SECONDS_PER_FLOP
     capacity = min(K, max(0, (max_bytes - working) // row_bytes - chunk))
     if distinct is None:
@@ -130,7 +190,7 @@ def _plan_mp(
             f"selection_method={method!r} needs; raise cache_size or let the path be chosen "
             "automatically."
         )
-    return _Plan(method, chunk, capacity, costs)
+    return _Plan(method, chunk, block, capacity, costs)
 
 
 def _select_mp(
@@ -146,32 +206,53 @@ def _select_mp(
     distinct=None,
     compute_dtype=None,
     correlations=None,
-    info=None,
-):
+) -> Selection:
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
     Each step picks the best atom per row (:class:`_BlockArgmax`) and removes its contribution
     from the row's correlations (a Gram row, or a new correlation GEMM on the residual; see the
-    module docstring for the three paths). With ``positive``, a sample whose best correlation
-    is not positive has converged: its step value is clamped to 0, which leaves its
-    correlations unchanged, so it stays stopped. With ``tol``, a sample stops once its squared
-    residual norm, tracked as ``||x||^2 - sum(values^2)``, is at most ``tol``. The host
-    synchronises (to quit once every sample has stopped) after each step on the CPU, and only
-    every ``_DEVICE_SYNC_STEPS`` steps on an accelerator.
+    module docstring for the three paths). A sample whose step is not taken (see ``positive``
+    and ``tol``) keeps its correlations unchanged, so it stays stopped. The host synchronises
+    (to quit once every sample has stopped) after each step on the CPU, and only every
+    ``_DEVICE_SYNC_STEPS`` steps on an accelerator. Runs without autograd.
 
-    ``gram``, when given, is the cached ``D D^T`` (the "gram" path then costs no GEMM beyond the
-    first); ``max_bytes`` bounds every n_components-wide array built here; ``method`` forces a
-    path (tests, benchmarks); ``distinct`` is the planner's hint (see :func:`_plan_mp`);
-    ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the GEMMs on inputs of that dtype, the
-    results and every later step staying in ``X``'s dtype: faster on tensor cores, and the
-    values are then approximate (callers recompute them, see :func:`_mp_coefficients`);
-    ``correlations``, when given, is ``X @ dictionary.T`` computed by the caller: the selection
-    starts from it instead of its first GEMM, and overwrites it;
-    ``info``, a dict, receives the plan and the Gram rows computed.
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, n_features)
+        Rows to encode, already centred.
+    dictionary : torch.Tensor of shape (n_components, n_features)
+        Unit-norm atoms, same dtype and device as ``X``.
+    n_nonzero_coefs : int
+        Pursuit steps.
+    positive : bool, default=True
+        Select by the largest positive correlation; a sample whose best correlation is not
+        positive has converged (its step value is clamped to 0). False: by absolute value.
+    tol : float, default=None
+        Stop a sample once its squared residual norm, tracked as ``||x||^2 - sum(values^2)``,
+        is at most ``tol``.
+    gram : torch.Tensor of shape (n_components, n_components), default=None
+        The cached ``D D^T``, if the caller holds it.
+    max_bytes : int, default=_DEFAULT_MAX_BYTES
+        Bound on every n_components-wide array built here (Gram matrix or rows, correlation
+        blocks).
+    method : {"auto", "gram", "rows", "gemm"}, default="auto"
+        The path; "auto": the cost model's choice (:func:`_plan_mp`).
+    distinct : float, default=None
+        The planner's hint: distinct atoms the call will select (see :func:`_plan_mp`).
+    compute_dtype : torch.dtype, default=None
+        Runs the GEMMs on inputs of that dtype (e.g. ``torch.bfloat16``), the results and
+        every later step staying in ``X``'s dtype: faster on tensor cores, and the values are
+        then approximate (callers recompute them, see :func:`_mp_coefficients`).
+    correlations : torch.Tensor of shape (n, n_components), default=None
+        ``X @ dictionary.T``, computed by the caller: the selection starts from it instead of
+        its first GEMM, and overwrites it.
 
-    Returns the selected ``indices`` and ``values``, shape (n, n_nonzero_coefs): a sparse code
-    (a step that was not taken has value 0, and the steps not taken form a suffix). Runs
-    without autograd.
+    Returns
+    -------
+    Selection
+        ``indices`` and ``values``, each (n, n_nonzero_coefs): a sparse code (a step not
+        taken has value 0, and the steps not taken form a suffix); the ``plan`` taken (None
+        when ``X`` has no rows or ``n_nonzero_coefs`` is 0) and the Gram ``rows_computed``.
     """
     with torch.no_grad():
         n, n_components = X.shape[0], dictionary.shape[0]
@@ -180,7 +261,7 @@ def _select_mp(
         indices = torch.zeros((k, n), dtype=torch.long, device=device)
         values = torch.zeros((k, n), dtype=dtype, device=device)
         if n == 0 or k == 0:
-            return indices.T, values.T
+            return Selection(indices.T, values.T, None, 0)
         plan = _plan_mp(
             n,
             n_components,
@@ -193,7 +274,7 @@ def _select_mp(
             method=method,
             distinct=distinct,
         )
-        chunk = plan.chunk
+        chunk, block = plan.chunk, plan.block
         low = None if compute_dtype is None else dictionary.to(compute_dtype)
 
         def correlate(rows, out):
@@ -211,16 +292,19 @@ def _select_mp(
             source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
         if correlations is None:
-            corr_buffer = torch.empty((chunk, n_components), dtype=dtype, device=device)
+            corr_buffer = torch.empty((block, n_components), dtype=dtype, device=device)
         stops = positive or tol is not None
         sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             x_chunk = X[start:stop]
-            if correlations is None:
-                corr = correlate(x_chunk, corr_buffer[: stop - start])
-            else:
+            if correlations is not None:
                 corr = correlations[start:stop]
+            else:
+                if start % block == 0:
+                    block_start, block_stop = start, min(start + block, n)
+                    correlate(X[block_start:block_stop], corr_buffer[: block_stop - block_start])
+                corr = corr_buffer[start - block_start : stop - block_start]
             if source is None:
                 residual = x_chunk.clone()
             if tol is not None:
@@ -244,14 +328,32 @@ def _select_mp(
                     correlate(residual, corr)
                 if stops and (step + 1) % sync_every == 0 and not bool(val.any()):
                     break
-        if info is not None:
-            info.update(plan=plan, rows_computed=getattr(source, "n_computed", 0))
-        return indices.T.contiguous(), values.T.contiguous()
+        rows_computed = getattr(source, "n_computed", 0)
+        return Selection(indices.T.contiguous(), values.T.contiguous(), plan, rows_computed)
 
 
 def _gram_source(dictionary, n, k, chunk, max_bytes, gram=None):
-    """Gram rows for OMP, which needs them on every path: the whole matrix when given or
-    cheaper and within ``max_bytes``, else rows computed as atoms are first selected."""
+    """Gram rows for OMP, which needs them on every path.
+
+    Parameters
+    ----------
+    dictionary : torch.Tensor of shape (n_components, n_features)
+        Unit-norm atoms.
+    n, k : int
+        Rows to encode and steps (the expected distinct atoms decide between the sources).
+    chunk : int
+        Rows per chunk of the caller (the rows updated at once).
+    max_bytes : int
+        Budget for the Gram entries.
+    gram : torch.Tensor of shape (n_components, n_components), default=None
+        The cached ``D D^T``, if the caller holds it.
+
+    Returns
+    -------
+    _FullGram or _LazyGramRows
+        The whole matrix when given, or when cheaper and within ``max_bytes``; else rows
+        computed as atoms are first selected.
+    """
     if gram is not None:
         return _FullGram(dictionary, chunk, gram)
     K, d = dictionary.shape
