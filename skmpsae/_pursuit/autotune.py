@@ -227,7 +227,7 @@ def _measure(X, dictionary, n_nonzero_coefs, kwargs):
     cheapest = min(plan.costs.values())
     candidates = [p for p in plan.costs if plan.costs[p] <= _CANDIDATE_RATIO * cheapest]
     # The model's favourite last: it runs warm, and it is the one kept on a near tie.
-    candidates.sort(key=plan.costs.get, reverse=True)
+    candidates.sort(key=lambda p: plan.costs[p], reverse=True)
     favourite = candidates[-1]
     if len(candidates) == 1:
         return {"path": favourite, "seconds": {}}, None
@@ -237,7 +237,7 @@ def _measure(X, dictionary, n_nonzero_coefs, kwargs):
             X.device,
             lambda p=path_name: _select_mp(X, dictionary, n_nonzero_coefs, method=p, **kwargs),
         )
-    fastest = min(seconds, key=seconds.get)
+    fastest = min(seconds, key=lambda p: seconds[p])
     if seconds[fastest] * _SWITCH_MARGIN > seconds[favourite]:
         fastest = favourite
     return {"path": fastest, "seconds": seconds}, codes[fastest]

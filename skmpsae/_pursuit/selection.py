@@ -182,7 +182,7 @@ def _plan_mp(
         + float(n) * K * k * _SECONDS_PER_ARGMAX_ENTRY
     )
     if method == "auto":
-        method = min(costs, key=costs.get)
+        method = min(costs, key=lambda p: costs[p])
     elif method not in costs:
         raise ValueError(
             f"The memory budget of {max_bytes / 2**20:.3g} MiB (cache_size) cannot hold the "
