@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .capture_images import _cli_spelling, run_images
 from .common import CommandError, _positive_int
 
 
@@ -36,6 +37,20 @@ def add_parser(commands):
         metavar="C",
         help="a .txt (one document per line), .jsonl, .parquet or .arrow file, or a directory "
         "written by datasets' save_to_disk, cut into windows of --context-size tokens",
+    )
+    source.add_argument(
+        "--images",
+        metavar="SOURCE",
+        help="a folder of .png/.jpg files (recursive, sorted by path), an .npy array of shape "
+        "(N, H, W) or (N, H, W, C), or 'mnist' (the digits shipped with skmpsae)",
+    )
+    parser.add_argument(
+        "--image-tokens",
+        choices=("all", "patches", "cls", "mean"),
+        default=None,
+        help="with --images, at a token-level hookpoint: the rows kept per image (default: "
+        "patches; cls and registers are left out, as text leaves out special tokens; mean: "
+        "one row per image, the mean of its patches)",
     )
     parser.add_argument("--text-field", default=None, help="with --corpus (default: text)")
     parser.add_argument("--split", default=None, help="with --corpus: a DatasetDict's split")
@@ -83,6 +98,10 @@ def run(args):
             f"{output}: already exists (a finished capture or another file); pass --overwrite "
             "to replace it"
         )
+    if args.images is not None:
+        return run_images(args, output)
+    if args.image_tokens is not None:
+        raise CommandError("--image-tokens applies to --images")
     if args.corpus is not None:
         return _run_corpus(args, output)
     for flag, value in (("--context-size", args.context_size), ("--text-field", args.text_field)):
@@ -107,12 +126,17 @@ def run(args):
     try:
         X = _capture(capture, model, texts, tokenizer, args)
     except UnknownHookpoint as exc:
+        if args.hookpoint == "text_embeds":
+            raise CommandError(
+                f"--hookpoint text_embeds: {args.model} is not a vision-language model (no "
+                "text projection); pick a module with 'skmpsae hookpoints'"
+            ) from None
         raise CommandError(
             f"--hookpoint {exc.hookpoint!r}: not a module of {args.model} (closest: "
             f"{', '.join(exc.closest)}; list them with 'skmpsae hookpoints {args.model}')"
         ) from None
     except ValueError as exc:
-        raise CommandError(str(exc).replace("overwrite=True", "--overwrite")) from None
+        raise CommandError(_cli_spelling(exc)) from None
     update_capture_metadata(
         args.output, model=model_source(args.model), texts_file=str(path.resolve())
     )
