@@ -57,3 +57,92 @@ def test_modality_scores_weigh_each_modality_per_row():
         modality_scores(est, image, np.zeros((0, 2)))
     with pytest.raises(ValueError, match="X_image has 3 features"):
         modality_scores(est, np.zeros((4, 3)), text)
+
+
+def test_fit_and_evaluate_image_and_text_rows(tmp_path, capsys):
+    """The command-line path of the paper's vision-language analysis on a tiny CLIP: capture
+    each tower's projected embeddings, train one SAE on both files, evaluate both."""
+    import json
+    import warnings
+
+    pytest.importorskip("transformers")
+    from _vision_models import CAPTIONS, build
+    from skmpsae import io
+    from skmpsae.cli import main
+
+    build("clip", tmp_path / "clip")
+    images, texts = tmp_path / "i.npy", tmp_path / "t.npy"
+    base = ["capture", str(tmp_path / "clip"), "-o"]
+    assert (
+        main(
+            [
+                *base,
+                str(images),
+                "--images",
+                "mnist",
+                "--hookpoint",
+                "image_embeds",
+                "--batch-size",
+                "1000",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    (tmp_path / "c.txt").write_text("\n".join(CAPTIONS * 40) + "\n")
+    assert (
+        main(
+            [
+                *base,
+                str(texts),
+                "--texts",
+                str(tmp_path / "c.txt"),
+                "--hookpoint",
+                "text_embeds",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    model = tmp_path / "m.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "another place" warning for its own sources
+        assert (
+            main(
+                [
+                    "fit",
+                    str(images),
+                    str(texts),
+                    "--model",
+                    "topk",
+                    "--n-components",
+                    "32",
+                    "--k",
+                    "4",
+                    "--max-iter",
+                    "2",
+                    "--random-state",
+                    "0",
+                    "-o",
+                    str(model),
+                ]
+            )
+            == 0
+        )
+        out = capsys.readouterr()
+        sae = io.load(model)
+        sources = sae.provenance_["sources"]
+        assert [s["hookpoint"] for s in sources] == ["image_embeds", "text_embeds"]
+        assert [s["modality"] for s in sources] == ["image", "text"]
+        assert sae.n_features_in_ == 16 and " on 5200 x 16 (float32) from " in out.err + out.out
+        assert main(["evaluate", str(model), str(images), str(texts), "--json", "-q"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert main(["evaluate", str(model), str(images), "--no-splice", "-q"]) == 0
+    X_image, X_text = np.load(images), np.load(texts)
+    expected = modality_scores(sae, X_image, X_text)
+    summary = result["modality"]
+    assert (summary["n_image_rows"], summary["n_text_rows"]) == (5000, 200)
+    assert summary["bimodal_fraction"] == pytest.approx(expected.bimodal_fraction)
+    assert summary["n_firing"] == expected.n_firing
+    assert main(["evaluate", str(model), str(images), str(texts), "-q"]) == 0
+    assert "bimodal (image share in [0.1, 0.9])" in capsys.readouterr().out
