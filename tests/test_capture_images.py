@@ -14,7 +14,7 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from _vision_models import CAPTIONS, PATCH, SIZE, build  # noqa: E402
-from skmpsae._activations import capture_file  # noqa: E402
+from skmpsae._activations import capture_file, image_capture  # noqa: E402
 from skmpsae._activations.provenance import KINDS, Provenance  # noqa: E402
 from skmpsae.activations import capture  # noqa: E402
 from skmpsae.cli import main  # noqa: E402
@@ -229,6 +229,7 @@ def test_resume_is_bit_identical(models, tmp_path, monkeypatch):
         if len(calls) == 2:  # rows of the second batch on disk, its state not saved
             raise KeyboardInterrupt
 
+    monkeypatch.setattr(image_capture, "COMMIT_SECONDS", 0.0)  # commit after every batch
     monkeypatch.setattr(capture_file._RowFile, "commit", commit_then_die)
     with pytest.raises(KeyboardInterrupt):
         capture(directory, output=tmp_path / "b.npy", **kw)
