@@ -425,3 +425,15 @@ def main_error(capsys, argv):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     return err
+
+
+def test_cli_hookpoints_of_an_image_model(models, capsys):
+    directory, _ = models["dinov2-registers"]
+    assert main(["hookpoints", str(directory), "--json"]) == 0  # a vision model: one image
+    shapes = {row["name"]: row["shape"] for row in json.loads(capsys.readouterr().out)}
+    assert shapes["encoder.layer.1"] == [1, 3 + GRID * GRID, 32]
+    clip, _ = models["clip"]
+    assert main(["hookpoints", str(clip), "--image"]) == 0
+    out = capsys.readouterr().out
+    assert "vision_model.encoder.layers.0 " in out and "text_model" not in out
+    assert "image_embeds is the projection" in out

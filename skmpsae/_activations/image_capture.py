@@ -161,7 +161,9 @@ def capture_images(model, processor, images, hookpoint, output, options):
         table[:, 4:6], table[:, 6] = info[:, 3:5], MODALITIES["image"]
         return rows, table, {"image_size": pixel_shape(pixels), "grid_size": grid}
 
-    probe_rows, _, shapes = batch_rows(0, 1)
+    # The first batch tells the width and the grid; a capture that starts at 0 keeps its rows.
+    first_batch = batch_rows(0, min(options["batch_size"], len(source)))
+    probe_rows, _, shapes = first_batch
     settings = {
         "modality": "image",
         "hookpoint": hookpoint,
@@ -179,7 +181,9 @@ def capture_images(model, processor, images, hookpoint, output, options):
         "converted": prepare.note,
         "skip_special_tokens": False,
     }
-    return _write_rows(model, output, settings, len(source), batch_rows, options, extra)
+    return _write_rows(
+        model, output, settings, len(source), batch_rows, options, extra, first_batch
+    )
 
 
 def capture_text_embeds(model, tokenizer, texts, output, options, fingerprint):
@@ -214,11 +218,12 @@ def capture_text_embeds(model, tokenizer, texts, output, options, fingerprint):
         "texts_sha256": fingerprint,
         "n_texts": len(texts),
         "max_length": batcher.max_length,
-        "n_features": batch_rows(0, 1)[0].shape[1],
     }
+    first_batch = batch_rows(0, min(options["batch_size"], len(texts)))
+    settings["n_features"] = first_batch[0].shape[1]
     # The pooled row stands for the whole text: special-token filtering never applies to it.
     extra = {"skip_special_tokens": False}
-    return _write_rows(model, output, settings, len(texts), batch_rows, options, extra)
+    return _write_rows(model, output, settings, len(texts), batch_rows, options, extra, first_batch)
 
 
 # Rows are made durable (fsynced, counted in the headers and the resume state) at most this
@@ -227,7 +232,7 @@ def capture_text_embeds(model, tokenizer, texts, output, options, fingerprint):
 COMMIT_SECONDS = 1.0
 
 
-def _write_rows(model, output, settings, n_items, batch_rows, options, extra):
+def _write_rows(model, output, settings, n_items, batch_rows, options, extra, first_batch):
     from .._train.progress import Progress
 
     state_path, start, n_rows = _resume_state(output, settings, options["overwrite"])
@@ -240,7 +245,10 @@ def _write_rows(model, output, settings, n_items, batch_rows, options, extra):
     last_commit = time.monotonic()
     try:
         for first in starts:
-            rows, table, _ = batch_rows(first, min(first + batch_size, n_items))
+            if first == 0:
+                rows, table, _ = first_batch
+            else:
+                rows, table, _ = batch_rows(first, min(first + batch_size, n_items))
             out.append(rows)
             provenance.write_rows(table)
             done = first + batch_size >= n_items
