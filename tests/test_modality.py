@@ -146,3 +146,22 @@ def test_fit_and_evaluate_image_and_text_rows(tmp_path, capsys):
     assert summary["n_firing"] == expected.n_firing
     assert main(["evaluate", str(model), str(images), str(texts), "-q"]) == 0
     assert "bimodal (image share in [0.1, 0.9])" in capsys.readouterr().out
+
+
+def test_fit_several_files_holds_out_the_tail_of_each(tmp_path, capsys):
+    from skmpsae import io
+    from skmpsae.cli import main
+
+    np.save(tmp_path / "a.npy", X_IMAGE)
+    np.save(tmp_path / "b.npy", X_TEXT)
+    model = tmp_path / "m.safetensors"
+    argv = ["fit", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--model", "topk"]
+    argv += ["--k", "2", "--max-iter", "1", "--validation-fraction", "0.2", "-q", "-o"]
+    assert main([*argv, str(model)]) == 0
+    held = io.load(model).provenance_["held_out"]
+    assert held["n_rows"] == 60 + 6  # the last fifth of each file's rows
+    np.save(tmp_path / "c.npy", X_IMAGE[:, :5])
+    assert (
+        main(["fit", str(tmp_path / "a.npy"), str(tmp_path / "c.npy"), "-q", "-o", str(model)]) != 0
+    )
+    assert "c.npy: has 5 features, but" in capsys.readouterr().err
