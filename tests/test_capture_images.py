@@ -192,6 +192,23 @@ def test_a_module_of_our_own(tmp_path):
         np.testing.assert_allclose(Y, net(_to_tensor(DIGITS[:, :, :, None])).numpy(), **TOL)
 
 
+def test_a_module_of_our_own_with_a_transformers_processor(tmp_path):
+    """The processor's normalisation says how many channels the module takes (here one)."""
+    net = _TinyConvNet().eval()
+    processor = transformers.ViTImageProcessor(
+        size={"height": 28, "width": 28}, image_mean=[0.5], image_std=[0.5]
+    )
+    rgb = np.stack([DIGITS] * 3, axis=3)  # converted to their luminance: the digits again
+    X = capture(
+        net, images=rgb, hookpoint="stem", output=tmp_path / "a.npy", image_processor=processor
+    )
+    with torch.no_grad():
+        maps = net.stem(_to_tensor(DIGITS[:, :, :, None]) * 2 - 1)
+    np.testing.assert_allclose(X, maps.permute(0, 2, 3, 1).reshape(-1, 8).numpy(), **TOL)
+    meta = json.loads((tmp_path / "a.npy.meta.json").read_text())
+    assert meta["converted"] == "RGB images converted to grayscale (luminance)"
+
+
 def _folder(tmp_path, images):
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
@@ -363,10 +380,7 @@ def test_cli_capture_images(models, tmp_path, capsys):
     assert meta["model"] == str(directory.resolve()) and meta["image_tokens"] == "cls"
 
     def error(extra, name="b.npy"):
-        args = [*argv[:6], "-o", str(tmp_path / name), "-q", *extra]
-        assert main(args) != 0
-        err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "Traceback" not in err
+        err = main_error(capsys, [*argv[:6], "-o", str(tmp_path / name), "-q", *extra])
         assert _nothing_written(tmp_path, name)
         return err
 
@@ -374,48 +388,18 @@ def test_cli_capture_images(models, tmp_path, capsys):
         ["--hookpoint", "encoder.layer.9"]
     )
     assert "--skip-special-tokens applies to texts" in error(["--skip-special-tokens"])
+    texts, c = tmp_path / "t.txt", tmp_path / "c.npy"
+    texts.write_text("a digit\n")
+    command = f"capture {directory} --texts {texts} -o {c} --hookpoint"
     assert "--image-tokens applies to --images" in main_error(
-        capsys,
-        [
-            "capture",
-            str(directory),
-            "--texts",
-            str(tmp_path / "t.txt"),
-            "--hookpoint",
-            "x",
-            "-o",
-            str(tmp_path / "c.npy"),
-            "--image-tokens",
-            "all",
-        ],
+        capsys, f"{command} x --image-tokens all".split()
     )
-    (tmp_path / "t.txt").write_text("a digit\n")
     assert "--texts given to a vision model" in main_error(
-        capsys,
-        [
-            "capture",
-            str(directory),
-            "--texts",
-            str(tmp_path / "t.txt"),
-            "--hookpoint",
-            "encoder.layer.0",
-            "-o",
-            str(tmp_path / "c.npy"),
-        ],
+        capsys, f"{command} encoder.layer.0".split()
     )
     clip = models["clip"][0]
     assert "is in the text tower" in main_error(
-        capsys,
-        [
-            "capture",
-            str(clip),
-            "--images",
-            "mnist",
-            "--hookpoint",
-            "text_model.encoder.layers.0",
-            "-o",
-            str(tmp_path / "c.npy"),
-        ],
+        capsys, f"capture {clip} --images mnist -o {c} --hookpoint text_model.encoder".split()
     )
     assert _nothing_written(tmp_path, "c.npy")
 

@@ -52,6 +52,9 @@ class _Preprocess:
         self.model, self.processor = model, processor
         self.hf = _is_hf_processor(processor)
         self.channels = num_channels(model)
+        mean = getattr(processor, "image_mean", None) if self.hf else None
+        if self.channels is None and isinstance(mean, (list, tuple)):
+            self.channels = 1 if len(mean) == 1 else 3  # what the processor normalises
         if self.channels is None:  # a module of one's own: one channel count for the batch
             self.channels = 3 if max(source.channels) >= 3 else 1
         self.note = conversion(source.channels, self.channels)
@@ -72,7 +75,7 @@ class _Preprocess:
             out = self.processor(
                 images=images, return_tensors="pt", input_data_format="channels_last"
             )
-            pixels = {"pixel_values": out["pixel_values"]}
+            pixels = out["pixel_values"]
         else:
             pixels = self.processor(np.stack(images))
         device = _device_of(self.model)
