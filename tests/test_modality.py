@@ -135,6 +135,10 @@ def test_fit_and_evaluate_image_and_text_rows(tmp_path, capsys):
         assert [s["hookpoint"] for s in sources] == ["image_embeds", "text_embeds"]
         assert [s["modality"] for s in sources] == ["image", "text"]
         assert sae.n_features_in_ == 16 and " on 5200 x 16 (float32) from " in out.err + out.out
+        assert main(["info", str(model)]) == 0
+        described = capsys.readouterr().out
+        assert f"from {images}: 5000 image rows at image_embeds" in described
+        assert f"from {texts}: 200 text rows at text_embeds" in described
         assert main(["evaluate", str(model), str(images), str(texts), "--json", "-q"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert main(["evaluate", str(model), str(images), "--no-splice", "-q"]) == 0
