@@ -109,23 +109,8 @@ def test_fit_and_evaluate_image_and_text_rows(tmp_path, capsys):
         warnings.simplefilter("error")  # no "another place" warning for its own sources
         assert (
             main(
-                [
-                    "fit",
-                    str(images),
-                    str(texts),
-                    "--model",
-                    "topk",
-                    "--n-components",
-                    "32",
-                    "--k",
-                    "4",
-                    "--max-iter",
-                    "2",
-                    "--random-state",
-                    "0",
-                    "-o",
-                    str(model),
-                ]
+                f"fit {images} {texts} --model topk --n-components 32 --k 4 --max-iter 2 "
+                f"--random-state 0 -o {model}".split()
             )
             == 0
         )
