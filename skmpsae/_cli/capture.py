@@ -17,7 +17,10 @@ def add_parser(commands):
         "skmpsae train reads it), and append the activations of module NAME, one float32 row "
         "per non-padding token, to ACTS.npy, with each row's text (or window), position and "
         "token in ACTS.npy.tokens.npy; an interrupted run resumes when started again with the "
-        "same arguments.",
+        "same arguments. With --images SOURCE, run an image model (or a CLIP-like model's "
+        "vision tower) over the images instead, one row per patch (--image-tokens), with each "
+        "row's image, token kind and patch row and column; on a CLIP-like model the hookpoints "
+        "image_embeds and text_embeds are the projected embeddings, one row per image or text.",
     )
     parser.add_argument(
         "model",
@@ -28,7 +31,8 @@ def add_parser(commands):
         "--hookpoint",
         required=True,
         metavar="NAME",
-        help="a module name as model.named_modules() gives it",
+        help="a module name as model.named_modules() gives it ('skmpsae hookpoints MODEL' "
+        "lists them), or image_embeds / text_embeds on a CLIP-like model",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--texts", metavar="FILE", help="one text per line")
