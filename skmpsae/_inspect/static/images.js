@@ -39,7 +39,7 @@
       for (var p = 0; p < grid[0] * grid[1]; p++) {
         var v = raw.charCodeAt(p);
         data.data[4 * p] = 255; data.data[4 * p + 1] = 110; data.data[4 * p + 2] = 0;
-        data.data[4 * p + 3] = Math.round(0.8 * v);
+        data.data[4 * p + 3] = Math.round(0.65 * v);
       }
       ctx.putImageData(data, 0, 0);
       box.appendChild(c);
