@@ -188,7 +188,7 @@
       }
       parts.push(el("div", { "class": "grid" }, cards));
       if (d.vision && window.SKMPSAE_VISION) {  // image rows: static/images.js draws them
-        parts.push(window.SKMPSAE_VISION(d.vision, { grid: A.grid }));
+        parts.push(window.SKMPSAE_VISION(d.vision, { grid: A.grid, el: el, fmt: fmt }));
         main.replaceChildren.apply(main, parts);
         return;
       }

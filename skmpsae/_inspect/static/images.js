@@ -16,15 +16,8 @@
     "#modality { font-weight: 600; }";
   document.head.appendChild(css);
 
-  function el(tag, attrs, children) {
-    var e = document.createElement(tag);
-    for (var k in attrs || {}) {
-      if (k === "text") e.textContent = attrs[k]; else e.setAttribute(k, attrs[k]);
-    }
-    (children || []).forEach(function (c) { if (c) e.appendChild(c); });
-    return e;
-  }
-  function fmt(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d === undefined ? 3 : d); }
+  // app.js's element builder and number format, handed over with each call.
+  var el, fmt;
 
   // One image: the thumbnail, and over it the patch grid in orange, transparent where the atom
   // is silent, opaque at the atom's peak.
@@ -55,6 +48,7 @@
   }
 
   window.SKMPSAE_VISION = function (v, meta) {
+    el = meta.el; fmt = meta.fmt;
     var grid = meta.grid, out = el("div", { id: "vision" });
     var images = el("div", { "class": "vcol" }, [
       el("h3", { text: "Top-activating images" + (grid ? " (heat map: the atom on each patch)" : "") }),
