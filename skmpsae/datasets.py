@@ -1,4 +1,5 @@
-"""Data sets: the 5,000 real MNIST digits shipped with skmpsae, and the hierarchical toy data.
+"""Data sets: the 5,000 real MNIST digits shipped with skmpsae, two small models trained on them
+(:func:`fetch_mnist_vit`, :func:`fetch_mnist_clip`), and the hierarchical toy data.
 
 :func:`make_hierarchical_features` generates the synthetic benchmark of
 "From Flat to Hierarchical: Extracting Sparse Representations with Matching Pursuit"
@@ -22,9 +23,17 @@ from ._datasets.hierarchical import (
     _equal_cosine_frame,
     _tree,
 )
+from ._datasets.mnist_models import fetch_mnist_clip, fetch_mnist_vit, mnist_captions
 from ._utils import NotBoolInterval
 
-__all__ = ["load_mnist", "make_hierarchical_features", "make_synthsaebench"]
+__all__ = [
+    "fetch_mnist_clip",
+    "fetch_mnist_vit",
+    "load_mnist",
+    "make_hierarchical_features",
+    "make_synthsaebench",
+    "mnist_captions",
+]
 
 _MNIST_DESCR = """\
 .. _mnist_5k_dataset:

@@ -15,6 +15,7 @@ are unordered co-activations.
 
 # Each function lives in the private module of its job; all are published here.
 from ._inspect.contexts import context_activations, context_windows, logit_effects
+from ._inspect.modality import ModalityScores, modality_scores
 from ._inspect.report import write_report
 from ._inspect.stats import feature_statistics
 from ._inspect.tree import atom_hierarchy, hierarchy_recovery
@@ -26,5 +27,7 @@ __all__ = [
     "feature_statistics",
     "hierarchy_recovery",
     "logit_effects",
+    "modality_scores",
+    "ModalityScores",
     "write_report",
 ]

@@ -226,10 +226,12 @@ def test_capture_writes_aligned_provenance_through_a_resume(tmp_path):
         f.write(b"\1" * 20)  # part of a batch written when the process died
     acts = capture(model, TEXTS, "transformer.h.0", tmp_path / "a.npy", tokenizer=tok, batch_size=3)
     table = np.load(tmp_path / "a.npy.tokens.npy")
-    expected = [
-        (t, p, i) for t, text in enumerate(TEXTS) for p, i in enumerate(tok(text)["input_ids"])
+    expected = [  # no special tokens: every row a plain text token, not in an image
+        (t, p, i, 0, -1, -1, 0)
+        for t, text in enumerate(TEXTS)
+        for p, i in enumerate(tok(text)["input_ids"])
     ]
-    assert table.shape == (acts.shape[0], 3) and table.tolist() == [list(e) for e in expected]
+    assert table.shape == (acts.shape[0], 7) and table.tolist() == [list(e) for e in expected]
     vocab = json.loads((tmp_path / "a.npy.vocab.json").read_text())["vocab"]
     assert vocab[str(tok.convert_tokens_to_ids("zebra"))] == " zebra"
     # The report reads them: contexts show the tokens around the activating one.

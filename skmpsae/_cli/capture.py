@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .capture_images import _cli_spelling, run_images
 from .common import (
     CommandError,
     _add_special_tokens_options,
@@ -21,7 +22,10 @@ def add_parser(commands):
         "skmpsae train reads it), and append the activations of module NAME, one float32 row "
         "per non-padding token, to ACTS.npy, with each row's text (or window), position and "
         "token in ACTS.npy.tokens.npy; an interrupted run resumes when started again with the "
-        "same arguments.",
+        "same arguments. With --images SOURCE, run an image model (or a CLIP-like model's "
+        "vision tower) over the images instead, one row per patch (--image-tokens), with each "
+        "row's image, token kind and patch row and column; on a CLIP-like model the hookpoints "
+        "image_embeds and text_embeds are the projected embeddings, one row per image or text.",
     )
     parser.add_argument(
         "model",
@@ -32,7 +36,8 @@ def add_parser(commands):
         "--hookpoint",
         required=True,
         metavar="NAME",
-        help="a module name as model.named_modules() gives it",
+        help="a module name as model.named_modules() gives it ('skmpsae hookpoints MODEL' "
+        "lists them), or image_embeds / text_embeds on a CLIP-like model",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--texts", metavar="FILE", help="one text per line")
@@ -41,6 +46,20 @@ def add_parser(commands):
         metavar="C",
         help="a .txt (one document per line), .jsonl, .parquet or .arrow file, or a directory "
         "written by datasets' save_to_disk, cut into windows of --context-size tokens",
+    )
+    source.add_argument(
+        "--images",
+        metavar="SOURCE",
+        help="a folder of .png/.jpg files (recursive, sorted by path), an .npy array of shape "
+        "(N, H, W) or (N, H, W, C), or 'mnist' (the digits shipped with skmpsae)",
+    )
+    parser.add_argument(
+        "--image-tokens",
+        choices=("all", "patches", "cls", "mean"),
+        default=None,
+        help="with --images, at a token-level hookpoint: the rows kept per image (default: "
+        "patches; cls and registers are left out, as text leaves out special tokens; mean: "
+        "one row per image, the mean of its patches)",
     )
     parser.add_argument("--text-field", default=None, help="with --corpus (default: text)")
     parser.add_argument("--split", default=None, help="with --corpus: a DatasetDict's split")
@@ -84,6 +103,10 @@ def run(args):
             f"{output}: already exists (a finished capture or another file); pass --overwrite "
             "to replace it"
         )
+    if args.images is not None:
+        return run_images(args, output)
+    if args.image_tokens is not None:
+        raise CommandError("--image-tokens applies to --images")
     if args.corpus is not None:
         return _run_corpus(args, output)
     for flag, value in (("--context-size", args.context_size), ("--text-field", args.text_field)):
@@ -108,12 +131,17 @@ def run(args):
     try:
         X = _capture(capture, model, texts, tokenizer, args)
     except UnknownHookpoint as exc:
+        if args.hookpoint == "text_embeds":
+            raise CommandError(
+                f"--hookpoint text_embeds: {args.model} is not a vision-language model (no "
+                "text projection); pick a module with 'skmpsae hookpoints'"
+            ) from None
         raise CommandError(
             f"--hookpoint {exc.hookpoint!r}: not a module of {args.model} (closest: "
             f"{', '.join(exc.closest)}; list them with 'skmpsae hookpoints {args.model}')"
         ) from None
     except ValueError as exc:
-        raise CommandError(str(exc).replace("overwrite=True", "--overwrite")) from None
+        raise CommandError(_cli_spelling(exc)) from None
     update_capture_metadata(
         args.output, model=model_source(args.model), texts_file=str(path.resolve())
     )

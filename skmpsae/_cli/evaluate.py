@@ -34,7 +34,13 @@ def add_parser(commands):
         metavar="MODEL",
         help="a .safetensors or .joblib file written by 'skmpsae fit', or a SAELens directory",
     )
-    evaluate.add_argument("data", metavar="ACTS.npy", help="held-out activations")
+    evaluate.add_argument(
+        "data",
+        metavar="ACTS.npy",
+        nargs="+",
+        help="held-out activations; several files (image and text rows, say) are scored "
+        "together, with the atoms' modality summary when their provenance holds both",
+    )
     evaluate.add_argument(
         "--model-dir",
         metavar="M",
@@ -156,6 +162,11 @@ def spliced_metrics(sae, model_source, texts, provenance, device="cpu"):
 def run(args):
     from .._activations.metadata import provenance_of, read_capture_metadata
 
+    if len(args.data) > 1:
+        from .evaluate_sources import run_several
+
+        return run_several(args, evaluate_rows, format_result)
+    args.data = args.data[0]
     sae, X = _model_and_rows(args, "evaluate")
     result = {"model": str(args.model), "data": str(args.data)}
     result.update(evaluate_rows(sae, X, args.chunk_size, not args.quiet))

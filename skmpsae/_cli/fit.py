@@ -27,6 +27,7 @@ from .common import (
     _report,
     _silence,
 )
+from .fit_sources import training_rows
 
 # Estimator parameters that have a flag of their own (or that the command sets), not --param.
 _FLAGS = {
@@ -53,7 +54,13 @@ def add_parser(commands):
         description="Train an SAE on DATA.npy, read memory-mapped and streamed batch by batch; "
         "float32 and float64 files are never loaded whole.",
     )
-    fit.add_argument("data", metavar="DATA.npy", help="2-D array (n_samples, n_features)")
+    fit.add_argument(
+        "data",
+        metavar="DATA.npy",
+        nargs="+",
+        help="2-D array (n_samples, n_features); several files (image and text rows, say) train "
+        "one SAE on their rows joined in memory and shuffled together",
+    )
     fit.add_argument("--model", choices=list(estimator_specs()), default="mp", help="default: mp")
     specs = estimator_specs()
     k_models = [name for name, spec in specs.items() if not spec.penalised]
@@ -183,6 +190,8 @@ def run(args):
         args.subparser.error(
             f"--alpha applies to --model {' and '.join(penalised)} only; use --k for {args.model}"
         )
+    args.sources = list(args.data)  # several files: their rows train one SAE
+    args.data = " + ".join(str(path) for path in args.sources)
     if args.resume and args.checkpoint_dir is None:
         args.subparser.error("--resume needs --checkpoint-dir, the directory to resume from")
     _check_suffix(
@@ -226,11 +235,16 @@ def _fit_and_save(args, estimator, output, main_process):
 
     quiet = args.quiet or not main_process
     report = _report(quiet)
-    X = _as_float_for_training(_load_npy(args.data), args.data, report)
-    if main_process:
-        _check_room(estimator, X, output, args.checkpoint_dir)
-    provenance = read_capture_metadata(args.data) or {}
-    X, X_held, held_note = _held_out(args, X)
+    if len(args.sources) > 1:
+        X, provenance, X_held, held_note = training_rows(args, _held_out, report)
+        if main_process:
+            _check_room(estimator, X, output, args.checkpoint_dir)
+    else:
+        X = _as_float_for_training(_load_npy(args.data), args.data, report)
+        if main_process:
+            _check_room(estimator, X, output, args.checkpoint_dir)
+        provenance = read_capture_metadata(args.data) or {}
+        X, X_held, held_note = _held_out(args, X)
     verb = "resuming" if args.resume else "fitting"
     report(
         f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
@@ -386,5 +400,6 @@ def _launch_fit_workers(args):
     output = Path(args.output)
     if not output.parent.is_dir():
         raise CommandError(f"{output.parent}: no such directory for the output model")
-    _load_npy(args.data)
+    for path in args.sources:
+        _load_npy(path)
     return _launch_workers(args)

@@ -114,6 +114,9 @@ def format_description(path, summary):
         lines += [f"    {label.ljust(width)}  {value}" for label, value in fields]
     else:
         lines.append("  provenance: none recorded (not fitted on 'skmpsae capture' output)")
+    for source in provenance.get("sources") or []:  # fitted on several row files
+        what = f"{source.get('modality', 'text')} rows at {source.get('hookpoint')}"
+        lines.append(f"    from {source.get('file')}: {source.get('n_rows')} {what}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,13 @@ def add_parser(commands):
     parser.add_argument(
         "model", metavar="MODEL", help="a model saved by skmpsae fit (.safetensors)"
     )
-    parser.add_argument("--acts", required=True, metavar="ACTS.npy", help="activation rows")
+    parser.add_argument(
+        "--acts",
+        required=True,
+        nargs="+",
+        metavar="ACTS.npy",
+        help="activation rows; for a vision-language model, an image capture and a text capture",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="FOLDER")
     parser.add_argument(
         "--model-dir",
@@ -30,6 +36,17 @@ def add_parser(commands):
         "--image-shape",
         metavar="H,W",
         help="rows are images of this shape (e.g. 28,28 for MNIST): show atoms and top images",
+    )
+    parser.add_argument(
+        "--images",
+        metavar="SOURCE",
+        help="the images the rows were captured from (a folder, an .npy array or mnist; default: "
+        "the one the capture recorded): show top images with heat maps over their patches",
+    )
+    parser.add_argument(
+        "--texts",
+        metavar="FILE",
+        help="the texts of the text rows, one per line (default: the file the capture recorded)",
     )
     parser.add_argument("--n-top", type=_positive_int, default=20, help="contexts per atom (20)")
     parser.add_argument("--window", type=int, default=8, help="tokens each side (default: 8)")
@@ -75,8 +92,9 @@ def run(args):
     model_path = Path(args.model)
     if not model_path.is_file():
         raise CommandError(f"{model_path}: no such file")
-    if not Path(args.acts).is_file():
-        raise CommandError(f"{args.acts}: no such file")
+    for acts in args.acts:
+        if not Path(acts).is_file():
+            raise CommandError(f"{acts}: no such file")
     if not args.threshold >= 0 or args.threshold == float("inf"):
         raise CommandError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     if args.window < 0:
@@ -97,7 +115,8 @@ def run(args):
         estimator = io.load(model_path)
     except (ValueError, OSError) as exc:
         raise CommandError(f"{model_path}: {exc}") from None
-    _check_rows_match(estimator, args.acts, "report")
+    for acts in args.acts:
+        _check_rows_match(estimator, acts, "report")
     from .disk import check_free_space
 
     # Per atom: its contexts (tokens, activations: ~24 bytes a token as JSON) and ~2 kB more.
@@ -124,11 +143,13 @@ def run(args):
     try:
         out = write_report(
             estimator,
-            args.acts,
+            args.acts[0] if len(args.acts) == 1 else args.acts,
             args.output,
             tokenizer=tokenizer,
             unembedding=unembedding,
             image_shape=image_shape,
+            images=args.images,
+            texts=args.texts,
             n_top=args.n_top,
             window=args.window,
             pair_steps=args.pair_steps,
@@ -142,7 +163,8 @@ def run(args):
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         msg = str(exc)
         msg = msg.replace("force=True (--force)", "--force").replace("image_shape", "--image-shape")
-        raise CommandError(msg.replace("X has", f"{args.acts} has")) from None
+        msg = msg.replace("images needs", "--images needs")
+        raise CommandError(msg.replace("X has", f"{' '.join(args.acts)} has")) from None
     except OSError as exc:
         raise CommandError(
             f"{args.output}: could not write the report ({exc.strerror or exc}); nothing was "

@@ -10,6 +10,7 @@ import numpy as np
 from .._compat import HasMethods, Interval, validate_params
 from .._train.progress import Progress
 from .._utils import NotBoolInterval
+from . import images as _images
 from .contexts import (
     _context_activations,
     _context_windows,
@@ -47,7 +48,7 @@ def _contexts(estimator, X, stats, provenance, window, chunk_size):
     return {"tokens": tokens, "activations": acts, "valid": rows >= 0, "centre": window}
 
 
-def _images(estimator, X, stats, image_shape):
+def _pixels(estimator, X, stats, image_shape):
     """Base64 uint8 pictures: each atom (128 + 127 x atom / max |atom|) and its top rows
     (each scaled to 0-255 between its own minimum and maximum)."""
     D = estimator.components_
@@ -78,6 +79,8 @@ def _images(estimator, X, stats, image_shape):
         "tokenizer": [None, HasMethods(["decode", "convert_ids_to_tokens"])],
         "unembedding": [None, "array-like", HasMethods(["get_output_embeddings"])],
         "image_shape": [None, tuple, list],
+        "images": [None, str, os.PathLike, "array-like"],
+        "texts": [None, str, os.PathLike, list],
         "n_top": [NotBoolInterval(Integral, 1, None, closed="left")],
         "window": [NotBoolInterval(Integral, 0, None, closed="left")],
         "min_probability": [Interval(Real, 0, 1, closed="both")],
@@ -99,6 +102,8 @@ def write_report(
     tokenizer=None,
     unembedding=None,
     image_shape=None,
+    images=None,
+    texts=None,
     n_top=20,
     window=8,
     min_probability=0.5,
@@ -124,8 +129,9 @@ def write_report(
     Parameters
     ----------
     estimator : fitted SAE
-    X : str, path-like or array-like of shape (n_samples, n_features)
-        The rows, or the path of an ``ACTS.npy`` file written by
+    X : str, path-like, list of paths or array-like of shape (n_samples, n_features)
+        The rows, or the path (or, for image and text rows, the paths) of an ``ACTS.npy`` file
+        written by
         :func:`skmpsae.activations.capture`: its ``ACTS.npy.tokens.npy`` (text, position and
         token of each row) and ``ACTS.npy.vocab.json`` (token texts) are then read, and the
         contexts show tokens; otherwise they show row numbers.
@@ -140,6 +146,16 @@ def write_report(
     image_shape : tuple of int, default=None
         For image rows (e.g. ``(28, 28)`` for MNIST): each atom's page draws the atom and its
         top images instead of token contexts.
+    images : str, path-like or array, default=None
+        For rows captured from an image model (``capture(images=...)``): the image source they
+        came from (a folder, an ``.npy`` array or ``"mnist"``); None: the one the capture
+        metadata records. Each atom's page then shows its top images, with its activation on
+        each patch as a heat map, and images from lower activation bands; with text rows too
+        (``X`` a list of an image capture and a text capture of a vision-language model), its
+        top texts beside them and its modality score, by which the index sorts.
+    texts : str, path-like or list of str, default=None
+        The texts of the text rows, one per line of a file or item of a list; None: the file
+        the capture metadata records, else each text shows as its index.
     n_top : int, default=20
         Contexts per atom.
     window : int, default=8
@@ -183,16 +199,24 @@ def write_report(
     >>> sorted(p.name for p in write_report(sae, X, folder).iterdir())
     ['data', 'index.html', 'skmpsae-report.json', 'static']
     """
+    from .._activations.metadata import read_capture_metadata
     from .._activations.provenance import Provenance, _marks_spaces, _token_text
 
     _check_output(output, force)
-    provenance, source = None, ""
-    if isinstance(X, (str, os.PathLike)):
+    provenance, source, metas = None, "", []
+    if isinstance(X, (list, tuple)) and X and all(isinstance(p, (str, os.PathLike)) for p in X):
+        source = " + ".join(Path(p).name for p in X)
+        X, provenance, metas = _images.read_sources(X)
+    elif isinstance(X, (str, os.PathLike)):
         source = Path(X).name
         path = X
         X = _load_acts(path)
         provenance = Provenance.read(path, X.shape[0], tokenizer)
+        metas = [read_capture_metadata(path) or {}]
     X = _check_rows(estimator, X)
+    images, texts = _images.sources_of(metas, images, texts)
+    if images is not None and provenance is None:
+        raise ValueError("images needs X as the path of a capture, whose provenance places rows.")
     if image_shape is not None:
         image_shape = tuple(int(n) for n in image_shape)
         if len(image_shape) != 2 or int(np.prod(image_shape)) != X.shape[1]:
@@ -218,12 +242,15 @@ def write_report(
         hierarchy = atom_hierarchy(stats, min_probability=min_probability)
     stages = Progress(3, "report", "stage", bool(verbose))
     try:
-        if image_shape is None:
+        vision = None
+        if images is not None:
+            vision = _images.image_panels(estimator, X, provenance, images=images, texts=texts)
+        if image_shape is None and vision is None:
             contexts = _contexts(estimator, X, stats, provenance, window, _DEFAULT_CHUNK)
-            images = None
+            pictures = None
         else:
             contexts = _contexts(estimator, X, stats, None, 0, _DEFAULT_CHUNK)
-            images = _images(estimator, X, stats, image_shape)
+            pictures = None if image_shape is None else _pixels(estimator, X, stats, image_shape)
         stages.update("contexts")
         vocab = provenance.vocab if provenance is not None else None
         marks = None if tokenizer is None else _marks_spaces(tokenizer)
@@ -271,8 +298,9 @@ def write_report(
             hierarchy=hierarchy,
             contexts=contexts,
             logits=logits,
-            images=images,
+            images=pictures,
             force=force,
+            vision=vision,
         )
         stages.update("written")
     finally:

@@ -68,6 +68,7 @@ def _write(
     logits,
     images,
     force,
+    vision=None,
 ):
     """Write the site into a temporary folder beside ``output``, then put it in place."""
     output = _check_output(output, force)
@@ -77,7 +78,7 @@ def _write(
         (tmp / "static").mkdir()
         (tmp / "data").mkdir()
         static = resources.files("skmpsae._inspect") / "static"
-        for name in ("app.js", "style.css"):
+        for name in ("app.js", "images.js", "style.css"):
             (tmp / "static" / name).write_bytes((static / name).read_bytes())
         (tmp / "index.html").write_bytes((static / "index.html").read_bytes())
 
@@ -126,6 +127,8 @@ def _write(
             "top": top_text,
             "search": search,
         }
+        if vision is not None:  # image rows: the image panels' summaries (.images)
+            atoms.update(vision[0])
         index = {"meta": meta, "atoms": atoms, "chunk_size": _CHUNK}
         (tmp / "data" / "index.js").write_text(_assign("SKMPSAE_INDEX", index), encoding="utf-8")
 
@@ -190,6 +193,8 @@ def _write(
                 if images is not None:
                     d["image"] = images["atoms"][i]
                     d["images"] = images["top"][i]
+                if vision is not None:
+                    d["vision"] = vision[1][i]
                 chunk.append(d)
             (tmp / "data" / f"atoms_{c:04d}.js").write_text(
                 _call("SKMPSAE_CHUNK", c, chunk), encoding="utf-8"

@@ -49,7 +49,8 @@
   if (A.share) COLUMNS.push(["share", "top-token share"]);
   if (A.step) COLUMNS.push(["step", "mean MP step"]);
   if (A.parent) COLUMNS.push(["parent", "parent"]);
-  COLUMNS.push(["top", "top tokens"]);
+  if (A.modality) COLUMNS.push(["modality", "modality score"]);
+  COLUMNS.push(["top", A.grid !== undefined ? "top images / texts" : "top tokens"]);
 
   function value(key, i) {
     if (key === "id") return i;
@@ -258,6 +259,11 @@
         cards.push(card("Atom", [imgs]));
       }
       parts.push(el("div", { "class": "grid" }, cards));
+      if (d.vision && window.SKMPSAE_VISION) {  // image rows: static/images.js draws them
+        parts.push(window.SKMPSAE_VISION(d.vision, { grid: A.grid, el: el, fmt: fmt }));
+        main.replaceChildren.apply(main, parts);
+        return;
+      }
       parts.push(el("h3", { text: d.images ? "Top-activating images" : "Top-activating contexts" }));
       if (d.images) {
         parts.push(el("div", { "class": "images", id: "contexts" }, d.images.map(function (b, k) {
