@@ -142,7 +142,14 @@ def test_projected_embeddings_of_both_towers(models, kind, tmp_path):
 
 def test_text_tower_hookpoint_of_a_clip_model(models, tmp_path):
     directory, model = models["clip"]
-    X = capture(directory, CAPTIONS, "text_model.encoder.layers.1", tmp_path / "t.npy")
+    # Special tokens kept, so that the rows are the whole sequence and the kinds tell them.
+    X = capture(
+        directory,
+        CAPTIONS,
+        "text_model.encoder.layers.1",
+        tmp_path / "t.npy",
+        skip_special_tokens=False,
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
     ids = tokenizer([CAPTIONS[0]], return_tensors="pt")["input_ids"]
     with torch.no_grad():

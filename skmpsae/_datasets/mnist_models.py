@@ -4,8 +4,7 @@
 import os
 from numbers import Integral
 
-from sklearn.utils._param_validation import validate_params
-
+from .._compat import validate_params
 from .._utils import NotBoolInterval
 from .digit_models import captions, fetch
 

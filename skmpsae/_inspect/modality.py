@@ -6,8 +6,8 @@ from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.utils._param_validation import validate_params
 
+from .._compat import validate_params
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
 from .stats import _DEFAULT_CHUNK

@@ -373,9 +373,14 @@ class _BaseSAE(
     # -- validation ------------------------------------------------------------------------
     def _validate_new_data(self, X):
         """``X`` as a float array, and the :class:`InputDescription` of a new model."""
+        self._check_params()
         feature_names = get_feature_names(X)
         X = check_array(X, dtype=[np.float64, np.float32], estimator=self, input_name="X")
         return X, InputDescription(X.shape[1], feature_names)
+
+    def _check_params(self):
+        """Checks of a parameter against another (beyond ``_parameter_constraints``), run
+        when a new model is fitted; warnings only, as a fit stays possible."""
 
     # -- encoding helpers ------------------------------------------------------------------
     def _params_as_tensors(self, np_dtype):

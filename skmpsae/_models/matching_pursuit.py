@@ -499,9 +499,7 @@ class MatchingPursuitSAE(_BaseSAE):
     def _compute_dtype(self):
         return None if self.selection_dtype is None else getattr(torch, self.selection_dtype)
 
-    def _make_module(self, n_features, dtype, device):
-        # Checked when fit builds the module, as Matryoshka checks prefix_sizes: a parameter
-        # judged against another (n_components), so not by _parameter_constraints.
+    def _check_params(self):
         if self.n_nonzero_coefs > self.n_components:
             # Allowed (a step may pick an atom again), but rarely what was meant.
             warnings.warn(
@@ -509,8 +507,10 @@ class MatchingPursuitSAE(_BaseSAE):
                 f"than n_components={self.n_components}; a code has at most "
                 f"{self.n_components} non-zeros, and the steps beyond select atoms again.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
+
+    def _make_module(self, n_features, dtype, device):
         return _MatchingPursuitModule(
             self.n_components,
             n_features,
