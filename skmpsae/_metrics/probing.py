@@ -102,6 +102,7 @@ def mean_difference_latents(codes, positive, negative, n_latents):
         "test_size": [NotBoolInterval(Real, 0, 1, closed="neither")],
         "max_samples": [NotBoolInterval(Integral, 4, None, closed="left")],
         "min_samples": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "dense_probe": ["boolean"],
         "random_state": ["random_state"],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
     },
@@ -118,6 +119,7 @@ def sparse_probing(
     test_size=0.2,
     max_samples=4000,
     min_samples=10,
+    dense_probe=True,
     random_state=None,
     chunk_size=4096,
 ):
@@ -156,6 +158,9 @@ def sparse_probing(
     min_samples : int, default=10
         A class with fewer positive samples than this in training (or none in test) is left
         out, and listed in ``skipped``.
+    dense_probe : bool, default=True
+        Whether to fit the reference probe on ``X`` (its accuracy depends on ``X``, ``y`` and
+        ``random_state`` only: when comparing estimators, compute it once).
     random_state : int, RandomState instance or None, default=None
         The split and the balanced subsampling.
     chunk_size : int, default=4096
@@ -165,10 +170,10 @@ def sparse_probing(
     -------
     result : Bunch
         ``k`` (the k values), ``accuracy`` (mean over the classes, one per k),
-        ``dense_accuracy`` (float), ``accuracy_per_class`` (n_classes, n_k),
-        ``dense_accuracy_per_class``, ``classes``, ``latents`` (n_classes, max k: the chosen
-        latents, best first), ``skipped`` (classes left out), ``n_train`` and ``n_test``
-        (samples per class).
+        ``dense_accuracy`` (float; NaN with ``dense_probe=False``),
+        ``accuracy_per_class`` (n_classes, n_k), ``dense_accuracy_per_class``,
+        ``classes``, ``latents`` (n_classes, max k: the chosen latents, best first),
+        ``skipped`` (classes left out), ``n_train`` and ``n_test`` (samples per class).
 
     Raises
     ------
@@ -247,14 +252,15 @@ def sparse_probing(
             cols = chosen[:kk]
             probe = _probe().fit(codes[fit_rows][:, cols].toarray(), fit_y)
             acc[c, j] = probe.score(codes[eval_rows][:, cols].toarray(), eval_y)
-        if dense is None:
-            fit_X = np.asarray(X[fit_rows], dtype=np.float64)
-            eval_X = np.asarray(X[eval_rows], dtype=np.float64)
-        else:
-            fit_X, eval_X = dense[fit_rows], dense[eval_rows]
-        dense_acc[c] = _probe().fit(fit_X, fit_y).score(eval_X, eval_y)
+        if dense_probe:
+            if dense is None:
+                fit_X = np.asarray(X[fit_rows], dtype=np.float64)
+                eval_X = np.asarray(X[eval_rows], dtype=np.float64)
+            else:
+                fit_X, eval_X = dense[fit_rows], dense[eval_rows]
+            dense_acc[c] = _probe().fit(fit_X, fit_y).score(eval_X, eval_y)
         n_train[c], n_test[c] = fit_rows.size, eval_rows.size
-    kept = ~np.isnan(dense_acc)
+    kept = n_train > 0
     if not kept.any():
         raise ValueError(
             f"no class has {min_samples} training samples against the rest (and one in test): "
@@ -263,7 +269,7 @@ def sparse_probing(
     return Bunch(
         k=ks,
         accuracy=acc[kept].mean(axis=0),
-        dense_accuracy=float(dense_acc[kept].mean()),
+        dense_accuracy=float(dense_acc[kept].mean()) if dense_probe else float("nan"),
         accuracy_per_class=acc[kept],
         dense_accuracy_per_class=dense_acc[kept],
         classes=classes[kept],
