@@ -94,7 +94,7 @@ for name, picture in rebuilt.items():
 # %%
 # The dictionaries side by side
 # -----------------------------
-fig, axes = plt.subplots(2, 1, figsize=(6.4, 7.2))
+fig, axes = plt.subplots(1, 2, figsize=(9.6, 5.0))
 for ax, (name, atoms) in zip(
     axes,
     [
@@ -109,7 +109,7 @@ for ax, (name, atoms) in zip(
         atom = atom.reshape(patch_size)
         tiles[row * 8 : row * 8 + 7, col * 8 : col * 8 + 7] = (atom - atom.min()) / np.ptp(atom)
     ax.imshow(tiles, cmap="gray", interpolation="nearest")
-    ax.set_title(f"{name}: 100 atoms of 7x7", fontsize="medium")
+    ax.set_title(f"{name}\n100 atoms of 7x7", fontsize="medium")
     ax.axis("off")
 fig.tight_layout()
 
@@ -122,7 +122,7 @@ for col, (name, picture) in enumerate(rebuilt.items()):
     error = np.sqrt(np.sum((picture - image) ** 2))
     axes[0, col].imshow(picture, cmap="gray", vmin=0, vmax=1)
     axes[0, col].set_title(f"{name}\nnorm of difference {error:.2f}", fontsize="small")
-    axes[1, col].imshow(picture - image, cmap="PuOr", vmin=-0.5, vmax=0.5)
+    axes[1, col].imshow(picture - image, cmap="PuOr", vmin=-0.25, vmax=0.25)
     for ax in axes[:, col]:
         ax.axis("off")
 fig.tight_layout()
