@@ -297,8 +297,8 @@ def dense_reference(X, text, position, tokens, seed):
     return float(np.mean(accuracies))
 
 
-def run_layer(store, layer, n_tokens, seeds):
-    """Fit and score every model of ``layer`` for each seed of ``seeds``."""
+def run_layer(store, layer, n_tokens, seeds, targets=TARGETS, models=MODELS):
+    """Fit and score ``models`` of ``layer`` at each target L0 for each seed of ``seeds``."""
     X, text, position, tokens = activations(layer, n_tokens)
     # Half of the paragraphs (drawn once) train the models; the other half is scored.
     ids = np.unique(text)
@@ -317,8 +317,8 @@ def run_layer(store, layer, n_tokens, seeds):
                 "dense": dense_reference(X_eval, text, position, tokens, seed),
             }
             store.add(dense_row)
-        for target in TARGETS:
-            for name in MODELS:
+        for target in targets:
+            for name in models:
                 if store.find(kind="score", layer=layer, model=name, target=target, seed=seed):
                     continue
                 param = None
@@ -386,6 +386,8 @@ def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--layers", default="2,3,4", help="comma-separated encoder layers")
     p.add_argument("--n-tokens", type=int, default=30000)
+    p.add_argument("--targets", default="16,32", help="comma-separated target L0s")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument(
         "--seed-list",
@@ -401,7 +403,9 @@ def main(argv=None):
         seeds = range(args.seeds)
         if args.seed_list:
             seeds = [int(x) for x in args.seed_list.split(",")]
-        run_layer(store, layer, args.n_tokens, seeds)
+        targets = [int(x) for x in args.targets.split(",")]
+        models = [name for name in MODELS if name in args.models.split(",")]
+        run_layer(store, layer, args.n_tokens, seeds, targets, models)
     main_table, timing_table = tables(store)
     print(main_table)
     print(timing_table)

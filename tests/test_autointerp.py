@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from sklearn.base import BaseEstimator
 
+from _helpers import RectifiedIdentity
 from skmpsae import TopKSAE
 from skmpsae.inspect import (
     baseline_explainer,
@@ -9,17 +9,6 @@ from skmpsae.inspect import (
     explain,
     score_explanations,
 )
-
-
-class _TokenDetector(BaseEstimator):
-    """Latent j fires (with the row's value in X[:, j]) where X[:, j] > 0."""
-
-    def fit(self, X, y=None):
-        self.components_ = np.eye(np.shape(X)[1])
-        return self
-
-    def transform(self, X):
-        return np.maximum(np.asarray(X), 0.0)
 
 
 @pytest.fixture
@@ -32,7 +21,7 @@ def corpus():
     X[:, 0] = np.where(tokens == " cat", 1 + rng.rand(3000), 0)  # a " cat" detector
     X[:, 1] = np.where(rng.rand(3000) < 0.2, 1 + rng.rand(3000), 0)  # fires at random
     X[:, 2] = np.where(tokens == " dog", 1 + rng.rand(3000), 0)
-    return _TokenDetector().fit(X), X, tokens, texts
+    return RectifiedIdentity().fit(X), X, tokens, texts
 
 
 def test_baseline_scores_a_token_detector_perfectly(corpus):

@@ -2,23 +2,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_array_equal
-from sklearn.base import BaseEstimator
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
+from _helpers import RectifiedIdentity
 from skmpsae import MatchingPursuitSAE, TopKSAE
 from skmpsae._metrics.probing import encode_rows, mean_difference_latents
 from skmpsae.metrics import sparse_probing, token_task_labels
-
-
-class _Identity(BaseEstimator):
-    """Codes = max(X, 0) on the standard basis: latent j is feature j."""
-
-    def fit(self, X, y=None):
-        self.components_ = np.eye(np.shape(X)[1])
-        return self
-
-    def transform(self, X):
-        return np.maximum(np.asarray(X), 0.0)
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ def test_mean_difference_selects_the_planted_latent(planted):
 
 def test_sparse_probing_planted_latent_is_perfect_at_k1(planted):
     X, y = planted
-    result = sparse_probing(_Identity().fit(X), X, y, k=(1, 2, 10), random_state=0)
+    result = sparse_probing(RectifiedIdentity().fit(X), X, y, k=(1, 2, 10), random_state=0)
     assert_array_equal(result.k, [1, 2, 10])
     assert result.accuracy[0] == 1.0 and result.dense_accuracy == 1.0
     assert_array_equal(result.classes, ["a", "b"])
@@ -57,7 +46,7 @@ def test_sparse_probing_uninformative_latents_are_near_chance():
     rng = np.random.RandomState(0)
     X = rng.randn(2000, 6)
     y = rng.randint(0, 2, 2000)
-    result = sparse_probing(_Identity().fit(X), X, y, k=1, random_state=0)
+    result = sparse_probing(RectifiedIdentity().fit(X), X, y, k=1, random_state=0)
     assert abs(result.accuracy[0] - 0.5) < 0.1 and abs(result.dense_accuracy - 0.5) < 0.1
 
 
@@ -69,13 +58,13 @@ def test_sparse_probing_splits_by_group_and_pools(planted):
     X = X.copy()
     X[y_text == "yes", 5] += 1.0
     result = sparse_probing(
-        _Identity().fit(X), X, y_text, k=1, groups=groups, pooling="mean", random_state=0
+        RectifiedIdentity().fit(X), X, y_text, k=1, groups=groups, pooling="mean", random_state=0
     )
     n_groups = groups.max() + 1
     assert result.n_train.max() + result.n_test.max() <= n_groups
     assert result.latents[0, 0] == 5 and result.accuracy[0] == 1.0
     with pytest.raises(ValueError, match="one label per group"):
-        sparse_probing(_Identity().fit(X), X, y, groups=groups, pooling="mean", k=1)
+        sparse_probing(RectifiedIdentity().fit(X), X, y, groups=groups, pooling="mean", k=1)
 
 
 def test_sparse_probing_runs_for_sklearn_and_skmpsae(planted):
@@ -96,7 +85,7 @@ def test_sparse_probing_runs_for_sklearn_and_skmpsae(planted):
 
 def test_sparse_probing_errors(planted):
     X, y = planted
-    est = _Identity().fit(X)
+    est = RectifiedIdentity().fit(X)
     with pytest.raises(ValueError, match="one class"):
         sparse_probing(est, X, np.zeros(X.shape[0]))
     with pytest.raises(ValueError, match="n_components=10"):

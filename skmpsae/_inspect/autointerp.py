@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, validate_params
 
-from .._metrics.probing import _check_X, encode_rows
+from .._metrics.probing import _check_rows, encode_rows
 from .._utils import NotBoolInterval
 from .contexts import _context_windows
 
@@ -61,7 +61,7 @@ def _contexts(rows, codes_column, tokens, texts, window):
 
 
 def _prepare(estimator, X, tokens, texts, chunk_size):
-    X = _check_X(estimator, X)
+    X = _check_rows(estimator, X)
     tokens = np.asarray(tokens, dtype=object).ravel()
     if tokens.size != X.shape[0]:
         raise ValueError(f"tokens must have one entry per row of X ({X.shape[0]}).")

@@ -18,7 +18,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, validate_params
 
 from .._utils import NotBoolInterval
-from .probing import _check_X, _probe, encode_rows
+from .probing import _check_rows, _probe, encode_rows
 from .tasks import token_task_labels
 
 EPS = 1e-8  # SAEBench's: a latent with |activation| below it did not fire
@@ -184,7 +184,7 @@ def absorption(
     >>> 0.0 <= result.mean_absorption_fraction <= 1.0
     True
     """
-    X = _check_X(estimator, X)
+    X = _check_rows(estimator, X)
     tokens = np.asarray(tokens, dtype=object).ravel()
     if tokens.size != X.shape[0]:
         raise ValueError(f"tokens must have one entry per row of X ({X.shape[0]}).")

@@ -21,17 +21,21 @@ from sklearn.utils.validation import check_is_fitted
 from .._utils import NotBoolInterval
 
 
-def _check_X(estimator, X):
+def _check_rows(estimator, X, name="X"):
+    """``X`` as a 2-D float array of the estimator's width; a memmap stays a memmap."""
     check_is_fitted(estimator)
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}.")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}.")
     if X.dtype not in (np.float32, np.float64):
-        raise TypeError(f"X must be float32 or float64, got {X.dtype}.")
+        raise TypeError(f"{name} must be float32 or float64, got {X.dtype}.")
     width = np.shape(estimator.components_)[1]
     if X.shape[1] != width:
-        raise ValueError(f"X has {X.shape[1]} features but the estimator's atoms have {width}.")
+        raise ValueError(
+            f"{name} has {X.shape[1]} features but the model's atoms have {width} "
+            f"({type(estimator).__name__} fitted on another model or layer?)."
+        )
     return X
 
 
@@ -199,7 +203,7 @@ def sparse_probing(
     >>> result.accuracy.shape, result.dense_accuracy > 0.9
     ((2,), True)
     """
-    X = _check_X(estimator, X)
+    X = _check_rows(estimator, X)
     n_rows = X.shape[0]
     y = np.asarray(y)
     if y.shape != (n_rows,):
