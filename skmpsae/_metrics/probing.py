@@ -210,7 +210,7 @@ def sparse_probing(
         raise ValueError(f"y must have one label per row of X ({n_rows}), got shape {y.shape}.")
     classes = np.unique(y)
     if classes.size < 2:
-        raise ValueError(f"y has one class ({classes[0]!r}): nothing to probe.")
+        raise ValueError(f"y has one class ({str(classes[0])!r}): nothing to probe.")
     ks = np.atleast_1d(np.asarray(k, dtype=np.int64))
     n_components = np.shape(estimator.components_)[0]
     if ks.size == 0 or ks.min() < 1 or ks.max() > n_components:

@@ -111,7 +111,7 @@ def token_task_labels(task, tokens, positions=None):
     out = np.array([labels[i] for i in rows], dtype=str)
     classes = np.unique(out)
     if classes.size < 2:
-        only = f"only {classes[0]!r}" if classes.size else "no labelled token"
+        only = f"only {str(classes[0])!r}" if classes.size else "no labelled token"
         raise ValueError(
             f"task {task!r} has one class for this tokenizer ({only} among {len(tokens)} "
             "tokens): nothing to probe."
