@@ -373,7 +373,12 @@ TIME_COLUMNS = [
 
 
 def tables(store):
-    rows = [r for r in store.rows if r["kind"] == "score"]
+    # Parallel runs on one cache may score a model twice: the first score counts.
+    unique = {}
+    for r in store.rows:
+        if r["kind"] == "score":
+            unique.setdefault((r["layer"], r["model"], r["target"], r["seed"]), r)
+    rows = list(unique.values())
     order = {name: i for i, name in enumerate(MODELS)}
     rows.sort(key=lambda r: (r["layer"], r["target"], order[r["model"]], r["seed"]))
     main = markdown_table(aggregate(rows, ["layer", "target", "model"]), COLUMNS)
@@ -390,6 +395,9 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument(
+        "--tables-only", action="store_true", help="write the tables from the cache, fit nothing"
+    )
+    p.add_argument(
         "--seed-list",
         default=None,
         help="comma-separated seeds to run (default: 0 .. seeds-1); runs with different "
@@ -399,7 +407,7 @@ def main(argv=None):
     limit_threads(args.threads)
     CACHE.mkdir(parents=True, exist_ok=True)
     store = Store(CACHE / f"results_{args.n_tokens}_{N_COMPONENTS}.jsonl")
-    for layer in (int(x) for x in args.layers.split(",")):
+    for layer in () if args.tables_only else (int(x) for x in args.layers.split(",")):
         seeds = range(args.seeds)
         if args.seed_list:
             seeds = [int(x) for x in args.seed_list.split(",")]
