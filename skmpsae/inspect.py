@@ -11,9 +11,19 @@ at which each atom is selected and how often atom ``j`` is selected after atom `
 same row, and :func:`atom_hierarchy` turns that into a parent -> children tree (the MP-SAE
 paper's claim: a parent is selected before its children). For the other encoders the pairs
 are unordered co-activations.
+
+:func:`explain` and :func:`score_explanations` run automated interpretability with any
+explainer and scorer (a local or remote language model behind a callable), by the detection
+protocol of SAEBench and delphi; the shipped baselines make the score a number offline.
 """
 
 # Each function lives in the private module of its job; all are published here.
+from ._inspect.autointerp import (
+    baseline_explainer,
+    baseline_scorer,
+    explain,
+    score_explanations,
+)
 from ._inspect.contexts import context_activations, context_windows, logit_effects
 from ._inspect.modality import ModalityScores, modality_scores
 from ._inspect.report import write_report
@@ -22,6 +32,10 @@ from ._inspect.tree import atom_hierarchy, hierarchy_recovery
 
 __all__ = [
     "atom_hierarchy",
+    "baseline_explainer",
+    "baseline_scorer",
+    "explain",
+    "score_explanations",
     "context_activations",
     "context_windows",
     "feature_statistics",

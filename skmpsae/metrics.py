@@ -1,6 +1,7 @@
 """Metrics for sparse autoencoders: reconstruction, sparsity, dictionary geometry, the
-recovery of known ground-truth features (SynthSAEBench's MCC, uniqueness, F1, shrinkage) and the
-fidelity of an SAE spliced into its model.
+recovery of known ground-truth features (SynthSAEBench's MCC, uniqueness, F1, shrinkage), the
+fidelity of an SAE spliced into its model, and the usefulness of its latents as SAEBench
+measures it (sparse probing, first-letter feature absorption).
 
 Every function takes plain array-likes (NumPy arrays, SciPy sparse matrices where noted)
 and returns Python floats or NumPy arrays, never NaN. Dictionaries follow the
@@ -15,9 +16,11 @@ wrapping.
 
 # Each family of metrics lives in a private module of its own; all are published here.
 from ._activations.splice import spliced_embedding_cosine, spliced_lm_metrics
+from ._metrics.absorption import absorption
 from ._metrics.detection import detection_scores, ground_truth_scores, shrinkage
 from ._metrics.dictionary import babel, feature_recovery, mutual_coherence
 from ._metrics.ground_truth import feature_uniqueness, mean_correlation_coefficient
+from ._metrics.probing import sparse_probing
 from ._metrics.reconstruction import (
     component_usage,
     dead_components,
@@ -27,6 +30,7 @@ from ._metrics.reconstruction import (
     l0,
     neg_l0_scorer,
 )
+from ._metrics.tasks import token_task_labels
 
 __all__ = [
     "explained_variance",
@@ -46,4 +50,7 @@ __all__ = [
     "neg_l0_scorer",
     "spliced_lm_metrics",
     "spliced_embedding_cosine",
+    "sparse_probing",
+    "token_task_labels",
+    "absorption",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .._train.progress import Progress
+from . import evaluate_tasks
 from .common import (
     CommandError,
     _emit,
@@ -69,6 +70,7 @@ def add_parser(commands):
         help=f"rows encoded at a time (default: {_CHUNK})",
     )
     evaluate.add_argument("--device", default=None, help="override the model's device")
+    evaluate_tasks.add_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     evaluate.set_defaults(subparser=evaluate, run=run)
@@ -203,6 +205,7 @@ def run(args):
                 )
             else:
                 result["spliced"] = {**metrics, "model_dir": str(source), "texts": origin}
+    result.update(evaluate_tasks.run(args, sae, X))
     if args.json:
         _emit(json.dumps(result))
     else:
@@ -236,6 +239,7 @@ def format_result(result):
         rows.append(("spliced on", f"{spliced['n_texts']} texts of {spliced['texts']}"))
     elif result.get("spliced_skipped"):
         rows.append(("spliced metrics", f"skipped ({result['spliced_skipped']})"))
+    rows += evaluate_tasks.format_rows(result)
     width = max(len(name) for name, _ in rows)
     header = f"{result['model']} on {result['data']}"
     return "\n".join([header, *(f"  {name.ljust(width)}  {value}" for name, value in rows)])

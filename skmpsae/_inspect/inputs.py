@@ -2,9 +2,11 @@
 array) checked against a fitted estimator."""
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from .._compat import HasMethods
+
+# The check is shared with the metrics that encode rows (a lower layer).
+from .._metrics.probing import _check_rows  # noqa: F401
 
 
 def _load_acts(path):
@@ -24,21 +26,3 @@ def _load_acts(path):
 
 
 _ESTIMATOR = [HasMethods(["fit", "transform"])]
-
-
-def _check_rows(estimator, X, name="X"):
-    """``X`` as a 2-D float array of the estimator's width; a memmap stays a memmap."""
-    check_is_fitted(estimator)
-    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-        X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}.")
-    if X.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {X.dtype}.")
-    width = estimator.components_.shape[1]
-    if X.shape[1] != width:
-        raise ValueError(
-            f"{name} has {X.shape[1]} features but the model's atoms have {width} "
-            f"({type(estimator).__name__} fitted on another model or layer?)."
-        )
-    return X
