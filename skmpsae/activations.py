@@ -45,7 +45,7 @@ from ._activations.train import (
     _settings_of,
     _train_from_stream,
 )
-from ._compat import validate_params
+from ._compat import check_parameters, validate_params
 from ._utils import NotBoolInterval
 
 __all__ = [
@@ -319,7 +319,7 @@ skip_special_tokens, text_field
     )
     estimators = _estimators_for(source.hookpoints, estimator)
     for fresh in estimators.values():
-        fresh._validate_params()  # _partial_fit, unlike partial_fit, does not
+        check_parameters(fresh)  # _partial_fit, unlike partial_fit, does not
     plan = plan_run(source, tokens, max_iter)
     steps = {
         h: planned_steps(plan, chunk_size, e._batch_size(), world_size)

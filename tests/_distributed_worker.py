@@ -53,8 +53,8 @@ def main(mode, data, out_dir):
         make_module = sae._make_module
         calls = []
 
-        def failing_module(*args):
-            module = make_module(*args)
+        def failing_module(**kwargs):
+            module = make_module(**kwargs)
             loss = module.loss
 
             def failing_loss(*args):

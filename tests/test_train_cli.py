@@ -163,11 +163,11 @@ def test_ctrl_c_names_the_checkpoint_and_the_resume_command(
 
     partial_fit, calls = _BaseSAE._partial_fit, []
 
-    def interrupted_on_the_third_chunk(self, X, n_steps):
+    def interrupted_on_the_third_chunk(self, X, *, n_steps):
         calls.append(1)
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)  # mid-chunk: the chunk still completes
-        return partial_fit(self, X, n_steps)
+        return partial_fit(self, X, n_steps=n_steps)
 
     monkeypatch.setattr(_BaseSAE, "_partial_fit", interrupted_on_the_third_chunk)
     argv = _train_argv(gpt2_dir, corpus, tmp_path / "cut", "--checkpoint-every", "100000")

@@ -228,6 +228,7 @@ class _Columns:
     def __init__(self, columns):
         self.columns = columns
         self.table = None  # no token contexts: image panels replace them
+        self.vocab = None
 
     def column(self, name):
         return self.columns[name]

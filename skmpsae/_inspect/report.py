@@ -227,6 +227,8 @@ def write_report(
     row_tokens = None
     if provenance is not None and provenance.table is not None and image_shape is None:
         row_tokens = np.asarray(provenance.table[:, 2])
+        if not (row_tokens >= 0).any():  # image rows only: no token to count
+            row_tokens = None
     stats = feature_statistics(
         estimator,
         X,

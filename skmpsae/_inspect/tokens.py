@@ -19,9 +19,13 @@ class _TokenCounts:
         self.counts = sparse.csr_matrix(self.shape, dtype=np.int64)
 
     def add(self, atoms, rows):
-        """One chunk's firings: each (row, atom) once."""
+        """One chunk's firings: each (row, atom) once. Rows without a token (id -1: image
+        patches, pooled rows of a vision-language capture) are not counted."""
+        tokens = self.row_tokens[rows]
+        on_token = tokens >= 0
+        atoms, tokens = atoms[on_token], tokens[on_token]
         ones = np.ones(atoms.shape[0], dtype=np.int64)
-        chunk = sparse.csr_matrix((ones, (atoms, self.row_tokens[rows])), shape=self.shape)
+        chunk = sparse.csr_matrix((ones, (atoms, tokens)), shape=self.shape)
         self.counts = self.counts + chunk
 
     def top(self, n):
