@@ -14,14 +14,8 @@ from .._models.registry import estimator_specs
 from .._models.relu import ReLUSAE
 from .._train.progress import Progress
 from ..metrics import dead_components, explained_variance, l0
-from .common import (
-    CommandError,
-    _defaults,
-    _load_npy,
-    _non_negative_float,
-    _positive_int,
-    _report,
-)
+from .common import CommandError, _defaults, _non_negative_float, _positive_int, _report
+from .inputs import _load_npy
 
 # ReLUSAE has no k: its L0 emerges from the L1 weight. Its default alpha was chosen to give a
 # held-out L0 near 16 on MNIST (256 latents, 50 epochs), the k of the other models.

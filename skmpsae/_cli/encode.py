@@ -6,13 +6,8 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._train.progress import Progress
-from .common import (
-    _check_output_dir,
-    _check_suffix,
-    _emit,
-    _model_and_rows,
-    _positive_int,
-)
+from .common import _check_output_dir, _check_suffix, _emit, _positive_int
+from .inputs import _model_and_rows
 
 # Rows encoded at a time by `skmpsae encode` (the default of --chunk-size).
 _ENCODE_CHUNK = 4096

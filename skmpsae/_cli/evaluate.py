@@ -8,12 +8,8 @@ import numpy as np
 
 from .._train.progress import Progress
 from . import evaluate_tasks
-from .common import (
-    CommandError,
-    _emit,
-    _model_and_rows,
-    _positive_int,
-)
+from .common import CommandError, _emit, _positive_int
+from .inputs import _model_and_rows
 
 _CHUNK = 4096
 

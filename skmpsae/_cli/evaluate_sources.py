@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from .common import CommandError, _check_rows_match, _emit, _load_model, _load_npy
+from .common import CommandError, _emit
+from .inputs import _check_rows_match, _load_model, _load_npy
 
 
 def run_several(args, evaluate_rows, format_result):

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from .common import _emit, _load_model
+from .common import _emit
+from .inputs import _load_model
 
 
 def add_parser(commands):

@@ -21,13 +21,13 @@ from .common import (
     _estimator_params,
     _launch_workers,
     _learning_rate,
-    _load_npy,
     _non_negative_float,
     _positive_int,
     _report,
     _silence,
 )
 from .fit_sources import training_rows
+from .inputs import _load_npy
 
 # Estimator parameters that have a flag of their own (or that the command sets), not --param.
 _FLAGS = {

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .common import CommandError, _as_float_for_training, _load_npy
+from .common import CommandError, _as_float_for_training
+from .inputs import _load_npy
 
 
 def combined_provenance(metas):

@@ -4,7 +4,8 @@ activations came from."""
 import json
 from pathlib import Path
 
-from .common import _emit, _load_model, _sniff
+from .common import _emit
+from .inputs import _load_model, _sniff
 
 
 def add_parser(commands):

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from .common import CommandError, _check_output_folder, _check_rows_match, _positive_int
+from .common import CommandError, _check_output_folder, _positive_int
+from .inputs import _check_rows_match
 
 
 def add_parser(commands):

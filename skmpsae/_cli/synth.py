@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
-from .common import CommandError, _load_npy, _positive_int
+from .common import CommandError, _positive_int
+from .inputs import _load_npy
 
 _FILES = ("data.npy", "true_features.npy", "true_activations.npz")
 
@@ -84,7 +85,7 @@ def _score(args, directory):
     from scipy import sparse
 
     from ..metrics import ground_truth_scores
-    from .common import _load_model
+    from .inputs import _load_model
 
     missing = [name for name in _FILES if not (directory / name).is_file()]
     if missing:
