@@ -67,3 +67,36 @@ def test_closure_is_refused():
     param = torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="closure"):
         _AtomAdam([param], lr=1e-2).step(lambda: 0.0)
+
+
+def test_state_dict_has_torch_optimizers_layout():
+    # Checkpoints written while _AtomAdam derived from torch.optim.Optimizer must still load.
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    ours, adam = _AtomAdam(params, lr=1e-2), torch.optim.Adam(params, lr=1e-2)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    ours.step()
+    adam.step()
+    mine, theirs = ours.state_dict(), adam.state_dict()
+    assert mine["param_groups"][0]["params"] == theirs["param_groups"][0]["params"] == [0, 1]
+    assert mine["state"].keys() == theirs["state"].keys()
+    assert mine["state"][1].keys() == theirs["state"][1].keys()
+    with pytest.raises(ValueError, match="other parameters"):
+        _AtomAdam(params[:1], lr=1e-2).load_state_dict(mine)
+
+
+def test_a_fit_does_not_import_torch_dynamo():
+    # torch.optim.Optimizer imports torch._dynamo on its first instance: more than a second
+    # of a process's first MatchingPursuitSAE fit, which its optimiser no longer pays.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from skmpsae import MatchingPursuitSAE\n"
+        "MatchingPursuitSAE(n_components=8, n_nonzero_coefs=2, max_iter=1).fit("
+        "np.random.RandomState(0).randn(64, 5))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

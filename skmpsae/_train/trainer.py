@@ -37,6 +37,21 @@ class LossOutput(NamedTuple):
     fired: torch.Tensor
 
 
+class Optimizer(Protocol):
+    """What the trainer needs of an optimiser: the part of ``torch.optim.Optimizer``'s
+    interface it calls (``torch.optim.Adam``, or matching pursuit's ``_AtomAdam``)."""
+
+    param_groups: list[dict[str, Any]]
+
+    def step(self) -> Any: ...
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
+
+
 class SAEModule(Protocol):
     """What the trainer needs of a model's torch module: the contract every module under an
     estimator (``_models/module.py``'s ``_SAEModule`` and its subclasses) meets.
@@ -57,7 +72,7 @@ class SAEModule(Protocol):
         is the warm-up factor of a sparsity penalty; a module ignores those it does not use."""
         ...
 
-    def make_optimizer(self, learning_rate: float) -> torch.optim.Optimizer:
+    def make_optimizer(self, learning_rate: float) -> Optimizer:
         """The optimiser of the module's parameters."""
         ...
 
