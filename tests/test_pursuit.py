@@ -14,6 +14,7 @@ from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
 from skmpsae._models.matching_pursuit import _MatchingPursuitModule, _revival_term
+from skmpsae._pursuit import grad as grad_module
 from skmpsae._pursuit.encode import _decode_selected, _scatter_codes
 from skmpsae._pursuit.grad import _mp_coefficients, _mp_squared_error, _SelfProducts
 from skmpsae._pursuit.reference import _naive_matching_pursuit
@@ -199,10 +200,17 @@ def along_sphere(grad, D):
     return grad - (grad * D).sum(axis=1, keepdims=True) * D
 
 
+@pytest.mark.parametrize("pairs_from", ["gram", "atoms", "selection"])
 @pytest.mark.parametrize("positive", [True, False])
-def test_closed_form_error_equals_naive_loop_along_the_sphere(mnist, positive):
+def test_closed_form_error_equals_naive_loop_along_the_sphere(
+    mnist, positive, pairs_from, monkeypatch
+):
     # Training's error ||x - b||^2 - sum_t c_t^2 (no reconstruction): the unrolled loop's
-    # value and bias gradient, and its dictionary gradient along each atom's sphere.
+    # value and bias gradient, and its dictionary gradient along each atom's sphere, with the
+    # atoms' products read off a differentiable Gram matrix, the gathered atoms (gathered
+    # here 5 rows at a time, so that the chunks' seams are crossed), or the selection's Gram
+    # matrix and step values.
+    monkeypatch.setattr(grad_module, "_ATOM_CHUNK_BYTES", 5 * 16 * mnist.shape[1] * 8)
     if positive:
         X, D = stopping_problem(mnist, 64, 60)
     else:
@@ -223,9 +231,15 @@ def test_closed_form_error_equals_naive_loop_along_the_sphere(mnist, positive):
         gram=gram.detach(),
         correlations=correlations.clone(),
     )
-    error, coefs = _mp_squared_error(
-        centred, bt, Dt, gram, correlations, indices, (values != 0).to(centred.dtype)
-    )
+    active = (values != 0).to(centred.dtype)
+    if pairs_from == "gram":
+        error, coefs = _mp_squared_error(centred, bt, Dt, indices, active, gram, correlations)
+    elif pairs_from == "atoms":
+        error, coefs = _mp_squared_error(centred, bt, Dt, indices, active)
+    else:
+        error, coefs = _mp_squared_error(
+            centred, bt, Dt, indices, active, selection_gram=gram.detach(), values=values
+        )
     (error / X.shape[0]).backward()
     np.testing.assert_allclose(error.item() / X.shape[0], ref_loss, rtol=1e-10)
     np.testing.assert_allclose(coefs.detach().numpy(), values.numpy(), rtol=1e-9, atol=1e-12)
@@ -356,3 +370,55 @@ def test_the_first_correlations_cover_whole_chunks(n, n_components, max_bytes):
     indices, values, plan, _ = _select_mp(X, D, 6, max_bytes=max_bytes)
     naive = _naive_matching_pursuit(X, D, 6)
     torch.testing.assert_close(_scatter_codes(indices, values, n_components), naive)
+
+
+def test_a_workspace_reuses_its_buffers_and_is_never_pickled():
+    import pickle
+
+    from skmpsae._pursuit.gram import _Workspace
+
+    workspace = _Workspace()
+    first = workspace.get("gram", (4, 4), torch.float32, "cpu")
+    assert workspace.get("gram", (4, 4), torch.float32, "cpu") is first
+    assert workspace.get("gram", (5, 5), torch.float32, "cpu").shape == (5, 5)
+    assert workspace.get("gram", (5, 5), torch.float64, "cpu").dtype == torch.float64
+    assert pickle.loads(pickle.dumps(workspace))._buffers == {}
+    workspace.clear()
+    assert workspace._buffers == {}
+
+
+@pytest.mark.parametrize("method", ["gram", "rows"])
+def test_selections_in_a_workspace_equal_fresh_ones(mnist, method):
+    # A training loop's batches reuse one workspace, whose buffers keep the last batch's
+    # numbers: every selection must overwrite what it reads.
+    from skmpsae._pursuit.gram import _Workspace
+
+    X, D = centred_problem(mnist, 64, 200)
+    X, D = torch.from_numpy(X), torch.from_numpy(D)
+    workspace = _Workspace()
+    for rows in (X[:40], X[40:], X[:40]):
+        want = _select_mp(rows, D, 12, method=method, max_bytes=1 << 20)
+        got = _select_mp(rows, D, 12, method=method, max_bytes=1 << 20, workspace=workspace)
+        assert torch.equal(got.indices, want.indices)
+        assert torch.equal(got.values, want.values)
+    assert workspace._buffers  # used
+
+
+def test_training_releases_the_selection_workspace_at_each_epoch_end(monkeypatch):
+    # The Gram matrix of a large dictionary is kept from batch to batch, never past an epoch.
+    cleared = []
+    real = _MatchingPursuitModule.release_buffers
+
+    def release(self):
+        cleared.append(bool(self._workspace()._buffers))
+        real(self)
+        assert not self._workspace()._buffers
+
+    monkeypatch.setattr(_MatchingPursuitModule, "release_buffers", release)
+    X = np.random.RandomState(0).standard_normal((96, 6)).astype(np.float32)
+    # 64 atoms for batches of 32 rows at k=3: the large dictionaries' loss, without a
+    # differentiable Gram matrix (see _prefer_gram_products).
+    MatchingPursuitSAE(
+        n_components=64, n_nonzero_coefs=3, max_iter=2, batch_size=32, random_state=0
+    ).fit(X)
+    assert cleared == [True, True]

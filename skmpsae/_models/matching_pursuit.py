@@ -6,6 +6,7 @@ differentiable loss, early stops and the revival term) and the estimator.
 
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,13 +21,22 @@ from .._pursuit.grad import (
     _prefer_gram_products,
     _SelfProducts,
 )
-from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram
-from .._pursuit.selection import PATHS, _select_mp
+from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram, _Workspace
+from .._pursuit.selection import PATHS, _plan_mp, _select_mp
 from .._train.optim import _AtomAdam
 from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
 from .module import _SAEModule
+
+
+class _Selected(NamedTuple):
+    """What :meth:`_MatchingPursuitModule._select` returns."""
+
+    indices: torch.Tensor  # (n, k) long: the atom of each step
+    active: torch.Tensor  # (n, k) float: 1 for the steps kept (see _steps_kept), else 0
+    values: torch.Tensor  # (n, k): the selection's step values
+    gram: torch.Tensor | None  # the whole D D^T the selection used (no autograd), if any
 
 
 class _MatchingPursuitModule(_SAEModule):
@@ -78,15 +88,17 @@ class _MatchingPursuitModule(_SAEModule):
         """Adam with one second moment per atom (see ``_train/optim.py``)."""
         return _AtomAdam(self.parameters(), lr=learning_rate)
 
-    def _select(self, centred, gram=None, correlations=None):
-        """The atoms (n, k) matching pursuit selects for the centred rows, without autograd,
-        and the float mask of the steps taken."""
+    def _select(self, centred, gram=None, correlations=None) -> _Selected:
+        """The atoms (n, k) matching pursuit selects for the centred rows, without autograd
+        (see :class:`_Selected`)."""
         X, dictionary = centred.detach(), self.dictionary.detach()
+        workspace = self._workspace()
         kwargs = {
             "positive": self.positive,
             "distinct": self.n_distinct,
             "max_bytes": self.max_bytes,
             "compute_dtype": self.selection_dtype,
+            "workspace": workspace,
         }
         if gram is None and self.selection_path is None and self.selection_method == "auto":
             indices, values, self.selection_path, self.selection_seconds = measured_selection(
@@ -98,6 +110,14 @@ class _MatchingPursuitModule(_SAEModule):
             method = self.selection_path or "auto"
             if gram is not None and self.selection_method == "auto":
                 method = "gram"
+            elif method == "gram" and self.selection_dtype is None:
+                # Built here rather than inside the selection, so that the loss reads the
+                # selected atoms' products off it too; planned first, so that a budget too
+                # small for it raises the selection's error.
+                (n, n_features), K = X.shape, dictionary.shape[0]
+                k, size = self.n_nonzero_coefs, X.element_size()
+                _plan_mp(n, K, n_features, k, size, X.device, self.max_bytes, method="gram")
+                gram = _gram(dictionary, workspace.get("gram", (K, K), X.dtype, X.device))
             selection = _select_mp(
                 X,
                 dictionary,
@@ -113,7 +133,8 @@ class _MatchingPursuitModule(_SAEModule):
         taken = _steps_kept(X, values, self.min_cosine)
         selected = torch.zeros(self.dictionary.shape[0], dtype=torch.bool, device=values.device)
         self.n_distinct = int(selected.index_fill_(0, indices[taken], True).sum())
-        return indices, taken.to(centred.dtype)
+        gram = None if gram is None else gram.detach()
+        return _Selected(indices, taken.to(centred.dtype), values, gram)
 
     # The measured path travels with the module's state (checkpoints, pickled trainers), so
     # that a resumed run takes the path of the run it continues: paths agree only up to
@@ -131,6 +152,14 @@ class _MatchingPursuitModule(_SAEModule):
         self.selection_path = None if path < 0 else PATHS[int(path)]
         self.selection_seconds = {p: s for p, s in zip(PATHS, seconds, strict=True) if s == s}
 
+    def _workspace(self):
+        """The selection's Gram matrix and correlation blocks, reused from batch to batch
+        until :meth:`release_buffers` (made here: modules pickled before it existed lack it)."""
+        return self.__dict__.setdefault("workspace", _Workspace())
+
+    def release_buffers(self):
+        self._workspace().clear()
+
     def forward(self, x):
         """Reconstruction of ``x`` (differentiable), the selected atoms and the float mask of
         the steps taken."""
@@ -139,7 +168,7 @@ class _MatchingPursuitModule(_SAEModule):
         gram = None
         if _prefer_gram_products(x.shape[0], dictionary.shape[0], k):
             gram = dictionary @ dictionary.T
-        indices, active = self._select(xc, gram)
+        indices, active, *_ = self._select(xc, gram)
         coefs = _mp_coefficients(xc, dictionary, indices, active, gram=gram)
         x_hat = _decode_selected(indices, coefs, dictionary) + self.bias
         return x_hat, indices, active
@@ -149,25 +178,33 @@ class _MatchingPursuitModule(_SAEModule):
         selects the atoms the revival term pulls back; ``sparsity_scale`` is unused (no
         sparsity penalty)."""
         revive = self.revival_coef and dead_mask is not None and bool(dead_mask.any())
-        k = self.n_nonzero_coefs
-        if _prefer_gram_products(x.shape[0], self.dictionary.shape[0], k):
-            # Small dictionaries: the error in closed form from the correlations and the Gram
-            # matrix the selection needs anyway (see _mp_squared_error), no reconstruction.
+        with torch.no_grad():
+            centred = x - self.bias
+        if _prefer_gram_products(x.shape[0], self.dictionary.shape[0], self.n_nonzero_coefs):
+            # Small dictionaries: the correlations and the Gram matrix the selection needs
+            # anyway give the coefficients (see _mp_squared_error).
             with torch.no_grad():
-                centred = x - self.bias
                 correlations = centred @ self.dictionary.T
             gram = _SelfProducts.apply(self.dictionary)
-            indices, active = self._select(centred, gram, correlations.clone())
+            indices, active, *_ = self._select(centred, gram, correlations.clone())
             error, coefs = _mp_squared_error(
-                centred, self.bias, self.dictionary, gram, correlations, indices, active
+                centred, self.bias, self.dictionary, indices, active, gram, correlations
             )
-            x_hat = None
-            if revive:
-                with torch.no_grad():
-                    x_hat = _decode_selected(indices, coefs, self.dictionary) + self.bias
         else:
-            x_hat, indices, active = self(x)
-            error = ((x - x_hat) ** 2).sum()
+            indices, active, values, selection_gram = self._select(centred)
+            error, coefs = _mp_squared_error(
+                centred,
+                self.bias,
+                self.dictionary,
+                indices,
+                active,
+                selection_gram=selection_gram,
+                values=values,
+            )
+        x_hat = None
+        if revive:
+            with torch.no_grad():
+                x_hat = _decode_selected(indices, coefs, self.dictionary) + self.bias
         loss = error / x.numel()
         if revive:
             loss = loss + self.revival_coef * _revival_term(x - x_hat, self.dictionary, dead_mask)

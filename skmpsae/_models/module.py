@@ -58,6 +58,9 @@ class _SAEModule(torch.nn.Module):
         norms = self.dictionary.norm(dim=1, keepdim=True)
         self.dictionary /= norms.clamp_min(torch.finfo(norms.dtype).tiny)
 
+    def release_buffers(self) -> None:
+        """Free what the module kept from one training batch to the next (nothing here)."""
+
     def fired_counts(self, indices, active) -> torch.Tensor:
         """Samples that gave each latent a non-zero code, from selected ``indices`` and the
         matching ``active`` flags (both of shape (n_samples, k))."""

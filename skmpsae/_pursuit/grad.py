@@ -12,6 +12,12 @@ products cost several times more (each says by how much).
 
 import torch
 
+# Bytes of the atoms gathered at once by :func:`_atom_chunks` (rows x k x n_features):
+# below glibc's 32 MiB threshold for mapping allocations afresh, so that the buffers are
+# recycled; a fresh 100 MiB (n, k, d) tensor per batch spent more time faulting its pages in
+# than the products it fed (4,096 atoms, batches of 1,024, one thread).
+_ATOM_CHUNK_BYTES = 8 << 20
+
 
 def _prefer_gram_products(n_samples, n_components, n_nonzero_coefs) -> bool:
     """Whether the GEMM form of :func:`_mp_coefficients` is cheaper than the gathered form.
@@ -65,30 +71,62 @@ def _solve_steps(proj, pairs, active) -> torch.Tensor:
 
 
 def _mp_squared_error(
-    centred, bias, dictionary, gram, correlations, indices, active
+    centred,
+    bias,
+    dictionary,
+    indices,
+    active,
+    gram=None,
+    correlations=None,
+    *,
+    selection_gram=None,
+    values=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the rows of matching pursuit's squared residual ``||x - b - sum_t c_t d_t||^2``
-    for atoms selected beforehand, differentiable in ``dictionary``, ``bias`` and ``gram`` (``D
-    D^T``, built with autograd), and the coefficients ``c``.
+    for atoms selected beforehand, differentiable in ``dictionary`` and ``bias``, and the
+    coefficients ``c``.
 
-    ``centred`` is ``X - bias`` and ``correlations`` is ``centred @ D^T``, both computed
-    without autograd (the correlations are the ones the selection started from). Each step of
-    matching pursuit on unit-norm atoms removes ``c_t^2`` from the residual's energy, so
+    ``centred`` is ``X - bias``, computed without autograd. Each step of matching pursuit on
+    unit-norm atoms removes ``c_t^2`` from the residual's energy, so
 
         ||x - b - sum_t c_t d_t||^2 = ||x - b||^2 - sum_t c_t^2:
 
-    neither the reconstruction nor a second GEMM on the data is formed: a training step costs
-    four GEMMs (the first correlations and the Gram matrix; in the backward pass, one product
-    with the Gram matrix's gradient and one with the rows), against seven when the
-    reconstruction is decoded and differentiated.
+    the reconstruction is never formed, decoded or differentiated. The coefficients come from
+    the selected atoms' correlations with the row and with each other (:func:`_solve_steps`),
+    read in one of two ways:
+
+    * ``gram`` (``D D^T`` built with autograd) and ``correlations`` (``centred @ D^T``, the
+      ones the selection started from, without autograd) given: both read off those matrices.
+      A training step then costs four GEMMs (the first correlations and the Gram matrix; in
+      the backward pass, one product with the Gram matrix's gradient and one with the rows):
+      the small dictionaries' way (:func:`_prefer_gram_products`).
+    * neither given: the atoms' products with each other (k x k per row) and with the row
+      are read without autograd, off ``selection_gram`` (the ``D D^T`` the selection used,
+      without autograd) and the selection's step ``values`` when given (each step's value is
+      the atom's correlation with the row less the earlier steps' shares), else from the
+      gathered atoms (:func:`_atom_products`). The dictionary's gradient goes through the
+      atoms' products (:class:`_AtomPairs`) and the correlations with the rows (a sparse
+      product, :class:`_SelectedCorrelations`): nothing K x K is differentiated, as suits
+      large dictionaries.
 
     The identity holds on the unit sphere, where the dictionary lives: the value, the bias's
     gradient and the dictionary's gradient along the sphere are those of the residual (the
     unrolled loop's, up to rounding); the dictionary's radial gradient differs, and the trainer
     projects it out (``_SAEModule.project_gradients``) before every step.
     """
-    proj = _SelectedCorrelations.apply(dictionary, bias, correlations, centred, indices)
-    coefs = _solve_steps(proj, _gathered_pairs(gram, indices), active)
+    if gram is not None and correlations is not None:
+        selected = correlations.gather(1, indices)
+        pairs = _gathered_pairs(gram, indices)
+    else:
+        with torch.no_grad():
+            if selection_gram is not None and values is not None:
+                known = _pairs_of(selection_gram, indices)
+                selected = values + (known.tril(-1) @ values.unsqueeze(-1)).squeeze(-1)
+            else:
+                known, selected = _atom_products(dictionary, indices, centred)
+        pairs = _AtomPairs.apply(dictionary, indices, known)
+    proj = _SelectedCorrelations.apply(dictionary, bias, selected, centred, indices)
+    coefs = _solve_steps(proj, pairs, active)
     error = _SquaredNorm.apply(bias, centred) - (coefs * coefs).sum()
     return error, coefs
 
@@ -107,6 +145,68 @@ class _SelfProducts(torch.autograd.Function):
     def backward(ctx, grad):
         (atoms,) = ctx.saved_tensors
         return (grad + grad.mT) @ atoms
+
+
+def _atom_chunks(dictionary, indices):
+    """``(rows, indices of those rows, their atoms (m, k, d))`` for chunks of the rows, the
+    atoms gathered into one reused buffer of ``_ATOM_CHUNK_BYTES``."""
+    (n, k), d = indices.shape, dictionary.shape[1]
+    rows = max(1, min(n, _ATOM_CHUNK_BYTES // (k * d * dictionary.element_size())))
+    buffer = dictionary.new_empty((rows * k, d))
+    for start in range(0, n, rows):
+        chunk = indices[start : start + rows]
+        m = chunk.shape[0]
+        atoms = torch.index_select(dictionary, 0, chunk.flatten(), out=buffer[: m * k])
+        yield slice(start, start + m), chunk, atoms.view(m, k, d)
+
+
+def _atom_products(dictionary, indices, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row ``x_i`` and its selected atoms ``A_i = D[j_i]`` (k, d): ``A_i A_i^T``
+    (n, k, k) and ``A_i x_i`` (n, k), without autograd and without storing every atom."""
+    n, k = indices.shape
+    pairs = dictionary.new_empty((n, k, k))
+    selected = dictionary.new_empty((n, k, 1))
+    with torch.no_grad():
+        for where, _, atoms in _atom_chunks(dictionary.detach(), indices):
+            torch.bmm(atoms, atoms.mT, out=pairs[where])
+            torch.bmm(atoms, rows[where].unsqueeze(-1), out=selected[where])
+    return pairs, selected.squeeze(-1)
+
+
+def _pairs_of(gram, indices) -> torch.Tensor:
+    """``P[i, s, t] = G[j_s, j_t]`` for each row's selected atoms, shape (n, k, k)."""
+    n_components = gram.shape[0]
+    flat = (indices[:, :, None] * n_components + indices[:, None, :]).flatten()
+    return gram.reshape(-1)[flat].view(*indices.shape, indices.shape[1])
+
+
+class _AtomPairs(torch.autograd.Function):
+    """The products ``A_i A_i^T`` of each row's selected atoms, ``known`` beforehand (from
+    :func:`_pairs_of` or :func:`_atom_products`), differentiable in the dictionary.
+
+    The backward pass gathers the atoms again, a chunk of rows at a time, and adds
+    ``(g + g^T) A_i`` into the dictionary's gradient row by row: the gathered (n, k, d)
+    atoms are never stored whole.
+    """
+
+    @staticmethod
+    def forward(ctx, dictionary, indices, known):
+        ctx.save_for_backward(dictionary, indices)
+        return known
+
+    @staticmethod
+    def backward(ctx, grad):
+        dictionary, indices = ctx.saved_tensors
+        symmetric = grad + grad.mT
+        grad_dictionary = torch.zeros_like(dictionary)
+        products = None
+        for where, chunk, atoms in _atom_chunks(dictionary, indices):
+            if products is None:
+                products = torch.empty_like(atoms)
+            out = products[: atoms.shape[0]]
+            torch.bmm(symmetric[where], atoms, out=out)
+            grad_dictionary.index_add_(0, chunk.flatten(), out.flatten(0, 1))
+        return grad_dictionary, None, None
 
 
 class _GatheredPairs(torch.autograd.Function):
@@ -131,16 +231,16 @@ class _GatheredPairs(torch.autograd.Function):
 
 
 class _SelectedCorrelations(torch.autograd.Function):
-    """``(X - b) . d_j`` for each sample's selected atoms, read from correlations computed
-    beforehand without autograd. The backward pass returns ``W^T (X - b)`` for the dictionary
+    """``(X - b) . d_j`` for each sample's selected atoms, computed beforehand without
+    autograd (``selected``, (n, k)). The backward pass returns ``W^T (X - b)`` for the dictionary
     and ``-(W^T 1) D`` for the bias, where ``W`` (n, K) holds the incoming gradient at the
     selected atoms: on the CPU as a sparse product (k of K entries per row; 2x faster than the
     dense GEMM at 256 atoms), elsewhere as a dense GEMM."""
 
     @staticmethod
-    def forward(ctx, dictionary, bias, correlations, centred, indices):
+    def forward(ctx, dictionary, bias, selected, centred, indices):
         ctx.save_for_backward(dictionary, centred, indices)
-        return correlations.gather(1, indices)
+        return selected.clone()
 
     @staticmethod
     def backward(ctx, grad):

@@ -65,15 +65,53 @@ def _chunk_rows(n_components, element_size, device, max_bytes=None):
     return rows
 
 
-def _gram(dictionary):
-    """``D D^T``. On the CPU, above two blocks of rows (:func:`_gram_block_rows`), only the
-    blocks on and above the diagonal are multiplied and the rest mirrored: 56% of the flops at
-    4,096 and 16,384 atoms, 30-40% faster than one GEMM (``benchmarks/bench_selection.py``)."""
+class _Workspace:
+    """Buffers that a training loop's selections reuse from batch to batch.
+
+    glibc maps every allocation of 32 MiB or more afresh and unmaps it when freed, so a
+    tensor that size allocated per batch faults all its pages in again each time: 40 ms per
+    batch for the 64 MiB Gram matrix of 4,096 atoms, more than a sixth of its product. The
+    buffers live until :meth:`clear` (the trainer's, at the end of each epoch) and are never
+    pickled or copied.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype, device) -> torch.Tensor:
+        """The buffer ``name``, allocated anew only if its shape, dtype or device changed;
+        its contents are whatever the last user left."""
+        buffer = self._buffers.get(name)
+        shape = torch.Size(shape)
+        if (
+            buffer is None
+            or buffer.shape != shape
+            or buffer.dtype != dtype
+            or buffer.device != torch.device(device)
+        ):
+            self._buffers[name] = None  # free the old one before allocating
+            buffer = self._buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+        return buffer
+
+    def clear(self) -> None:
+        self._buffers = {}
+
+    def __getstate__(self):
+        return {"_buffers": {}}
+
+
+def _gram(dictionary, out=None):
+    """``D D^T``, into ``out`` if given. On the CPU, above two blocks of rows
+    (:func:`_gram_block_rows`), only the blocks on and above the diagonal are multiplied and
+    the rest mirrored: 56% of the flops at 4,096 and 16,384 atoms, 30-40% faster than one GEMM
+    (``benchmarks/bench_selection.py``)."""
     n_components = dictionary.shape[0]
     block = _gram_block_rows(n_components)
     if dictionary.device.type != "cpu" or dictionary.requires_grad or n_components <= 2 * block:
-        return dictionary @ dictionary.T
-    gram = torch.empty((n_components, n_components), dtype=dictionary.dtype)
+        return torch.matmul(dictionary, dictionary.T, out=out)
+    gram = out
+    if gram is None:
+        gram = torch.empty((n_components, n_components), dtype=dictionary.dtype)
     for start in range(0, n_components, block):
         stop = min(start + block, n_components)
         torch.matmul(dictionary[start:stop], dictionary[start:].T, out=gram[start:stop, start:])
@@ -181,10 +219,11 @@ class _GramRowUpdate:
 
 
 class _FullGram:
-    """Rows of the whole Gram matrix ``D D^T`` (given, or computed here once)."""
+    """Rows of the whole Gram matrix ``D D^T`` (given, or computed here once, into ``out``
+    if given)."""
 
-    def __init__(self, dictionary, max_rows, gram=None):
-        self.gram = _gram(dictionary) if gram is None else gram
+    def __init__(self, dictionary, max_rows, gram=None, out=None):
+        self.gram = _gram(dictionary, out) if gram is None else gram
         self._update = _GramRowUpdate(self.gram, max_rows)
 
     def update(self, corr, indices, values):
@@ -205,7 +244,7 @@ class _LazyGramRows:
     ``n_computed`` counts the rows computed (the flops spent are ``2 * n_computed * K * d``).
     """
 
-    def __init__(self, dictionary, max_rows, capacity, compute_dtype=None):
+    def __init__(self, dictionary, max_rows, capacity, compute_dtype=None, out=None):
         n_components = dictionary.shape[0]
         kw = {"dtype": dictionary.dtype, "device": dictionary.device}
         self.dictionary = dictionary
@@ -214,7 +253,8 @@ class _LazyGramRows:
         self.capacity = capacity
         self.scratch = capacity
         # Untouched pages of torch.empty cost no memory on the CPU: the cache grows as it fills.
-        self.rows = torch.empty((capacity + max_rows, n_components), **kw)
+        # ``out``, if given, holds them instead (a workspace's buffer of that shape).
+        self.rows = torch.empty((capacity + max_rows, n_components), **kw) if out is None else out
         self.slot_of = torch.full((n_components,), -1, dtype=torch.long, device=kw["device"])
         self.n_cached = 0
         self.n_computed = 0

@@ -206,6 +206,7 @@ def _select_mp(
     distinct=None,
     compute_dtype=None,
     correlations=None,
+    workspace=None,
 ) -> Selection:
     """Matching pursuit over rows of ``X`` (already centred) on a unit-norm dictionary.
 
@@ -246,6 +247,9 @@ def _select_mp(
     correlations : torch.Tensor of shape (n, n_components), default=None
         ``X @ dictionary.T``, computed by the caller: the selection starts from it instead of
         its first GEMM, and overwrites it.
+    workspace : _Workspace, default=None
+        Where the Gram matrix, the Gram rows and the correlation blocks are built, reused
+        from call to call (a training loop's batches); None: allocated for this call.
 
     Returns
     -------
@@ -277,6 +281,11 @@ def _select_mp(
         chunk, block = plan.chunk, plan.block
         low = None if compute_dtype is None else dictionary.to(compute_dtype)
 
+        def buffer(name, shape):
+            if workspace is None:
+                return None
+            return workspace.get(name, shape, dtype, device)
+
         def correlate(rows, out):
             if low is None:
                 return torch.matmul(rows, dictionary.T, out=out)
@@ -285,14 +294,18 @@ def _select_mp(
         if plan.method == "gram":
             if gram is None and low is not None:
                 gram = _gram(low).to(dtype)
-            source = _FullGram(dictionary, chunk, gram)
+            out = None if gram is not None else buffer("gram", (n_components,) * 2)
+            source = _FullGram(dictionary, chunk, gram, out)
         elif plan.method == "rows":
-            source = _LazyGramRows(dictionary, chunk, plan.capacity, compute_dtype)
+            rows = buffer("gram_rows", (plan.capacity + chunk, n_components))
+            source = _LazyGramRows(dictionary, chunk, plan.capacity, compute_dtype, rows)
         else:
             source, gathered = None, torch.empty((chunk, X.shape[1]), dtype=dtype, device=device)
         argmax = _BlockArgmax(n_components, signed=not positive, device=device)
         if correlations is None:
-            corr_buffer = torch.empty((block, n_components), dtype=dtype, device=device)
+            corr_buffer = buffer("correlations", (block, n_components))
+            if corr_buffer is None:
+                corr_buffer = torch.empty((block, n_components), dtype=dtype, device=device)
         stops = positive or tol is not None
         sync_every = 1 if device.type == "cpu" else _DEVICE_SYNC_STEPS
         for start in range(0, n, chunk):

@@ -84,6 +84,10 @@ class SAEModule(Protocol):
         """Restore the parameters' constraints after the step (unit-norm atoms...)."""
         ...
 
+    def release_buffers(self) -> None:
+        """Free what the module kept from one training batch to the next."""
+        ...
+
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
     def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[Any]: ...
@@ -141,6 +145,14 @@ class _EpochResult(NamedTuple):
     loss: float  # mean training loss over the epoch's samples
     n_dead: int  # latents that fired for no sample in the epoch
     seconds: float
+
+
+@contextlib.contextmanager
+def _released(module):
+    try:
+        yield
+    finally:
+        module.release_buffers()
 
 
 class _Trainer:
@@ -330,7 +342,8 @@ class _Trainer:
         # The next batch is read and converted on a background thread during each step.
         bounds = [b for b in _batch_bounds(n, batch_size) if b[0] >= self._next_row]
         batches = _read_ahead(lambda bound: self._batch(X, *bound), bounds)
-        with contextlib.closing(batches):  # joins the reading thread, also on errors
+        # The buffers a module keeps between batches go at the epoch's end, also on errors.
+        with contextlib.closing(batches), _released(self.module):
             for (start, _), (x, rows) in batches:
                 out = self.train_step(x, rows)
                 self._loss_sum += out.loss.detach() * rows
