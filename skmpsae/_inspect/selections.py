@@ -4,6 +4,8 @@
 import numpy as np
 import torch
 
+from .._models.matching_pursuit import _steps_kept
+from .._pursuit.selection import _select_mp
 from .._train.tensors import _as_tensor
 
 
@@ -35,15 +37,55 @@ def _by_value(codes, max_atoms):
     return out
 
 
-def _iter_codes(estimator, X, chunk_size, selection):
-    """Per chunk: (n_rows, CSR codes, (indices, values) of MP's steps or None)."""
+def _tree_selections(estimator, chunk, params, indices, values, pair_steps, min_cosine, threshold):
+    """Each row's atoms counted for the tree, (n, pair_steps) in order first selected (-1:
+    none): a matching pursuit over the model's dictionary for ``pair_steps`` steps, taken
+    past the model's own number of steps if need be, up to the first step whose value is at
+    most ``threshold`` or whose atom's cosine with the residual is below ``min_cosine``.
+
+    Where an atom absorbed part of its parent (its child's direction plus the parent's),
+    the row's parent atom comes at a later step than the model's few; and on a row
+    already reconstructed, a fixed-step pursuit still selects atoms for the residual left by
+    the overlaps of the atoms, counts that make a child look more frequent than its
+    parent. The cosine cut keeps the first and drops the second."""
+    if estimator.transform_algorithm != "omp" and values.shape[1] >= pair_steps:
+        # The model's pursuit already took these steps: the same selections.
+        indices, values = indices[:, :pair_steps], values[:, :pair_steps]
+        centred = chunk - params["intercept_"]
+    else:
+        centred = chunk - params["intercept_"]
+        indices, values, *_ = _select_mp(
+            centred,
+            params["components_"],
+            pair_steps,
+            estimator.positive_code,
+            None,
+            params["gram"],
+            max_bytes=estimator._max_bytes(),
+        )
+    values = torch.where(values.abs() > threshold, values, torch.zeros_like(values))
+    kept = _steps_kept(centred, values, min_cosine)
+    atoms, _ = _first_selections(indices.cpu().numpy(), (values * kept).cpu().numpy())
+    return atoms
+
+
+def _iter_codes(estimator, X, chunk_size, selection, pair_steps=0, min_cosine=0.0, threshold=0.0):
+    """Per chunk: (n_rows, CSR codes, (indices, values) of MP's steps or None, the tree's
+    selections of MP (:func:`_tree_selections`; None without ``pair_steps``) or None)."""
     params = estimator._params_as_tensors(X.dtype)
     device = params["components_"].device
     for start in range(0, X.shape[0], chunk_size):
         chunk = _as_tensor(X[start : start + chunk_size], None, device)
         with torch.no_grad():
             if selection:
-                indices, values = (t.cpu().numpy() for t in estimator._select(chunk, params))
-                yield chunk.shape[0], None, (indices, values)
+                indices, values = estimator._select(chunk, params)
+                tree = None
+                if pair_steps:
+                    tree = _tree_selections(
+                        estimator, chunk, params, indices, values, pair_steps, min_cosine, threshold
+                    )
+                steps = (indices.cpu().numpy(), values.cpu().numpy())
+                yield chunk.shape[0], None, steps, tree
             else:
-                yield chunk.shape[0], estimator._encode_sparse(chunk, params).tocsr(), None
+                codes = estimator._encode_sparse(chunk, params).tocsr()
+                yield chunk.shape[0], codes, None, None
