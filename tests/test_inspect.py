@@ -201,18 +201,23 @@ def test_hierarchy_from_counts_and_its_recovery():
     assert hierarchy_recovery(F, [-1, -1, 1], F, [-1, 0, -1])[:2] == (0.0, 0.0)
 
 
+def _fixed_dictionary_mp(D, X, k):
+    """An MP-SAE whose atoms are ``D``: fitted one epoch at a rate that leaves them."""
+    return MatchingPursuitSAE(
+        D.shape[0],
+        n_nonzero_coefs=k,
+        fit_intercept=False,
+        max_iter=1,
+        dict_init=D,
+        learning_rate=1e-12,
+        random_state=0,
+    ).fit(X)
+
+
 def test_hierarchy_on_the_toy_tree_with_the_true_dictionary():
     # With the true features as atoms, MP's co-selection gives exactly the true tree.
     Xh, F, _, tree = make_hierarchical_features(3000, random_state=0, return_tree=True)
-    sae = MatchingPursuitSAE(
-        20,
-        n_nonzero_coefs=2,
-        fit_intercept=False,
-        max_iter=1,
-        dict_init=F,
-        learning_rate=1e-9,
-        random_state=0,
-    ).fit(Xh)
+    sae = _fixed_dictionary_mp(F, Xh, 2)
     # Past the first step a parent-only row has nothing left but float rounding: threshold.
     stats = feature_statistics(sae, Xh, threshold=1e-3)
     h = atom_hierarchy(stats)
@@ -231,15 +236,7 @@ def test_matching_pursuit_tree_finds_a_parent_its_child_absorbed():
     D[1, :2] = 2**-0.5
     rows = [[1, 0, 0, 0]] * 20 + [[1.2, 1, 0, 0]] * 30 + [[0, 0.05, 1, 0.3]] * 40
     Xt = np.array(rows)
-    sae = MatchingPursuitSAE(
-        3,
-        n_nonzero_coefs=1,
-        fit_intercept=False,
-        max_iter=1,
-        dict_init=D,
-        learning_rate=1e-12,
-        random_state=0,
-    ).fit(Xt)
+    sae = _fixed_dictionary_mp(D, Xt, 1)
 
     def tree(**params):
         stats = feature_statistics(sae, Xt, threshold=1e-3, **params)
