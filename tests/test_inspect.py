@@ -40,7 +40,9 @@ X = RNG.rand(900, 12).astype(np.float32)
 )
 def test_statistics_equal_a_naive_loop(estimator):
     estimator.fit(X)
-    stats = feature_statistics(estimator, X, n_top=6, chunk_size=97, pair_steps=3)
+    stats = feature_statistics(
+        estimator, X, n_top=6, chunk_size=97, pair_steps=3, pair_min_cosine=0.0
+    )
     C = estimator.transform(X)
     np.testing.assert_array_equal(stats.frequency, (C != 0).sum(axis=0))
     for a in range(C.shape[1]):
@@ -86,6 +88,54 @@ def test_statistics_equal_a_naive_loop(estimator):
                     naive[i, j] += 1
     np.testing.assert_array_equal(stats.pair_counts.toarray(), naive)
     assert not stats.pair_error.any()  # 24 atoms: fewer partners than max_partners
+    if not isinstance(estimator, MatchingPursuitSAE):
+        np.testing.assert_array_equal(stats.pair_frequency, stats.frequency)
+
+
+def _naive_tree_selections(sae, X, n_steps, min_cosine, threshold):
+    """Each row's atoms in the order first selected by a matching pursuit of ``n_steps``
+    steps, stopped at the first value at most ``threshold`` or below ``min_cosine`` times the
+    residual's norm: a loop over rows in float64."""
+    D = sae.components_.astype(np.float64)
+    out = []
+    for x in X.astype(np.float64) - sae.intercept_:
+        r, seen = x.copy(), []
+        for _ in range(n_steps):
+            c = D @ r
+            a = int(np.argmax(c))
+            if c[a] <= threshold or c[a] < min_cosine * np.linalg.norm(r):
+                break
+            if a not in seen:
+                seen.append(a)
+            r -= c[a] * D[a]
+        out.append(seen)
+    return out
+
+
+@pytest.mark.parametrize("pair_steps", [2, 6])
+def test_matching_pursuit_pairs_follow_the_pursuit_cut_by_cosine(pair_steps):
+    # k=4: 2 pair steps reuse the model's pursuit, 6 take it further; rows stop at the first
+    # step whose atom has a cosine below 0.45 with the residual.
+    sae = MatchingPursuitSAE(n_components=24, n_nonzero_coefs=4, max_iter=2, random_state=0)
+    sae.fit(X)
+    stats = feature_statistics(
+        sae, X, chunk_size=97, pair_steps=pair_steps, pair_min_cosine=0.45, threshold=1e-4
+    )
+    K = sae.n_components
+    naive, frequency = np.zeros((K, K), dtype=np.int64), np.zeros(K, dtype=np.int64)
+    lengths = []
+    for atoms in _naive_tree_selections(sae, X, pair_steps, 0.45, 1e-4):
+        lengths.append(len(atoms))
+        frequency[atoms] += 1
+        for s, i in enumerate(atoms):
+            for j in atoms[s + 1 :]:
+                naive[i, j] += 1
+    # The cut is not idle: some rows stop early, some reach pair_steps atoms (6: past k).
+    assert min(lengths) < pair_steps == max(lengths)
+    np.testing.assert_array_equal(stats.pair_frequency, frequency)
+    np.testing.assert_array_equal(stats.pair_counts.toarray(), naive)
+    # The codes' statistics stay those of transform's 4 steps.
+    np.testing.assert_array_equal(stats.frequency, (sae.transform(X) != 0).sum(axis=0))
 
 
 def _naive_pairs(first, second, K):
@@ -151,23 +201,76 @@ def test_hierarchy_from_counts_and_its_recovery():
     assert hierarchy_recovery(F, [-1, -1, 1], F, [-1, 0, -1])[:2] == (0.0, 0.0)
 
 
+def _fixed_dictionary_mp(D, X, k):
+    """An MP-SAE whose atoms are ``D``: fitted one epoch at a rate that leaves them."""
+    return MatchingPursuitSAE(
+        D.shape[0],
+        n_nonzero_coefs=k,
+        fit_intercept=False,
+        max_iter=1,
+        dict_init=D,
+        learning_rate=1e-12,
+        random_state=0,
+    ).fit(X)
+
+
 def test_hierarchy_on_the_toy_tree_with_the_true_dictionary():
     # With the true features as atoms, MP's co-selection gives exactly the true tree.
     Xh, F, _, tree = make_hierarchical_features(3000, random_state=0, return_tree=True)
-    sae = MatchingPursuitSAE(
-        20,
-        n_nonzero_coefs=2,
-        fit_intercept=False,
-        max_iter=1,
-        dict_init=F,
-        learning_rate=1e-9,
-        random_state=0,
-    ).fit(Xh)
+    sae = _fixed_dictionary_mp(F, Xh, 2)
     # Past the first step a parent-only row has nothing left but float rounding: threshold.
     stats = feature_statistics(sae, Xh, threshold=1e-3)
     h = atom_hierarchy(stats)
     recall, precision, cosine = hierarchy_recovery(sae.components_, h.parent, F, tree.parent_of)
     assert cosine > 0.999 and recall == 1.0 and precision == 1.0
+
+
+def test_matching_pursuit_tree_finds_a_parent_its_child_absorbed():
+    # Atoms: parent e0, a child that absorbed it, (e0 + e1) / sqrt(2), and a singleton e2.
+    # 20 rows of the parent alone; 30 of parent and child (1.2 e0 + e1): the child's atom
+    # first, the parent's at step 2 (cosine 0.71 with the residual); 40 of the singleton
+    # with a little of e1 and e3 on top, where a second step would fit the child's atom to a
+    # residual it has cosine 0.12 with.
+    D = np.zeros((3, 4))
+    D[0, 0] = D[2, 2] = 1.0
+    D[1, :2] = 2**-0.5
+    rows = [[1, 0, 0, 0]] * 20 + [[1.2, 1, 0, 0]] * 30 + [[0, 0.05, 1, 0.3]] * 40
+    Xt = np.array(rows)
+    sae = _fixed_dictionary_mp(D, Xt, 1)
+
+    def tree(**params):
+        stats = feature_statistics(sae, Xt, threshold=1e-3, **params)
+        return stats.pair_frequency.tolist(), atom_hierarchy(stats).parent.tolist()
+
+    # The rule: the pursuit past the model's one step, cut at cosine 0.3.
+    assert tree() == ([50, 30, 40], [-1, 0, -1])
+    # The model's own step only: no pairs, no tree.
+    assert tree(pair_steps=1, pair_min_cosine=0.0) == ([20, 30, 40], [-1, -1, -1])
+    # Every step: the fitted residuals make the child the most frequent, the parent's parent.
+    assert tree(pair_min_cosine=0.0) == ([50, 70, 40], [1, -1, 1])
+
+
+def test_matching_pursuit_tree_recovers_the_toy_hierarchy():
+    # Seed 109, the settings of benchmarks/bench_inspect.py --part tree: 6 of the 9 links
+    # with the rule, 4 with the pairs of the model's 2 steps only (the rule before).
+    Xh, F, _, tree = make_hierarchical_features(4000, random_state=109, return_tree=True)
+    Xh = Xh.astype(np.float32)
+    sae = MatchingPursuitSAE(
+        20,
+        n_nonzero_coefs=2,
+        fit_intercept=False,
+        learning_rate=1e-2,
+        max_iter=30,
+        random_state=109,
+    ).fit(Xh)
+
+    def recall(**params):
+        stats = feature_statistics(sae, Xh, threshold=1e-3, **params)
+        parent = atom_hierarchy(stats).parent
+        return hierarchy_recovery(sae.components_, parent, F, tree.parent_of)[0]
+
+    assert recall() >= 6 / 9 - 1e-9
+    assert recall(pair_steps=2, pair_min_cosine=0.0) <= 4 / 9 + 1e-9
 
 
 def test_contexts_and_logit_effects():
@@ -283,6 +386,17 @@ def test_report_cli_errors(tmp_path, capsys):
     script = (tmp_path / "r" / "data" / "index.js").read_text()
     index = json.loads(script.removeprefix("window.SKMPSAE_INDEX = ").rstrip().rstrip(";"))
     assert index["atoms"]["parent"] is None
+    assert "--pair-min-cosine must be in [0, 1]" in error(base + out + ["--pair-min-cosine", "2"])
+    # The cut reaches the report: its parents are those of the same statistics in Python.
+    cut = ["--pair-min-cosine", "0.4", "--min-probability", "0.2", "--pair-steps", "4"]
+    assert main(base + out + ["-q", *cut]) == 0
+    script = (tmp_path / "r" / "data" / "index.js").read_text()
+    index = json.loads(script.removeprefix("window.SKMPSAE_INDEX = ").rstrip().rstrip(";"))
+    stats = feature_statistics(sae, X, pair_steps=4, pair_min_cosine=0.4)
+    parent = atom_hierarchy(stats, min_probability=0.2).parent
+    assert (parent >= 0).any() and index["atoms"]["parent"] == parent.tolist()
+    default = atom_hierarchy(feature_statistics(sae, X, pair_steps=4), min_probability=0.2)
+    assert default.parent.tolist() != parent.tolist()
     mnist = base + ["-o", str(tmp_path / "img"), "-q", "--image-shape", "3,4"]
     assert main(mnist) == 0
     assert '"image":' in (tmp_path / "img" / "data" / "atoms_0000.js").read_text()

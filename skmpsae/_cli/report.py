@@ -65,6 +65,14 @@ def add_parser(commands):
         "for the parent/child tree; 0 skips the tree (default: 8)",
     )
     parser.add_argument(
+        "--pair-min-cosine",
+        type=float,
+        default=0.3,
+        metavar="C",
+        help="matching pursuit: a row's pairs stop at the first step whose atom has a cosine "
+        "below C with the residual; 0 counts every step (default: 0.3)",
+    )
+    parser.add_argument(
         "--max-partners",
         type=_positive_int,
         default=256,
@@ -102,6 +110,8 @@ def run(args):
         raise CommandError(f"--window must be >= 0, got {args.window}")
     if args.pair_steps < 0:
         raise CommandError(f"--pair-steps must be >= 0, got {args.pair_steps}")
+    if not 0 <= args.pair_min_cosine <= 1:
+        raise CommandError(f"--pair-min-cosine must be in [0, 1], got {args.pair_min_cosine}")
     if not 0 <= args.min_probability <= 1:
         raise CommandError(f"--min-probability must be in [0, 1], got {args.min_probability}")
     image_shape = None
@@ -154,6 +164,7 @@ def run(args):
             n_top=args.n_top,
             window=args.window,
             pair_steps=args.pair_steps,
+            pair_min_cosine=args.pair_min_cosine,
             max_partners=args.max_partners,
             min_probability=args.min_probability,
             threshold=args.threshold,

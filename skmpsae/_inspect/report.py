@@ -85,6 +85,7 @@ def _pixels(estimator, X, stats, image_shape):
         "window": [NotBoolInterval(Integral, 0, None, closed="left")],
         "min_probability": [Interval(Real, 0, 1, closed="both")],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "pair_min_cosine": [Interval(Real, 0, 1, closed="both")],
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "n_logits": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
@@ -108,6 +109,7 @@ def write_report(
     window=8,
     min_probability=0.5,
     pair_steps=8,
+    pair_min_cosine=0.3,
     max_partners=256,
     n_logits=10,
     threshold=0.0,
@@ -164,6 +166,8 @@ def write_report(
         See :func:`atom_hierarchy`.
     pair_steps : int, default=8
         See :func:`feature_statistics`; 0 skips the hierarchy.
+    pair_min_cosine : float, default=0.3
+        See :func:`feature_statistics` (matching pursuit's tree).
     max_partners : int, default=256
         See :func:`feature_statistics`.
     n_logits : int, default=10
@@ -235,6 +239,7 @@ def write_report(
         row_tokens=row_tokens,
         n_top=n_top,
         pair_steps=pair_steps,
+        pair_min_cosine=pair_min_cosine,
         max_partners=max_partners,
         threshold=threshold,
         verbose=verbose,

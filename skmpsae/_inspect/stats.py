@@ -14,14 +14,14 @@ other encoders), for each atom's strongest partners (:mod:`.pairs`).
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.utils import Bunch
 
 from .._compat import Interval, validate_params
-from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
+from .._train.tensors import _TRANSFORM_CHUNK
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
 from .pairs import _PairSummary
+from .selections import _by_value, _first_selections, _iter_codes
 from .tokens import _TokenCounts
 
 
@@ -118,12 +118,16 @@ class _Accumulator:
         self.steps = None if n_steps is None else np.zeros((K, n_steps), dtype=np.int64)
         self.pair_steps = pair_steps
         self.pairs = _PairSummary(K, max_partners) if pair_steps else None
+        self.pair_frequency = np.zeros(K, dtype=np.int64)
         self.tokens = None if row_tokens is None else _TokenCounts(K, row_tokens)
 
-    def update(self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None):
+    def update(
+        self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None, pair_atoms=None
+    ):
         """One chunk: nonzero codes as (row, atom, value) triples, rows counted from the
         chunk's first; ``ordered_atoms`` (n_rows, s), each row's atoms in selection order
-        (-1: none), with the step of each in ``ordered_steps`` for matching pursuit."""
+        (-1: none), with the step of each in ``ordered_steps`` for matching pursuit;
+        ``pair_atoms`` (n_rows, s'), the atoms whose pairs are counted, in order."""
         K = self.frequency.size
         offset = self.n_samples
         self.n_samples += n_rows
@@ -139,55 +143,14 @@ class _Accumulator:
             s = self.steps.shape[1]
             flat = ordered_atoms[taken] * s + ordered_steps[taken]
             self.steps += np.bincount(flat, minlength=K * s).reshape(K, s)
-        if self.pairs is not None and ordered_atoms is not None:
-            head = ordered_atoms[:, : self.pair_steps]
+        if self.pairs is not None and pair_atoms is not None:
+            head = pair_atoms[:, : self.pair_steps]
+            self.pair_frequency += np.bincount(head[head >= 0], minlength=K)
             s = head.shape[1]
             a, b = np.triu_indices(s, 1)
             first, second = head[:, a].ravel(), head[:, b].ravel()
             ok = (first >= 0) & (second >= 0) & (first != second)
             self.pairs.add(first[ok], second[ok])
-
-
-def _first_selections(indices, values):
-    """Matching pursuit's (n, k) selections with repeats removed: each row's atoms in the order
-    first selected (-1 for a step not taken or an atom already selected), and their steps."""
-    taken = values != 0
-    same = indices[:, :, None] == indices[:, None, :]
-    earlier = np.tril(np.ones(indices.shape[1], dtype=bool), -1)
-    repeat = (same & taken[:, None, :] & earlier[None]).any(axis=2)
-    first = taken & ~repeat
-    atoms = np.where(first, indices, -1)
-    steps = np.broadcast_to(np.arange(indices.shape[1]), indices.shape)
-    return atoms, steps
-
-
-def _by_value(codes, max_atoms):
-    """Each row's active atoms by decreasing activation, the first ``max_atoms`` (-1 pads)."""
-    n = codes.shape[0]
-    counts = np.diff(codes.indptr)
-    width = max(1, min(int(counts.max(initial=0)), max_atoms))
-    out = np.full((n, width), -1, dtype=np.int64)
-    row_of = np.repeat(np.arange(n), counts)
-    order = np.lexsort((-codes.data, row_of))
-    ranks = np.arange(codes.nnz) - np.repeat(codes.indptr[:-1], counts)
-    ranked_atoms = codes.indices[order]
-    keep = ranks < width
-    out[row_of[keep], ranks[keep]] = ranked_atoms[keep]
-    return out
-
-
-def _iter_codes(estimator, X, chunk_size, selection):
-    """Per chunk: (n_rows, CSR codes, (indices, values) of MP's steps or None)."""
-    params = estimator._params_as_tensors(X.dtype)
-    device = params["components_"].device
-    for start in range(0, X.shape[0], chunk_size):
-        chunk = _as_tensor(X[start : start + chunk_size], None, device)
-        with torch.no_grad():
-            if selection:
-                indices, values = (t.cpu().numpy() for t in estimator._select(chunk, params))
-                yield chunk.shape[0], None, (indices, values)
-            else:
-                yield chunk.shape[0], estimator._encode_sparse(chunk, params).tocsr(), None
 
 
 _DEFAULT_CHUNK = _TRANSFORM_CHUNK
@@ -206,6 +169,7 @@ def _statistics(
     max_partners=256,
     row_tokens=None,
     n_top_tokens=10,
+    pair_min_cosine=0.0,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
@@ -225,7 +189,10 @@ def _statistics(
     acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens)
     progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
     try:
-        for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
+        chunks = _iter_codes(
+            estimator, X, chunk_size, selection, pair_steps, pair_min_cosine, threshold
+        )
+        for n_rows, codes, steps, pair_atoms in chunks:
             if steps is not None:
                 indices, values = steps
                 values = np.where(np.abs(values) > threshold, values, 0)
@@ -242,6 +209,7 @@ def _statistics(
                     codes.data[np.abs(codes.data) <= threshold] = 0
                     codes.eliminate_zeros()
                 ordered, order_steps = _by_value(codes, pair_steps or 1), None
+                pair_atoms = ordered
             coo = codes.tocoo()
             acc.update(
                 n_rows,
@@ -250,6 +218,7 @@ def _statistics(
                 coo.data,
                 ordered,
                 order_steps,
+                pair_atoms,
             )
             progress.update()
     finally:
@@ -275,6 +244,8 @@ def _statistics(
         selection_steps=acc.steps,
         pair_counts=pair_counts,
         pair_error=pair_error,
+        # Matching pursuit's tree counts its own selections (see _tree_selections).
+        pair_frequency=acc.pair_frequency if selection and pair_steps else freq,
         ordered=bool(selection),
         top_tokens=top_tokens[0],
         top_token_counts=top_tokens[1],
@@ -289,6 +260,7 @@ def _statistics(
         "n_bins": [NotBoolInterval(Integral, 2, None, closed="left")],
         "quantiles": ["array-like"],
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "pair_min_cosine": [Interval(Real, 0, 1, closed="both")],
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "row_tokens": [None, "array-like"],
@@ -305,6 +277,7 @@ def feature_statistics(
     n_bins=64,
     quantiles=(0.1, 0.5, 0.9),
     pair_steps=8,
+    pair_min_cosine=0.3,
     max_partners=256,
     threshold=0.0,
     row_tokens=None,
@@ -327,11 +300,18 @@ def feature_statistics(
     quantiles : array-like of float, default=(0.1, 0.5, 0.9)
         Levels in [0, 1] of the quantiles of each atom's activation when firing.
     pair_steps : int, default=8
-        Pairs of atoms are counted among the atoms each row selects in its first
-        ``pair_steps`` pursuit steps (an atom selected again counts once, at its first step),
-        or, for the other encoders, among its ``pair_steps`` largest activations; 0 counts
-        none.
+        Pairs of atoms are counted among the atoms each row selects in the first
+        ``pair_steps`` steps of a matching pursuit over the model's dictionary, taken past the
+        model's own ``n_nonzero_coefs`` if need be and cut by ``pair_min_cosine`` (an atom
+        selected again counts once, at its first step), or, for the other encoders, among
+        its ``pair_steps`` largest activations; 0 counts none.
         Their number grows as ``pair_steps**2`` per row.
+    pair_min_cosine : float, default=0.3
+        Matching pursuit only: a row's pairs stop at the first step whose atom has a cosine
+        below this with the residual (``value / ||residual||``, as the model's
+        ``min_cosine``): such a step fits the overlaps of the atoms already selected, not a
+        feature of the row. 0 counts every step. The tree (:func:`atom_hierarchy`) is read
+        off these pairs.
     max_partners : int, default=256
         Partners whose pair counts each atom keeps (a Misra-Gries summary), so that memory
         stays O(n_components x max_partners) however many distinct pairs the rows hold.
@@ -366,6 +346,9 @@ def feature_statistics(
         sparse (n_components, n_components) matrix counting rows where ``i`` fired before
         ``j`` (None if ``pair_steps=0``); ``pair_error`` (n_components,), how much lower
         than the truth each atom's pair counts may be (0: exact; see ``max_partners``);
+        ``pair_frequency`` (n_components,), the rows whose pairs count the atom (for
+        matching pursuit, among the selections cut by ``pair_min_cosine``; otherwise
+        ``frequency``);
         ``ordered``, whether "before" is the pursuit's order; with ``row_tokens``,
         ``top_tokens`` and ``top_token_counts`` (n_components, 10), each atom's most
         frequent token ids among its firings (-1 pads) and how many firings each has (else
@@ -412,4 +395,5 @@ def feature_statistics(
         threshold,
         max_partners,
         None if row_tokens is None else np.asarray(row_tokens).ravel(),
+        pair_min_cosine=pair_min_cosine,
     )

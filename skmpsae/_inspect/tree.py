@@ -85,14 +85,20 @@ def atom_hierarchy(statistics, *, min_probability=0.5):
     The parent of atom ``j`` is the atom ``i`` that fires more often than ``j`` and maximises
     ``P(i | j)``, the share of the rows where ``j`` fires in which ``i`` fires too (matching
     pursuit: is selected in the same pursuit; other encoders: is active, i.e. co-activation).
-    It is kept if that share is at least ``min_probability``. For matching pursuit,
-    ``parent_first`` then says in what share of those rows the parent was selected at an
-    earlier step than the child (the MP-SAE paper's "parent before child").
+    It is kept if that share is at least ``min_probability``. For matching pursuit, "fires"
+    means selected among the steps that :func:`feature_statistics` counts for pairs: the
+    pursuit taken to ``pair_steps`` steps, each row cut at the first step whose atom's cosine
+    with the residual is below ``pair_min_cosine`` (so a parent is found where the child's
+    atom absorbed part of it, and a child is not counted where an atom only fits a residual
+    of overlaps). The order of selection plays no part: which of a parent and its child the
+    pursuit picks first follows their magnitudes in the row. ``parent_first`` says in what
+    share of the rows selecting both the parent came first.
 
     Parameters
     ----------
     statistics : Bunch
-        The result of :func:`feature_statistics` with ``pair_steps > 0``.
+        The result of :func:`feature_statistics` with ``pair_steps > 0`` (its
+        ``pair_frequency``, or ``frequency`` where absent, orders parent and child).
     min_probability : float, default=0.5
         Smallest conditional probability that makes ``i`` the parent of ``j``.
 
@@ -128,8 +134,12 @@ def atom_hierarchy(statistics, *, min_probability=0.5):
         raise ValueError(
             "statistics has no pair_counts: compute them with feature_statistics(pair_steps>0)."
         )
+    # Statistics from before pair_frequency: the codes' frequency was the pairs' too.
+    frequency = statistics.get("pair_frequency")
+    if frequency is None:
+        frequency = statistics["frequency"]
     parent, probability, parent_first, conditional = _hierarchy(
-        np.asarray(statistics["frequency"]), counts, bool(statistics["ordered"]), min_probability
+        np.asarray(frequency), counts, bool(statistics["ordered"]), min_probability
     )
     children = [np.flatnonzero(parent == i) for i in range(parent.size)]
     return Bunch(
