@@ -278,13 +278,21 @@ def test_sparse_transform_at_65536_atoms_builds_no_dense_codes():
 def test_auto_batch_size_and_budget_errors():
     sizes = {
         K: MatchingPursuitSAE(n_components=K)._batch_size()
-        for K in (256, 1024, 2048, 4096, 16384, 65536)
+        for K in (256, 1024, 2048, 4096, 8192, 16384, 65536)
     }
-    assert sizes == {256: 512, 1024: 512, 2048: 512, 4096: 1024, 16384: 4096, 65536: 4096}
+    assert sizes == {
+        256: 512,
+        1024: 512,
+        2048: 1024,
+        4096: 2048,
+        8192: 4096,
+        16384: 4096,
+        65536: 4096,
+    }
     assert MatchingPursuitSAE(n_components=16384, batch_size=100)._batch_size() == 100
     X = np.random.RandomState(0).randn(700, 8).astype(np.float32)
     sae = MatchingPursuitSAE(n_components=2048, n_nonzero_coefs=2, max_iter=1, random_state=0)
-    assert sae.fit(X).n_steps_ == 1  # 700 rows: 188 left after 512 join the first batch
+    assert sae.fit(X).n_steps_ == 1  # 700 rows: less than one batch of 1,024
     tiny = MatchingPursuitSAE(n_components=2048, max_iter=1, cache_size=0.01)
     with pytest.raises(ValueError, match=r"budget of 0\.01 MiB \(cache_size\)"):
         tiny.fit(X)

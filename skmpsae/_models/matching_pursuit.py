@@ -292,10 +292,10 @@ class MatchingPursuitSAE(_BaseSAE):
         Epochs (passes over the training data) in :meth:`fit`.
         Measured in docs/benchmarks.md, "Where the defaults come from".
     batch_size : int or "auto", default="auto"
-        Samples per optimiser step. "auto" is 512 up to 2,048 atoms, then
-        ``n_components / 4`` up to 4,096 (4,096 from 16,384 atoms): a training step at large
-        K costs the Gram matrix of the selected atoms (``2 K^2 d`` flops at most) whatever
-        the batch, so larger batches spread it over more rows (docs/performance.md,
+        Samples per optimiser step. "auto" is ``n_components / 2``, at least 512 and at most
+        4,096 (512 up to 1,024 atoms, 4,096 from 8,192): a training step at large K costs the
+        Gram matrix of the selected atoms (``2 K^2 d`` flops at most) whatever the batch, and
+        at K/2 rows it costs about half of the batch's other work (docs/performance.md,
         "Defaults at large n_components").
     learning_rate : float or "auto", default="auto"
         Peak learning rate of the optimiser, Adam with one second-moment estimate per atom
@@ -528,7 +528,7 @@ class MatchingPursuitSAE(_BaseSAE):
     def _batch_size(self):
         if self.batch_size != "auto":
             return self.batch_size
-        return 512 if self.n_components <= 2048 else min(4096, self.n_components // 4)
+        return max(512, min(4096, self.n_components // 2))
 
     def _sparse_output(self):
         return self.sparse_output
