@@ -13,6 +13,8 @@ under the same load:
 - the held-out R2 after each epoch (``early_stopping=True`` with the held-out share as
   validation set and no stop), from which the time each needs to reach a common R2 (the lowest
   of the estimators' best) is read: the summed epoch times up to the first epoch at or above it;
+- MP also at ``n_components / 4`` rows per batch (the ``batch_size="auto"`` rule before
+  issue 29), where that differs from today's rule;
 - for MP's transform, its roofline: the correlation GEMM at the machine's measured GEMM speed
   plus the Gram rows the k steps read (``n k K`` floats) at the measured memory bandwidth.
 
@@ -86,10 +88,14 @@ def _seconds(fn):
     return time.perf_counter() - tic
 
 
-def make_estimator(name, n_components, k, max_iter, validation_fraction, device="cpu"):
+def make_estimator(
+    name, n_components, k, max_iter, validation_fraction, device="cpu", batch_size=None
+):
     import skmpsae
 
+    extra = {} if batch_size is None else {"batch_size": batch_size}
     return getattr(skmpsae, name)(
+        **extra,
         n_components=n_components,
         n_nonzero_coefs=k,
         max_iter=max_iter,
@@ -101,10 +107,11 @@ def make_estimator(name, n_components, k, max_iter, validation_fraction, device=
     )
 
 
-def measure(name, n_components, k, X, n_test, epochs, device="cpu"):
+def measure(name, n_components, k, X, n_test, epochs, device="cpu", batch_size=None):
     """One estimator's row: epoch times, held-out R2 per epoch, transform times."""
     seconds = []
-    sae = make_estimator(name, n_components, k, epochs, n_test / X.shape[0], device)
+    fraction = n_test / X.shape[0]
+    sae = make_estimator(name, n_components, k, epochs, fraction, device, batch_size)
     sae.set_params(callback=lambda info: seconds.append(info.seconds))
     sae.fit(X)
     from skmpsae._train.early_stopping import _validation_split
@@ -113,7 +120,7 @@ def measure(name, n_components, k, X, n_test, epochs, device="cpu"):
     first = _seconds(lambda: sae.transform(X_test))
     later = best_seconds(lambda: sae.transform(X_test), 2)
     return {
-        "estimator": SHORT[name],
+        "estimator": SHORT[name] + ("" if batch_size is None else f", batch {batch_size:,}"),
         "K": n_components,
         "batch": sae._batch_size(),
         "epoch_first": seconds[0],
@@ -255,8 +262,16 @@ def main(argv=None):
     rows = []
     for K in sizes:
         mine = []
-        for name in ESTIMATORS:
-            row = measure(name, K, k, X, args.test_rows, args.epochs)
+        runs = [(name, None) for name in ESTIMATORS]
+        # MP at the rule before issue 29 as well (K / 4 rows), where it differs from today's.
+        old_batch = K // 4
+        if (
+            old_batch >= 512
+            and old_batch != make_estimator("MatchingPursuitSAE", K, k, 1, 0.1)._batch_size()
+        ):
+            runs.insert(1, ("MatchingPursuitSAE", old_batch))
+        for name, batch_size in runs:
+            row = measure(name, K, k, X, args.test_rows, args.epochs, batch_size=batch_size)
             print(
                 f"K={K} {row['estimator']}: epoch {row['epoch']:.2f} s (first "
                 f"{row['epoch_first']:.2f}), transform {row['transform']:.3f} s, R2 "
@@ -268,7 +283,7 @@ def main(argv=None):
         with_ratios(mine)
         for row in mine:
             row["common"] = common
-            if row["estimator"] == "MP":
+            if row["estimator"].startswith("MP"):
                 row["roofline"] = roofline(row, args.test_rows, d, k, flops, bandwidth)
         rows += mine
     load_after = load_average()
