@@ -16,20 +16,29 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils import Bunch
+from sklearn.utils import Bunch, check_random_state
 
 from .._compat import Interval, validate_params
 from .._train.tensors import _TRANSFORM_CHUNK, _as_tensor
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
 from .pairs import _PairSummary
-from .summaries import _DoublingHistogram, _TopN
+from .summaries import _DoublingHistogram, _FiringSample, _TopN
 from .tokens import _TokenCounts
 
 
 class _Accumulator:
     def __init__(
-        self, n_components, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens=None
+        self,
+        n_components,
+        n_top,
+        n_bins,
+        n_steps,
+        pair_steps,
+        max_partners,
+        row_tokens=None,
+        n_random=0,
+        seed=0,
     ):
         K = n_components
         self.n_samples = 0
@@ -42,6 +51,7 @@ class _Accumulator:
         self.pair_steps = pair_steps
         self.pairs = _PairSummary(K, max_partners) if pair_steps else None
         self.tokens = None if row_tokens is None else _TokenCounts(K, row_tokens)
+        self.sample = _FiringSample(K, n_random, seed) if n_random else None
 
     def update(self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None):
         """One chunk: nonzero codes as (row, atom, value) triples, rows counted from the
@@ -57,6 +67,8 @@ class _Accumulator:
         self.hist.update(atoms, np.abs(values).astype(np.float64))
         if self.tokens is not None:
             self.tokens.add(atoms, rows + offset)
+        if self.sample is not None:
+            self.sample.update(rows + offset, atoms, values)
         if self.steps is not None and ordered_steps is not None:
             taken = ordered_atoms >= 0
             s = self.steps.shape[1]
@@ -129,6 +141,8 @@ def _statistics(
     max_partners=256,
     row_tokens=None,
     n_top_tokens=10,
+    n_random=0,
+    seed=0,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
@@ -145,7 +159,9 @@ def _statistics(
         n_steps = estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs
         if estimator.transform_tol is not None and estimator.transform_n_nonzero_coefs is None:
             n_steps = K
-    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens)
+    acc = _Accumulator(
+        K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens, n_random, seed
+    )
     progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
     try:
         for n_rows, codes, steps in _iter_codes(estimator, X, chunk_size, selection):
@@ -182,6 +198,7 @@ def _statistics(
     top_values = np.where(acc.top.rows >= 0, acc.top.values, 0.0)
     pair_counts, pair_error = (None, None) if acc.pairs is None else acc.pairs.matrix()
     top_tokens = (None, None) if acc.tokens is None else acc.tokens.top(n_top_tokens)
+    random_rows, random_values = (None, None) if acc.sample is None else acc.sample.sample()
     return Bunch(
         n_samples=acc.n_samples,
         frequency=freq,
@@ -201,6 +218,8 @@ def _statistics(
         ordered=bool(selection),
         top_tokens=top_tokens[0],
         top_token_counts=top_tokens[1],
+        random_rows=random_rows,
+        random_values=random_values,
     )
 
 
@@ -215,6 +234,8 @@ def _statistics(
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "row_tokens": [None, "array-like"],
+        "n_random": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     },
@@ -231,6 +252,8 @@ def feature_statistics(
     max_partners=256,
     threshold=0.0,
     row_tokens=None,
+    n_random=0,
+    random_state=None,
     chunk_size=_DEFAULT_CHUNK,
     verbose=0,
 ):
@@ -269,6 +292,13 @@ def feature_statistics(
     row_tokens : array-like of shape (n_samples,), default=None
         The token id of each row (a capture's provenance): then each atom's ten most
         frequent tokens among its firings are counted.
+    n_random : int, default=0
+        Firings of each atom kept as a uniform random sample without replacement (all of
+        them for an atom that fired at most ``n_random`` times): ``random_rows`` and
+        ``random_values``. Memory O(n_components x n_random); the sample does not depend on
+        ``chunk_size``.
+    random_state : int, RandomState instance or None, default=None
+        Draws the sample of ``n_random`` firings; an int makes it reproducible.
     chunk_size : int, default=4096
         Rows encoded at a time.
     verbose : int, default=0
@@ -292,6 +322,8 @@ def feature_statistics(
         ``ordered``, whether "before" is the pursuit's order; with ``row_tokens``,
         ``top_tokens`` and ``top_token_counts`` (n_components, 10), each atom's most
         frequent token ids among its firings (-1 pads) and how many firings each has (else
+        None); with ``n_random``, ``random_rows`` and ``random_values`` (n_components,
+        n_random), the sampled firings by increasing row (row -1 and value 0 pad; else
         None).
 
     See Also
@@ -335,4 +367,6 @@ def feature_statistics(
         threshold,
         max_partners,
         None if row_tokens is None else np.asarray(row_tokens).ravel(),
+        n_random=n_random,
+        seed=check_random_state(random_state).randint(np.iinfo(np.int32).max) if n_random else 0,
     )
