@@ -27,10 +27,11 @@ def draw_in_bands(values, bands, n, rng, exclude=()):
     """Per band ``(lo, hi]``, up to ``n`` indices of ``values`` inside it and not in
     ``exclude``, drawn without replacement with ``rng`` (a numpy Generator), in increasing
     order."""
+    allowed = np.ones(np.shape(values), dtype=bool)
+    allowed[np.asarray(exclude, dtype=np.int64)] = False
     drawn = []
     for lo, hi in bands:
-        inside = np.flatnonzero((values > lo) & (values <= hi))
-        inside = np.setdiff1d(inside, exclude)
+        inside = np.flatnonzero(allowed & (values > lo) & (values <= hi))
         pick = rng.choice(inside, size=min(n, inside.size), replace=False)
         drawn.append(np.sort(pick))
     return drawn

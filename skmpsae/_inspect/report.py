@@ -24,6 +24,33 @@ from .stats import _DEFAULT_CHUNK, feature_statistics
 from .tree import atom_hierarchy
 
 
+class _Tokens:
+    """``tokens[i][j][t]`` (or ``tokens.at(i, j, t)``), the text of token ``t`` of atom
+    ``i``'s context ``j``, made one atom at a time from the ids (the last atom's kept): lists
+    of strings for every context of every atom at once would take ~200 bytes a context more
+    than its ids. Without ids (no provenance), each context is its row, shown as its
+    number."""
+
+    def __init__(self, ids, lookup):
+        self.ids, self.last = ids, (None, None)
+        self.names = None
+        if lookup is not None:  # by id, and "" for -1 (the last entry) and unknown ids
+            self.names = np.full(max(lookup, default=-1) + 2, "", dtype=object)
+            self.names[list(lookup)] = list(lookup.values())
+
+    def at(self, i, j, t):
+        return self[i][j][t]
+
+    def __getitem__(self, i):
+        if self.last[0] != i:
+            if self.names is None:
+                names = [[f"row {r}" for r in win] for win in self.ids[i].tolist()]
+            else:
+                names = self.names[self.ids[i]].tolist()
+            self.last = (i, names)
+        return self.last[1]
+
+
 def _contexts(estimator, X, top, top_values, provenance, window, chunk_size):
     """Per atom and row of ``top`` (n_components, n; -1 pads): the tokens of the window, the
     atom's activation at each, which entries exist, and the centre's index in the window.
@@ -32,15 +59,14 @@ def _contexts(estimator, X, top, top_values, provenance, window, chunk_size):
     if provenance is None or provenance.table is None:
         window = 0
         rows = top[..., None]
-        tokens = [[[f"row {r}"] for r in atom] for atom in top]
+        tokens = _Tokens(rows, None)
     else:
         rows = _context_windows(top, provenance.table[:, 0], window)
         flat = rows.ravel()
         ids = np.where(flat >= 0, np.asarray(provenance.table[np.maximum(flat, 0), 2]), -1)
         texts = provenance.token_text(np.unique(ids[ids >= 0]))
         lookup = dict(zip(np.unique(ids[ids >= 0]).tolist(), texts, strict=True))
-        ids = ids.reshape(rows.shape)
-        tokens = [[[lookup.get(int(t), "") for t in win] for win in atom] for atom in ids]
+        tokens = _Tokens(ids.reshape(rows.shape), lookup)
     if window == 0:  # the window is the top row alone, whose activation is known
         acts = top_values[..., None]
     else:

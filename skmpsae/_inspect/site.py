@@ -66,7 +66,11 @@ def _shown(contexts, i, j, row, value):
         "v": _round(value),
         "row": int(row),
         "t": [t for t, k in zip(contexts["tokens"][i][j], keep, strict=True) if k],
-        "a": [_round(a, 3) for a, k in zip(contexts["activations"][i, j], keep, strict=True) if k],
+        "a": [
+            _round(a, 3) if a else 0.0
+            for a, k in zip(contexts["activations"][i, j], keep, strict=True)
+            if k
+        ],
         "c": int(keep[:centre].sum()),
     }
 
@@ -125,7 +129,7 @@ def _write(
             for j in range(stats.top_rows.shape[1]):
                 if stats.top_rows[i, j] < 0:
                     break
-                tok = tokens[i][j][centre]
+                tok = tokens.at(i, j, centre)
                 if tok not in seen:
                     seen.append(tok)
             top_text.append(" · ".join(t.strip() or repr(t) for t in seen[:4]))
