@@ -12,15 +12,19 @@ Three parts (``--part``, default all):
   ``--seeds`` seeds (10), and MP-SAE minus TopK seed by seed; and how many links have both
   atoms well learned (cosine >= 0.8 with their features), and how many of those the tree
   recovers: the rule's share, apart from what the atoms lose.
-* ``report``: ``write_report`` with its defaults (``n_top=20, window=8``, as ``skmpsae report``
+* ``report``: ``write_report`` with its defaults (``n_top=20, window=8, n_bands=4,
+  n_per_band=4``, as ``skmpsae report``
   runs it) for an MP-SAE with ``--n-components`` atoms (k=32) over ``--n-rows`` x 768
   memory-mapped activation-like rows, written chunk by chunk (one chunk in memory), with a
   provenance file as a window capture of 128-token windows writes it (random token ids), so
   that the report shades each top row's context; against one plain ``transform`` pass (sparse
   output) of the same model over the same file. ``--stages`` adds ``report-window0``
-  (``window=0``: the statistics pass without the shading). Each run in its own process: wall
-  and CPU seconds (CPU time is what a loaded machine distorts least), peak anonymous memory
-  (sampled every 50 ms) and ``VmHWM`` (which also counts the mapped rows' file pages).
+  (``window=0``: the statistics pass without the shading) and ``report-nobands``
+  (``n_bands=0``: no contexts from the quantile bands; the table then goes to the markers
+  ``inspect-bands``, so that a smaller run leaves the full-size table alone). Each run in its
+  own process: wall and CPU seconds (CPU time is what a loaded machine distorts least), peak
+  anonymous memory (sampled every 50 ms) and ``VmHWM`` (which also counts the mapped rows'
+  file pages).
 * ``browser``: the page weight of that report's index and its time to first render (the
   table drawn) and to open an atom, in headless Chromium.
 
@@ -194,7 +198,10 @@ def _stage(args):
         from skmpsae.inspect import write_report
 
         window = 0 if args.stage == "report-window0" else WINDOW
-        write_report(sae, args.acts, args.out, n_top=N_TOP, window=window, force=True)
+        n_bands = 0 if args.stage == "report-nobands" else 4
+        write_report(
+            sae, args.acts, args.out, n_top=N_TOP, window=window, n_bands=n_bands, force=True
+        )
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     peak["anon"] = max(peak["anon"], _rss_kib("RssAnon"))
     print(
@@ -269,8 +276,9 @@ def part_report(n_rows, n_components, threads, workdir, stages):
     t = measured["transform"]
     names = {
         "transform": "transform (sparse output)",
-        "report": f"write_report (n_top={N_TOP}, window={WINDOW})",
+        "report": f"write_report (n_top={N_TOP}, window={WINDOW}, n_bands=4, n_per_band=4)",
         "report-window0": f"write_report (n_top={N_TOP}, window=0)",
+        "report-nobands": f"write_report (n_top={N_TOP}, window={WINDOW}, n_bands=0)",
     }
     rows = [
         {
@@ -371,7 +379,7 @@ def main(argv=None):
         "--stages",
         default="transform,report",
         help="the measured runs of --part report, comma-separated: transform (always run), "
-        "report, report-window0 (default: transform,report)",
+        "report, report-window0, report-nobands (default: transform,report)",
     )
     p.add_argument("--tmpdir", default=None, help="where the rows are written (default: $TMPDIR)")
     p.add_argument("--stage", help=argparse_hidden())
@@ -397,12 +405,13 @@ def main(argv=None):
                 args.n_rows, args.n_components, args.threads, Path(tmp), stages
             )
             print(table)
-            if not args.no_write:
-                write_table(
-                    "inspect-report",
-                    table + f"\n\n{args.threads} thread(s); load average at the start: {load}.",
-                    page="inspecting.md",
-                )
+            note = f"\n\n{args.threads} thread(s); load average at the start: {load}."
+            if args.no_write:
+                pass
+            elif "report-nobands" in stages:
+                write_table("inspect-bands", table + note, page="inspecting.md")
+            else:
+                write_table("inspect-report", table + note, page="inspecting.md")
             if args.part in ("all", "browser"):
                 table = part_browser(site)
                 print(table)

@@ -16,6 +16,15 @@ from sklearn.base import BaseEstimator
 from skmpsae._models.registry import estimator_specs
 from skmpsae._models.session import TrainingSession
 
+# 72 short texts over a few topics, for the feature-page tests on MiniLM (packaged) layer 3.
+MINILM_HOOK = "0.model.encoder.layer.3"
+MINILM_TEXTS = [
+    f"{a} {b} of the {c}"
+    for a in ("pasta", "noodles", "rain", "snow", "music", "chess")
+    for b in ("is good", "was cold", "sounds loud", "looks calm")
+    for c in ("day", "night", "city")
+]
+
 # Every estimator, by the short name that test ids use, from the package's one registry.
 ESTIMATOR_CLASSES = {name: spec.estimator for name, spec in estimator_specs().items()}
 ESTIMATORS = list(ESTIMATOR_CLASSES)

@@ -160,3 +160,41 @@ def test_atom_page_shows_highlighted_contexts_and_the_hierarchy_links_resolve(pa
         page.goto((site / "index.html").resolve().as_uri() + href)
         page.wait_for_selector("#title")
         assert page.text_content("#title") == "Atom " + href.split("/")[1]
+
+
+def test_atom_page_shows_contexts_from_each_quantile_band(page, report):
+    site, sae, X = report
+    codes = sae.transform(X)
+    freq = (codes != 0).sum(axis=0)
+    atom = int(np.argmax(freq))
+    page.goto((site / "index.html").resolve().as_uri() + f"#atom/{atom}")
+    page.wait_for_selector("#bands .band")
+    heads = page.eval_on_selector_all("#bands .band h4", "h => h.map(x => x.textContent)")
+    assert [h.split(" of its")[0] for h in heads] == [
+        "Quantiles 75–100%",
+        "Quantiles 50–75%",
+        "Quantiles 25–50%",
+        "Quantiles 0–25%",
+    ]
+    assert heads[0].split("activation ")[1].startswith("above ")
+    assert heads[-1].split("activation ")[1].startswith("up to ")
+    bands = page.eval_on_selector_all(
+        "#bands .band",
+        """b => b.map(x => ({lo: +x.dataset.lo, hi: x.dataset.hi === '' ? Infinity :
+            +x.dataset.hi, acts: [...x.querySelectorAll('.ctx .tok.centre')].map(
+            t => +t.dataset.act), rows: [...x.querySelectorAll('.ctx .tok.centre')].map(
+            t => +t.title.split(':')[0].slice(4))}))""",
+    )
+    mags = np.sort(np.abs(codes[codes[:, atom] != 0, atom]))
+    # The edges split the atom's firings in quarters (to the histogram's resolution).
+    assert bands[2]["lo"] <= mags[mags.size // 4] and bands[0]["lo"] <= mags[-1]
+    shown = 0
+    for band in bands:
+        assert len(band["acts"]) <= 4
+        for row, act in zip(band["rows"], band["acts"], strict=True):
+            assert act == pytest.approx(codes[row, atom], rel=5e-3)
+            assert band["lo"] * (1 - 1e-3) < abs(codes[row, atom]) <= band["hi"] * (1 + 1e-3)
+        shown += len(band["acts"])
+    assert shown == 16  # the most frequent atom has firings enough in every band
+    if SHOTS:
+        page.locator("#bands").screenshot(path=str(Path(SHOTS) / "report_bands.png"))

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from _helpers import MINILM_HOOK, MINILM_TEXTS
 from skmpsae import MatchingPursuitSAE, io
 from skmpsae.cli import main
 
@@ -17,13 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("needs Debian's chromium package", allow_module_level=True)
 
-HOOK = "0.model.encoder.layer.3"
-TEXTS = [
-    f"{a} {b} of the {c}"
-    for a in ("pasta", "noodles", "rain", "snow", "music", "chess")
-    for b in ("is good", "was cold", "sounds loud", "looks calm")
-    for c in ("day", "night", "city")
-]
+HOOK, TEXTS = MINILM_HOOK, MINILM_TEXTS
 
 
 @pytest.fixture(scope="module")

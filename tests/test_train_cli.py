@@ -306,3 +306,35 @@ def test_a_failed_save_keeps_the_streamed_model(gpt2_dir, corpus, tmp_path, caps
         f"is saved to {rescued} instead: move it where you want it"
     )
     assert io.load(rescued).provenance_["hookpoint"] == HOOK and not out.exists()
+
+
+def test_too_little_space_fails_before_training_with_the_numbers(
+    gpt2_dir, corpus, tmp_path, capsys, monkeypatch
+):
+    from collections import namedtuple
+
+    import skmpsae.activations
+    from skmpsae._cli import disk
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 1000))
+    trained = []
+    monkeypatch.setattr(skmpsae.activations, "train", lambda *a, **k: trained.append(1))
+    argv = _train_argv(gpt2_dir, corpus, tmp_path / "out", "--saelens")
+    argv[argv.index(HOOK)] = "transformer.h.*"  # two hookpoints of width n_embd = 16
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    # Each MP-SAE: 8 atoms x 16 features and 16 biases of float32; saved and exported.
+    models = 2 * (8 * 16 + 16) * 4
+    # The checkpoint: the SAEs with Adam's two moments and the buffer's rows (--buffer-size
+    # 100 and a forward batch of 8 windows of 16), twice while it is replaced.
+    checkpoint = 2 * (3 * models + (100 + 8 * 16) * 2 * 16 * 4)
+    total = int(2 * models * 1.2) + int(checkpoint * 1.2)
+    assert err == (
+        f"skmpsae train: error: {tmp_path}: 0.0 MiB free, but training will write "
+        f"{total / 2**20:.1f} MiB there (the SAEs and their --saelens exports "
+        f"~{2 * models / 2**20:.1f} MiB, the checkpoint of the SAEs, Adam's moments and "
+        f"--buffer-size rows ~{checkpoint / 2**20:.1f} MiB, with a 20% margin); free some "
+        "space or write elsewhere"
+    )
+    assert not trained and not (tmp_path / "out").exists()

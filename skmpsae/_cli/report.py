@@ -12,7 +12,8 @@ def add_parser(commands):
         help="write a feature browser (static HTML, no server) for a fitted model",
         description="Encode the rows of ACTS.npy with MODEL and write a static site to "
         "FOLDER: an index of every atom (sortable, searchable by atom id and token) and per "
-        "atom its top-activating contexts, histogram, logit effects and, for matching "
+        "atom its top-activating contexts, contexts drawn from bands of quantiles of its "
+        "activations, histogram, logit effects and, for matching "
         "pursuit, parents and children. Open FOLDER/index.html in any browser.",
     )
     parser.add_argument(
@@ -51,6 +52,22 @@ def add_parser(commands):
     )
     parser.add_argument("--n-top", type=_positive_int, default=20, help="contexts per atom (20)")
     parser.add_argument("--window", type=int, default=8, help="tokens each side (default: 8)")
+    parser.add_argument(
+        "--n-bands",
+        type=int,
+        default=4,
+        help="bands of equal mass of each atom's activations (4: quartiles), from each of which "
+        "the page shows contexts drawn at random; 0 shows none (default: 4)",
+    )
+    parser.add_argument(
+        "--n-per-band", type=_positive_int, default=4, help="contexts per band (default: 4)"
+    )
+    parser.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        help="seed of the contexts (and images) drawn from the bands (default: 0)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -108,6 +125,8 @@ def run(args):
         raise CommandError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     if args.window < 0:
         raise CommandError(f"--window must be >= 0, got {args.window}")
+    if args.n_bands < 0:
+        raise CommandError(f"--n-bands must be >= 0, got {args.n_bands}")
     if args.pair_steps < 0:
         raise CommandError(f"--pair-steps must be >= 0, got {args.pair_steps}")
     if not 0 <= args.pair_min_cosine <= 1:
@@ -131,7 +150,7 @@ def run(args):
     from .disk import check_free_space
 
     # Per atom: its contexts (tokens, activations: ~24 bytes a token as JSON) and ~2 kB more.
-    per_atom = args.n_top * (2 * args.window + 1) * 24 + 2048
+    per_atom = (args.n_top + args.n_bands * args.n_per_band) * (2 * args.window + 1) * 24 + 2048
     folder = Path(args.output).resolve()
     needs = [(folder.parent, estimator.components_.shape[0] * per_atom, "the report")]
     check_free_space(needs, writer="the report")
@@ -163,6 +182,9 @@ def run(args):
             texts=args.texts,
             n_top=args.n_top,
             window=args.window,
+            n_bands=args.n_bands,
+            n_per_band=args.n_per_band,
+            random_state=args.random_state,
             pair_steps=args.pair_steps,
             pair_min_cosine=args.pair_min_cosine,
             max_partners=args.max_partners,

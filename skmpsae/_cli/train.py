@@ -175,6 +175,7 @@ def _train(args, estimator, main_process):
         model, tokenizer = load_model(args.model, device=args.device)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         raise CommandError(str(exc)) from None
+    _check_room(args, estimator, model, tokenizer)
     try:
         saes = train(
             model,
@@ -213,6 +214,34 @@ def _train(args, estimator, main_process):
             f"{Path(args.output_dir) / hookpoint}.safetensors"
         )
     return 0
+
+
+def _check_room(args, estimator, model, tokenizer):
+    """Fail now, not after training, where OUTDIR's file system cannot hold the models and the
+    checkpoint: the SAEs' widths are the hookpoints' output widths, read off one forward pass
+    on a short text (a hookpoint's width need not be the model's hidden size), before the
+    corpus is read. The checkpoint holds every SAE with Adam's two moments and the shuffle
+    buffer's rows, twice while its atomic replacement is written."""
+    from .._activations.stream import _resolve_hookpoints
+    from .disk import check_free_space, model_bytes
+    from .hookpoints import _SAMPLE, module_shapes
+
+    try:
+        names = _resolve_hookpoints(model, args.hookpoints)
+        shapes = {name: shape for name, _, shape in module_shapes(model, tokenizer, _SAMPLE)[0]}
+    except (ValueError, TypeError, RuntimeError):
+        return  # train says what is wrong, in its own words
+    widths = [shapes[h][-1] for h in names if shapes.get(h) and len(shapes[h]) >= 3]
+    models = sum(model_bytes(estimator, width, 4) for width in widths)  # float32 rows
+    rows = args.buffer_size + args.batch_size * args.context_size
+    checkpoint = 2 * (3 * models + rows * sum(widths) * 4)
+    folder = Path(args.output_dir).resolve()
+    saved = "the SAEs and their --saelens exports" if args.saelens else "the SAEs"
+    needs = [
+        (folder, models * (2 if args.saelens else 1), saved),
+        (folder, checkpoint, "the checkpoint of the SAEs, Adam's moments and --buffer-size rows"),
+    ]
+    check_free_space(needs)
 
 
 def _interrupted(args, stop):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bands import draw_in_bands
 from .site import _round
 
 # Bands below the top images, as fractions of the atom's peak activation over images.
@@ -62,13 +63,8 @@ def _ranked(peaks, n_top, n_band, rng):
         order = order[col[order] > 0]
         top.append(order)
         peak = col[order[0]] if order.size else 0.0
-        drawn = []
-        for lo, hi in BANDS:
-            inside = np.flatnonzero((col > lo * peak) & (col <= hi * peak))
-            inside = np.setdiff1d(inside, order)
-            pick = rng.choice(inside, size=min(n_band, inside.size), replace=False)
-            drawn.append(np.sort(pick))
-        bands.append(drawn)
+        edges = [(lo * peak, hi * peak) for lo, hi in BANDS]
+        bands.append(draw_in_bands(col, edges, n_band, rng, exclude=order))
     return top, bands
 
 

@@ -6,10 +6,12 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils import check_random_state
 
 from .._compat import HasMethods, Interval, validate_params
 from .._train.progress import Progress
 from .._utils import NotBoolInterval
+from . import bands as _bands
 from . import images as _images
 from .contexts import (
     _context_activations,
@@ -22,26 +24,51 @@ from .stats import _DEFAULT_CHUNK, feature_statistics
 from .tree import atom_hierarchy
 
 
-def _contexts(estimator, X, stats, provenance, window, chunk_size):
-    """Per atom and top row: the tokens of the window, the atom's activation at each, which
-    entries exist, and the centre's index in the window. Without provenance, the window is
-    the row alone, shown as its number."""
+class _Tokens:
+    """``tokens[i][j][t]`` (or ``tokens.at(i, j, t)``), the text of token ``t`` of atom
+    ``i``'s context ``j``, made one atom at a time from the ids (the last atom's kept): lists
+    of strings for every context of every atom at once would take ~200 bytes a context more
+    than its ids. Without ids (no provenance), each context is its row, shown as its
+    number."""
 
-    top = stats.top_rows
+    def __init__(self, ids, lookup):
+        self.ids, self.last = ids, (None, None)
+        self.names = None
+        if lookup is not None:  # by id, and "" for -1 (the last entry) and unknown ids
+            self.names = np.full(max(lookup, default=-1) + 2, "", dtype=object)
+            self.names[list(lookup)] = list(lookup.values())
+
+    def at(self, i, j, t):
+        return self[i][j][t]
+
+    def __getitem__(self, i):
+        if self.last[0] != i:
+            if self.names is None:
+                names = [[f"row {r}" for r in win] for win in self.ids[i].tolist()]
+            else:
+                names = self.names[self.ids[i]].tolist()
+            self.last = (i, names)
+        return self.last[1]
+
+
+def _contexts(estimator, X, top, top_values, provenance, window, chunk_size):
+    """Per atom and row of ``top`` (n_components, n; -1 pads): the tokens of the window, the
+    atom's activation at each, which entries exist, and the centre's index in the window.
+    Without provenance, the window is the row alone, shown as its number."""
+
     if provenance is None or provenance.table is None:
         window = 0
         rows = top[..., None]
-        tokens = [[[f"row {r}"] for r in atom] for atom in top]
+        tokens = _Tokens(rows, None)
     else:
         rows = _context_windows(top, provenance.table[:, 0], window)
         flat = rows.ravel()
         ids = np.where(flat >= 0, np.asarray(provenance.table[np.maximum(flat, 0), 2]), -1)
         texts = provenance.token_text(np.unique(ids[ids >= 0]))
         lookup = dict(zip(np.unique(ids[ids >= 0]).tolist(), texts, strict=True))
-        ids = ids.reshape(rows.shape)
-        tokens = [[[lookup.get(int(t), "") for t in win] for win in atom] for atom in ids]
+        tokens = _Tokens(ids.reshape(rows.shape), lookup)
     if window == 0:  # the window is the top row alone, whose activation is known
-        acts = stats.top_values[..., None]
+        acts = top_values[..., None]
     else:
         atoms = np.broadcast_to(np.arange(top.shape[0])[:, None], top.shape)
         acts = _context_activations(estimator, X, rows, atoms, chunk_size)
@@ -87,6 +114,9 @@ def _pixels(estimator, X, stats, image_shape):
         "pair_steps": [NotBoolInterval(Integral, 0, None, closed="left")],
         "pair_min_cosine": [Interval(Real, 0, 1, closed="both")],
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "n_bands": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "n_per_band": [NotBoolInterval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
         "n_logits": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "force": ["boolean"],
@@ -107,6 +137,9 @@ def write_report(
     texts=None,
     n_top=20,
     window=8,
+    n_bands=4,
+    n_per_band=4,
+    random_state=0,
     min_probability=0.5,
     pair_steps=8,
     pair_min_cosine=0.3,
@@ -121,12 +154,14 @@ def write_report(
 
     ``output/index.html`` lists every atom (sortable by firing rate, mean activation, mean
     matching-pursuit step; searchable by atom id and by token); each atom's page shows its
-    top-activating contexts with each token highlighted by the atom's activation there, the
-    histogram of its activations, its direct logit effects, and its parent and children. No
+    top-activating contexts with each token highlighted by the atom's activation there,
+    contexts drawn from bands of quantiles of its activations, the histogram of its
+    activations, its direct logit effects, and its parent and children. No
     server and no network: every script and style is inside the folder, and the atoms' data
     comes in chunks loaded as they are opened. The statistics take one pass over ``X``
-    (:func:`feature_statistics`), the context highlights one encoding of the distinct rows
-    of the top contexts.
+    (:func:`feature_statistics`, which also keeps a uniform sample of each atom's firings
+    for the bands), the context highlights one encoding of the distinct rows of the shown
+    contexts.
 
     Parameters
     ----------
@@ -162,6 +197,16 @@ def write_report(
         Contexts per atom.
     window : int, default=8
         Tokens shown on each side of the activating token.
+    n_bands : int, default=4
+        Bands of equal mass of each atom's firing magnitudes (4: its quartiles), between its
+        quantiles read off its histogram; the page shows ``n_per_band`` contexts drawn at
+        random from each, its top contexts left out. 0 shows none. Text rows only: image
+        rows have bands of their own (fractions of the top image's activation).
+    n_per_band : int, default=4
+        Contexts drawn per band.
+    random_state : int, RandomState instance or None, default=0
+        Draws the band contexts (and, for image rows, the band images); an int makes the
+        report reproducible.
     min_probability : float, default=0.5
         See :func:`atom_hierarchy`.
     pair_steps : int, default=8
@@ -233,10 +278,14 @@ def write_report(
         row_tokens = np.asarray(provenance.table[:, 2])
         if not (row_tokens >= 0).any():  # image rows only: no token to count
             row_tokens = None
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    text_pages = image_shape is None and images is None
     stats = feature_statistics(
         estimator,
         X,
         row_tokens=row_tokens,
+        n_random=_bands.n_random(n_bands, n_per_band) if text_pages else 0,
+        random_state=seed,
         n_top=n_top,
         pair_steps=pair_steps,
         pair_min_cosine=pair_min_cosine,
@@ -251,12 +300,24 @@ def write_report(
     try:
         vision = None
         if images is not None:
-            vision = _images.image_panels(estimator, X, provenance, images=images, texts=texts)
-        if image_shape is None and vision is None:
-            contexts = _contexts(estimator, X, stats, provenance, window, _DEFAULT_CHUNK)
+            vision = _images.image_panels(
+                estimator, X, provenance, images=images, texts=texts, random_state=seed
+            )
+        bands = None
+        if text_pages and n_bands:
+            bands = _bands.quantile_bands(stats, n_bands, n_per_band, np.random.default_rng(seed))
+        if text_pages:
+            # The band contexts are shaded with the top ones: each distinct row encoded once.
+            rows, values = stats.top_rows, stats.top_values
+            if bands is not None:
+                rows = np.concatenate([rows, bands.rows.reshape(len(rows), -1)], axis=1)
+                values = np.concatenate([values, bands.activations.reshape(len(rows), -1)], axis=1)
+            contexts = _contexts(estimator, X, rows, values, provenance, window, _DEFAULT_CHUNK)
             pictures = None
         else:
-            contexts = _contexts(estimator, X, stats, None, 0, _DEFAULT_CHUNK)
+            contexts = _contexts(
+                estimator, X, stats.top_rows, stats.top_values, None, 0, _DEFAULT_CHUNK
+            )
             pictures = None if image_shape is None else _pixels(estimator, X, stats, image_shape)
         stages.update("contexts")
         vocab = provenance.vocab if provenance is not None else None
@@ -308,6 +369,7 @@ def write_report(
             images=pictures,
             force=force,
             vision=vision,
+            bands=bands,
         )
         stages.update("written")
     finally:

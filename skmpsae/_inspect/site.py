@@ -58,6 +58,45 @@ def _b64(array):
     return base64.b64encode(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).decode()
 
 
+def _shown(contexts, i, j, row, value):
+    """Context ``j`` of atom ``i`` as the page draws it: the tokens that exist, the atom's
+    activation on each, the centre's index."""
+    keep, centre = contexts["valid"][i][j], contexts["centre"]
+    return {
+        "v": _round(value),
+        "row": int(row),
+        "t": [t for t, k in zip(contexts["tokens"][i][j], keep, strict=True) if k],
+        "a": [
+            _round(a, 3) if a else 0.0
+            for a, k in zip(contexts["activations"][i, j], keep, strict=True)
+            if k
+        ],
+        "c": int(keep[:centre].sum()),
+    }
+
+
+def _band_panels(contexts, bands, i, first):
+    """Atom ``i``'s quantile bands (:func:`.bands.quantile_bands`), whose contexts follow the
+    top ones from column ``first`` of ``contexts``."""
+    n_per_band = bands.rows.shape[2]
+    out = []
+    for b, ((q_lo, q_hi), (lo, hi)) in enumerate(zip(bands.levels, bands.edges[i], strict=True)):
+        shown = [
+            _shown(contexts, i, first + b * n_per_band + m, row, bands.activations[i, b, m])
+            for m, row in enumerate(bands.rows[i, b])
+            if row >= 0
+        ]
+        out.append(
+            {
+                "q": [_round(q_lo, 3), _round(q_hi, 3)],
+                "lo": _round(lo),
+                "hi": None if np.isinf(hi) else _round(hi),
+                "contexts": shown,
+            }
+        )
+    return out
+
+
 def _write(
     output,
     *,
@@ -69,6 +108,7 @@ def _write(
     images,
     force,
     vision=None,
+    bands=None,
 ):
     """Write the site into a temporary folder beside ``output``, then put it in place."""
     output = _check_output(output, force)
@@ -82,14 +122,14 @@ def _write(
             (tmp / "static" / name).write_bytes((static / name).read_bytes())
         (tmp / "index.html").write_bytes((static / "index.html").read_bytes())
 
-        tokens, acts, centre = contexts["tokens"], contexts["activations"], contexts["centre"]
+        tokens, centre = contexts["tokens"], contexts["centre"]
         top_text, search = [], []
         for i in range(K):
             seen = []
             for j in range(stats.top_rows.shape[1]):
                 if stats.top_rows[i, j] < 0:
                     break
-                tok = tokens[i][j][centre]
+                tok = tokens.at(i, j, centre)
                 if tok not in seen:
                     seen.append(tok)
             top_text.append(" · ".join(t.strip() or repr(t) for t in seen[:4]))
@@ -157,16 +197,9 @@ def _write(
                     row = int(stats.top_rows[i, j])
                     if row < 0:
                         break
-                    keep = contexts["valid"][i][j]
-                    d["contexts"].append(
-                        {
-                            "v": _round(stats.top_values[i, j]),
-                            "row": row,
-                            "t": [t for t, k in zip(tokens[i][j], keep, strict=True) if k],
-                            "a": [_round(a, 3) for a, k in zip(acts[i, j], keep, strict=True) if k],
-                            "c": int(keep[:centre].sum()),
-                        }
-                    )
+                    d["contexts"].append(_shown(contexts, i, j, row, stats.top_values[i, j]))
+                if bands is not None:
+                    d["bands"] = _band_panels(contexts, bands, i, stats.top_rows.shape[1])
                 if token_names is not None:
                     d["tokens"] = [
                         [t, int(c)]

@@ -8,13 +8,14 @@ their rows; a histogram of the firing magnitudes on a range that doubles as larg
 arrive (merging bins two by two keeps the counts exact); the count of selections at each
 pursuit step; and the count of ordered pairs of atoms that fire in the same row (``i`` before
 ``j``: selected at an earlier step by matching pursuit, or with a larger activation for the
-other encoders), for each atom's strongest partners (:mod:`.pairs`).
+other encoders), for each atom's strongest partners (:mod:`.pairs`). The top values and the
+histogram are :mod:`.summaries`.
 """
 
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import Bunch
+from sklearn.utils import Bunch, check_random_state
 
 from .._compat import Interval, validate_params
 from .._train.tensors import _TRANSFORM_CHUNK
@@ -22,91 +23,22 @@ from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
 from .pairs import _PairSummary
 from .selections import _by_value, _first_selections, _iter_codes
+from .summaries import _DoublingHistogram, _FiringSample, _TopN
 from .tokens import _TokenCounts
-
-
-class _TopN:
-    """The ``n_top`` largest values per atom and their rows, exact, merged chunk by chunk."""
-
-    def __init__(self, n_components, n_top):
-        self.values = np.full((n_components, n_top), -np.inf)
-        self.rows = np.full((n_components, n_top), -1, dtype=np.int64)
-
-    def update(self, rows, atoms, values):
-        K, n = self.values.shape
-        # Only entries above their atom's current n-th value can enter.
-        enter = values > self.values[atoms, -1]
-        rows, atoms, values = rows[enter], atoms[enter], values[enter]
-        if rows.size == 0:
-            return
-        touched = np.unique(atoms)
-        old_atoms = np.repeat(touched, n)
-        old_values = self.values[touched].ravel()
-        old_rows = self.rows[touched].ravel()
-        all_atoms = np.concatenate([old_atoms, atoms])
-        all_values = np.concatenate([old_values, values])
-        all_rows = np.concatenate([old_rows, rows])
-        # By atom, then value descending, then row ascending (ties go to the earlier row).
-        order = np.lexsort((all_rows, -all_values, all_atoms))
-        all_atoms, all_values, all_rows = all_atoms[order], all_values[order], all_rows[order]
-        starts = np.searchsorted(all_atoms, touched)
-        rank = np.arange(all_atoms.size) - np.repeat(
-            starts, np.diff(np.append(starts, all_atoms.size))
-        )
-        keep = rank < n
-        self.values[all_atoms[keep], rank[keep]] = all_values[keep]
-        self.rows[all_atoms[keep], rank[keep]] = all_rows[keep]
-
-
-class _DoublingHistogram:
-    """Per-atom histogram of firing magnitudes on ``[0, hi)``, ``hi`` a power of two that
-    doubles (bins merged in pairs) whenever a larger value arrives: counts stay exact, the bin
-    width is at most twice the atom's maximum over ``n_bins``."""
-
-    def __init__(self, n_components, n_bins):
-        self.counts = np.zeros((n_components, n_bins), dtype=np.int64)
-        self.hi = np.zeros(n_components)
-
-    def update(self, atoms, magnitudes):
-        K, B = self.counts.shape
-        peak = np.zeros(K)
-        np.maximum.at(peak, atoms, magnitudes)
-        new = (self.hi == 0) & (peak > 0)
-        self.hi[new] = 2.0 ** np.ceil(np.log2(peak[new] * (1 + 1e-12)))
-        grow = (peak >= self.hi) & (peak > 0) & ~new
-        while grow.any():
-            merged = self.counts[grow, 0::2] + self.counts[grow, 1::2]
-            self.counts[grow] = 0
-            self.counts[grow, : B // 2] = merged
-            self.hi[grow] *= 2
-            grow = (peak >= self.hi) & (peak > 0)
-        bins = np.minimum((magnitudes / self.hi[atoms] * B).astype(np.int64), B - 1)
-        self.counts += np.bincount(atoms * B + bins, minlength=K * B).reshape(K, B)
-
-    def edges(self):
-        B = self.counts.shape[1]
-        return self.hi[:, None] * (np.arange(B + 1) / B)
-
-    def quantiles(self, q):
-        """Quantiles of each atom's magnitudes, linear within a bin (0 for a dead atom)."""
-        B = self.counts.shape[1]
-        total = self.counts.sum(axis=1)
-        cum = np.cumsum(self.counts, axis=1)
-        out = np.zeros((self.counts.shape[0], len(q)))
-        width = self.hi / B
-        for j, level in enumerate(q):
-            target = level * total
-            b = np.minimum((cum < target[:, None]).sum(axis=1), B - 1)
-            before = np.where(b > 0, cum[np.arange(len(b)), b - 1], 0)
-            inside = self.counts[np.arange(len(b)), b]
-            frac = np.where(inside > 0, (target - before) / np.maximum(inside, 1), 0.0)
-            out[:, j] = np.where(total > 0, (b + np.clip(frac, 0, 1)) * width, 0.0)
-        return out
 
 
 class _Accumulator:
     def __init__(
-        self, n_components, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens=None
+        self,
+        n_components,
+        n_top,
+        n_bins,
+        n_steps,
+        pair_steps,
+        max_partners,
+        row_tokens=None,
+        n_random=0,
+        seed=0,
     ):
         K = n_components
         self.n_samples = 0
@@ -120,6 +52,7 @@ class _Accumulator:
         self.pairs = _PairSummary(K, max_partners) if pair_steps else None
         self.pair_frequency = np.zeros(K, dtype=np.int64)
         self.tokens = None if row_tokens is None else _TokenCounts(K, row_tokens)
+        self.sample = _FiringSample(K, n_random, seed) if n_random else None
 
     def update(
         self, n_rows, rows, atoms, values, ordered_atoms=None, ordered_steps=None, pair_atoms=None
@@ -138,6 +71,8 @@ class _Accumulator:
         self.hist.update(atoms, np.abs(values).astype(np.float64))
         if self.tokens is not None:
             self.tokens.add(atoms, rows + offset)
+        if self.sample is not None:
+            self.sample.update(rows + offset, atoms, values)
         if self.steps is not None and ordered_steps is not None:
             taken = ordered_atoms >= 0
             s = self.steps.shape[1]
@@ -170,6 +105,8 @@ def _statistics(
     row_tokens=None,
     n_top_tokens=10,
     pair_min_cosine=0.0,
+    n_random=0,
+    seed=0,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
     from scipy import sparse
@@ -186,7 +123,9 @@ def _statistics(
         n_steps = estimator.transform_n_nonzero_coefs or estimator.n_nonzero_coefs
         if estimator.transform_tol is not None and estimator.transform_n_nonzero_coefs is None:
             n_steps = K
-    acc = _Accumulator(K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens)
+    acc = _Accumulator(
+        K, n_top, n_bins, n_steps, pair_steps, max_partners, row_tokens, n_random, seed
+    )
     progress = Progress(-(-X.shape[0] // chunk_size), "inspect", "chunk", bool(verbose))
     try:
         chunks = _iter_codes(
@@ -228,6 +167,7 @@ def _statistics(
     top_values = np.where(acc.top.rows >= 0, acc.top.values, 0.0)
     pair_counts, pair_error = (None, None) if acc.pairs is None else acc.pairs.matrix()
     top_tokens = (None, None) if acc.tokens is None else acc.tokens.top(n_top_tokens)
+    random_rows, random_values = (None, None) if acc.sample is None else acc.sample.sample()
     return Bunch(
         n_samples=acc.n_samples,
         frequency=freq,
@@ -249,6 +189,8 @@ def _statistics(
         ordered=bool(selection),
         top_tokens=top_tokens[0],
         top_token_counts=top_tokens[1],
+        random_rows=random_rows,
+        random_values=random_values,
     )
 
 
@@ -264,6 +206,8 @@ def _statistics(
         "max_partners": [NotBoolInterval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
         "row_tokens": [None, "array-like"],
+        "n_random": [NotBoolInterval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
         "chunk_size": [NotBoolInterval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     },
@@ -281,6 +225,8 @@ def feature_statistics(
     max_partners=256,
     threshold=0.0,
     row_tokens=None,
+    n_random=0,
+    random_state=None,
     chunk_size=_DEFAULT_CHUNK,
     verbose=0,
 ):
@@ -326,6 +272,13 @@ def feature_statistics(
     row_tokens : array-like of shape (n_samples,), default=None
         The token id of each row (a capture's provenance): then each atom's ten most
         frequent tokens among its firings are counted.
+    n_random : int, default=0
+        Firings of each atom kept as a uniform random sample without replacement (all of
+        them for an atom that fired at most ``n_random`` times): ``random_rows`` and
+        ``random_values``. Memory O(n_components x n_random); the sample does not depend on
+        ``chunk_size``.
+    random_state : int, RandomState instance or None, default=None
+        Draws the sample of ``n_random`` firings; an int makes it reproducible.
     chunk_size : int, default=4096
         Rows encoded at a time.
     verbose : int, default=0
@@ -352,6 +305,8 @@ def feature_statistics(
         ``ordered``, whether "before" is the pursuit's order; with ``row_tokens``,
         ``top_tokens`` and ``top_token_counts`` (n_components, 10), each atom's most
         frequent token ids among its firings (-1 pads) and how many firings each has (else
+        None); with ``n_random``, ``random_rows`` and ``random_values`` (n_components,
+        n_random), the sampled firings by increasing row (row -1 and value 0 pad; else
         None).
 
     See Also
@@ -396,4 +351,6 @@ def feature_statistics(
         max_partners,
         None if row_tokens is None else np.asarray(row_tokens).ravel(),
         pair_min_cosine=pair_min_cosine,
+        n_random=n_random,
+        seed=check_random_state(random_state).randint(np.iinfo(np.int32).max) if n_random else 0,
     )

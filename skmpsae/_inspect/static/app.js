@@ -198,6 +198,29 @@
     ctx.putImageData(img, 0, 0);
     return c;
   }
+  function contextLine(ctx, peak) {  // the tokens, each shaded by the atom's activation on it
+    var line = el("div", { "class": "ctx" }, [el("span", { "class": "val", text: fmt(ctx.v) })]);
+    ctx.t.forEach(function (tok, k) {
+      var a = ctx.a[k], s = el("span", { "class": "tok" + (k === ctx.c ? " centre" : ""), text: shown(tok) });
+      if (a > 0) { s.style.background = "rgba(255,140,0," + Math.min(1, a / peak).toFixed(3) + ")"; s.setAttribute("data-act", a); }
+      s.title = "row " + (ctx.row - ctx.c + k) + ": " + fmt(a);
+      line.appendChild(s);
+    });
+    return line;
+  }
+  // Contexts drawn at random from bands of quantiles of the atom's activations, top band first.
+  function bandList(bands, peak) {
+    var out = el("div", { id: "bands" }, [el("h3", { text: "Contexts across the range (drawn at random from each band, top contexts left out)" })]);
+    bands.forEach(function (b, n) {
+      var range = b.hi === null ? "above " + fmt(b.lo) : (b.lo === 0 ? "up to " + fmt(b.hi) : fmt(b.lo) + "–" + fmt(b.hi));
+      var box = el("div", { "class": "band", id: "band-" + n, "data-lo": b.lo, "data-hi": b.hi === null ? "" : b.hi }, [
+        el("h4", { text: "Quantiles " + Math.round(100 * b.q[0]) + "–" + Math.round(100 * b.q[1]) + "% of its firings: activation " + range })]);
+      if (!b.contexts.length) box.appendChild(el("p", { "class": "empty", text: "no firings here beyond the top contexts" }));
+      b.contexts.forEach(function (ctx) { box.appendChild(contextLine(ctx, peak)); });
+      out.appendChild(box);
+    });
+    return out;
+  }
   function renderAtom(i) {
     if (!(i >= 0 && i < K)) { main.replaceChildren(el("p", { text: "No atom " + i + " (0 to " + (K - 1) + ")." })); return; }
     main.replaceChildren(el("p", { id: "progress", text: "Loading atom " + i + "…" }));
@@ -272,18 +295,11 @@
       } else {
         var list = el("div", { id: "contexts" });
         if (!d.contexts.length) list.appendChild(el("p", { "class": "empty", text: "This atom never fires on these rows." }));
+        // One shading scale for the page: the top activation, so that the bands compare.
         var peak = d.contexts.length ? d.contexts[0].v : 1;
-        d.contexts.forEach(function (ctx) {
-          var line = el("div", { "class": "ctx" }, [el("span", { "class": "val", text: fmt(ctx.v) })]);
-          ctx.t.forEach(function (tok, k) {
-            var a = ctx.a[k], s = el("span", { "class": "tok" + (k === ctx.c ? " centre" : ""), text: shown(tok) });
-            if (a > 0) { s.style.background = "rgba(255,140,0," + Math.min(1, a / peak).toFixed(3) + ")"; s.setAttribute("data-act", a); }
-            s.title = "row " + (ctx.row - ctx.c + k) + ": " + fmt(a);
-            line.appendChild(s);
-          });
-          list.appendChild(line);
-        });
+        d.contexts.forEach(function (ctx) { list.appendChild(contextLine(ctx, peak)); });
         parts.push(list);
+        if (d.bands && d.contexts.length) parts.push(bandList(d.bands, peak));
       }
       main.replaceChildren.apply(main, parts);
     });
