@@ -44,8 +44,8 @@ class _MatchingPursuitModule(_SAEModule):
 
     Training never unrolls the pursuit under autograd: the atoms are chosen without gradients
     (Gram path) and the coefficients recomputed differentiably from the chosen atoms only, which
-    gives the unrolled loop's exact gradients at a fraction of its memory. Small dictionaries
-    skip the reconstruction too: their loss is MP's energy identity (``_mp_squared_error``).
+    gives the unrolled loop's exact gradients at a fraction of its memory. The loss skips the
+    reconstruction too: it is MP's energy identity (``_mp_squared_error``).
     """
 
     def __init__(

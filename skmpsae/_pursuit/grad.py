@@ -4,10 +4,10 @@ selected beforehand, with exact gradients.
 Training never unrolls the pursuit under autograd. The atoms are selected without gradients
 (``selection.py``), and then the coefficients of the selected atoms are recomputed here as the
 solution of a small triangular system per sample, which gives the unrolled loop's values and
-gradients (``tests/test_pursuit.py`` checks both against the loop in float64). For small
-dictionaries, :func:`_mp_squared_error` goes further and computes the error itself in closed
-form. The custom autograd functions exist because autograd's own backward passes for these
-products cost several times more (each says by how much).
+gradients (``tests/test_pursuit.py`` checks both against the loop in float64). Training's loss,
+:func:`_mp_squared_error`, goes further and computes the error itself in closed form, without
+decoding. The custom autograd functions exist because autograd's own backward passes for these
+products cost several times more (each says by how much), or would keep the gathered atoms.
 """
 
 import torch
@@ -173,10 +173,14 @@ def _atom_products(dictionary, indices, rows) -> tuple[torch.Tensor, torch.Tenso
     return pairs, selected.squeeze(-1)
 
 
+def _pair_positions(indices, n_components) -> torch.Tensor:
+    """Positions in the flattened Gram matrix of each row's pairs of selected atoms."""
+    return (indices[:, :, None] * n_components + indices[:, None, :]).flatten()
+
+
 def _pairs_of(gram, indices) -> torch.Tensor:
     """``P[i, s, t] = G[j_s, j_t]`` for each row's selected atoms, shape (n, k, k)."""
-    n_components = gram.shape[0]
-    flat = (indices[:, :, None] * n_components + indices[:, None, :]).flatten()
+    flat = _pair_positions(indices, gram.shape[0])
     return gram.reshape(-1)[flat].view(*indices.shape, indices.shape[1])
 
 
@@ -216,11 +220,9 @@ class _GatheredPairs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gram, indices):
-        n_components = gram.shape[0]
-        flat = (indices[:, :, None] * n_components + indices[:, None, :]).flatten()
-        ctx.save_for_backward(flat)
-        ctx.n_components = n_components
-        return gram.reshape(-1)[flat].view(*indices.shape, indices.shape[1])
+        ctx.save_for_backward(_pair_positions(indices, gram.shape[0]))
+        ctx.n_components = gram.shape[0]
+        return _pairs_of(gram, indices)
 
     @staticmethod
     def backward(ctx, grad):
