@@ -76,6 +76,18 @@ def test_batch_topk_loss_and_gradients_match_a_naive_computation():
     np.testing.assert_array_equal(fired.numpy(), (z > 0).sum(dim=0).numpy())
 
 
+def test_batch_topk_batch_without_a_positive_activation_reconstructs_the_bias():
+    # No latent kept anywhere: every row's bag of the sparse decoding is empty.
+    module = _module(_BatchTopKModule, 2, seed=7, aux_coef=0.0)
+    with torch.no_grad():
+        module.encoder_bias.fill_(-100.0)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(8), dtype=F64)
+    loss, fired = module.loss(x)
+    expected = ((x - module.bias.detach()) ** 2).sum(dim=1).mean() / x.shape[1]
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-12)
+    assert int(fired.sum()) == 0 and float(module.threshold) == -1.0
+
+
 def test_batch_topk_threshold_is_a_running_average_of_the_smallest_kept_activation():
     module = _module(_BatchTopKModule, 2, seed=3, aux_coef=0.0)
     gen = torch.Generator().manual_seed(4)

@@ -46,7 +46,8 @@ class _MatryoshkaModule(_BatchTopKModule):
         errors, x_hat = self.prefix_errors(x, z)
         loss = errors.mean() / x.shape[1] + self._aux_term(x, x_hat, pre, dead_mask)
         if torch.is_grad_enabled():
-            self._update_threshold(z.detach())
+            z = z.detach()
+            self._update_threshold(z[z > 0])
         return LossOutput(loss, (z > 0).sum(dim=0))
 
 
