@@ -1,6 +1,8 @@
 """BatchTopK SAE: TopK over a whole batch in training, a learned threshold at inference
 (Bussmann, Leask & Nanda, 2024)."""
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,14 @@ def _threshold_codes(pre, threshold):
     return acts * (acts > threshold)
 
 
+class _Kept(NamedTuple):
+    """A batch's kept codes, flat in row order (what ``embedding_bag`` decodes)."""
+
+    latents: torch.Tensor  # (n_kept,) long
+    values: torch.Tensor  # (n_kept,): the activations, differentiable
+    offsets: torch.Tensor  # (n_samples,) long: where each row's codes start
+
+
 class _BatchTopKModule(_EncoderModule):
     """Loss: squared reconstruction error of the batch-level TopK codes, plus ``aux_coef``
     times the AuxK loss. Also tracks the inference threshold (a non-trained parameter, so that
@@ -67,26 +77,34 @@ class _BatchTopKModule(_EncoderModule):
         """LossOutput on batch ``x``; ``dead_mask`` (bool, one per latent; None: none is dead)
         selects the latents the AuxK term revives; ``sparsity_scale`` is unused. Under autograd
         (a training step, not the trainer's re-measurement) it also updates the threshold."""
-        pre = pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
-        acts = F.relu(pre)
-        # Decoded from the kept (row, latent) pairs, as TopK decodes its codes: the dense
-        # (n, K) @ (K, d) product and its backward pass cost two more GEMMs the size of the
-        # encoder's, 1.8x TopK's epoch at 4,096 atoms (docs/performance.md).
-        n_samples, K = acts.shape
-        kept = _batch_topk_kept(acts.detach(), self.k)
-        rows, latents = kept // K, kept % K
-        values = acts.flatten()[kept]
-        offsets = torch.searchsorted(rows, torch.arange(n_samples, device=rows.device))
-        x_hat = F.embedding_bag(
-            latents, self.dictionary, offsets, mode="sum", per_sample_weights=values
-        )
-        x_hat = x_hat + self.bias
+        pre, kept = self.kept_codes(x)
+        x_hat = self.decode_kept(kept) + self.bias
         loss = ((x - x_hat) ** 2).sum(dim=1).mean() / x.shape[1]
         loss = loss + self._aux_term(x, x_hat, pre, dead_mask)
         if torch.is_grad_enabled():
-            self._update_threshold(values.detach())
-        fired = torch.bincount(latents, minlength=K)
-        return LossOutput(loss, fired)
+            self._update_threshold(kept.values.detach())
+        return LossOutput(loss, torch.bincount(kept.latents, minlength=pre.shape[1]))
+
+    def kept_codes(self, x) -> tuple[torch.Tensor, _Kept]:
+        """The pre-activations of ``x`` and its batch-level TopK codes as (row, latent, value)
+        triples in row order (see :class:`_Kept`)."""
+        pre = pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
+        acts = F.relu(pre)
+        n_samples, K = acts.shape
+        kept = _batch_topk_kept(acts.detach(), self.k)
+        rows, latents = kept // K, kept % K
+        offsets = torch.searchsorted(rows, torch.arange(n_samples, device=rows.device))
+        return pre, _Kept(latents, acts.flatten()[kept], offsets)
+
+    def decode_kept(self, kept, weights=None) -> torch.Tensor:
+        """Each row's kept latents' atoms times their values (or ``weights``), summed: decoded
+        as TopK decodes its codes, since the dense (n, K) @ (K, d) product and its backward
+        pass would cost two more GEMMs the size of the encoder's (docs/performance.md,
+        "BatchTopK's own overhead")."""
+        weights = kept.values if weights is None else weights
+        return F.embedding_bag(
+            kept.latents, self.dictionary, kept.offsets, mode="sum", per_sample_weights=weights
+        )
 
     def _aux_term(self, x, x_hat, pre, dead_mask):
         return auxk_term(x, x_hat, pre, dead_mask, self.dictionary, self.aux_coef)

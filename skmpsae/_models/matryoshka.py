@@ -20,8 +20,8 @@ class _MatryoshkaModule(_BatchTopKModule):
     """Loss: the mean over prefixes ``m`` of the squared error of ``z[:, :m] @ D[:m] + b``
     (each relative to the data variance), plus the AuxK loss on the whole reconstruction.
 
-    The prefix reconstructions are running sums of per-group decodes, so the cost is one
-    decode of the whole code matrix, as for BatchTopK.
+    The prefix reconstructions are running sums of per-group decodes of the kept codes, so
+    the cost is one sparse decode per group, nothing (n, K) wide beyond the encoder.
     """
 
     def __init__(
@@ -30,25 +30,26 @@ class _MatryoshkaModule(_BatchTopKModule):
         super().__init__(n_components, n_features, k, fit_intercept, dtype, device, aux_coef)
         self.prefix_sizes = tuple(prefix_sizes)
 
-    def prefix_errors(self, x, z):
-        """Squared reconstruction error (mean over samples) of each prefix, in order."""
+    def prefix_errors(self, x, kept):
+        """Squared reconstruction error (mean over samples) of each prefix, in order, and the
+        whole reconstruction."""
         x_hat = self.bias.expand_as(x)
         errors, start = [], 0
         for stop in self.prefix_sizes:
-            x_hat = x_hat + z[:, start:stop] @ self.dictionary[start:stop]
+            group = (kept.latents >= start) & (kept.latents < stop)
+            x_hat = x_hat + self.decode_kept(kept, kept.values * group)
             errors.append(((x - x_hat) ** 2).sum(dim=1).mean())
             start = stop
         return torch.stack(errors), x_hat
 
     def loss(self, x, dead_mask=None, sparsity_scale=1.0):
         """As :class:`_BatchTopKModule`'s, with the mean of the prefix errors."""
-        z, pre = self.codes(x)
-        errors, x_hat = self.prefix_errors(x, z)
+        pre, kept = self.kept_codes(x)
+        errors, x_hat = self.prefix_errors(x, kept)
         loss = errors.mean() / x.shape[1] + self._aux_term(x, x_hat, pre, dead_mask)
         if torch.is_grad_enabled():
-            z = z.detach()
-            self._update_threshold(z[z > 0])
-        return LossOutput(loss, (z > 0).sum(dim=0))
+            self._update_threshold(kept.values.detach())
+        return LossOutput(loss, torch.bincount(kept.latents, minlength=pre.shape[1]))
 
 
 class MatryoshkaSAE(BatchTopKSAE):
