@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from _helpers import ESTIMATORS, estimator_factory, low_rank_data, new_trainer
 from skmpsae import DivergenceError
-from skmpsae._train.trainer import LossOutput, _Schedule
+from skmpsae._train.contracts import LossOutput
+from skmpsae._train.trainer import _Schedule
 
 N_SAMPLES, BATCH_SIZE = 96, 32  # three steps per epoch
 

@@ -23,9 +23,9 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .._compat import Interval, StrOptions, fit_context, get_feature_names
 from .._metrics.reconstruction import explained_variance
 from .._train.checkpoint import _Checkpointer, run_description
+from .._train.contracts import SAEModule
 from .._train.early_stopping import _validation_split
 from .._train.tensors import _cached_tensors, _n_batches, _row_chunks
-from .._train.trainer import SAEModule
 from .._utils import NotBoolInterval, resolve_device
 from .fitted import set_fitted_state
 from .session import InputDescription, TrainingSession, portable_state

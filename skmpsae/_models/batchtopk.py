@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .._pursuit.encode import _scatter_codes
-from .._train.trainer import LossOutput
+from .._train.contracts import LossOutput
 from .module import _EncoderModule, auxk_term, pre_activations
 from .topk import _KSparseSAE, _topk_codes
 

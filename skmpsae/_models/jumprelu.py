@@ -6,7 +6,7 @@ from numbers import Real
 import torch
 
 from .._compat import Interval
-from .._train.trainer import LossOutput
+from .._train.contracts import LossOutput
 from .base import _BaseSAE
 from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 

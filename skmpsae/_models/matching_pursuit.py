@@ -23,8 +23,8 @@ from .._pursuit.grad import (
 )
 from .._pursuit.gram import _DEFAULT_MAX_BYTES, _gram, _Workspace
 from .._pursuit.selection import PATHS, _plan_mp, _select_mp
+from .._train.contracts import LossOutput
 from .._train.optim import _AtomAdam
-from .._train.trainer import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
 from .module import _SAEModule

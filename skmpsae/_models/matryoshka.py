@@ -6,7 +6,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from .._train.trainer import LossOutput
+from .._train.contracts import LossOutput
 from .batchtopk import BatchTopKSAE, _BatchTopKModule
 
 

@@ -5,7 +5,7 @@ from numbers import Real
 import torch.nn.functional as F
 
 from .._compat import Interval
-from .._train.trainer import LossOutput
+from .._train.contracts import LossOutput
 from .base import _BaseSAE
 from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, pre_activations
 

@@ -16,12 +16,13 @@ import torch
 from sklearn.utils import check_random_state
 
 from .._train.checkpoint import _Checkpointer, state_as_arrays, state_from_arrays
+from .._train.contracts import SAEModule
 from .._train.distributed import is_main_process
 from .._train.early_stopping import _EarlyStopping, _RowSubset
 from .._train.loop import TrainingResult, train_epochs
 from .._train.progress import epoch_reporter
 from .._train.tensors import _torch_dtype
-from .._train.trainer import SAEModule, _Trainer
+from .._train.trainer import _Trainer
 from .._utils import resolve_device
 from .fitted import published_arrays, set_fitted_state
 from .training import initialize_module, load_published, module_arrays, validation_score

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .._compat import Interval
 from .._pursuit.encode import _decode_selected, _scatter_codes
-from .._train.trainer import LossOutput
+from .._train.contracts import LossOutput
 from .._utils import NotBoolInterval
 from .base import _BaseSAE
 from .module import _ENCODER_PUBLISHED_PARAMS, _EncoderModule, auxk_term, pre_activations
