@@ -39,7 +39,7 @@ from _common import (
     write_table,
 )
 
-from skmpsae._models.matching_pursuit import _MatchingPursuitModule
+from skmpsae._models.matching_pursuit_module import _MatchingPursuitModule
 from skmpsae._pursuit.encode import _scatter_codes
 from skmpsae._pursuit.gram import _gram
 from skmpsae._pursuit.selection import _select_mp

@@ -41,7 +41,7 @@ from _common import (
 )
 from _common import best_seconds as best
 
-from skmpsae._models.matching_pursuit import _MatchingPursuitModule
+from skmpsae._models.matching_pursuit_module import _MatchingPursuitModule
 from skmpsae._pursuit import autotune
 from skmpsae._pursuit.gram import _DEFAULT_MAX_BYTES, _BlockArgmax, _gram
 from skmpsae._pursuit.selection import _select_mp

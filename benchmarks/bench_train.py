@@ -47,7 +47,7 @@ GOAL_SPEEDUP, GOAL_MEMORY = 10, 3
 def make_module(variant):
     import torch
 
-    from skmpsae._models.matching_pursuit import _MatchingPursuitModule
+    from skmpsae._models.matching_pursuit_module import _MatchingPursuitModule
     from skmpsae._pursuit.reference import _naive_matching_pursuit
     from skmpsae.datasets import load_mnist
 

@@ -273,7 +273,7 @@ def test_jumprelu_alpha_controls_sparsity_and_thresholds(digits):
 
 # -- MP-SAE dead-atom revival ---------------------------------------------------------------
 def test_revival_term_is_minus_the_mean_best_cosine_of_dead_atoms():
-    from skmpsae._models.matching_pursuit import _revival_term
+    from skmpsae._models.matching_pursuit_module import _revival_term
 
     gen = torch.Generator().manual_seed(12)
     residual = torch.randn(7, 5, generator=gen, dtype=F64)

@@ -13,7 +13,7 @@ import torch
 from sklearn.linear_model import orthogonal_mp_gram
 
 from skmpsae import MatchingPursuitSAE, matching_pursuit, orthogonal_matching_pursuit
-from skmpsae._models.matching_pursuit import _MatchingPursuitModule, _revival_term
+from skmpsae._models.matching_pursuit_module import _MatchingPursuitModule, _revival_term
 from skmpsae._pursuit import grad as grad_module
 from skmpsae._pursuit.encode import _decode_selected, _scatter_codes
 from skmpsae._pursuit.grad import _mp_coefficients, _mp_squared_error, _SelfProducts

@@ -269,7 +269,7 @@ def test_relu_loss_scales_the_l1_term_by_the_given_factor():
 
 
 def test_mp_loss_adds_the_revival_term_of_the_given_dead_atoms_only():
-    from skmpsae._models.matching_pursuit import _revival_term
+    from skmpsae._models.matching_pursuit_module import _revival_term
 
     module, x = fitted_module("mp", revival_coef=0.25)
     out = module.loss(x)

@@ -4,7 +4,7 @@
 import numpy as np
 import torch
 
-from .._models.matching_pursuit import _steps_kept
+from .._models.matching_pursuit_module import _steps_kept
 from .._pursuit.selection import _select_mp
 from .._train.tensors import _as_tensor
 
