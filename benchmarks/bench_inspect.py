@@ -4,8 +4,8 @@ Three parts (``--part``, default all):
 
 * ``tree``: on :func:`skmpsae.datasets.make_hierarchical_features` (sibling cosine 0.4, noise
   0.25, 4,000 rows or ``--n-samples``, 20 atoms, k=2, 30 epochs, the settings of
-  ``bench_hierarchy.py``), the share of the 9
-  true parent -> child links that :func:`skmpsae.inspect.atom_hierarchy` recovers: from
+  ``bench_hierarchy.py``), the share of the 9 true parent -> child links that
+  :func:`skmpsae.inspect.atom_hierarchy` recovers: from
   matching pursuit's co-selection for MP-SAE (the default, a pursuit cut at cosine 0.3, and
   the rule before it, the model's 2 steps), from co-activation for TopK and BatchTopK
   (``hierarchy_recovery``, atoms matched one to one to the features); also with MP-SAE's
