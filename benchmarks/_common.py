@@ -6,6 +6,7 @@ Not a benchmark itself (``run_all.py`` only runs ``bench_*.py``).
 import argparse
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def parser(description):
         "--no-write", action="store_true", help="print the tables without writing them into docs/"
     )
     return p
+
+
+def cpu_model():
+    """The processor's name as lscpu gives it (the figures hold for that machine only)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def limit_threads(n_threads):

@@ -33,7 +33,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="skmpsae-inducto
 
 import numpy as np
 import torch
-from _common import limit_threads, markdown_table, parser, write_table
+from _common import cpu_model, limit_threads, markdown_table, parser, write_table
 
 from skmpsae._pursuit.gram import _ARGMAX_BLOCK, _BlockArgmax, _chunk_rows, _FullGram
 
@@ -134,12 +134,8 @@ def main(argv=None):
     limit_threads(args.threads)
     load_before = os.getloadavg()[0]
     rows = [row for n_components in args.sizes for row in measure(n_components, args.repeats)]
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
-        "CPU",
-    )
     caption = (
-        f"{cpu}, {args.threads} torch thread(s), torch {torch.__version__}; {N_ROWS} rows, "
+        f"{cpu_model()}, {args.threads} torch thread(s), torch {torch.__version__}; {N_ROWS} rows, "
         f"d={N_FEATURES}, k={K}, the library's row chunks; the steps after the first "
         f"correlation GEMM, best of {args.repeats}. First call: compiling included (and, for "
         "the first compiled variant, importing torch._dynamo). Load average "

@@ -24,13 +24,13 @@ Writes the tables ``cost-goal`` and ``cost`` of ``docs/performance.md`` and the 
 ``--tiny`` runs small sizes in a few seconds (the test suite's smoke run).
 """
 
-import subprocess
 import time
 
 import numpy as np
 from _common import (
     activation_like,
     best_seconds,
+    cpu_model,
     goal_table,
     limit_threads,
     markdown_table,
@@ -49,18 +49,6 @@ SHORT = {
 }
 # Issue 29's goals: MP at most this many times TopK's epoch and transform time.
 GOAL_FIT, GOAL_TRANSFORM = 1.5, 1.2
-
-
-def cpu_model():
-    """The processor's name as lscpu gives it (the figures hold for that machine only)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def load_average():

@@ -35,6 +35,7 @@ import types
 import numpy as np
 from _common import (
     best_seconds,
+    cpu_model,
     goal_table,
     limit_threads,
     markdown_table,
@@ -207,7 +208,6 @@ def tables(best, threads, repeats, cpu):
 
 
 def main(argv=None):
-    from bench_cost import cpu_model
 
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
