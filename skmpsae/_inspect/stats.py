@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from .._compat import Interval, validate_params
+from .._pursuit.encode import _sparse_steps
 from .._train.tensors import _TRANSFORM_CHUNK
 from .._utils import NotBoolInterval
 from .inputs import _ESTIMATOR, _check_rows
@@ -109,7 +110,6 @@ def _statistics(
     seed=0,
 ):
     """The pass behind :func:`skmpsae.inspect.feature_statistics`."""
-    from scipy import sparse
 
     from .._train.progress import Progress
 
@@ -135,13 +135,7 @@ def _statistics(
             if steps is not None:
                 indices, values = steps
                 values = np.where(np.abs(values) > threshold, values, 0)
-                taken = values != 0
-                row_of = np.broadcast_to(np.arange(n_rows)[:, None], indices.shape)
-                codes = sparse.csr_matrix(
-                    (values[taken], (row_of[taken], indices[taken])), shape=(n_rows, K)
-                )
-                codes.sum_duplicates()
-                codes.eliminate_zeros()
+                codes = _sparse_steps(indices, values, K)
                 ordered, order_steps = _first_selections(indices, values)
             else:
                 if threshold > 0:

@@ -7,12 +7,10 @@ revival term) is ``matching_pursuit_module.py``.
 import warnings
 from numbers import Integral, Real
 
-import numpy as np
 import torch
-from scipy import sparse
 
 from .._compat import Interval, StrOptions
-from .._pursuit.encode import _scatter_codes, _select_omp
+from .._pursuit.encode import _scatter_codes, _select_omp, _sparse_steps
 from .._pursuit.grad import (
     _mp_coefficients,
 )
@@ -366,16 +364,7 @@ class MatchingPursuitSAE(_BaseSAE):
 
     def _encode_sparse(self, X, params):
         indices, values = (t.cpu().numpy() for t in self._select(X, params))
-        m = indices.shape[0]
-        keep = values != 0
-        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-        codes = sparse.csr_matrix(
-            (values[keep], indices[keep], indptr), shape=(m, self.n_components)
-        )
-        # An atom chosen twice by matching pursuit gets the sum of its steps' values.
-        codes.sum_duplicates()
-        codes.eliminate_zeros()
-        return codes
+        return _sparse_steps(indices, values, self.n_components)
 
     def _transform_path(self, gram):
         """The selection path of :meth:`transform` ("auto": the cost model's choice)."""

@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.utils import check_array
 
 from .._compat import Interval, validate_params
@@ -148,6 +149,20 @@ def _select_omp(
 def _scatter_codes(indices, values, n_components):
     codes = torch.zeros((indices.shape[0], n_components), dtype=values.dtype, device=values.device)
     return codes.scatter_add_(1, indices, values)
+
+
+def _sparse_steps(indices, values, n_components) -> sparse.csr_matrix:
+    """The CSR codes (n, n_components) of a pursuit's steps, numpy arrays (n, k): each step's
+    value at its atom, an atom selected at several steps holding their sum, and no entry for
+    a step of value 0 (not taken) or for steps that cancel out."""
+    keep = values != 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    codes = sparse.csr_matrix(
+        (values[keep], indices[keep], indptr), shape=(indices.shape[0], n_components)
+    )
+    codes.sum_duplicates()
+    codes.eliminate_zeros()
+    return codes
 
 
 def _prepare(X, dictionary, n_nonzero_coefs, tol):
