@@ -26,14 +26,6 @@ def _batch_topk_kept(acts, k):
     return kept[flat[kept] > 0]
 
 
-def _batch_topk_mask(acts, k):
-    """Mask of the ``k * n_samples`` largest entries of ``acts`` over the whole batch (those
-    that are positive)."""
-    keep = torch.zeros(acts.numel(), dtype=torch.bool, device=acts.device)
-    keep[_batch_topk_kept(acts, k)] = True
-    return keep.view_as(acts)
-
-
 def _threshold_codes(pre, threshold):
     """Inference codes: every ReLU activation above the learned threshold."""
     acts = F.relu(pre)
@@ -61,12 +53,6 @@ class _BatchTopKModule(_EncoderModule):
         self.threshold = torch.nn.Parameter(
             torch.full((), -1.0, dtype=dtype, device=device), requires_grad=False
         )
-
-    def codes(self, x):
-        """Batch-level TopK codes of ``x`` and the pre-activations."""
-        pre = pre_activations(x, self.encoder_weight, self.encoder_bias, self.bias)
-        acts = F.relu(pre)
-        return acts * _batch_topk_mask(acts.detach(), self.k), pre
 
     @torch.no_grad()
     def initialize(self, bias, dictionary):
