@@ -13,7 +13,6 @@ from .common import (
     MODEL_SUFFIXES,
     CommandError,
     _add_param_option,
-    _as_float_for_training,
     _check_output_dir,
     _check_suffix,
     _defaults,
@@ -231,20 +230,11 @@ def run(args):
 def _fit_and_save(args, estimator, output, main_process):
     """Fit (data-parallel under a process group) and write the model; only the main process
     reports and writes. Ctrl-C after an epoch saves the last completed epoch's model."""
-    from .._activations.metadata import read_capture_metadata
-
     quiet = args.quiet or not main_process
     report = _report(quiet)
-    if len(args.sources) > 1:
-        X, provenance, X_held, held_note = training_rows(args, _held_out, report)
-        if main_process:
-            _check_room(estimator, X, output, args.checkpoint_dir)
-    else:
-        X = _as_float_for_training(_load_npy(args.data), args.data, report)
-        if main_process:
-            _check_room(estimator, X, output, args.checkpoint_dir)
-        provenance = read_capture_metadata(args.data) or {}
-        X, X_held, held_note = _held_out(args, X)
+    X, provenance, X_held, held_note = training_rows(args, report)
+    if main_process:
+        _check_room(estimator, X, output, args.checkpoint_dir)
     verb = "resuming" if args.resume else "fitting"
     report(
         f"{verb} {type(estimator).__name__} on {X.shape[0]} x {X.shape[1]} ({X.dtype}) "
@@ -333,40 +323,6 @@ def _write_model(estimator, output):
     else:
         with atomic_write(output) as file:
             joblib.dump(estimator, file)
-
-
-def _held_out(args, X):
-    """(training rows, held-out rows or None, a note for the log)."""
-    from .._activations.metadata import row_text_index
-
-    if args.validation is not None:
-        X_held = _load_npy(args.validation)
-        if X_held.shape[1] != X.shape[1]:
-            raise CommandError(
-                f"--validation {args.validation}: has {X_held.shape[1]} features, but "
-                f"{args.data} has {X.shape[1]}"
-            )
-        return X, X_held, f"; held out: {args.validation}"
-    if args.validation_fraction is None:
-        return X, None, ""
-    groups = row_text_index(args.data)
-    if groups is not None:
-        from .._activations.metadata import split_by_group
-
-        train, test = split_by_group(groups, args.validation_fraction)
-        n_texts = len(set(groups[test].tolist()))
-        if test[0] == train[-1] + 1 and test[-1] == X.shape[0] - 1:  # a tail: views, no copy
-            return X[: test[0]], X[test[0] :], f"; held out: its last {n_texts} texts"
-        return X[train], X[test], f"; held out: {n_texts} texts"
-    n_held = max(1, round(args.validation_fraction * X.shape[0]))
-    if n_held >= X.shape[0]:
-        raise CommandError(f"--validation-fraction leaves no training rows of {args.data}")
-    cut = X.shape[0] - n_held
-    return (
-        X[:cut],
-        X[cut:],
-        f"; held out: its last {n_held} rows (no per-row text index: a text may straddle the cut)",
-    )
 
 
 class _Interrupt(SigintHandler):

@@ -1,6 +1,7 @@
-"""``skmpsae fit A.npy B.npy ...``: one SAE on the rows of several files (image and text rows
-of a vision-language model, say), joined in memory so that every batch mixes them uniformly;
-the model records every file's capture settings."""
+"""The rows ``skmpsae fit`` trains on and holds out: one file's, or the rows of several
+(``skmpsae fit A.npy B.npy ...``: image and text rows of a vision-language model, say),
+joined in memory so that every batch mixes them uniformly, the model recording every file's
+capture settings."""
 
 from types import SimpleNamespace
 
@@ -21,11 +22,16 @@ def combined_provenance(metas):
     return {**shared, "sources": metas}
 
 
-def training_rows(args, held_out, report):
-    """(X, provenance, X_held, note) from ``args.sources``; ``held_out`` is fit's splitter of
-    one file, applied to each file so that each holds out the tail of its own texts."""
+def training_rows(args, report):
+    """(X, provenance, X_held, note) from ``args.sources``: the training rows, the model's
+    provenance, the held-out rows (or None) and a note for the log. Several files each hold
+    out the tail of their own texts."""
     from .._activations.metadata import read_capture_metadata
 
+    if len(args.sources) == 1:
+        X = _as_float_for_training(_load_npy(args.data), args.data, report)
+        X, X_held, note = held_out(args, X)
+        return X, read_capture_metadata(args.data) or {}, X_held, note
     parts, held, metas, notes = [], [], [], []
     for path in args.sources:
         X = _as_float_for_training(_load_npy(path), path, report)
@@ -53,3 +59,37 @@ def training_rows(args, held_out, report):
     else:
         X, X_held, note = held_out(args, X)
     return X, combined_provenance(metas), X_held, note
+
+
+def held_out(args, X):
+    """(training rows, held-out rows or None, a note for the log)."""
+    from .._activations.metadata import row_text_index
+
+    if args.validation is not None:
+        X_held = _load_npy(args.validation)
+        if X_held.shape[1] != X.shape[1]:
+            raise CommandError(
+                f"--validation {args.validation}: has {X_held.shape[1]} features, but "
+                f"{args.data} has {X.shape[1]}"
+            )
+        return X, X_held, f"; held out: {args.validation}"
+    if args.validation_fraction is None:
+        return X, None, ""
+    groups = row_text_index(args.data)
+    if groups is not None:
+        from .._activations.metadata import split_by_group
+
+        train, test = split_by_group(groups, args.validation_fraction)
+        n_texts = len(set(groups[test].tolist()))
+        if test[0] == train[-1] + 1 and test[-1] == X.shape[0] - 1:  # a tail: views, no copy
+            return X[: test[0]], X[test[0] :], f"; held out: its last {n_texts} texts"
+        return X[train], X[test], f"; held out: {n_texts} texts"
+    n_held = max(1, round(args.validation_fraction * X.shape[0]))
+    if n_held >= X.shape[0]:
+        raise CommandError(f"--validation-fraction leaves no training rows of {args.data}")
+    cut = X.shape[0] - n_held
+    return (
+        X[:cut],
+        X[cut:],
+        f"; held out: its last {n_held} rows (no per-row text index: a text may straddle the cut)",
+    )
