@@ -287,8 +287,9 @@ def _fit_and_save(args, estimator, output, main_process):
             f"{held['dead']}/{held['n_components']} on {held['n_rows']} rows"
         )
     _save(estimator, output)
+    epochs = f"{estimator.n_iter_} epoch{'s' * (estimator.n_iter_ != 1)}"
     _emit(
-        f"{type(estimator).__name__}: {estimator.n_iter_} epochs, final loss "
+        f"{type(estimator).__name__}: {epochs}, final loss "
         f"{estimator.loss_curve_[-1]:.4g}, dead atoms {estimator.n_dead_components_}/"
         f"{estimator.n_components}{scores}; saved to {output}"
     )
